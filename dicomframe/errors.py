@@ -1,0 +1,67 @@
+"""One exception tree for dicomframe.
+
+Every error raised on purpose by dicomframe derives from :class:`DicomframeError`.
+Messages say what failed, where, and what to do next. They never contain a
+value read from a DICOM file (no PHI in exception messages): at most a tag,
+a keyword, an offset, a count or a path that the user gave us.
+
+The command line turns a :class:`UserInputError` into a one-line message and
+exit code 2; any other :class:`DicomframeError` is reported the same way with
+exit code 1.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DicomframeError",
+    "UserInputError",
+    "SourceNotFoundError",
+    "StorageError",
+    "ScanError",
+    "ParseError",
+    "MissingExtraError",
+]
+
+
+class DicomframeError(Exception):
+    """Base class of every error dicomframe raises on purpose."""
+
+
+class UserInputError(DicomframeError):
+    """The caller asked for something that cannot work (bad path, URL, option)."""
+
+
+class SourceNotFoundError(UserInputError):
+    """A source path or URL does not exist or holds no files."""
+
+
+class StorageError(UserInputError):
+    """A storage back-end (local disk, S3, Azure, GCS) refused access or is unreachable."""
+
+
+class ScanError(DicomframeError):
+    """A scan could not complete (not raised for single bad files: those become rows)."""
+
+
+class ParseError(DicomframeError):
+    """A file could not be parsed as DICOM.
+
+    ``kind`` is a short machine-readable reason (``not_dicom``, ``truncated``,
+    ``corrupt``, ``empty``, ``unreadable``) that ends up in the errors table.
+    """
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class MissingExtraError(DicomframeError):
+    """An optional dependency is needed; the message names the extra to install."""
+
+    def __init__(self, feature: str, extra: str, package: str) -> None:
+        super().__init__(
+            f"{feature} needs the optional package {package!r}: "
+            f"install it with `pip install 'dicomframe[{extra}]'`"
+        )
+        self.extra = extra
+        self.package = package

@@ -1,0 +1,570 @@
+"""Scan: study folders or object storage → instances, elements and errors tables.
+
+Files are read header-only by the fast walker in :mod:`dicomframe._parse`
+(pydicom is the fallback for rare encodings), in parallel across processes,
+in chunks whose results stream to Parquet, so memory stays flat however many
+files there are. A file that cannot be read becomes a row of the errors table;
+the scan itself only fails for a bad source (missing folder, unreadable bucket).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+
+from ._parse import FileInfo, FileReader, Row, parse_file, pydicom_rows
+from .errors import ParseError, StorageError, UserInputError
+from .schema import BULK_VRS, ELEMENTS_SCHEMA, ERRORS_SCHEMA, FILES_SCHEMA, cast_instances
+from .sources import FileRef, Source, open_reader, resolve_source
+from .tags import KEYWORDS, TAGS_BY_KEYWORD, keyword_for
+
+__all__ = ["scan", "ScanResult", "ScanSummary", "FAILURE_KINDS"]
+
+#: error kinds that mean a file was damaged (non-zero exit); others are reported only
+FAILURE_KINDS = frozenset(("truncated", "corrupt", "unreadable", "empty"))
+
+_ARROW_ELEMENTS = pa.schema(
+    [
+        ("file_id", pa.int64()),
+        ("tag_path", pa.string()),
+        ("tag", pa.uint32()),
+        ("keyword", pa.string()),
+        ("vr", pa.string()),
+        ("vm", pa.int32()),
+        ("value", pa.string()),
+        ("private_creator", pa.string()),
+        ("depth", pa.int16()),
+        ("length", pa.int64()),
+        ("offset", pa.int64()),
+    ]
+)
+_FIXED = set(FILES_SCHEMA)
+
+
+# -- worker side ------------------------------------------------------------------
+
+
+@dataclass
+class _Chunk:
+    elements: pa.Table
+    files: list[tuple[Any, ...]]
+    errors: list[tuple[Any, ...]]
+
+
+def _read_file(ref: FileRef, fs: Any) -> tuple[list[Row], FileInfo]:
+    try:
+        fh = open_reader(fs, ref)
+    except FileNotFoundError:
+        raise ParseError("unreadable", "the file disappeared while scanning; re-run the scan") from None
+    except PermissionError:
+        raise ParseError("unreadable", "permission denied: check that your user can read the file") from None
+    except OSError as exc:
+        raise ParseError("unreadable", f"the file could not be opened ({type(exc).__name__})") from None
+    with fh:
+        try:
+            return parse_file(FileReader(fh, ref.size))
+        except ParseError as exc:
+            if exc.kind != "corrupt":
+                raise
+            first_error = exc
+        except (OSError, TimeoutError) as exc:
+            raise ParseError("unreadable", f"reading failed ({type(exc).__name__}); re-run the scan") from None
+        except Exception:  # an encoding the fast walker does not handle: use pydicom
+            first_error = None
+        fh.seek(0)
+        try:
+            return pydicom_rows(fh)
+        except ParseError:
+            if first_error is not None:
+                raise first_error from None
+            raise
+
+
+def _scan_chunk(refs: Sequence[FileRef], fs: Any) -> _Chunk:
+    """Parse a chunk of files (runs in a worker process)."""
+    file_ids: list[int] = []
+    all_rows: list[Row] = []
+    files: list[tuple[Any, ...]] = []
+    errors: list[tuple[Any, ...]] = []
+    for ref in refs:
+        try:
+            rows, info = _read_file(ref, fs)
+        except ParseError as exc:
+            errors.append((ref.file_id, ref.path, ref.size, exc.kind, str(exc)))
+            continue
+        file_ids.extend([ref.file_id] * len(rows))
+        all_rows.extend(rows)
+        files.append(
+            (
+                ref.file_id,
+                ref.path,
+                ref.size,
+                info.transfer_syntax,
+                info.sop_class_uid,
+                info.has_preamble,
+                info.has_file_meta,
+                info.pixel_data_offset,
+                info.pixel_data_length,
+                len(rows),
+                info.parser,
+            )
+        )
+    return _Chunk(_rows_to_arrow(file_ids, all_rows), files, errors)
+
+
+def _rows_to_arrow(file_ids: list[int], rows: list[Row]) -> pa.Table:
+    if not rows:
+        return _ARROW_ELEMENTS.empty_table()
+    paths, tags, vrs, vms, values, creators, depths, lengths, offsets = zip(*rows, strict=True)
+    kw = KEYWORDS.get
+    keywords = [kw(t) or (None if (t >> 16) & 1 else keyword_for(t)) for t in tags]
+    return pa.table(
+        [
+            pa.array(file_ids, pa.int64()),
+            pa.array(paths, pa.string()),
+            pa.array(tags, pa.uint32()),
+            pa.array(keywords, pa.string()),
+            pa.array(vrs, pa.string()),
+            pa.array(vms, pa.int32()),
+            pa.array(values, pa.string()),
+            pa.array(creators, pa.string()),
+            pa.array(depths, pa.int16()),
+            pa.array([ln if ln != 0xFFFFFFFF else -1 for ln in lengths], pa.int64()),
+            pa.array(offsets, pa.int64()),
+        ],
+        schema=_ARROW_ELEMENTS,
+    )
+
+
+# -- main side --------------------------------------------------------------------
+
+
+@dataclass
+class ScanSummary:
+    """Counts for the one-screen summary (no identifying values)."""
+
+    files: int
+    instances: int
+    errors: int
+    failed: int
+    errors_by_kind: dict[str, int]
+    patients: int
+    studies: int
+    series: int
+    modalities: dict[str, int]
+    elapsed_s: float
+    bytes: int
+    jobs: int
+
+    @property
+    def files_per_second(self) -> float:
+        return self.files / self.elapsed_s if self.elapsed_s > 0 else float("nan")
+
+    def rows(self) -> list[tuple[str, str]]:
+        """(label, value) pairs, in display order."""
+        mods = ", ".join(f"{m} {n}" for m, n in self.modalities.items()) or "-"
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(self.errors_by_kind.items())) or "-"
+        return [
+            ("files", f"{self.files:,}"),
+            ("instances read", f"{self.instances:,}"),
+            ("patients", f"{self.patients:,}"),
+            ("studies", f"{self.studies:,}"),
+            ("series", f"{self.series:,}"),
+            ("modalities", mods),
+            ("errors", f"{self.errors:,} ({kinds})"),
+            ("bytes", _human_bytes(self.bytes)),
+            ("elapsed", f"{self.elapsed_s:.2f} s"),
+            ("throughput", f"{self.files_per_second:,.0f} files/s on {self.jobs} process(es)"),
+        ]
+
+    def __str__(self) -> str:
+        width = max(len(k) for k, _ in self.rows())
+        return "\n".join(f"{k:<{width}}  {v}" for k, v in self.rows())
+
+    def _repr_html_(self) -> str:
+        cells = "".join(f"<tr><th style='text-align:left'>{k}</th><td>{v}</td></tr>" for k, v in self.rows())
+        return f"<table>{cells}</table>"
+
+
+def _human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"
+
+
+@dataclass
+class ScanResult:
+    """The three tables of a scan, as polars DataFrames.
+
+    Attributes
+    ----------
+    instances
+        One row per file read: ``file_id``, ``path``, ``size``, ``transfer_syntax``,
+        ``sop_class_uid``… then one typed column per top-level attribute keyword.
+    elements
+        One row per element at any depth (``tag_path`` like ``0040A730[0].0040A123``).
+        Loaded from Parquet on first use when the scan was written to disk.
+    errors
+        One row per file that could not be read: ``path``, ``kind``, ``message``.
+    """
+
+    instances: pl.DataFrame
+    errors: pl.DataFrame
+    summary: ScanSummary
+    outputs: dict[str, str] = field(default_factory=dict)
+    _elements: pl.DataFrame | None = None
+
+    @property
+    def elements(self) -> pl.DataFrame:
+        if self._elements is None:
+            self._elements = pl.read_parquet(self.outputs["elements"])
+        return self._elements
+
+    @property
+    def failed(self) -> pl.DataFrame:
+        """Error rows for damaged files (the ones that make the CLI exit non-zero)."""
+        return self.errors.filter(pl.col("kind").is_in(sorted(FAILURE_KINDS)))
+
+    def write_parquet(self, output: str) -> dict[str, str]:
+        """Write the three tables (see :func:`scan` for the layout); return their paths."""
+        paths = output_paths(output)
+        _write_frame(self.instances, paths["instances"])
+        _write_frame(self.elements, paths["elements"])
+        _write_frame(self.errors, paths["errors"])
+        return paths
+
+    def __repr__(self) -> str:
+        return (
+            f"ScanResult(instances={self.instances.height:,} rows × {self.instances.width} columns, "
+            f"errors={self.errors.height:,}, {self.summary.files_per_second:,.0f} files/s)"
+        )
+
+    def _repr_html_(self) -> str:
+        mods = self.summary.modalities
+        return (
+            "<div><b>dicomframe scan</b>"
+            + self.summary._repr_html_()
+            + "<p>Tables: <code>.instances</code>, <code>.elements</code>, <code>.errors</code>"
+            + (f" — top modality {next(iter(mods))}" if mods else "")
+            + "</p></div>"
+        )
+
+
+def output_paths(output: str) -> dict[str, str]:
+    """Where the three tables go for ``-o OUTPUT``.
+
+    ``cohort.parquet`` → ``cohort.parquet`` (instances), ``cohort.elements.parquet``,
+    ``cohort.errors.parquet``; any other name is a folder holding
+    ``instances.parquet``, ``elements.parquet`` and ``errors.parquet``.
+    """
+    out = os.fspath(output)
+    if out.endswith(".parquet"):
+        stem = out[: -len(".parquet")]
+        return {
+            "instances": out,
+            "elements": f"{stem}.elements.parquet",
+            "errors": f"{stem}.errors.parquet",
+        }
+    sep = "" if out.endswith("/") else "/"
+    return {name: f"{out}{sep}{name}.parquet" for name in ("instances", "elements", "errors")}
+
+
+class _AtomicParquet:
+    """A Parquet file written under a temporary name and renamed when complete."""
+
+    def __init__(self, target: str, schema: pa.Schema) -> None:
+        import fsspec
+        import pyarrow.parquet as pq
+
+        self.fs, self.path = fsspec.core.url_to_fs(target)
+        parent = self.path.rsplit("/", 1)[0] if "/" in self.path else "."
+        try:
+            self.fs.makedirs(parent, exist_ok=True)
+        except Exception as exc:
+            raise StorageError(f"cannot create the output folder for {target!r} ({type(exc).__name__})") from None
+        self.tmp = f"{parent}/.{self.path.rsplit('/', 1)[-1]}.{uuid.uuid4().hex[:8]}.tmp"
+        self.fh = self.fs.open(self.tmp, "wb")
+        self.writer = pq.ParquetWriter(self.fh, schema, compression="zstd")
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows:
+            self.writer.write_table(table, row_group_size=256 * 1024)
+
+    def commit(self) -> None:
+        self.writer.close()
+        self.fh.close()
+        self.fs.mv(self.tmp, self.path)
+
+    def abort(self) -> None:
+        try:
+            self.writer.close()
+            self.fh.close()
+        finally:
+            if self.fs.exists(self.tmp):
+                self.fs.rm(self.tmp)
+
+
+def _write_frame(df: pl.DataFrame, target: str) -> None:
+    w = _AtomicParquet(target, df.to_arrow().schema)
+    try:
+        w.write(df.to_arrow())
+        w.commit()
+    except BaseException:
+        w.abort()
+        raise
+
+
+def _chunks(files: list[FileRef], size: int) -> Iterator[list[FileRef]]:
+    for i in range(0, len(files), size):
+        yield files[i : i + size]
+
+
+def _default_jobs() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _instances_batch(elements: pl.DataFrame, files: list[tuple[Any, ...]]) -> pl.DataFrame:
+    base = pl.DataFrame(files, schema=FILES_SCHEMA, orient="row")
+    top = elements.filter(
+        (pl.col("depth") == 0)
+        & pl.col("keyword").is_not_null()
+        & ~pl.col("vr").is_in(BULK_VRS)
+        & (pl.col("tag") >= 0x00030000)
+        & ((pl.col("tag") & 0xFFFF) != 0)
+    )
+    if top.height == 0:
+        return base
+    wide = top.pivot(on="keyword", index="file_id", values="value", aggregate_function="first")
+    wide = cast_instances(wide, {"file_id"})
+    return base.join(wide, on="file_id", how="left")
+
+
+def _order_columns(df: pl.DataFrame) -> pl.DataFrame:
+    fixed = [c for c in FILES_SCHEMA if c in df.columns]
+    rest = sorted((c for c in df.columns if c not in _FIXED), key=lambda c: TAGS_BY_KEYWORD.get(c, 1 << 32))
+    return df.select(fixed + rest)
+
+
+def _summarise(instances: pl.DataFrame, errors: pl.DataFrame, n_files: int, elapsed: float, nbytes: int, jobs: int) -> ScanSummary:
+    def n_unique(col: str) -> int:
+        return int(instances[col].drop_nulls().n_unique()) if col in instances.columns else 0
+
+    modalities: dict[str, int] = {}
+    if "Modality" in instances.columns:
+        counts = instances["Modality"].fill_null("?").value_counts(sort=True)
+        modalities = {str(m): int(n) for m, n in counts.iter_rows()}
+    kinds = {str(k): int(n) for k, n in errors["kind"].value_counts().iter_rows()} if errors.height else {}
+    failed = sum(n for k, n in kinds.items() if k in FAILURE_KINDS)
+    return ScanSummary(
+        files=n_files,
+        instances=instances.height,
+        errors=errors.height,
+        failed=failed,
+        errors_by_kind=kinds,
+        patients=n_unique("PatientID"),
+        studies=n_unique("StudyInstanceUID"),
+        series=n_unique("SeriesInstanceUID"),
+        modalities=modalities,
+        elapsed_s=elapsed,
+        bytes=nbytes,
+        jobs=jobs,
+    )
+
+
+def _auto_progress() -> bool:
+    import sys
+
+    try:
+        from IPython import get_ipython  # type: ignore[attr-defined]
+
+        if get_ipython() is not None:
+            return True
+    except ImportError:
+        pass
+    return sys.stderr.isatty()
+
+
+def _iter_chunks(source: Source, jobs: int, chunk_size: int) -> Iterator[_Chunk]:
+    chunks = list(_chunks(source.files, chunk_size))
+    if jobs <= 1 or len(chunks) <= 1 or source.shares_memory_only:
+        for chunk in chunks:
+            yield _scan_chunk(chunk, source.fs)
+        return
+    ctx = get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        pending: deque[Future[_Chunk]] = deque()
+        it = iter(chunks)
+        for chunk in it:
+            pending.append(pool.submit(_scan_chunk, chunk, source.fs))
+            if len(pending) >= jobs * 2:
+                break
+        while pending:
+            result = pending.popleft().result()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append(pool.submit(_scan_chunk, nxt, source.fs))
+            yield result
+
+
+def scan(
+    src: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    jobs: int | None = None,
+    output: str | os.PathLike[str] | None = None,
+    storage_options: dict[str, Any] | None = None,
+    progress: bool | None = None,
+    chunk_size: int | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> ScanResult:
+    """Scan DICOM files into instances, elements and errors tables.
+
+    Parameters
+    ----------
+    src
+        A folder (recursive; any file names), a file, a glob such as
+        ``"cohort/**/*.dcm"``, an fsspec URL (``s3://bucket/prefix``,
+        ``az://container/prefix``, ``gs://…``, ``memory://…``) or a list of these.
+    jobs
+        Worker processes (default: all cores). ``1`` scans in this process.
+    output
+        Write Parquet as the scan goes, so memory stays flat:
+        ``cohort.parquet`` writes ``cohort.parquet`` (instances),
+        ``cohort.elements.parquet`` and ``cohort.errors.parquet``; any other name
+        is a folder receiving ``instances.parquet``, ``elements.parquet`` and
+        ``errors.parquet``. Local paths or fsspec URLs. Files appear only when
+        complete.
+    storage_options
+        fsspec options for URL sources (credentials, endpoints).
+    progress
+        Show a progress bar (default: when attached to a terminal or notebook).
+    chunk_size
+        Files per task sent to a worker (default: chosen from the file count).
+    on_progress
+        Called with ``(files_done, files_total)`` after each chunk.
+
+    Returns
+    -------
+    ScanResult
+        ``.instances``, ``.elements``, ``.errors`` (polars DataFrames; call
+        ``.to_pandas()`` on any of them for pandas) and ``.summary``.
+
+    Examples
+    --------
+    >>> from pydicom.data import get_testdata_file
+    >>> result = scan(get_testdata_file("CT_small.dcm"), progress=False)
+    >>> result.instances.select("Modality", "Rows", "StudyDate").row(0)
+    ('CT', 128, datetime.date(2004, 1, 19))
+    >>> result.elements.filter(pl.col("keyword") == "PatientName")["vr"].item()
+    'PN'
+    """
+    started = time.perf_counter()
+    source = resolve_source(src, storage_options)
+    n_jobs = jobs if jobs is not None else _default_jobs()
+    if n_jobs < 1:
+        raise UserInputError(f"--jobs must be at least 1 (got {n_jobs})")
+    total = len(source.files)
+    size = chunk_size or max(8, min(512, total // (n_jobs * 8) or 8))
+    show = _auto_progress() if progress is None else progress
+
+    paths = output_paths(os.fspath(output)) if output is not None else {}
+    elements_writer = _AtomicParquet(paths["elements"], _ARROW_ELEMENTS) if paths else None
+    element_tables: list[pa.Table] = []
+    instance_frames: list[pl.DataFrame] = []
+    error_rows: list[tuple[Any, ...]] = []
+    done = 0
+    bar = _Progress(total, show)
+    try:
+        for chunk in _iter_chunks(source, n_jobs, size):
+            elements = pl.from_arrow(chunk.elements)
+            assert isinstance(elements, pl.DataFrame)
+            if chunk.files:
+                instance_frames.append(_instances_batch(elements, chunk.files))
+            error_rows.extend(chunk.errors)
+            if elements_writer is not None:
+                elements_writer.write(chunk.elements)
+            else:
+                element_tables.append(chunk.elements)
+            done += len(chunk.files) + len(chunk.errors)
+            bar.update(done, len(error_rows))
+            if on_progress is not None:
+                on_progress(done, total)
+        instances = (
+            _order_columns(pl.concat(instance_frames, how="diagonal"))
+            if instance_frames
+            else pl.DataFrame(schema=FILES_SCHEMA)
+        )
+        errors = pl.DataFrame(error_rows, schema=ERRORS_SCHEMA, orient="row").sort("file_id")
+        if elements_writer is not None:
+            elements_writer.commit()
+            elements_writer = None
+            _write_frame(errors, paths["errors"])
+            _write_frame(instances, paths["instances"])  # last: its presence marks a complete scan
+    except BaseException:
+        if elements_writer is not None:
+            elements_writer.abort()
+        raise
+    finally:
+        bar.close()
+    elapsed = time.perf_counter() - started
+    summary = _summarise(instances, errors, total, elapsed, sum(f.size for f in source.files), n_jobs)
+    result = ScanResult(instances=instances, errors=errors, summary=summary, outputs=paths)
+    if not paths:
+        table = pa.concat_tables(element_tables) if element_tables else _ARROW_ELEMENTS.empty_table()
+        frame = pl.from_arrow(table)
+        assert isinstance(frame, pl.DataFrame)
+        result._elements = frame
+    return result
+
+
+class _Progress:
+    """A rich progress bar that is a no-op when disabled."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self._bar = None
+        if not enabled:
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self._bar = Progress(
+            TextColumn("[bold]scanning"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("files"),
+            TextColumn("{task.fields[errors]} errors"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            transient=False,
+        )
+        self._task = self._bar.add_task("scan", total=total, errors=0)
+        self._bar.start()
+
+    def update(self, done: int, errors: int) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done, errors=errors)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
