@@ -397,9 +397,6 @@ class _Walker:
                         if vr in _VM1_TEXT
                         else (value.count("\\") + 1 if value else 0)
                     )
-                    if creator is None and group & 1 and 0x10 <= elem <= 0xFF:
-                        creators[(group << 8) | elem] = value
-                        creator = value
                 elif kind == _K_TEXT:
                     text = raw.decode("latin-1")
                     value = text.rstrip(" \x00") if vr in _KEEP_LEADING else text.strip(" \x00")
@@ -428,9 +425,10 @@ class _Walker:
                 else:
                     value = _bulk_text(raw) if length else ""
                     vm = 1 if length else 0
-                    if creator is None and group & 1 and 0x10 <= elem <= 0xFF and value:
-                        creators[(group << 8) | elem] = value
-                        creator = value
+            if group & 1 and 0x10 <= elem <= 0xFF:
+                creator = value or None
+                if creator:
+                    creators[(group << 8) | elem] = creator
             rows.append(
                 (
                     path,
@@ -604,8 +602,9 @@ def parse_file(reader: RangeReader, first_read: int = FIRST_READ) -> tuple[list[
     ts = info.transfer_syntax
     explicit = True
     if ts is None:
-        if w.blen < pos + 8:
-            w.need(pos, min(size, pos + 8), "the first element")
+        if pos + 8 > size:
+            raise _truncated("the first data element", pos)
+        w.need(pos, pos + 8, "the first data element")
         if w.buf[pos] == 0 and w.buf[pos + 1] == 0x08:
             w.set_endian(False)
         explicit = _looks_explicit(w.buf, pos)
@@ -749,10 +748,10 @@ def _pydicom_walk(ds: Any, rows: list[Row], prefix: str, depth: int) -> None:
         tag = int(elem.tag)
         path = f"{prefix}{tag:08X}"
         creator = None
-        if elem.tag.is_private:
-            creator = getattr(elem, "private_creator", None)
-            if elem.tag.is_private_creator:
-                creator = str(elem.value).strip() if elem.value else None
+        if elem.tag.is_private and (tag & 0xFFFF) > 0xFF:
+            owner = ds.get((tag & 0xFFFF0000) | ((tag & 0xFF00) >> 8))
+            if owner is not None and owner.value:
+                creator = _pydicom_value(owner, str(owner.VR))[0] or None
         vr = str(elem.VR)
         if " or " in vr:
             vr = _resolve_ambiguous(tag, vr)
@@ -764,6 +763,8 @@ def _pydicom_walk(ds: Any, rows: list[Row], prefix: str, depth: int) -> None:
                 _pydicom_walk(item, rows, f"{path}[{k}].", depth + 1)
             continue
         value, vm = _pydicom_value(elem, vr)
+        if elem.tag.is_private_creator:
+            creator = value or None
         rows.append((path, tag, vr, vm, value, creator, depth, length, None))
 
 

@@ -61,7 +61,7 @@ class _Chunk:
     errors: list[tuple[Any, ...]]
 
 
-def _read_file(ref: FileRef, fs: Any) -> tuple[list[Row], FileInfo]:
+def read_file_rows(ref: FileRef, fs: Any) -> tuple[list[Row], FileInfo]:
     try:
         fh = open_reader(fs, ref)
     except FileNotFoundError:
@@ -98,7 +98,7 @@ def _scan_chunk(refs: Sequence[FileRef], fs: Any) -> _Chunk:
     errors: list[tuple[Any, ...]] = []
     for ref in refs:
         try:
-            rows, info = _read_file(ref, fs)
+            rows, info = read_file_rows(ref, fs)
         except ParseError as exc:
             errors.append((ref.file_id, ref.path, ref.size, exc.kind, str(exc)))
             continue

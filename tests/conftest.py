@@ -1,0 +1,100 @@
+"""Shared fixtures: the real-file corpus, the synthetic cohort and a real S3 server."""
+
+from __future__ import annotations
+
+import csv
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / "shared" / "corpus"
+SAMPLES = ROOT / "data-samples"
+
+
+def corpus_manifest() -> list[dict[str, str]]:
+    """Rows of the corpus MANIFEST.csv (one per file written by other projects)."""
+    with open(CORPUS / "MANIFEST.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def corpus_dicom_files() -> list[Path]:
+    return [CORPUS / r["path"] for r in corpus_manifest() if r["sop_class_uid"] or r["transfer_syntax"]]
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    if not CORPUS.is_dir():
+        pytest.fail(f"the shared corpus is missing at {CORPUS}: it must sit beside the repository")
+    return CORPUS
+
+
+@pytest.fixture(scope="session")
+def samples() -> Path:
+    return SAMPLES
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """A moto S3 server over real HTTP on loopback; yields its endpoint URL.
+
+    Credentials and the endpoint go into the environment so that fsspec/s3fs
+    (and worker processes, which inherit it) reach this server.
+    """
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    saved = {k: os.environ.get(k) for k in _S3_ENV}
+    os.environ.update(
+        {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "FSSPEC_S3_ENDPOINT_URL": endpoint,
+            "AWS_ENDPOINT_URL": endpoint,
+        }
+    )
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+_S3_ENV = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_DEFAULT_REGION",
+    "FSSPEC_S3_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL",
+)
+
+
+@pytest.fixture()
+def s3_bucket(s3_server: str) -> Iterator[str]:
+    """A fresh, empty bucket on the moto server; yields its name."""
+    import uuid
+
+    import s3fs
+
+    name = f"bucket-{uuid.uuid4().hex[:12]}"
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    fs.mkdir(name)
+    s3fs.S3FileSystem.clear_instance_cache()
+    yield name
