@@ -271,14 +271,15 @@ def _template(spec: CorpusSpec) -> Dataset:
     ds.RequestAttributesSequence = Sequence([request])
     ds.IrradiationEventUID = _uid(5, spec.seed, 0, 0)
     ds.TimezoneOffsetFromUTC = "+0100"
-    # private blocks (GE-like): identifiers in 0009, acquisition parameters in 0043
-    block = ds.private_block(0x0009, "GEMS_IDEN_01", create=True)
+    # private blocks (vendor-like, creators unknown to pydicom so UN stays UN):
+    # identifiers in 0009, acquisition parameters in 0043
+    block = ds.private_block(0x0009, "ACME_IDEN_01", create=True)
     block.add_new(0x01, "LO", "NBCT01_OC0")
     block.add_new(0x02, "LO", "CT_LIGHTSPEED")
     block.add_new(0x04, "LO", "Revolution CT")
     block.add_new(0x27, "DS", "1710238512.5")
     block.add_new(0xE3, "UN", b"NBCT01\x00\x00ACQ\x00")
-    block = ds.private_block(0x0043, "GEMS_PARM_01", create=True)
+    block = ds.private_block(0x0043, "ACME_PARM_01", create=True)
     block.add_new(0x01, "DS", "0.0")
     block.add_new(0x02, "DS", "1.0")
     block.add_new(0x10, "LO", "STANDARD")
@@ -338,7 +339,7 @@ class _TemplateWriter:
         fp = DicomBytesIO()
         fp.is_little_endian, fp.is_implicit_VR = True, False
         write_file_meta_info(fp, meta, enforce_standard=True)
-        return [self._PREAMBLE, fp.getvalue(), *(self._encoded(int(t)) for t in self.ds.keys())]
+        return [self._PREAMBLE, fp.getvalue(), *(self._encoded(int(t)) for t in sorted(self.ds.keys()))]
 
     def write(self, path: Path) -> None:
         with open(path, "wb") as fh:

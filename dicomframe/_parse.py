@@ -323,6 +323,8 @@ class _Walker:
                     else:
                         raise _corrupt(f"unknown VR in element {format_tag(tag)}", pos)
                 if vr in _LONG_VRS:
+                    if pos + 12 > self.blen:
+                        raise _truncated("an element header", pos)
                     length = u32(buf, pos + 8)[0]
                     vpos = pos + 12
                 else:

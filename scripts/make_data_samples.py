@@ -1250,13 +1250,15 @@ def build_sr(c: Ctx) -> Dataset:
     evidence.ReferencedSeriesSequence = DicomSequence([ref_series])
     ds.CurrentRequestedProcedureEvidenceSequence = DicomSequence([evidence])
 
-    observer_name = sr_item("HAS OBS CONTEXT", "PNAME", code("121008", "DCM", "Person Observer Name"))
+    observer_name = sr_item("HAS OBS CONTEXT", "PNAME",
+                            code("121008", "DCM", "Person Observer Name"))
     observer_name.PersonName = s.reading
     subject_name = sr_item("HAS OBS CONTEXT", "PNAME", code("121029", "DCM", "Subject Name"))
     subject_name.PersonName = p.name
     history = sr_item("CONTAINS", "TEXT", code("121060", "DCM", "History"))
     history.TextValue = (f"{p.natural}, {p.patient_id}, born {us_date(p.birth_date)}. "
-                         f"{s.indication.capitalize()}. Referred by Dr. {physician_family(s.referring)}.")
+                         f"{s.indication.capitalize()}. "
+                         f"Referred by Dr. {physician_family(s.referring)}.")
     finding = sr_item("CONTAINS", "TEXT", code("121071", "DCM", "Finding"))
     prior = c.prior_study
     compare = f"Compared with {iso(prior.date)}." if prior else "No prior imaging."
