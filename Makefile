@@ -1,0 +1,62 @@
+# dicomframe — two commands set everything up on a fresh machine:
+#   make demo   create .venv, install, run the main job on data-samples/ into demo-output/
+#   make test   install what the tests need, start the real services, run the whole suite
+# Other targets: make install, make bench, make lint, make clean.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+DEMO   := demo-output
+
+.PHONY: demo test install install-test services bench lint clean samples
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+# installed marker: re-run pip only when pyproject.toml changes
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(PIP) install -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(PIP) install -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
+
+demo: install
+	@echo "== scan: data-samples/cohort -> $(DEMO)/scan/"
+	$(BIN)/dicomframe scan data-samples/cohort -o $(DEMO)/scan --no-progress
+	@echo
+	@echo "== damaged and non-DICOM inputs are reported, not crashed on (exit code 1 is expected here)"
+	@$(BIN)/dicomframe scan data-samples/odd --no-progress; \
+	  echo "(exit code $$? — expected: the files in data-samples/odd are damaged on purpose)"
+	@echo
+	@echo "== the tables, from Python:"
+	$(BIN)/python scripts/demo_summary.py $(DEMO)/scan
+
+# Real services: the S3 server (moto, real HTTP) is started by the test fixtures
+# on a free loopback port; services needing system packages are installed here.
+services: install-test
+	@bash scripts/services.sh
+
+test: install-test services
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench: install-test
+	$(BIN)/python benchmarks/bench_scan.py
+
+samples: install
+	$(BIN)/python scripts/make_data_samples.py --out data-samples
+
+lint: install-test
+	$(BIN)/python -m pip install -q ruff mypy
+	$(BIN)/ruff check dicomframe tests
+	$(BIN)/mypy dicomframe
+
+clean:
+	rm -rf $(DEMO) .pytest_cache build dist *.egg-info
