@@ -3,9 +3,15 @@
 >>> import dicomframe as dcf
 >>> result = dcf.scan("data-samples/cohort")          # doctest: +SKIP
 >>> result.instances.group_by("Modality").len()        # doctest: +SKIP
+
+Heavy modules load on first use, so ``import dicomframe`` stays quick and
+worker processes import only what they need.
 """
 
 from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 from .errors import (
     DicomframeError,
@@ -16,10 +22,21 @@ from .errors import (
     StorageError,
     UserInputError,
 )
-from .scan import ScanResult, ScanSummary, scan
-from .tags import format_tag, keyword_for, parse_tag
+
+if TYPE_CHECKING:
+    from .scanner import ScanResult, ScanSummary, scan
+    from .tags import format_tag, keyword_for, parse_tag
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "scan": "scanner",
+    "ScanResult": "scanner",
+    "ScanSummary": "scanner",
+    "parse_tag": "tags",
+    "format_tag": "tags",
+    "keyword_for": "tags",
+}
 
 __all__ = [
     "scan",
@@ -37,3 +54,16 @@ __all__ = [
     "MissingExtraError",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dicomframe' has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

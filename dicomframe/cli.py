@@ -104,8 +104,8 @@ def scan(
 
       dicomframe scan 's3://bucket/incoming/**' -o s3://bucket/scans/2026-11 --jobs 8
     """
-    from .scan import FAILURE_KINDS
-    from .scan import scan as run_scan
+    from .scanner import FAILURE_KINDS
+    from .scanner import scan as run_scan
 
     result = run_scan(
         src if len(src) > 1 else src[0],

@@ -24,7 +24,9 @@ instances table; the elements table always keeps the original string.
 from __future__ import annotations
 
 import polars as pl
+import pyarrow as pa
 
+from ._worker import ELEMENTS_ARROW, FILE_COLUMNS, INSTANCE_SKIP_VRS
 from .tags import TAGS_BY_KEYWORD, VMS, VRS
 
 __all__ = [
@@ -39,34 +41,17 @@ __all__ = [
     "parse_dt",
 ]
 
-ELEMENTS_SCHEMA: dict[str, pl.DataType] = {
-    "file_id": pl.Int64(),
-    "tag_path": pl.String(),
-    "tag": pl.UInt32(),
-    "keyword": pl.String(),
-    "vr": pl.String(),
-    "vm": pl.Int32(),
-    "value": pl.String(),
-    "private_creator": pl.String(),
-    "depth": pl.Int16(),
-    "length": pl.Int64(),
-    "offset": pl.Int64(),
-}
+def _polars_schema(schema: pa.Schema) -> dict[str, pl.DataType]:
+    frame = pl.from_arrow(schema.empty_table())
+    assert isinstance(frame, pl.DataFrame)
+    return dict(frame.schema)
 
-FILES_SCHEMA: dict[str, pl.DataType] = {
-    "file_id": pl.Int64(),
-    "path": pl.String(),
-    "size": pl.Int64(),
-    "transfer_syntax": pl.String(),
-    "sop_class_uid": pl.String(),
-    "has_preamble": pl.Boolean(),
-    "has_file_meta": pl.Boolean(),
-    "pixel_data_offset": pl.Int64(),
-    "pixel_data_length": pl.Int64(),
-    "n_elements": pl.Int64(),
-    "parser": pl.String(),
-}
 
+#: the elements table (one row per element, any depth)
+ELEMENTS_SCHEMA = _polars_schema(ELEMENTS_ARROW)
+#: the per-file columns that start the instances table
+FILES_SCHEMA = _polars_schema(pa.schema(FILE_COLUMNS))
+#: the errors table
 ERRORS_SCHEMA: dict[str, pl.DataType] = {
     "file_id": pl.Int64(),
     "path": pl.String(),
@@ -74,9 +59,8 @@ ERRORS_SCHEMA: dict[str, pl.DataType] = {
     "kind": pl.String(),
     "message": pl.String(),
 }
-
 #: VRs never turned into instance columns (bulk binary and sequences)
-BULK_VRS = ("SQ", "OB", "OW", "OF", "OD", "OL", "OV", "UN")
+BULK_VRS = tuple(sorted(INSTANCE_SKIP_VRS))
 
 _INT_VRS = frozenset(("IS", "US", "UL", "SS", "SL", "SV", "US or SS"))
 _FLOAT_VRS = frozenset(("DS", "FL", "FD"))

@@ -15,7 +15,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate
 
 from dicomframe._parse import BytesReader, parse_file, pydicom_rows
 from dicomframe.errors import ParseError
-from dicomframe.scan import read_file_rows
+from dicomframe._worker import read_file_rows
 from dicomframe.sources import FileRef
 
 from .conftest import CORPUS, corpus_dicom_files

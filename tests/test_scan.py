@@ -12,7 +12,7 @@ import pydicom
 import pytest
 
 import dicomframe as dcf
-from dicomframe.scan import FAILURE_KINDS, output_paths
+from dicomframe.scanner import FAILURE_KINDS, output_paths
 
 from .conftest import CORPUS, corpus_manifest
 

@@ -15,6 +15,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from typing import Any
@@ -22,128 +23,18 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from ._parse import FileInfo, FileReader, Row, parse_file, pydicom_rows
-from .errors import ParseError, StorageError, UserInputError
-from .schema import BULK_VRS, ELEMENTS_SCHEMA, ERRORS_SCHEMA, FILES_SCHEMA, cast_instances
-from .sources import FileRef, Source, open_reader, resolve_source
-from .tags import KEYWORDS, TAGS_BY_KEYWORD, keyword_for
+from ._worker import ELEMENTS_ARROW, FILE_COLUMNS, Chunk, scan_chunk
+from .errors import ScanError, StorageError, UserInputError
+from .schema import ERRORS_SCHEMA, FILES_SCHEMA, cast_instances
+from .sources import FileRef, Source, resolve_source
+from .tags import TAGS_BY_KEYWORD
 
 __all__ = ["scan", "ScanResult", "ScanSummary", "FAILURE_KINDS"]
 
 #: error kinds that mean a file was damaged (non-zero exit); others are reported only
 FAILURE_KINDS = frozenset(("truncated", "corrupt", "unreadable", "empty"))
 
-_ARROW_ELEMENTS = pa.schema(
-    [
-        ("file_id", pa.int64()),
-        ("tag_path", pa.string()),
-        ("tag", pa.uint32()),
-        ("keyword", pa.string()),
-        ("vr", pa.string()),
-        ("vm", pa.int32()),
-        ("value", pa.string()),
-        ("private_creator", pa.string()),
-        ("depth", pa.int16()),
-        ("length", pa.int64()),
-        ("offset", pa.int64()),
-    ]
-)
-_FIXED = set(FILES_SCHEMA)
-
-
-# -- worker side ------------------------------------------------------------------
-
-
-@dataclass
-class _Chunk:
-    elements: pa.Table
-    files: list[tuple[Any, ...]]
-    errors: list[tuple[Any, ...]]
-
-
-def read_file_rows(ref: FileRef, fs: Any) -> tuple[list[Row], FileInfo]:
-    try:
-        fh = open_reader(fs, ref)
-    except FileNotFoundError:
-        raise ParseError("unreadable", "the file disappeared while scanning; re-run the scan") from None
-    except PermissionError:
-        raise ParseError("unreadable", "permission denied: check that your user can read the file") from None
-    except OSError as exc:
-        raise ParseError("unreadable", f"the file could not be opened ({type(exc).__name__})") from None
-    with fh:
-        try:
-            return parse_file(FileReader(fh, ref.size))
-        except ParseError as exc:
-            if exc.kind != "corrupt":
-                raise
-            first_error = exc
-        except (OSError, TimeoutError) as exc:
-            raise ParseError("unreadable", f"reading failed ({type(exc).__name__}); re-run the scan") from None
-        except Exception:  # an encoding the fast walker does not handle: use pydicom
-            first_error = None
-        fh.seek(0)
-        try:
-            return pydicom_rows(fh)
-        except ParseError:
-            if first_error is not None:
-                raise first_error from None
-            raise
-
-
-def _scan_chunk(refs: Sequence[FileRef], fs: Any) -> _Chunk:
-    """Parse a chunk of files (runs in a worker process)."""
-    file_ids: list[int] = []
-    all_rows: list[Row] = []
-    files: list[tuple[Any, ...]] = []
-    errors: list[tuple[Any, ...]] = []
-    for ref in refs:
-        try:
-            rows, info = read_file_rows(ref, fs)
-        except ParseError as exc:
-            errors.append((ref.file_id, ref.path, ref.size, exc.kind, str(exc)))
-            continue
-        file_ids.extend([ref.file_id] * len(rows))
-        all_rows.extend(rows)
-        files.append(
-            (
-                ref.file_id,
-                ref.path,
-                ref.size,
-                info.transfer_syntax,
-                info.sop_class_uid,
-                info.has_preamble,
-                info.has_file_meta,
-                info.pixel_data_offset,
-                info.pixel_data_length,
-                len(rows),
-                info.parser,
-            )
-        )
-    return _Chunk(_rows_to_arrow(file_ids, all_rows), files, errors)
-
-
-def _rows_to_arrow(file_ids: list[int], rows: list[Row]) -> pa.Table:
-    if not rows:
-        return _ARROW_ELEMENTS.empty_table()
-    paths, tags, vrs, vms, values, creators, depths, lengths, offsets = zip(*rows, strict=True)
-    kw = KEYWORDS.get
-    keywords = [kw(t) or (None if (t >> 16) & 1 else keyword_for(t)) for t in tags]
-    return pa.table(
-        [
-            pa.array(file_ids, pa.int64()),
-            pa.array(paths, pa.string()),
-            pa.array(tags, pa.uint32()),
-            pa.array(keywords, pa.string()),
-            pa.array(vrs, pa.string()),
-            pa.array(vms, pa.int32()),
-            pa.array(values, pa.string()),
-            pa.array(creators, pa.string()),
-            pa.array(depths, pa.int16()),
-            pa.array([ln if ln != 0xFFFFFFFF else -1 for ln in lengths], pa.int64()),
-            pa.array(offsets, pa.int64()),
-        ],
-        schema=_ARROW_ELEMENTS,
-    )
+_FIXED = {name for name, _ in FILE_COLUMNS}
 
 
 # -- main side --------------------------------------------------------------------
@@ -339,24 +230,18 @@ def _default_jobs() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _instances_batch(elements: pl.DataFrame, files: list[tuple[Any, ...]]) -> pl.DataFrame:
-    base = pl.DataFrame(files, schema=FILES_SCHEMA, orient="row")
-    top = elements.filter(
-        (pl.col("depth") == 0)
-        & pl.col("keyword").is_not_null()
-        & ~pl.col("vr").is_in(BULK_VRS)
-        & (pl.col("tag") >= 0x00030000)
-        & ((pl.col("tag") & 0xFFFF) != 0)
-    )
-    if top.height == 0:
-        return base
-    wide = top.pivot(on="keyword", index="file_id", values="value", aggregate_function="first")
-    wide = cast_instances(wide, {"file_id"})
-    return base.join(wide, on="file_id", how="left")
+def _build_instances(tables: list[pa.Table]) -> pl.DataFrame:
+    """One typed instances frame from the workers' all-string tables."""
+    if not tables:
+        return pl.DataFrame(schema=FILES_SCHEMA)
+    table = pa.concat_tables(tables, promote_options="default")
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return _order_columns(cast_instances(frame, _FIXED))
 
 
 def _order_columns(df: pl.DataFrame) -> pl.DataFrame:
-    fixed = [c for c in FILES_SCHEMA if c in df.columns]
+    fixed = [name for name, _ in FILE_COLUMNS if name in df.columns]
     rest = sorted((c for c in df.columns if c not in _FIXED), key=lambda c: TAGS_BY_KEYWORD.get(c, 1 << 32))
     return df.select(fixed + rest)
 
@@ -400,25 +285,43 @@ def _auto_progress() -> bool:
     return sys.stderr.isatty()
 
 
-def _iter_chunks(source: Source, jobs: int, chunk_size: int) -> Iterator[_Chunk]:
+def can_spawn_workers() -> bool:
+    """False when worker processes cannot re-import ``__main__`` (a script piped to stdin)."""
+    import sys
+
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    return main_file is None or os.path.exists(main_file)
+
+
+def _iter_chunks(source: Source, jobs: int, chunk_size: int) -> Iterator[Chunk]:
     chunks = list(_chunks(source.files, chunk_size))
-    if jobs <= 1 or len(chunks) <= 1 or source.shares_memory_only:
+    if jobs <= 1 or len(chunks) <= 1 or source.shares_memory_only or not can_spawn_workers():
         for chunk in chunks:
-            yield _scan_chunk(chunk, source.fs)
+            yield scan_chunk(chunk, source.fs)
         return
     ctx = get_context("spawn")
+    try:
+        yield from _pool_chunks(source, chunks, jobs, ctx)
+    except BrokenProcessPool:
+        raise ScanError(
+            "a worker process died during the scan (out of memory, or killed); nothing was "
+            "committed: re-run with fewer --jobs"
+        ) from None
+
+
+def _pool_chunks(source: Source, chunks: list[list[FileRef]], jobs: int, ctx: Any) -> Iterator[Chunk]:
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        pending: deque[Future[_Chunk]] = deque()
+        pending: deque[Future[Chunk]] = deque()
         it = iter(chunks)
         for chunk in it:
-            pending.append(pool.submit(_scan_chunk, chunk, source.fs))
+            pending.append(pool.submit(scan_chunk, chunk, source.fs))
             if len(pending) >= jobs * 2:
                 break
         while pending:
             result = pending.popleft().result()
             nxt = next(it, None)
             if nxt is not None:
-                pending.append(pool.submit(_scan_chunk, nxt, source.fs))
+                pending.append(pool.submit(scan_chunk, nxt, source.fs))
             yield result
 
 
@@ -483,32 +386,26 @@ def scan(
     show = _auto_progress() if progress is None else progress
 
     paths = output_paths(os.fspath(output)) if output is not None else {}
-    elements_writer = _AtomicParquet(paths["elements"], _ARROW_ELEMENTS) if paths else None
+    elements_writer = _AtomicParquet(paths["elements"], ELEMENTS_ARROW) if paths else None
     element_tables: list[pa.Table] = []
-    instance_frames: list[pl.DataFrame] = []
+    instance_tables: list[pa.Table] = []
     error_rows: list[tuple[Any, ...]] = []
     done = 0
     bar = _Progress(total, show)
     try:
         for chunk in _iter_chunks(source, n_jobs, size):
-            elements = pl.from_arrow(chunk.elements)
-            assert isinstance(elements, pl.DataFrame)
-            if chunk.files:
-                instance_frames.append(_instances_batch(elements, chunk.files))
+            if chunk.instances.num_rows:
+                instance_tables.append(chunk.instances)
             error_rows.extend(chunk.errors)
             if elements_writer is not None:
                 elements_writer.write(chunk.elements)
             else:
                 element_tables.append(chunk.elements)
-            done += len(chunk.files) + len(chunk.errors)
+            done += chunk.n_files
             bar.update(done, len(error_rows))
             if on_progress is not None:
                 on_progress(done, total)
-        instances = (
-            _order_columns(pl.concat(instance_frames, how="diagonal"))
-            if instance_frames
-            else pl.DataFrame(schema=FILES_SCHEMA)
-        )
+        instances = _build_instances(instance_tables)
         errors = pl.DataFrame(error_rows, schema=ERRORS_SCHEMA, orient="row").sort("file_id")
         if elements_writer is not None:
             elements_writer.commit()
@@ -525,7 +422,7 @@ def scan(
     summary = _summarise(instances, errors, total, elapsed, sum(f.size for f in source.files), n_jobs)
     result = ScanResult(instances=instances, errors=errors, summary=summary, outputs=paths)
     if not paths:
-        table = pa.concat_tables(element_tables) if element_tables else _ARROW_ELEMENTS.empty_table()
+        table = pa.concat_tables(element_tables) if element_tables else ELEMENTS_ARROW.empty_table()
         frame = pl.from_arrow(table)
         assert isinstance(frame, pl.DataFrame)
         result._elements = frame

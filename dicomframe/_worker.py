@@ -1,0 +1,183 @@
+"""The part of a scan that runs in worker processes.
+
+Kept free of polars so that a worker starts fast; it needs only the header
+walker and pyarrow. A chunk of files comes back as two Arrow tables (elements,
+and the top-level attributes one row per file, all as strings) plus the rows
+of files that could not be read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from ._parse import FileInfo, FileReader, Row, parse_file, pydicom_rows
+from .errors import ParseError
+from .sources import FileRef, open_reader
+from .tags import KEYWORDS, keyword_for
+
+__all__ = ["Chunk", "scan_chunk", "read_file_rows", "ELEMENTS_ARROW", "FILE_COLUMNS", "INSTANCE_SKIP_VRS"]
+
+ELEMENTS_ARROW = pa.schema(
+    [
+        ("file_id", pa.int64()),
+        ("tag_path", pa.string()),
+        ("tag", pa.uint32()),
+        ("keyword", pa.string()),
+        ("vr", pa.string()),
+        ("vm", pa.int32()),
+        ("value", pa.string()),
+        ("private_creator", pa.string()),
+        ("depth", pa.int16()),
+        ("length", pa.int64()),
+        ("offset", pa.int64()),
+    ]
+)
+
+#: per-file columns that precede the attribute columns of the instances table
+FILE_COLUMNS: list[tuple[str, pa.DataType]] = [
+    ("file_id", pa.int64()),
+    ("path", pa.string()),
+    ("size", pa.int64()),
+    ("transfer_syntax", pa.string()),
+    ("sop_class_uid", pa.string()),
+    ("has_preamble", pa.bool_()),
+    ("has_file_meta", pa.bool_()),
+    ("pixel_data_offset", pa.int64()),
+    ("pixel_data_length", pa.int64()),
+    ("n_elements", pa.int64()),
+    ("parser", pa.string()),
+]
+
+#: VRs never turned into instance columns (sequences and bulk binary)
+INSTANCE_SKIP_VRS = frozenset(("SQ", "OB", "OW", "OF", "OD", "OL", "OV", "UN"))
+_UNDEFINED = 0xFFFFFFFF
+
+
+@dataclass
+class Chunk:
+    """What a worker returns for a chunk of files."""
+
+    elements: pa.Table
+    instances: pa.Table
+    errors: list[tuple[Any, ...]]
+    n_files: int
+
+
+def read_file_rows(ref: FileRef, fs: Any) -> tuple[list[Row], FileInfo]:
+    """Rows of one file: the fast walker, or pydicom for encodings it refuses.
+
+    Raises :class:`ParseError` (never anything else for a bad file).
+    """
+    try:
+        fh = open_reader(fs, ref)
+    except FileNotFoundError:
+        raise ParseError("unreadable", "the file disappeared while scanning; re-run the scan") from None
+    except PermissionError:
+        raise ParseError("unreadable", "permission denied: check that your user can read the file") from None
+    except OSError as exc:
+        raise ParseError("unreadable", f"the file could not be opened ({type(exc).__name__})") from None
+    with fh:
+        first_error: ParseError | None
+        try:
+            return parse_file(FileReader(fh, ref.size))
+        except ParseError as exc:
+            if exc.kind != "corrupt":
+                raise
+            first_error = exc
+        except (OSError, TimeoutError) as exc:
+            raise ParseError("unreadable", f"reading failed ({type(exc).__name__}); re-run the scan") from None
+        except Exception:  # an encoding the fast walker does not handle: use pydicom
+            first_error = None
+        fh.seek(0)
+        try:
+            return pydicom_rows(fh)
+        except ParseError:
+            if first_error is not None:
+                raise first_error from None
+            raise
+
+
+def scan_chunk(refs: Sequence[FileRef], fs: Any) -> Chunk:
+    """Parse a chunk of files into Arrow tables (runs in a worker process)."""
+    file_ids: list[int] = []
+    all_rows: list[Row] = []
+    records: list[dict[str, Any]] = []
+    errors: list[tuple[Any, ...]] = []
+    kw_get = KEYWORDS.get
+    skip = INSTANCE_SKIP_VRS
+    for ref in refs:
+        try:
+            rows, info = read_file_rows(ref, fs)
+        except ParseError as exc:
+            errors.append((ref.file_id, ref.path, ref.size, exc.kind, str(exc)))
+            continue
+        file_ids.extend([ref.file_id] * len(rows))
+        all_rows.extend(rows)
+        record: dict[str, Any] = {
+            "file_id": ref.file_id,
+            "path": ref.path,
+            "size": ref.size,
+            "transfer_syntax": info.transfer_syntax,
+            "sop_class_uid": info.sop_class_uid,
+            "has_preamble": info.has_preamble,
+            "has_file_meta": info.has_file_meta,
+            "pixel_data_offset": info.pixel_data_offset,
+            "pixel_data_length": info.pixel_data_length,
+            "n_elements": len(rows),
+            "parser": info.parser,
+        }
+        for row in rows:
+            tag = row[1]
+            if row[6] or tag < 0x00030000 or not tag & 0xFFFF or row[2] in skip:
+                continue
+            keyword = kw_get(tag) or (None if (tag >> 16) & 1 else keyword_for(tag))
+            if keyword is not None:
+                record[keyword] = row[4]
+        records.append(record)
+    return Chunk(
+        elements=_rows_to_arrow(file_ids, all_rows),
+        instances=_records_to_arrow(records),
+        errors=errors,
+        n_files=len(refs),
+    )
+
+
+def _records_to_arrow(records: list[dict[str, Any]]) -> pa.Table:
+    if not records:
+        return pa.schema(FILE_COLUMNS).empty_table()
+    keys: dict[str, None] = {}
+    for record in records:
+        keys.update(dict.fromkeys(record))
+    fixed = dict(FILE_COLUMNS)
+    columns = {
+        key: pa.array([r.get(key) for r in records], fixed.get(key, pa.string())) for key in keys
+    }
+    return pa.table(columns)
+
+
+def _rows_to_arrow(file_ids: list[int], rows: list[Row]) -> pa.Table:
+    if not rows:
+        return ELEMENTS_ARROW.empty_table()
+    paths, tags, vrs, vms, values, creators, depths, lengths, offsets = zip(*rows, strict=True)
+    kw_get = KEYWORDS.get
+    keywords = [kw_get(t) or (None if (t >> 16) & 1 else keyword_for(t)) for t in tags]
+    return pa.table(
+        [
+            pa.array(file_ids, pa.int64()),
+            pa.array(paths, pa.string()),
+            pa.array(tags, pa.uint32()),
+            pa.array(keywords, pa.string()),
+            pa.array(vrs, pa.string()),
+            pa.array(vms, pa.int32()),
+            pa.array(values, pa.string()),
+            pa.array(creators, pa.string()),
+            pa.array(depths, pa.int16()),
+            pa.array([-1 if ln == _UNDEFINED else ln for ln in lengths], pa.int64()),
+            pa.array(offsets, pa.int64()),
+        ],
+        schema=ELEMENTS_ARROW,
+    )
