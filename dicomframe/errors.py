@@ -20,6 +20,10 @@ __all__ = [
     "ScanError",
     "ParseError",
     "MissingExtraError",
+    "ProfileError",
+    "KeyFileError",
+    "DeidentifyError",
+    "VaultError",
 ]
 
 
@@ -53,6 +57,22 @@ class ParseError(DicomframeError):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+class ProfileError(UserInputError):
+    """A de-identification profile, option or custom rule is invalid."""
+
+
+class KeyFileError(UserInputError):
+    """The project key file is missing, malformed or too widely readable."""
+
+
+class DeidentifyError(DicomframeError):
+    """A de-identification run could not complete (single bad files become rows instead)."""
+
+
+class VaultError(DicomframeError):
+    """The vault (encrypted mapping) cannot be read or written."""
 
 
 class MissingExtraError(DicomframeError):
