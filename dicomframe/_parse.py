@@ -98,6 +98,14 @@ _KEEP_LEADING = frozenset(("ST", "LT", "UT", "UC", "UR"))
 #: explicit VRs with a 2-byte reserved field and a 4-byte length
 _LONG_VRS = frozenset(("OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"))
 _VR_BYTES: dict[bytes, str] = {vr.encode(): vr for vr in _VR_KIND}
+#: VR -> (VR, kind, has 4-byte length); keyed below by the VR's two bytes read as an int
+_VR_INFO: dict[str, tuple[str, int, bool]] = {
+    vr: (vr, kind, vr in _LONG_VRS) for vr, kind in _VR_KIND.items()
+}
+_VRC_LE = {int.from_bytes(vr.encode(), "little"): info for vr, info in _VR_INFO.items()}
+_VRC_BE = {int.from_bytes(vr.encode(), "big"): info for vr, info in _VR_INFO.items()}
+#: tag -> 8 hex digits, for the tags of the data dictionary (the common case)
+_HEX8: dict[int, str] = {tag: f"{tag:08X}" for tag in KEYWORDS}
 _PRINTABLE = re.compile(rb"[\x20-\x7e\t\r\n\f]*")
 _PN_DELIMS = {0x5C, 0x3D, 0x5E}
 _TEXT_DELIMS = {0x5C, 0x0D, 0x0A, 0x09, 0x0C}
@@ -232,6 +240,8 @@ class _Walker:
         "pixel",
         "stopped",
         "pixel_rep",
+        "hdr",
+        "vr_info",
     )
 
     def __init__(self, reader: RangeReader, first: bytes) -> None:
@@ -252,6 +262,8 @@ class _Walker:
         self.hh = struct.Struct(self.endian + "HH").unpack_from
         self.h = struct.Struct(self.endian + "H").unpack_from
         self.i = struct.Struct(self.endian + "I").unpack_from
+        self.hdr = struct.Struct(self.endian + "HHHH").unpack_from
+        self.vr_info = _VRC_LE if little else _VRC_BE
 
     # -- buffer --------------------------------------------------------------
     def need(self, start: int, stop: int, what: str) -> None:
@@ -284,11 +296,14 @@ class _Walker:
     ) -> int:
         """Walk a dataset from ``pos`` up to ``end`` (or an item delimiter). Return the end."""
         rows = self.rows
+        append = rows.append
         creators: dict[int, str] = {}
-        hh = self.hh
+        hdr = self.hdr
         u32 = self.i
-        u16 = self.h
+        vr_info = self.vr_info
         size = self.size
+        track = self.offsets_valid
+        hex8 = _HEX8
         while pos < end:
             if pos + 12 > self.blen:
                 if pos + 8 > size:
@@ -301,7 +316,7 @@ class _Walker:
                     raise _truncated("an element header", pos)
                 self.need(pos, min(pos + 12, size), "an element header")
             buf = self.buf
-            group, elem = hh(buf, pos)
+            group, elem, vrc, len16 = hdr(buf, pos)
             tag = (group << 16) | elem
             if group == 0xFFFE:
                 if tag == _ITEM_DELIM:
@@ -314,53 +329,54 @@ class _Walker:
                     continue
                 raise _corrupt(f"unexpected delimiter {format_tag(tag)}", pos)
             if explicit:
-                vrb = buf[pos + 4 : pos + 6]
-                vr = _VR_BYTES.get(vrb)
-                if vr is None:
-                    if vrb == b"  " or vrb == b"\x00\x00":
-                        # seen in the wild: an unknown VR; treat as UN with 4-byte length
-                        vr = "UN"
+                info = vr_info.get(vrc)
+                if info is None:
+                    if vrc == 0x2020 or vrc == 0:
+                        # seen in the wild: a blank VR; read as UN with a 4-byte length
+                        info = _VR_INFO["UN"]
                     else:
                         raise _corrupt(f"unknown VR in element {format_tag(tag)}", pos)
-                if vr in _LONG_VRS:
+                vr, kind, long_form = info
+                if long_form:
                     if pos + 12 > self.blen:
                         raise _truncated("an element header", pos)
                     length = u32(buf, pos + 8)[0]
                     vpos = pos + 12
                 else:
-                    length = u16(buf, pos + 6)[0]
+                    length = len16
                     vpos = pos + 8
             else:
                 length = u32(buf, pos + 4)[0]
                 vpos = pos + 8
                 vr = self.implicit_vr(tag, group, elem, creators, length)
+                kind = _VR_KIND.get(vr, _K_BULK)
             was_un = vr == "UN"
-            if was_un and not group & 1 and elem:
-                known = vr_for(tag)
-                if known is not None and " " not in known:
-                    vr = known  # UN with a known public VR: read as that VR (as pydicom does)
-            elif was_un and group & 1 and elem > 0xFF and length != UNDEFINED:
-                owner = creators.get((group << 8) | (elem >> 8))
-                if owner is not None:
-                    vr = _private_vr(group, elem, owner)
+            if was_un:
+                if not group & 1 and elem:
+                    known = vr_for(tag)
+                    if known is not None and " " not in known:
+                        vr = known  # UN with a known public VR: read as that VR (as pydicom)
+                        kind = _VR_KIND.get(vr, _K_BULK)
+                elif group & 1 and elem > 0xFF and length != UNDEFINED:
+                    owner = creators.get((group << 8) | (elem >> 8))
+                    if owner is not None:
+                        vr = _private_vr(group, elem, owner)
+                        kind = _VR_KIND.get(vr, _K_BULK)
 
             creator = None
-            if group & 1:
-                if 0x10 <= elem <= 0xFF:
-                    creator = None  # set below from the value
-                elif elem > 0xFF:
-                    creator = creators.get((group << 8) | (elem >> 8))
-            path = f"{prefix}{tag:08X}"
+            if group & 1 and elem > 0xFF:
+                creator = creators.get((group << 8) | (elem >> 8))
+            hx = hex8.get(tag)
+            path = prefix + (hx if hx is not None else f"{tag:08X}")
 
             if tag in _PIXEL_TAGS and depth == 0:
-                offset = vpos if self.offsets_valid else None
-                rows.append((path, tag, vr, 1, None, creator, depth, length, offset))
+                append((path, tag, vr, 1, None, creator, depth, length, vpos if track else None))
                 self.pixel = (vpos, length)
                 self.stopped = True
                 return pos
-            if vr == "SQ" or (length == UNDEFINED and vr == "UN"):
+            if kind == _K_SQ or (length == UNDEFINED and was_un):
                 idx = len(rows)
-                rows.append((path, tag, "SQ", 0, None, creator, depth, length, None))
+                append((path, tag, "SQ", 0, None, creator, depth, length, None))
                 seq_explicit = explicit and not was_un  # UN content is implicit VR LE
                 pos, n_items = self.sequence(
                     vpos, length, depth + 1, path, seq_explicit, decoder, tag
@@ -370,45 +386,48 @@ class _Walker:
                 continue
             if length == UNDEFINED:
                 # encapsulated data outside the top-level Pixel Data (e.g. an icon image)
-                rows.append((path, tag, vr, 1, None, creator, depth, length, None))
+                append((path, tag, vr, 1, None, creator, depth, length, None))
                 pos = self.skip_fragments(vpos, tag)
                 continue
 
             vend = vpos + length
-            kind = _VR_KIND.get(vr, _K_BULK)
             value: str | None
-            if kind == _K_BULK and length > MAX_INLINE:
+            if kind == _K_TEXT:
+                if vend > self.blen:
+                    self.need(vpos, vend, f"the value of element {format_tag(tag)}")
+                    buf = self.buf
+                if vr in _KEEP_LEADING:
+                    value = buf[vpos:vend].decode("latin-1").rstrip(" \x00")
+                    vm = 1 if value else 0
+                else:
+                    value = buf[vpos:vend].decode("latin-1").strip(" \x00")
+                    vm = value.count("\\") + 1 if value else 0
+                    if tag == 0x00080005 and value:
+                        decoder = _make_decoder(value.split("\\"))
+            elif kind == _K_TEXT_CS:
+                if vend > self.blen:
+                    self.need(vpos, vend, f"the value of element {format_tag(tag)}")
+                    buf = self.buf
+                raw = buf[vpos:vend]
+                text = raw.decode("latin-1") if decoder is None else decoder(raw, vr)
+                if vr in _KEEP_LEADING:
+                    value = text.rstrip(" \x00")
+                else:
+                    value = text.strip(" \x00")
+                vm = (
+                    (1 if value else 0)
+                    if vr in _VM1_TEXT
+                    else (value.count("\\") + 1 if value else 0)
+                )
+            elif kind == _K_BULK and length > MAX_INLINE:
                 value = None
-                vm = 1 if length else 0
+                vm = 1
             else:
                 if vend > self.blen:
                     self.need(vpos, vend, f"the value of element {format_tag(tag)}")
                     buf = self.buf
                 raw = buf[vpos:vend]
-                if kind == _K_TEXT_CS:
-                    if decoder is None:
-                        text = raw.decode("latin-1")
-                    else:
-                        text = decoder(raw, vr)
-                    if vr in _KEEP_LEADING:
-                        value = text.rstrip(" \x00")
-                    else:
-                        value = text.strip(" \x00")
-                    vm = (
-                        (1 if value else 0)
-                        if vr in _VM1_TEXT
-                        else (value.count("\\") + 1 if value else 0)
-                    )
-                elif kind == _K_TEXT:
-                    text = raw.decode("latin-1")
-                    value = text.rstrip(" \x00") if vr in _KEEP_LEADING else text.strip(" \x00")
-                    if vr in _VM1_TEXT:
-                        vm = 1 if value else 0
-                    else:
-                        vm = value.count("\\") + 1 if value else 0
-                    if tag == 0x00080005 and value:
-                        decoder = _make_decoder(value.split("\\"))
-                elif kind == _K_NUM:
+                if kind == _K_NUM:
                     isz = _NUM_SIZE[vr]
                     vm = length // isz
                     if length > MAX_INLINE or length % isz:
@@ -431,19 +450,7 @@ class _Walker:
                 creator = value or None
                 if creator:
                     creators[(group << 8) | elem] = creator
-            rows.append(
-                (
-                    path,
-                    tag,
-                    vr,
-                    vm,
-                    value,
-                    creator,
-                    depth,
-                    length,
-                    vpos if self.offsets_valid else None,
-                )
-            )
+            append((path, tag, vr, vm, value, creator, depth, length, vpos if track else None))
             pos = vend
         if pos > end and end < _INF:
             raise _corrupt("element runs past the end of its item", pos)

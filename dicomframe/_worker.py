@@ -8,11 +8,13 @@ of files that could not be read.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ._parse import FileInfo, FileReader, Row, parse_file, pydicom_rows
 from .errors import ParseError
@@ -101,8 +103,23 @@ def read_file_rows(ref: FileRef, fs: Any) -> tuple[list[Row], FileInfo]:
             raise
 
 
-def scan_chunk(refs: Sequence[FileRef], fs: Any) -> Chunk:
+#: environment variables that configure storage back-ends, passed on to workers
+_ENV_PREFIXES = ("AWS_", "AZURE_", "GOOGLE_", "GCS_", "FSSPEC_", "S3_")
+
+
+def storage_environment() -> dict[str, str]:
+    """The storage-related environment of this process (credentials, endpoints).
+
+    Workers are forked from a server process started earlier, so they do not see
+    variables set since; the scan sends this snapshot with every chunk.
+    """
+    return {k: v for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)}
+
+
+def scan_chunk(refs: Sequence[FileRef], fs: Any, env: dict[str, str] | None = None) -> Chunk:
     """Parse a chunk of files into Arrow tables (runs in a worker process)."""
+    if env:
+        os.environ.update(env)
     file_ids: list[int] = []
     all_rows: list[Row] = []
     records: list[dict[str, Any]] = []
@@ -159,25 +176,54 @@ def _records_to_arrow(records: list[dict[str, Any]]) -> pa.Table:
     return pa.table(columns)
 
 
+_ROW_STRUCT = pa.struct(
+    [
+        ("tag_path", pa.string()),
+        ("tag", pa.uint32()),
+        ("vr", pa.string()),
+        ("vm", pa.int32()),
+        ("value", pa.string()),
+        ("private_creator", pa.string()),
+        ("depth", pa.int16()),
+        ("length", pa.int64()),
+        ("offset", pa.int64()),
+    ]
+)
+_KEYWORD_TAGS = pa.array(sorted(KEYWORDS), pa.uint32())
+_KEYWORD_NAMES = pa.array([KEYWORDS[t] for t in sorted(KEYWORDS)], pa.string())
+
+
+def _keywords(tags: pa.Array) -> pa.Array:
+    """Keyword of each tag, looked up in C++ (repeating groups patched in Python)."""
+    found = pc.take(_KEYWORD_NAMES, pc.index_in(tags, value_set=_KEYWORD_TAGS))
+    missing = pc.and_(pc.is_null(found), pc.equal(pc.bit_wise_and(tags, 0x00010000), 0))
+    if not pc.any(missing).as_py():
+        return found
+    names = found.to_pylist()
+    for i in pc.indices_nonzero(missing).to_pylist():
+        names[i] = keyword_for(tags[i].as_py())
+    return pa.array(names, pa.string())
+
+
 def _rows_to_arrow(file_ids: list[int], rows: list[Row]) -> pa.Table:
     if not rows:
         return ELEMENTS_ARROW.empty_table()
-    paths, tags, vrs, vms, values, creators, depths, lengths, offsets = zip(*rows, strict=True)
-    kw_get = KEYWORDS.get
-    keywords = [kw_get(t) or (None if (t >> 16) & 1 else keyword_for(t)) for t in tags]
+    flat = pa.Table.from_struct_array(pa.array(rows, type=_ROW_STRUCT))
+    length = flat.column("length")
+    length = pc.if_else(pc.equal(length, _UNDEFINED), -1, length)
     return pa.table(
         [
             pa.array(file_ids, pa.int64()),
-            pa.array(paths, pa.string()),
-            pa.array(tags, pa.uint32()),
-            pa.array(keywords, pa.string()),
-            pa.array(vrs, pa.string()),
-            pa.array(vms, pa.int32()),
-            pa.array(values, pa.string()),
-            pa.array(creators, pa.string()),
-            pa.array(depths, pa.int16()),
-            pa.array([-1 if ln == _UNDEFINED else ln for ln in lengths], pa.int64()),
-            pa.array(offsets, pa.int64()),
+            flat.column("tag_path"),
+            flat.column("tag"),
+            _keywords(flat.column("tag").combine_chunks()),
+            flat.column("vr"),
+            flat.column("vm"),
+            flat.column("value"),
+            flat.column("private_creator"),
+            flat.column("depth"),
+            length,
+            flat.column("offset"),
         ],
         schema=ELEMENTS_ARROW,
     )

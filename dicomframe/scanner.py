@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -23,7 +22,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from ._worker import ELEMENTS_ARROW, FILE_COLUMNS, Chunk, scan_chunk
+from ._worker import ELEMENTS_ARROW, FILE_COLUMNS, Chunk, scan_chunk, storage_environment
 from .errors import ScanError, StorageError, UserInputError
 from .schema import ERRORS_SCHEMA, FILES_SCHEMA, cast_instances
 from .sources import FileRef, Source, resolve_source
@@ -285,6 +284,22 @@ def _auto_progress() -> bool:
     return sys.stderr.isatty()
 
 
+def _worker_context() -> Any:
+    """Processes for workers: a fork server that has preloaded the worker module.
+
+    Workers are forked from a clean server process (never from this one, which
+    may run polars or rich threads), so they start in milliseconds, share the
+    imported libraries' memory pages, and pay the imports once per session.
+    """
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():  # pragma: no cover
+        return get_context("spawn")
+    ctx = get_context("forkserver")
+    ctx.set_forkserver_preload(["dicomframe._worker"])
+    return ctx
+
+
 def can_spawn_workers() -> bool:
     """False when worker processes cannot re-import ``__main__`` (a script piped to stdin)."""
     import sys
@@ -299,7 +314,7 @@ def _iter_chunks(source: Source, jobs: int, chunk_size: int) -> Iterator[Chunk]:
         for chunk in chunks:
             yield scan_chunk(chunk, source.fs)
         return
-    ctx = get_context("spawn")
+    ctx = _worker_context()
     try:
         yield from _pool_chunks(source, chunks, jobs, ctx)
     except BrokenProcessPool:
@@ -310,19 +325,36 @@ def _iter_chunks(source: Source, jobs: int, chunk_size: int) -> Iterator[Chunk]:
 
 
 def _pool_chunks(source: Source, chunks: list[list[FileRef]], jobs: int, ctx: Any) -> Iterator[Chunk]:
+    """Chunks parsed by a process pool, yielded in order, with at most ``2 × jobs`` in flight.
+
+    While the workers start, this process parses chunks from the end of the list
+    itself, so the start-up time of the pool is not lost.
+    """
+    results: dict[int, Chunk] = {}
+    futures: dict[int, Future[Chunk]] = {}
+    next_submit = 0
+    tail = len(chunks)  # chunks[tail:] are (being) parsed locally
+    warming = True
+    env = storage_environment()
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        pending: deque[Future[Chunk]] = deque()
-        it = iter(chunks)
-        for chunk in it:
-            pending.append(pool.submit(scan_chunk, chunk, source.fs))
-            if len(pending) >= jobs * 2:
-                break
-        while pending:
-            result = pending.popleft().result()
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append(pool.submit(scan_chunk, nxt, source.fs))
-            yield result
+
+        def top_up() -> None:
+            nonlocal next_submit
+            while next_submit < tail and len(futures) < jobs * 2:
+                futures[next_submit] = pool.submit(scan_chunk, chunks[next_submit], source.fs, env)
+                next_submit += 1
+
+        top_up()
+        for index in range(len(chunks)):
+            if index not in results:
+                future = futures.pop(index)
+                while warming and not future.done() and tail > next_submit:
+                    tail -= 1
+                    results[tail] = scan_chunk(chunks[tail], source.fs)
+                warming = False
+                results[index] = future.result()
+                top_up()
+            yield results.pop(index)
 
 
 def scan(
