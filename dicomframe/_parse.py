@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol
 
 from .errors import ParseError
-from .tags import KEYWORDS, format_tag, vr_for
+from .tags import KEYWORDS, VRS, format_tag, vr_for
 
 __all__ = [
     "Row",
@@ -577,7 +577,87 @@ def _looks_explicit(buf: bytes, pos: int) -> bool:
     return len(buf) >= pos + 6 and buf[pos + 4 : pos + 6] in _VR_BYTES
 
 
-def parse_file(reader: RangeReader, first_read: int = FIRST_READ) -> tuple[list[Row], FileInfo]:
+try:
+    from . import _cwalk  # the C accelerator (optional: built when a compiler is present)
+except ImportError:  # pragma: no cover - exercised on machines without a compiler
+    _cwalk = None  # type: ignore[assignment]
+
+#: implicit VR of each public tag, ambiguities resolved as _resolve_ambiguous does
+#: ("US or SS" is kept: it depends on PixelRepresentation, which the walker tracks)
+_IMPLICIT_VRS: dict[int, str] = {
+    tag: (vr if " or " not in vr or vr == "US or SS" else _resolve_ambiguous(tag, vr))
+    for tag, vr in VRS.items()
+}
+#: the VR to read an explicit UN element as, when the dictionary knows it unambiguously
+_UN_VRS: dict[int, str] = {tag: vr for tag, vr in VRS.items() if " " not in vr}
+
+
+class _Unsupported(Exception):
+    """The C walker met an encoding it leaves to the Python walker."""
+
+
+def _truncated_what(code: int, tag: int) -> str:
+    return {
+        1: "an element header",
+        2: f"the value of element {format_tag(tag)}",
+        3: f"sequence {format_tag(tag)}",
+        4: f"an item of sequence {format_tag(tag)}",
+        5: f"a fragment of element {format_tag(tag)}",
+    }[code]
+
+
+def _corrupt_what(code: int, tag: int) -> str:
+    return {
+        1: f"unexpected delimiter {format_tag(tag)}",
+        2: f"unknown VR in element {format_tag(tag)}",
+        3: f"expected an item in sequence {format_tag(tag)}",
+        4: f"invalid fragment in element {format_tag(tag)}",
+        5: "element runs past the end of its item",
+    }[code]
+
+
+def _walk_c(w: _Walker, pos: int, explicit: bool, meta_only: bool) -> int:
+    """Walk with the C accelerator, growing the buffer and retrying as it asks."""
+    assert _cwalk is not None
+    start = len(w.rows)
+    while True:
+        try:
+            end, poff, plen, stopped, pixel_rep = _cwalk.walk(
+                w.buf,
+                pos,
+                w.size,
+                w.rows,
+                explicit,
+                meta_only,
+                w.offsets_valid,
+                _IMPLICIT_VRS,
+                _UN_VRS,
+                vr_for,
+                _private_vr,
+                _bulk_text,
+                w.pixel_rep,
+            )
+        except _cwalk.WalkError as exc:
+            code, what, tag, at, upto = exc.args
+            del w.rows[start:]
+            if code == _cwalk.CODE_NEED:
+                w.need(at, upto, "an element")
+                continue
+            if code == _cwalk.CODE_TRUNCATED:
+                raise _truncated(_truncated_what(what, tag), at) from None
+            if code == _cwalk.CODE_CORRUPT:
+                raise _corrupt(_corrupt_what(what, tag), at) from None
+            raise _Unsupported from None
+        w.pixel_rep = pixel_rep
+        if stopped:
+            w.pixel = (poff, UNDEFINED if plen < 0 else plen)
+            w.stopped = True
+        return int(end)
+
+
+def parse_file(
+    reader: RangeReader, first_read: int = FIRST_READ, *, accelerate: bool = True
+) -> tuple[list[Row], FileInfo]:
     """Walk one file's header. Raise :class:`ParseError` for a damaged or non-DICOM file.
 
     Examples
@@ -596,8 +676,9 @@ def parse_file(reader: RangeReader, first_read: int = FIRST_READ) -> tuple[list[
     w = _Walker(reader, first)
     info = FileInfo(has_preamble=has_preamble, has_file_meta=has_meta)
     pos = start
+    use_c = accelerate and _cwalk is not None
     if has_meta:
-        pos = _walk_meta(w, pos)
+        pos = _walk_c(w, pos, True, True) if use_c else _walk_meta(w, pos)
         meta = {row[1]: row[4] for row in w.rows}
         info.transfer_syntax = meta.get(0x00020010) or None
         info.sop_class_uid = meta.get(0x00020002) or None
@@ -642,7 +723,16 @@ def parse_file(reader: RangeReader, first_read: int = FIRST_READ) -> tuple[list[
             looks = _looks_explicit(w.buf, pos)
             if looks != explicit and w.hh(w.buf, pos)[0] != 0xFFFE:
                 explicit = looks
-    w.walk(pos, _INF, 0, "", explicit, None)
+    if use_c and w.little:
+        n_meta = len(w.rows)
+        try:
+            _walk_c(w, pos, explicit, False)
+        except _Unsupported:
+            del w.rows[n_meta:]
+            w.pixel, w.stopped, w.pixel_rep = None, False, 0
+            w.walk(pos, _INF, 0, "", explicit, None)
+    else:
+        w.walk(pos, _INF, 0, "", explicit, None)
     if w.pixel is not None:
         vpos, length = w.pixel
         info.pixel_data_length = None if length == UNDEFINED else length

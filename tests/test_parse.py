@@ -13,7 +13,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
-from dicomframe._parse import BytesReader, parse_file, pydicom_rows
+from dicomframe._parse import BytesReader, _cwalk, parse_file, pydicom_rows
 from dicomframe.errors import ParseError
 from dicomframe._worker import read_file_rows
 from dicomframe.sources import FileRef
@@ -50,6 +50,42 @@ def test_fast_walker_matches_pydicom(path: Path) -> None:
         return
     assert _comparable(fast) == _comparable(reference)
     assert info.parser == "fast"
+
+
+def _outcome(data: bytes, accelerate: bool) -> tuple:
+    try:
+        rows, info = parse_file(BytesReader(data), accelerate=accelerate)
+    except ParseError as exc:
+        return ("error", exc.kind, str(exc))
+    return ("ok", rows, info)
+
+
+@pytest.mark.skipif(_cwalk is None, reason="the C accelerator is not built")
+@pytest.mark.parametrize("path", corpus_dicom_files(), ids=lambda p: str(p.relative_to(CORPUS)))
+def test_c_accelerator_matches_the_python_walker(path: Path) -> None:
+    data = path.read_bytes()
+    assert _outcome(data, True) == _outcome(data, False)
+
+
+@pytest.mark.skipif(_cwalk is None, reason="the C accelerator is not built")
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    name=st.sampled_from(["pydicom/CT_small.dcm", "pydicom/rtplan.dcm", "pydicom/MR_small_implicit.dcm",
+                          "pydicom-data/OBXXXX1A_rle_2frame.dcm", "pydicom/charset_files/chrX1.dcm"]),
+    cut=st.floats(min_value=0.0, max_value=1.0),
+    first_read=st.sampled_from([64, 300, 4096, 16384]),
+)
+def test_c_and_python_agree_on_every_cut(name: str, cut: float, first_read: int) -> None:
+    data = (CORPUS / name).read_bytes()
+    data = data[: int(len(data) * cut)]
+    results = []
+    for accelerate in (True, False):
+        try:
+            rows, info = parse_file(BytesReader(data), first_read, accelerate=accelerate)
+            results.append(("ok", rows, info.pixel_data_offset, info.pixel_data_length))
+        except ParseError as exc:
+            results.append(("error", exc.kind))
+    assert results[0] == results[1]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,760 @@
+/*
+ * _cwalk: the inner loop of dicomframe's header walker, in C.
+ *
+ * It mirrors _Walker.walk in _parse.py exactly (same rows, same errors) for the
+ * common case: little endian, explicit or implicit VR, SpecificCharacterSet
+ * absent, ISO_IR 6, ISO_IR 100 or ISO_IR 192. Anything else raises
+ * WalkError(CODE_UNSUPPORTED) and the caller uses the pure-Python walker, which
+ * stays the reference implementation. Tests compare both on every corpus file.
+ *
+ * Rows are tuples (tag_path, tag, vr, vm, value, private_creator, depth,
+ * length, offset). Errors are raised as WalkError(code, what, tag, pos, upto)
+ * and turned into ParseError messages by _parse.py: no value read from a file
+ * is ever put in an error.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define UNDEFINED 0xFFFFFFFFu
+#define MAX_INLINE 1024
+
+enum { K_TEXT_CS = 1, K_TEXT = 2, K_NUM = 3, K_AT = 4, K_BULK = 5, K_SQ = 6 };
+enum { CODE_NEED = 1, CODE_TRUNCATED = 2, CODE_CORRUPT = 3, CODE_UNSUPPORTED = 4 };
+/* truncated: what */
+enum { T_HEADER = 1, T_VALUE = 2, T_SEQUENCE = 3, T_ITEM = 4, T_FRAGMENT = 5 };
+/* corrupt: what */
+enum { C_DELIM = 1, C_VR = 2, C_ITEM = 3, C_FRAGMENT = 4, C_OVERRUN = 5 };
+enum { CS_LATIN1 = 0, CS_UTF8 = 1 };
+
+typedef struct {
+    const char *name;
+    int kind;
+    int long_form;
+    int keep_leading; /* only trailing padding removed */
+    int vm1_text;     /* backslash is not a delimiter */
+    int num_size;
+    char num_fmt;
+    PyObject *str;
+} VRInfo;
+
+static VRInfo VRS[] = {
+    {"SH", K_TEXT_CS, 0, 0, 0, 0, 0, NULL}, {"LO", K_TEXT_CS, 0, 0, 0, 0, 0, NULL},
+    {"ST", K_TEXT_CS, 0, 1, 1, 0, 0, NULL}, {"LT", K_TEXT_CS, 0, 1, 1, 0, 0, NULL},
+    {"UT", K_TEXT_CS, 1, 1, 1, 0, 0, NULL}, {"PN", K_TEXT_CS, 0, 0, 0, 0, 0, NULL},
+    {"UC", K_TEXT_CS, 1, 1, 0, 0, 0, NULL}, {"AE", K_TEXT, 0, 0, 0, 0, 0, NULL},
+    {"AS", K_TEXT, 0, 0, 0, 0, 0, NULL},    {"CS", K_TEXT, 0, 0, 0, 0, 0, NULL},
+    {"DA", K_TEXT, 0, 0, 0, 0, 0, NULL},    {"DS", K_TEXT, 0, 0, 0, 0, 0, NULL},
+    {"DT", K_TEXT, 0, 0, 0, 0, 0, NULL},    {"IS", K_TEXT, 0, 0, 0, 0, 0, NULL},
+    {"TM", K_TEXT, 0, 0, 0, 0, 0, NULL},    {"UI", K_TEXT, 0, 0, 0, 0, 0, NULL},
+    {"UR", K_TEXT, 1, 1, 1, 0, 0, NULL},    {"US", K_NUM, 0, 0, 0, 2, 'H', NULL},
+    {"SS", K_NUM, 0, 0, 0, 2, 'h', NULL},   {"UL", K_NUM, 0, 0, 0, 4, 'I', NULL},
+    {"SL", K_NUM, 0, 0, 0, 4, 'i', NULL},   {"FL", K_NUM, 0, 0, 0, 4, 'f', NULL},
+    {"FD", K_NUM, 0, 0, 0, 8, 'd', NULL},   {"SV", K_NUM, 1, 0, 0, 8, 'q', NULL},
+    {"UV", K_NUM, 1, 0, 0, 8, 'Q', NULL},   {"AT", K_AT, 0, 0, 0, 0, 0, NULL},
+    {"OB", K_BULK, 1, 0, 0, 0, 0, NULL},    {"OW", K_BULK, 1, 0, 0, 0, 0, NULL},
+    {"OF", K_BULK, 1, 0, 0, 0, 0, NULL},    {"OD", K_BULK, 1, 0, 0, 0, 0, NULL},
+    {"OL", K_BULK, 1, 0, 0, 0, 0, NULL},    {"OV", K_BULK, 1, 0, 0, 0, 0, NULL},
+    {"UN", K_BULK, 1, 0, 0, 0, 0, NULL},    {"SQ", K_SQ, 1, 0, 0, 0, 0, NULL},
+};
+#define N_VRS ((int)(sizeof(VRS) / sizeof(VRS[0])))
+static signed char VR_INDEX[26 * 26];
+static int VR_UN, VR_SQ, VR_US, VR_SS, VR_UL, VR_LO, VR_OW;
+
+static PyObject *WalkError;
+static PyObject *EMPTY_STR;
+
+typedef struct {
+    const unsigned char *buf;
+    Py_ssize_t blen;
+    Py_ssize_t size;
+    PyObject *rows;
+    int track;
+    int meta_only;
+    PyObject *implicit_vrs; /* dict tag -> VR str (implicit VR lookups) */
+    PyObject *un_vrs;       /* dict tag -> VR str (UN with a known public VR) */
+    PyObject *vr_lookup;    /* callable(tag) -> VR str or None, for repeating groups */
+    PyObject *private_vr;   /* callable(group, elem, creator) -> VR str */
+    PyObject *bulk_text;    /* callable(bytes) -> str or None */
+    long pixel_rep;
+    Py_ssize_t pixel_off, pixel_len;
+    int stopped;
+} W;
+
+static int vr_index_of(const unsigned char *p) {
+    int a = p[0] - 'A', b = p[1] - 'A';
+    if (a < 0 || a >= 26 || b < 0 || b >= 26) return -1;
+    return VR_INDEX[a * 26 + b];
+}
+
+static int vr_index_of_str(PyObject *s) {
+    if (!PyUnicode_Check(s) || PyUnicode_GET_LENGTH(s) != 2) return -1;
+    Py_UCS4 a = PyUnicode_READ_CHAR(s, 0), b = PyUnicode_READ_CHAR(s, 1);
+    if (a < 'A' || a > 'Z' || b < 'A' || b > 'Z') return -1;
+    return VR_INDEX[(a - 'A') * 26 + (b - 'A')];
+}
+
+static void raise_walk(int code, int what, uint32_t tag, Py_ssize_t pos, Py_ssize_t upto) {
+    PyObject *args = Py_BuildValue("(iiknn)", code, what, (unsigned long)tag, pos, upto);
+    if (args) {
+        PyErr_SetObject(WalkError, args);
+        Py_DECREF(args);
+    }
+}
+
+static inline uint16_t rd16(const unsigned char *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+static inline uint32_t rd32(const unsigned char *p) {
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+/* make bytes [start, stop) available or raise NEED / TRUNCATED */
+static int need(W *w, Py_ssize_t start, Py_ssize_t stop, int what, uint32_t tag) {
+    if (stop <= w->blen) return 0;
+    if (stop > w->size) {
+        raise_walk(CODE_TRUNCATED, what, tag, start, stop);
+        return -1;
+    }
+    raise_walk(CODE_NEED, what, tag, start, stop);
+    return -1;
+}
+
+static PyObject *decode_text(const unsigned char *p, Py_ssize_t n, int keep_leading, int charset) {
+    Py_ssize_t a = 0, b = n;
+    while (b > a && (p[b - 1] == ' ' || p[b - 1] == 0)) b--;
+    if (!keep_leading)
+        while (a < b && (p[a] == ' ' || p[a] == 0)) a++;
+    if (charset == CS_UTF8) return PyUnicode_DecodeUTF8((const char *)p + a, b - a, "replace");
+    return PyUnicode_DecodeLatin1((const char *)p + a, b - a, NULL);
+}
+
+static Py_ssize_t count_backslash(const unsigned char *p, Py_ssize_t n) {
+    Py_ssize_t c = 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (p[i] == '\\') c++;
+    return c;
+}
+
+/* numbers as decimal strings joined by backslash, exactly as Python's str() of each */
+static PyObject *format_numbers(const unsigned char *p, Py_ssize_t n, const VRInfo *v, long *first) {
+    Py_ssize_t count = n / v->num_size;
+    size_t cap = (size_t)count * 32 + 1, len = 0;
+    char *out = PyMem_Malloc(cap);
+    if (!out) return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < count; i++) {
+        const unsigned char *q = p + i * v->num_size;
+        if (i) out[len++] = '\\';
+        int w = 0;
+        switch (v->num_fmt) {
+        case 'H': {
+            uint16_t x = rd16(q);
+            if (i == 0) *first = x;
+            w = snprintf(out + len, cap - len, "%u", (unsigned)x);
+            break;
+        }
+        case 'h': {
+            int16_t x = (int16_t)rd16(q);
+            if (i == 0) *first = x;
+            w = snprintf(out + len, cap - len, "%d", (int)x);
+            break;
+        }
+        case 'I':
+            w = snprintf(out + len, cap - len, "%lu", (unsigned long)rd32(q));
+            break;
+        case 'i':
+            w = snprintf(out + len, cap - len, "%ld", (long)(int32_t)rd32(q));
+            break;
+        case 'q':
+            w = snprintf(out + len, cap - len, "%lld",
+                         (long long)(int64_t)((uint64_t)rd32(q) | ((uint64_t)rd32(q + 4) << 32)));
+            break;
+        case 'Q':
+            w = snprintf(out + len, cap - len, "%llu",
+                         (unsigned long long)((uint64_t)rd32(q) | ((uint64_t)rd32(q + 4) << 32)));
+            break;
+        case 'f':
+        case 'd': {
+            double d;
+            if (v->num_fmt == 'f') {
+                uint32_t u = rd32(q);
+                float f;
+                memcpy(&f, &u, 4);
+                d = f;
+            } else {
+                uint64_t u = (uint64_t)rd32(q) | ((uint64_t)rd32(q + 4) << 32);
+                memcpy(&d, &u, 8);
+            }
+            /* the same call float.__repr__ makes */
+            char *r = PyOS_double_to_string(d, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+            if (!r) {
+                PyMem_Free(out);
+                return NULL;
+            }
+            w = snprintf(out + len, cap - len, "%s", r);
+            PyMem_Free(r);
+            break;
+        }
+        default:
+            PyMem_Free(out);
+            PyErr_SetString(PyExc_ValueError, "unknown number format");
+            return NULL;
+        }
+        len += (size_t)w;
+    }
+    PyObject *s = PyUnicode_DecodeASCII(out, (Py_ssize_t)len, NULL);
+    PyMem_Free(out);
+    return s;
+}
+
+static PyObject *format_at(const unsigned char *p, Py_ssize_t count) {
+    size_t cap = (size_t)count * 9 + 1, len = 0;
+    char *out = PyMem_Malloc(cap);
+    if (!out) return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (i) out[len++] = '\\';
+        len += (size_t)snprintf(out + len, cap - len, "%04X%04X", rd16(p + 4 * i), rd16(p + 4 * i + 2));
+    }
+    PyObject *s = PyUnicode_DecodeASCII(out, (Py_ssize_t)len, NULL);
+    PyMem_Free(out);
+    return s;
+}
+
+static int append_row(W *w, PyObject *path, uint32_t tag, PyObject *vr, Py_ssize_t vm, PyObject *value,
+                      PyObject *creator, int depth, uint32_t length, Py_ssize_t offset) {
+    PyObject *row = PyTuple_New(9);
+    if (!row) return -1;
+    Py_INCREF(path);
+    PyTuple_SET_ITEM(row, 0, path);
+    PyTuple_SET_ITEM(row, 1, PyLong_FromUnsignedLong(tag));
+    Py_INCREF(vr);
+    PyTuple_SET_ITEM(row, 2, vr);
+    PyTuple_SET_ITEM(row, 3, PyLong_FromSsize_t(vm));
+    if (!value) value = Py_None;
+    Py_INCREF(value);
+    PyTuple_SET_ITEM(row, 4, value);
+    if (!creator) creator = Py_None;
+    Py_INCREF(creator);
+    PyTuple_SET_ITEM(row, 5, creator);
+    PyTuple_SET_ITEM(row, 6, PyLong_FromLong(depth));
+    PyTuple_SET_ITEM(row, 7, PyLong_FromUnsignedLong(length));
+    if (offset >= 0) {
+        PyTuple_SET_ITEM(row, 8, PyLong_FromSsize_t(offset));
+    } else {
+        Py_INCREF(Py_None);
+        PyTuple_SET_ITEM(row, 8, Py_None);
+    }
+    for (int i = 0; i < 9; i++)
+        if (!PyTuple_GET_ITEM(row, i)) {
+            Py_DECREF(row);
+            return -1;
+        }
+    int r = PyList_Append(w->rows, row);
+    Py_DECREF(row);
+    return r;
+}
+
+/* creators: dict (group<<8|block) -> str, per dataset level */
+static PyObject *lookup_creator(PyObject *creators, uint32_t key) {
+    PyObject *k = PyLong_FromUnsignedLong(key);
+    if (!k) return NULL;
+    PyObject *v = PyDict_GetItemWithError(creators, k);
+    Py_DECREF(k);
+    if (!v && PyErr_Occurred()) return NULL;
+    if (!v) v = Py_None;
+    Py_INCREF(v);
+    return v;
+}
+
+static int dict_tag_vr(PyObject *dict, uint32_t tag, PyObject **out) {
+    PyObject *k = PyLong_FromUnsignedLong(tag);
+    if (!k) return -1;
+    PyObject *v = PyDict_GetItemWithError(dict, k);
+    Py_DECREF(k);
+    if (!v && PyErr_Occurred()) return -1;
+    *out = v; /* borrowed */
+    return 0;
+}
+
+static Py_ssize_t walk(W *w, Py_ssize_t pos, Py_ssize_t end, int depth, PyObject *prefix, int explicit_,
+                       int charset);
+
+static Py_ssize_t skip_fragments(W *w, Py_ssize_t pos, uint32_t tag) {
+    for (;;) {
+        if (need(w, pos, pos + 8, T_FRAGMENT, tag) < 0) return -1;
+        const unsigned char *p = w->buf + pos;
+        uint32_t t = ((uint32_t)rd16(p) << 16) | rd16(p + 2);
+        uint32_t flen = rd32(p + 4);
+        if (t == 0xFFFEE0DDu) return pos + 8;
+        if (t != 0xFFFEE000u || flen == UNDEFINED) {
+            raise_walk(CODE_CORRUPT, C_FRAGMENT, tag, pos, 0);
+            return -1;
+        }
+        pos += 8 + (Py_ssize_t)flen;
+    }
+}
+
+static Py_ssize_t sequence(W *w, Py_ssize_t pos, uint32_t length, int depth, PyObject *path, int explicit_,
+                           int charset, uint32_t tag, Py_ssize_t *n_items) {
+    Py_ssize_t end = length == UNDEFINED ? PY_SSIZE_T_MAX : pos + (Py_ssize_t)length;
+    if (length != UNDEFINED && end > w->size) {
+        raise_walk(CODE_TRUNCATED, T_SEQUENCE, tag, pos, end);
+        return -1;
+    }
+    Py_ssize_t n = 0;
+    while (pos < end) {
+        if (need(w, pos, pos + 8, T_ITEM, tag) < 0) return -1;
+        const unsigned char *p = w->buf + pos;
+        uint32_t t = ((uint32_t)rd16(p) << 16) | rd16(p + 2);
+        uint32_t ilen = rd32(p + 4);
+        if (t == 0xFFFEE0DDu) {
+            *n_items = n;
+            return pos + 8;
+        }
+        if (t != 0xFFFEE000u) {
+            raise_walk(CODE_CORRUPT, C_ITEM, tag, pos, 0);
+            return -1;
+        }
+        pos += 8;
+        PyObject *prefix = PyUnicode_FromFormat("%U[%zd].", path, n);
+        if (!prefix) return -1;
+        Py_ssize_t r;
+        if (ilen == UNDEFINED) {
+            r = walk(w, pos, PY_SSIZE_T_MAX, depth, prefix, explicit_, charset);
+            if (r >= 0) pos = r;
+        } else {
+            r = walk(w, pos, pos + (Py_ssize_t)ilen, depth, prefix, explicit_, charset);
+            if (r >= 0) pos += (Py_ssize_t)ilen;
+        }
+        Py_DECREF(prefix);
+        if (r < 0) return -1;
+        n++;
+    }
+    *n_items = n;
+    return pos;
+}
+
+static int charset_of(const unsigned char *p, Py_ssize_t n, int *charset) {
+    Py_ssize_t a = 0, b = n;
+    while (b > a && (p[b - 1] == ' ' || p[b - 1] == 0)) b--;
+    while (a < b && (p[a] == ' ' || p[a] == 0)) a++;
+    Py_ssize_t len = b - a;
+    const char *s = (const char *)p + a;
+    if (len == 0 || (len == 8 && memcmp(s, "ISO_IR 6", 8) == 0) ||
+        (len == 10 && memcmp(s, "ISO_IR 100", 10) == 0)) {
+        *charset = CS_LATIN1;
+        return 0;
+    }
+    if (len == 10 && memcmp(s, "ISO_IR 192", 10) == 0) {
+        *charset = CS_UTF8;
+        return 0;
+    }
+    return -1;
+}
+
+static Py_ssize_t walk(W *w, Py_ssize_t pos, Py_ssize_t end, int depth, PyObject *prefix, int explicit_,
+                       int charset) {
+    PyObject *creators = PyDict_New();
+    if (!creators) return -1;
+    Py_ssize_t result = -1;
+    PyObject *path = NULL, *value = NULL, *creator = NULL;
+    const int undefined_end = end == PY_SSIZE_T_MAX;
+
+    while (pos < end) {
+        if (pos + 12 > w->blen) {
+            if (pos + 8 > w->size) {
+                if (depth == 0 && undefined_end && pos >= w->size) {
+                    result = pos;
+                    goto done;
+                }
+                if (depth == 0 && undefined_end && w->size - pos < 8 && w->size <= w->blen) {
+                    int zero = 1;
+                    for (Py_ssize_t i = pos; i < w->size; i++)
+                        if (w->buf[i]) zero = 0;
+                    if (zero) {
+                        result = w->size;
+                        goto done;
+                    }
+                }
+                raise_walk(CODE_TRUNCATED, T_HEADER, 0, pos, pos + 8);
+                goto done;
+            }
+            Py_ssize_t stop = pos + 12 < w->size ? pos + 12 : w->size;
+            if (need(w, pos, stop, T_HEADER, 0) < 0) goto done;
+        }
+        const unsigned char *p = w->buf + pos;
+        uint16_t group = rd16(p), elem = rd16(p + 2);
+        uint32_t tag = ((uint32_t)group << 16) | elem;
+        if (w->meta_only && depth == 0 && group != 0x0002) {
+            result = pos;
+            goto done;
+        }
+        if (group == 0xFFFE) {
+            if (tag == 0xFFFEE00Du) {
+                if (undefined_end) {
+                    result = pos + 8;
+                    goto done;
+                }
+                pos += 8;
+                continue;
+            }
+            if (tag == 0xFFFEE0DDu && depth == 0) {
+                pos += 8;
+                continue;
+            }
+            raise_walk(CODE_CORRUPT, C_DELIM, tag, pos, 0);
+            goto done;
+        }
+        int vi;
+        uint32_t length;
+        Py_ssize_t vpos;
+        if (explicit_) {
+            vi = vr_index_of(p + 4);
+            if (vi < 0) {
+                if ((p[4] == ' ' && p[5] == ' ') || (p[4] == 0 && p[5] == 0)) {
+                    vi = VR_UN;
+                } else {
+                    raise_walk(CODE_CORRUPT, C_VR, tag, pos, 0);
+                    goto done;
+                }
+            }
+            if (VRS[vi].long_form) {
+                if (pos + 12 > w->blen) {
+                    raise_walk(pos + 12 > w->size ? CODE_TRUNCATED : CODE_NEED, T_HEADER, 0, pos, pos + 12);
+                    goto done;
+                }
+                length = rd32(p + 8);
+                vpos = pos + 12;
+            } else {
+                length = rd16(p + 6);
+                vpos = pos + 8;
+            }
+        } else {
+            length = rd32(p + 4);
+            vpos = pos + 8;
+            /* implicit VR */
+            if (length == UNDEFINED && !(tag == 0x7FE00010u || tag == 0x7FE00008u || tag == 0x7FE00009u)) {
+                vi = VR_SQ;
+            } else if (group & 1) {
+                if (elem == 0)
+                    vi = VR_UL;
+                else if (elem <= 0xFF)
+                    vi = elem >= 0x10 ? VR_LO : VR_UN;
+                else {
+                    PyObject *owner = lookup_creator(creators, ((uint32_t)group << 8) | (elem >> 8));
+                    if (!owner) goto done;
+                    if (owner == Py_None) {
+                        vi = VR_UN;
+                    } else {
+                        PyObject *r = PyObject_CallFunction(w->private_vr, "iiO", (int)group, (int)elem, owner);
+                        if (!r) {
+                            Py_DECREF(owner);
+                            goto done;
+                        }
+                        vi = vr_index_of_str(r);
+                        Py_DECREF(r);
+                        if (vi < 0) vi = VR_UN;
+                    }
+                    Py_DECREF(owner);
+                }
+            } else {
+                PyObject *vrs = NULL;
+                if (dict_tag_vr(w->implicit_vrs, tag, &vrs) < 0) goto done;
+                if (vrs == NULL) {
+                    PyObject *r = PyObject_CallFunction(w->vr_lookup, "k", (unsigned long)tag);
+                    if (!r) goto done;
+                    vi = r == Py_None ? VR_UN : vr_index_of_str(r);
+                    if (vi < 0) {
+                        /* ambiguous: resolve like _resolve_ambiguous */
+                        PyObject *ow = PyUnicode_FromString("OW");
+                        int has_ow = ow ? PySequence_Contains(r, ow) : -1;
+                        Py_XDECREF(ow);
+                        if (has_ow < 0) {
+                            Py_DECREF(r);
+                            goto done;
+                        }
+                        if (has_ow)
+                            vi = VR_OW;
+                        else if (PyUnicode_CompareWithASCIIString(r, "US or SS") == 0)
+                            vi = w->pixel_rep == 1 ? VR_SS : VR_US;
+                        else {
+                            PyObject *first = PyUnicode_Substring(r, 0, 2);
+                            vi = first ? vr_index_of_str(first) : -1;
+                            Py_XDECREF(first);
+                            if (vi < 0) vi = VR_UN;
+                        }
+                    }
+                    Py_DECREF(r);
+                } else if (PyUnicode_GET_LENGTH(vrs) == 2) {
+                    vi = vr_index_of_str(vrs);
+                    if (vi < 0) vi = VR_UN;
+                } else if (PyUnicode_CompareWithASCIIString(vrs, "US or SS") == 0) {
+                    vi = w->pixel_rep == 1 ? VR_SS : VR_US;
+                } else {
+                    raise_walk(CODE_UNSUPPORTED, 0, tag, pos, 0);
+                    goto done;
+                }
+            }
+        }
+        int was_un = vi == VR_UN;
+        if (was_un) {
+            if (!(group & 1) && elem) {
+                PyObject *known = NULL;
+                if (dict_tag_vr(w->un_vrs, tag, &known) < 0) goto done;
+                if (known) {
+                    int k = vr_index_of_str(known);
+                    if (k >= 0) vi = k;
+                } else {
+                    /* repeating groups (50xx, 60xx): ask the dictionary */
+                    PyObject *r = PyObject_CallFunction(w->vr_lookup, "k", (unsigned long)tag);
+                    if (!r) goto done;
+                    if (r != Py_None) {
+                        int k = vr_index_of_str(r);
+                        if (k >= 0) vi = k;
+                    }
+                    Py_DECREF(r);
+                }
+            } else if ((group & 1) && elem > 0xFF && length != UNDEFINED) {
+                PyObject *owner = lookup_creator(creators, ((uint32_t)group << 8) | (elem >> 8));
+                if (!owner) goto done;
+                if (owner != Py_None) {
+                    PyObject *r = PyObject_CallFunction(w->private_vr, "iiO", (int)group, (int)elem, owner);
+                    if (!r) {
+                        Py_DECREF(owner);
+                        goto done;
+                    }
+                    int k = vr_index_of_str(r);
+                    Py_DECREF(r);
+                    if (k >= 0) vi = k;
+                }
+                Py_DECREF(owner);
+            }
+        }
+        const VRInfo *v = &VRS[vi];
+
+        creator = NULL;
+        if ((group & 1) && elem > 0xFF) {
+            creator = lookup_creator(creators, ((uint32_t)group << 8) | (elem >> 8));
+            if (!creator) goto done;
+            if (creator == Py_None) {
+                Py_DECREF(creator);
+                creator = NULL;
+            }
+        }
+        {
+            static const char HEXD[] = "0123456789ABCDEF";
+            char hx[9];
+            for (int i = 0; i < 8; i++) hx[i] = HEXD[(tag >> (28 - 4 * i)) & 0xF];
+            hx[8] = 0;
+            path = PyUnicode_GET_LENGTH(prefix) ? PyUnicode_FromFormat("%U%s", prefix, hx)
+                                                : PyUnicode_FromStringAndSize(hx, 8);
+        }
+        if (!path) goto done;
+
+        if (depth == 0 && (tag == 0x7FE00010u || tag == 0x7FE00008u || tag == 0x7FE00009u)) {
+            if (append_row(w, path, tag, v->str, 1, NULL, creator, depth, length, w->track ? vpos : -1) < 0)
+                goto done;
+            w->pixel_off = vpos;
+            w->pixel_len = length == UNDEFINED ? -1 : (Py_ssize_t)length;
+            w->stopped = 1;
+            result = pos;
+            goto done;
+        }
+        if (v->kind == K_SQ || (length == UNDEFINED && was_un)) {
+            Py_ssize_t idx = PyList_GET_SIZE(w->rows);
+            if (append_row(w, path, tag, VRS[VR_SQ].str, 0, NULL, creator, depth, length, -1) < 0) goto done;
+            Py_ssize_t n_items = 0;
+            Py_ssize_t r = sequence(w, vpos, length, depth + 1, path, explicit_ && !was_un, charset, tag, &n_items);
+            if (r < 0) goto done;
+            if (n_items) {
+                /* replace the row's vm */
+                PyObject *row = PyList_GET_ITEM(w->rows, idx);
+                PyObject *nvm = PyLong_FromSsize_t(n_items);
+                if (!nvm) goto done;
+                PyObject *newrow = PyTuple_New(9);
+                if (!newrow) {
+                    Py_DECREF(nvm);
+                    goto done;
+                }
+                for (int i = 0; i < 9; i++) {
+                    PyObject *it = i == 3 ? nvm : PyTuple_GET_ITEM(row, i);
+                    if (i != 3) Py_INCREF(it);
+                    PyTuple_SET_ITEM(newrow, i, it);
+                }
+                if (PyList_SetItem(w->rows, idx, newrow) < 0) goto done;
+            }
+            pos = r;
+            Py_CLEAR(path);
+            Py_CLEAR(creator);
+            continue;
+        }
+        if (length == UNDEFINED) {
+            if (append_row(w, path, tag, v->str, 1, NULL, creator, depth, length, -1) < 0) goto done;
+            Py_ssize_t r = skip_fragments(w, vpos, tag);
+            if (r < 0) goto done;
+            pos = r;
+            Py_CLEAR(path);
+            Py_CLEAR(creator);
+            continue;
+        }
+        Py_ssize_t vend = vpos + (Py_ssize_t)length;
+        Py_ssize_t vm = 0;
+        value = NULL;
+        if (v->kind == K_BULK && length > MAX_INLINE) {
+            vm = 1;
+        } else {
+            if (vend > w->blen) {
+                raise_walk(vend > w->size ? CODE_TRUNCATED : CODE_NEED, T_VALUE, tag, vpos, vend);
+                goto done;
+            }
+            const unsigned char *q = w->buf + vpos;
+            if (v->kind == K_TEXT || v->kind == K_TEXT_CS) {
+                value = decode_text(q, (Py_ssize_t)length, v->keep_leading, v->kind == K_TEXT_CS ? charset : CS_LATIN1);
+                if (!value) goto done;
+                if (PyUnicode_GET_LENGTH(value) == 0)
+                    vm = 0;
+                else if (v->vm1_text)
+                    vm = 1;
+                else
+                    vm = count_backslash(q, (Py_ssize_t)length) + 1;
+                if (tag == 0x00080005u) {
+                    int cs;
+                    if (charset_of(q, (Py_ssize_t)length, &cs) < 0) {
+                        raise_walk(CODE_UNSUPPORTED, 0, tag, pos, 0);
+                        goto done;
+                    }
+                    charset = cs;
+                }
+            } else if (v->kind == K_NUM) {
+                vm = (Py_ssize_t)length / v->num_size;
+                if (length > MAX_INLINE || length % v->num_size) {
+                    value = NULL;
+                } else {
+                    long first = -1;
+                    value = format_numbers(q, (Py_ssize_t)length, v, &first);
+                    if (!value) goto done;
+                    if (tag == 0x00280103u && vm > 0) w->pixel_rep = first;
+                }
+            } else if (v->kind == K_AT) {
+                vm = (Py_ssize_t)length / 4;
+                value = format_at(q, vm);
+                if (!value) goto done;
+            } else {
+                if (length == 0) {
+                    value = EMPTY_STR;
+                    Py_INCREF(value);
+                    vm = 0;
+                } else {
+                    PyObject *raw = PyBytes_FromStringAndSize((const char *)q, (Py_ssize_t)length);
+                    if (!raw) goto done;
+                    value = PyObject_CallOneArg(w->bulk_text, raw);
+                    Py_DECREF(raw);
+                    if (!value) goto done;
+                    if (value == Py_None) Py_CLEAR(value);
+                    vm = 1;
+                }
+            }
+        }
+        if ((group & 1) && elem >= 0x10 && elem <= 0xFF) {
+            Py_CLEAR(creator);
+            if (value && PyUnicode_GET_LENGTH(value) > 0) {
+                creator = value;
+                Py_INCREF(creator);
+                PyObject *k = PyLong_FromUnsignedLong(((uint32_t)group << 8) | elem);
+                if (!k) goto done;
+                int r = PyDict_SetItem(creators, k, creator);
+                Py_DECREF(k);
+                if (r < 0) goto done;
+            }
+        }
+        if (append_row(w, path, tag, v->str, vm, value, creator, depth, length, w->track ? vpos : -1) < 0)
+            goto done;
+        Py_CLEAR(path);
+        Py_CLEAR(value);
+        Py_CLEAR(creator);
+        pos = vend;
+    }
+    if (pos > end && !undefined_end) {
+        raise_walk(CODE_CORRUPT, C_OVERRUN, 0, pos, 0);
+        goto done;
+    }
+    result = pos;
+done:
+    Py_XDECREF(path);
+    Py_XDECREF(value);
+    Py_XDECREF(creator);
+    Py_DECREF(creators);
+    return result;
+}
+
+static PyObject *py_walk(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"buf",          "pos",        "size",      "rows",      "explicit",
+                             "meta_only",    "track",      "implicit_vrs", "un_vrs", "vr_lookup",
+                             "private_vr",   "bulk_text",  "pixel_rep", NULL};
+    Py_buffer view;
+    Py_ssize_t pos, size;
+    PyObject *rows, *implicit_vrs, *un_vrs, *vr_lookup, *private_vr, *bulk_text;
+    int explicit_, meta_only, track;
+    long pixel_rep = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "y*nnO!pppO!O!OOO|l", kwlist, &view, &pos, &size, &PyList_Type,
+                                     &rows, &explicit_, &meta_only, &track, &PyDict_Type, &implicit_vrs,
+                                     &PyDict_Type, &un_vrs, &vr_lookup, &private_vr, &bulk_text, &pixel_rep))
+        return NULL;
+    W w;
+    w.buf = (const unsigned char *)view.buf;
+    w.blen = view.len;
+    w.size = size;
+    w.rows = rows;
+    w.track = track;
+    w.meta_only = meta_only;
+    w.implicit_vrs = implicit_vrs;
+    w.un_vrs = un_vrs;
+    w.vr_lookup = vr_lookup;
+    w.private_vr = private_vr;
+    w.bulk_text = bulk_text;
+    w.pixel_rep = pixel_rep;
+    w.pixel_off = -1;
+    w.pixel_len = -1;
+    w.stopped = 0;
+    PyObject *prefix = EMPTY_STR;
+    Py_ssize_t r = walk(&w, pos, PY_SSIZE_T_MAX, 0, prefix, explicit_, CS_LATIN1);
+    PyBuffer_Release(&view);
+    if (r < 0) return NULL;
+    return Py_BuildValue("(nnnil)", r, w.pixel_off, w.pixel_len, w.stopped, w.pixel_rep);
+}
+
+static PyMethodDef methods[] = {
+    {"walk", (PyCFunction)(void (*)(void))py_walk, METH_VARARGS | METH_KEYWORDS,
+     "Walk a little-endian dataset into rows (see _parse.py)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "_cwalk", NULL, -1, methods, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__cwalk(void) {
+    PyObject *m = PyModule_Create(&moduledef);
+    if (!m) return NULL;
+    memset(VR_INDEX, -1, sizeof VR_INDEX);
+    for (int i = 0; i < N_VRS; i++) {
+        VRS[i].str = PyUnicode_InternFromString(VRS[i].name);
+        if (!VRS[i].str) return NULL;
+        VR_INDEX[(VRS[i].name[0] - 'A') * 26 + (VRS[i].name[1] - 'A')] = (signed char)i;
+    }
+    VR_UN = VR_INDEX[('U' - 'A') * 26 + ('N' - 'A')];
+    VR_SQ = VR_INDEX[('S' - 'A') * 26 + ('Q' - 'A')];
+    VR_US = VR_INDEX[('U' - 'A') * 26 + ('S' - 'A')];
+    VR_SS = VR_INDEX[('S' - 'A') * 26 + ('S' - 'A')];
+    VR_UL = VR_INDEX[('U' - 'A') * 26 + ('L' - 'A')];
+    VR_LO = VR_INDEX[('L' - 'A') * 26 + ('O' - 'A')];
+    VR_OW = VR_INDEX[('O' - 'A') * 26 + ('W' - 'A')];
+    EMPTY_STR = PyUnicode_FromString("");
+    if (!EMPTY_STR) return NULL;
+    WalkError = PyErr_NewException("dicomframe._cwalk.WalkError", NULL, NULL);
+    if (!WalkError) return NULL;
+    Py_INCREF(WalkError);
+    if (PyModule_AddObject(m, "WalkError", WalkError) < 0) return NULL;
+    PyModule_AddIntConstant(m, "CODE_NEED", CODE_NEED);
+    PyModule_AddIntConstant(m, "CODE_TRUNCATED", CODE_TRUNCATED);
+    PyModule_AddIntConstant(m, "CODE_CORRUPT", CODE_CORRUPT);
+    PyModule_AddIntConstant(m, "CODE_UNSUPPORTED", CODE_UNSUPPORTED);
+    return m;
+}
