@@ -77,6 +77,9 @@ typedef struct {
     PyObject *vr_lookup;    /* callable(tag) -> VR str or None, for repeating groups */
     PyObject *private_vr;   /* callable(group, elem, creator) -> VR str */
     PyObject *bulk_text;    /* callable(bytes) -> str or None */
+    PyObject *record;       /* dict keyword -> value of top-level attributes, or None */
+    PyObject *keywords;     /* dict tag -> keyword */
+    PyObject *keyword_lookup; /* callable(tag) -> keyword or None (repeating groups) */
     long pixel_rep;
     Py_ssize_t pixel_off, pixel_len;
     int stopped;
@@ -666,6 +669,27 @@ static Py_ssize_t walk(W *w, Py_ssize_t pos, Py_ssize_t end, int depth, PyObject
                 if (r < 0) goto done;
             }
         }
+        if (depth == 0 && w->record != Py_None && tag >= 0x00030000u && elem != 0 && v->kind != K_BULK &&
+            !(group & 1)) {
+            PyObject *k = PyLong_FromUnsignedLong(tag);
+            if (!k) goto done;
+            PyObject *kwd = PyDict_GetItemWithError(w->keywords, k);
+            if (kwd) Py_INCREF(kwd);
+            Py_DECREF(k);
+            if (!kwd) {
+                if (PyErr_Occurred()) goto done;
+                kwd = PyObject_CallFunction(w->keyword_lookup, "k", (unsigned long)tag);
+                if (!kwd) goto done;
+            }
+            if (kwd != Py_None) {
+                int r = PyDict_SetItem(w->record, kwd, value ? value : Py_None);
+                if (r < 0) {
+                    Py_DECREF(kwd);
+                    goto done;
+                }
+            }
+            Py_DECREF(kwd);
+        }
         if (append_row(w, path, tag, v->str, vm, value, creator, depth, length, w->track ? vpos : -1) < 0)
             goto done;
         Py_CLEAR(path);
@@ -689,16 +713,24 @@ done:
 static PyObject *py_walk(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"buf",          "pos",        "size",      "rows",      "explicit",
                              "meta_only",    "track",      "implicit_vrs", "un_vrs", "vr_lookup",
-                             "private_vr",   "bulk_text",  "pixel_rep", NULL};
+                             "private_vr",   "bulk_text",  "pixel_rep", "record", "keywords",
+                             "keyword_lookup", NULL};
     Py_buffer view;
     Py_ssize_t pos, size;
     PyObject *rows, *implicit_vrs, *un_vrs, *vr_lookup, *private_vr, *bulk_text;
     int explicit_, meta_only, track;
     long pixel_rep = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "y*nnO!pppO!O!OOO|l", kwlist, &view, &pos, &size, &PyList_Type,
+    PyObject *record = Py_None, *keywords = Py_None, *keyword_lookup = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "y*nnO!pppO!O!OOO|lOOO", kwlist, &view, &pos, &size, &PyList_Type,
                                      &rows, &explicit_, &meta_only, &track, &PyDict_Type, &implicit_vrs,
-                                     &PyDict_Type, &un_vrs, &vr_lookup, &private_vr, &bulk_text, &pixel_rep))
+                                     &PyDict_Type, &un_vrs, &vr_lookup, &private_vr, &bulk_text, &pixel_rep,
+                                     &record, &keywords, &keyword_lookup))
         return NULL;
+    if (record != Py_None && (!PyDict_Check(record) || !PyDict_Check(keywords))) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_TypeError, "record and keywords must be dicts");
+        return NULL;
+    }
     W w;
     w.buf = (const unsigned char *)view.buf;
     w.blen = view.len;
@@ -711,6 +743,9 @@ static PyObject *py_walk(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kw
     w.vr_lookup = vr_lookup;
     w.private_vr = private_vr;
     w.bulk_text = bulk_text;
+    w.record = record;
+    w.keywords = keywords;
+    w.keyword_lookup = keyword_lookup;
     w.pixel_rep = pixel_rep;
     w.pixel_off = -1;
     w.pixel_len = -1;

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol
 
 from .errors import ParseError
-from .tags import KEYWORDS, VRS, format_tag, vr_for
+from .tags import KEYWORDS, VRS, format_tag, keyword_for, vr_for
 
 __all__ = [
     "Row",
@@ -160,6 +160,8 @@ class FileInfo:
     pixel_data_offset: int | None = None
     pixel_data_length: int | None = None
     parser: str = "fast"
+    #: top-level public attributes by keyword (string values), when the C walker made them
+    attributes: dict[str, str | None] | None = None
 
 
 def _truncated(what: str, offset: int) -> ParseError:
@@ -616,11 +618,19 @@ def _corrupt_what(code: int, tag: int) -> str:
     }[code]
 
 
-def _walk_c(w: _Walker, pos: int, explicit: bool, meta_only: bool) -> int:
-    """Walk with the C accelerator, growing the buffer and retrying as it asks."""
+def _walk_c(
+    w: _Walker, pos: int, explicit: bool, meta_only: bool, record: dict[str, str | None] | None = None
+) -> int:
+    """Walk with the C accelerator, growing the buffer and retrying as it asks.
+
+    With ``record``, the top-level public attributes (no bulk data, no sequences,
+    no group 0002 or group lengths) are also collected there by keyword.
+    """
     assert _cwalk is not None
     start = len(w.rows)
     while True:
+        if record is not None:
+            record.clear()
         try:
             end, poff, plen, stopped, pixel_rep = _cwalk.walk(
                 w.buf,
@@ -636,6 +646,9 @@ def _walk_c(w: _Walker, pos: int, explicit: bool, meta_only: bool) -> int:
                 _private_vr,
                 _bulk_text,
                 w.pixel_rep,
+                record,
+                KEYWORDS,
+                keyword_for,
             )
         except _cwalk.WalkError as exc:
             code, what, tag, at, upto = exc.args
@@ -726,7 +739,9 @@ def parse_file(
     if use_c and w.little:
         n_meta = len(w.rows)
         try:
-            _walk_c(w, pos, explicit, False)
+            record: dict[str, str | None] = {}
+            _walk_c(w, pos, explicit, False, record)
+            info.attributes = record
         except _Unsupported:
             del w.rows[n_meta:]
             w.pixel, w.stopped, w.pixel_rep = None, False, 0

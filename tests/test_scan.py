@@ -136,7 +136,10 @@ def test_pandas_and_arrow_round_trip(corpus_scan: dcf.ScanResult) -> None:
     assert pl.from_arrow(table).schema == corpus_scan.instances.schema
 
 
-def test_one_process_and_two_give_the_same_tables(tmp_path: Path) -> None:
+def test_one_process_and_two_give_the_same_tables(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dicomframe.scanner
+
+    monkeypatch.setattr(dicomframe.scanner, "IN_PROCESS_FILES", 0)  # use the pool even for a few files
     src = CORPUS / "pydicom"
     a = dcf.scan(src, jobs=1, progress=False)
     b = dcf.scan(src, jobs=2, chunk_size=8, progress=False)
@@ -216,7 +219,7 @@ def test_s3_scan_through_a_real_server(s3_bucket: str, tmp_path: Path) -> None:
     for name in names:
         fs.pipe(f"{s3_bucket}/incoming/study 1/{name}", (CORPUS / "pydicom" / name).read_bytes())
     local = dcf.scan([CORPUS / "pydicom" / n for n in names], progress=False)
-    remote = dcf.scan(f"s3://{s3_bucket}/incoming", jobs=2, chunk_size=1, progress=False)
+    remote = dcf.scan(f"s3://{s3_bucket}/incoming", jobs=2, chunk_size=1, progress=False)  # remote: pool
     assert remote.instances.height == 3 and remote.errors["kind"].to_list() == ["not_dicom"]
     cols = [c for c in local.instances.columns if c not in ("path", "file_id")]
     assert remote.instances.select(cols).sort("SOPInstanceUID").equals(
