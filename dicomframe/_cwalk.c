@@ -369,7 +369,8 @@ static Py_ssize_t walk(W *w, Py_ssize_t pos, Py_ssize_t end, int depth, PyObject
                     result = pos;
                     goto done;
                 }
-                if (depth == 0 && undefined_end && w->size - pos < 8 && w->size <= w->blen) {
+                if (depth == 0 && undefined_end && w->size - pos < 8) {
+                    if (need(w, pos, w->size, T_HEADER, 0) < 0) goto done;
                     int zero = 1;
                     for (Py_ssize_t i = pos; i < w->size; i++)
                         if (w->buf[i]) zero = 0;

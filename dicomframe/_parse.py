@@ -311,10 +311,10 @@ class _Walker:
                 if pos + 8 > size:
                     if depth == 0 and end >= _INF and pos >= size:
                         return pos
-                    if depth == 0 and end >= _INF and size - pos < 8 and not any(
-                        self.buf[pos:size]
-                    ):
-                        return size  # trailing zero padding
+                    if depth == 0 and end >= _INF and size - pos < 8:
+                        self.need(pos, size, "an element header")
+                        if not any(self.buf[pos:size]):
+                            return size  # trailing zero padding
                     raise _truncated("an element header", pos)
                 self.need(pos, min(pos + 12, size), "an element header")
             buf = self.buf

@@ -137,8 +137,6 @@ def _scan_chunk(refs: Sequence[FileRef], fs: Any) -> Chunk:
     all_rows: list[Row] = []
     records: list[dict[str, Any]] = []
     errors: list[tuple[Any, ...]] = []
-    kw_get = KEYWORDS.get
-    skip = INSTANCE_SKIP_VRS
     for ref in refs:
         try:
             rows, info = read_file_rows(ref, fs)
@@ -160,16 +158,7 @@ def _scan_chunk(refs: Sequence[FileRef], fs: Any) -> Chunk:
             "n_elements": len(rows),
             "parser": info.parser,
         }
-        if info.attributes is not None:
-            record.update(info.attributes)
-        else:
-            for row in rows:
-                tag = row[1]
-                if row[6] or tag < 0x00030000 or not tag & 0xFFFF or row[2] in skip:
-                    continue
-                keyword = kw_get(tag) or (None if (tag >> 16) & 1 else keyword_for(tag))
-                if keyword is not None:
-                    record[keyword] = row[4]
+        record.update(info.attributes if info.attributes is not None else attributes_from_rows(rows))
         records.append(record)
     return Chunk(
         elements=_rows_to_arrow(file_ids, all_rows),
@@ -177,6 +166,21 @@ def _scan_chunk(refs: Sequence[FileRef], fs: Any) -> Chunk:
         errors=errors,
         n_files=len(refs),
     )
+
+
+def attributes_from_rows(rows: list[Row]) -> dict[str, str | None]:
+    """Top-level public attributes by keyword (what the C walker collects as it goes)."""
+    kw_get = KEYWORDS.get
+    skip = INSTANCE_SKIP_VRS
+    out: dict[str, str | None] = {}
+    for row in rows:
+        tag = row[1]
+        if row[6] or tag < 0x00030000 or not tag & 0xFFFF or row[2] in skip or (tag >> 16) & 1:
+            continue
+        keyword = kw_get(tag) or keyword_for(tag)
+        if keyword is not None:
+            out[keyword] = row[4]
+    return out
 
 
 def _records_to_arrow(records: list[dict[str, Any]]) -> pa.Table:

@@ -98,6 +98,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import polars as pl
+from pydicom.datadict import RepeatersDictionary
 
 from .errors import DicomframeError, ProfileError, UserInputError
 from .tags import KEYWORDS, TAGS_BY_KEYWORD, dictionary_frame, format_tag, parse_tag
@@ -475,11 +476,25 @@ def _standard_keywords() -> dict[str, int]:
     return dict(frame.select("keyword", "tag").iter_rows())
 
 
+@cache
+def _repeater_patterns() -> dict[str, str]:
+    """Keyword -> pattern of PS3.6's repeating-group attributes (``OverlayData`` -> ``(60xx,3000)``)."""
+    return {
+        entry[4]: f"({mask[:4]},{mask[4:]})" for mask, entry in RepeatersDictionary.items() if entry[4]
+    }
+
+
 def _tag_for_keyword(keyword: str) -> int:
     tag = TAGS_BY_KEYWORD.get(keyword)
     if tag is None:
         tag = _standard_keywords().get(keyword)
     if tag is None:
+        repeating = _repeater_patterns().get(keyword)
+        if repeating is not None:
+            raise ProfileError(
+                f"{keyword} is an attribute of a repeating group: select it with "
+                f'tag_pattern = "{repeating}"'
+            )
         known = list(TAGS_BY_KEYWORD) + list(_standard_keywords())
         close = difflib.get_close_matches(keyword, known, n=3)
         hint = f"did you mean {', '.join(close)}? " if close else ""
@@ -737,6 +752,10 @@ def _rule_from_mapping(entry: Mapping[str, Any]) -> Rule:
     if tag is not None:
         if isinstance(tag, bool) or not isinstance(tag, int | str):
             raise ProfileError(f'tag must be a string like "(0008,1030)", not {tag!r}')
+        try:
+            tag = parse_tag(tag)
+        except UserInputError as exc:
+            raise ProfileError(str(exc)) from None
     return Rule(
         keyword=entry.get("keyword"),
         tag=tag,
