@@ -758,9 +758,167 @@ static PyObject *py_walk(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kw
     return Py_BuildValue("(nnnil)", r, w.pixel_off, w.pixel_len, w.stopped, w.pixel_rep);
 }
 
+
+/* ---- Arrow buffers from Python sequences (no pyarrow conversion, no pandas import) ---- */
+
+typedef struct {
+    char *data;
+    size_t len, cap;
+} Buf;
+
+static int buf_reserve(Buf *b, size_t extra) {
+    if (b->len + extra <= b->cap) return 0;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + extra) cap *= 2;
+    char *p = PyMem_Realloc(b->data, cap);
+    if (!p) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->data = p;
+    b->cap = cap;
+    return 0;
+}
+
+static PyObject *buf_bytes(Buf *b) {
+    PyObject *o = PyBytes_FromStringAndSize(b->data ? b->data : "", (Py_ssize_t)b->len);
+    PyMem_Free(b->data);
+    b->data = NULL;
+    return o;
+}
+
+/* item i of seq, or seq[i].get(key) when key is given (borrowed or new ref in *owned) */
+static PyObject *item_of(PyObject *fast, Py_ssize_t i, PyObject *key, PyObject **owned) {
+    PyObject *it = PySequence_Fast_GET_ITEM(fast, i);
+    *owned = NULL;
+    if (key == NULL) return it;
+    if (!PyDict_Check(it)) {
+        PyErr_SetString(PyExc_TypeError, "items must be dicts when a key is given");
+        return NULL;
+    }
+    PyObject *v = PyDict_GetItemWithError(it, key);
+    if (!v) {
+        if (PyErr_Occurred()) return NULL;
+        return Py_None;
+    }
+    return v;
+}
+
+/* string_column(seq, key=None) -> (validity or None, offsets int32 LE, data utf8, null_count) */
+static PyObject *py_string_column(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *seq, *key = Py_None;
+    if (!PyArg_ParseTuple(args, "O|O", &seq, &key)) return NULL;
+    PyObject *fast = PySequence_Fast(seq, "a sequence is required");
+    if (!fast) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    Buf offs = {0}, data = {0}, valid = {0};
+    Py_ssize_t nulls = 0;
+    if (buf_reserve(&offs, (size_t)(n + 1) * 4) < 0 || buf_reserve(&valid, (size_t)(n + 7) / 8) < 0) goto fail;
+    memset(valid.data, 0, (size_t)(n + 7) / 8);
+    valid.len = (size_t)(n + 7) / 8;
+    int32_t off = 0;
+    memcpy(offs.data, &off, 4);
+    offs.len = 4;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *owned;
+        PyObject *v = item_of(fast, i, key == Py_None ? NULL : key, &owned);
+        if (!v) goto fail;
+        if (v == Py_None) {
+            nulls++;
+        } else {
+            Py_ssize_t sl;
+            const char *sp = PyUnicode_AsUTF8AndSize(v, &sl);
+            if (!sp) goto fail;
+            if (buf_reserve(&data, (size_t)sl) < 0) goto fail;
+            memcpy(data.data + data.len, sp, (size_t)sl);
+            data.len += (size_t)sl;
+            if (data.len > 0x7FFFFFFF) {
+                PyErr_SetString(PyExc_OverflowError, "string column larger than 2 GiB");
+                goto fail;
+            }
+            valid.data[i >> 3] |= (char)(1 << (i & 7));
+        }
+        off = (int32_t)data.len;
+        memcpy(offs.data + offs.len, &off, 4);
+        offs.len += 4;
+    }
+    Py_DECREF(fast);
+    PyObject *vb = nulls ? buf_bytes(&valid) : (PyMem_Free(valid.data), Py_NewRef(Py_None));
+    PyObject *ob = buf_bytes(&offs), *db = buf_bytes(&data);
+    if (!vb || !ob || !db) {
+        Py_XDECREF(vb);
+        Py_XDECREF(ob);
+        Py_XDECREF(db);
+        return NULL;
+    }
+    return Py_BuildValue("(NNNn)", vb, ob, db, nulls);
+fail:
+    Py_DECREF(fast);
+    PyMem_Free(offs.data);
+    PyMem_Free(data.data);
+    PyMem_Free(valid.data);
+    return NULL;
+}
+
+/* int_column(seq, width, key=None) -> (validity or None, data LE, null_count); width 1,2,4,8 */
+static PyObject *py_int_column(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *seq, *key = Py_None;
+    int width;
+    if (!PyArg_ParseTuple(args, "Oi|O", &seq, &width, &key)) return NULL;
+    if (width != 1 && width != 2 && width != 4 && width != 8) {
+        PyErr_SetString(PyExc_ValueError, "width must be 1, 2, 4 or 8");
+        return NULL;
+    }
+    PyObject *fast = PySequence_Fast(seq, "a sequence is required");
+    if (!fast) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    Buf data = {0}, valid = {0};
+    Py_ssize_t nulls = 0;
+    if (buf_reserve(&data, (size_t)n * (size_t)width + 1) < 0 || buf_reserve(&valid, (size_t)(n + 7) / 8 + 1) < 0)
+        goto fail;
+    memset(valid.data, 0, (size_t)(n + 7) / 8);
+    valid.len = (size_t)(n + 7) / 8;
+    data.len = (size_t)n * (size_t)width;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *owned;
+        PyObject *v = item_of(fast, i, key == Py_None ? NULL : key, &owned);
+        if (!v) goto fail;
+        unsigned long long u = 0;
+        if (v == Py_None) {
+            nulls++;
+        } else if (PyBool_Check(v)) {
+            u = v == Py_True;
+            valid.data[i >> 3] |= (char)(1 << (i & 7));
+        } else {
+            u = PyLong_AsUnsignedLongLongMask(v);
+            if (u == (unsigned long long)-1 && PyErr_Occurred()) goto fail;
+            valid.data[i >> 3] |= (char)(1 << (i & 7));
+        }
+        for (int b = 0; b < width; b++) data.data[(size_t)i * (size_t)width + (size_t)b] = (char)((u >> (8 * b)) & 0xFF);
+    }
+    Py_DECREF(fast);
+    PyObject *vb = nulls ? buf_bytes(&valid) : (PyMem_Free(valid.data), Py_NewRef(Py_None));
+    PyObject *db = buf_bytes(&data);
+    if (!vb || !db) {
+        Py_XDECREF(vb);
+        Py_XDECREF(db);
+        return NULL;
+    }
+    return Py_BuildValue("(NNn)", vb, db, nulls);
+fail:
+    Py_DECREF(fast);
+    PyMem_Free(data.data);
+    PyMem_Free(valid.data);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"walk", (PyCFunction)(void (*)(void))py_walk, METH_VARARGS | METH_KEYWORDS,
      "Walk a little-endian dataset into rows (see _parse.py)."},
+    {"string_column", py_string_column, METH_VARARGS,
+     "Arrow string buffers (validity, offsets, data, null_count) of a sequence of str/None."},
+    {"int_column", py_int_column, METH_VARARGS,
+     "Arrow fixed-width integer buffers (validity, data, null_count) of a sequence of int/bool/None."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -22,7 +22,7 @@ from .errors import ParseError
 from .sources import FileRef, open_reader
 from .tags import KEYWORDS, keyword_for
 
-__all__ = ["Chunk", "scan_chunk", "read_file_rows", "ELEMENTS_ARROW", "FILE_COLUMNS", "INSTANCE_SKIP_VRS"]
+__all__ = ["empty_table", "column", "Chunk", "scan_chunk", "read_file_rows", "ELEMENTS_ARROW", "FILE_COLUMNS", "INSTANCE_SKIP_VRS"]
 
 ELEMENTS_ARROW = pa.schema(
     [
@@ -185,65 +185,104 @@ def attributes_from_rows(rows: list[Row]) -> dict[str, str | None]:
 
 def _records_to_arrow(records: list[dict[str, Any]]) -> pa.Table:
     if not records:
-        return pa.schema(FILE_COLUMNS).empty_table()
+        return empty_table(pa.schema(FILE_COLUMNS))
     keys: dict[str, None] = {}
     for record in records:
         keys.update(dict.fromkeys(record))
     fixed = dict(FILE_COLUMNS)
-    columns = {
-        key: pa.array([r.get(key) for r in records], fixed.get(key, pa.string())) for key in keys
-    }
-    return pa.table(columns)
+    return pa.table({key: column(records, fixed.get(key, pa.string()), key) for key in keys})
 
 
-_ROW_STRUCT = pa.struct(
-    [
-        ("tag_path", pa.string()),
-        ("tag", pa.uint32()),
-        ("vr", pa.string()),
-        ("vm", pa.int32()),
-        ("value", pa.string()),
-        ("private_creator", pa.string()),
-        ("depth", pa.int16()),
-        ("length", pa.int64()),
-        ("offset", pa.int64()),
-    ]
-)
-_KEYWORD_TAGS = pa.array(sorted(KEYWORDS), pa.uint32())
-_KEYWORD_NAMES = pa.array([KEYWORDS[t] for t in sorted(KEYWORDS)], pa.string())
+try:
+    from . import _cwalk
+except ImportError:  # pragma: no cover - no compiler on this machine
+    _cwalk = None  # type: ignore[assignment]
+
+_WIDTH = {pa.int64(): 8, pa.uint32(): 4, pa.int32(): 4, pa.int16(): 2, pa.bool_(): 1}
+
+
+def column(values: Sequence[Any], type_: pa.DataType, key: str | None = None) -> pa.Array:
+    """An Arrow array from Python values (or from ``item.get(key)`` of dicts).
+
+    The C helper writes the Arrow buffers directly: faster than pyarrow's
+    conversion of Python objects, which also imports pandas (40 MB) when it is
+    installed, in every worker.
+    """
+    if _cwalk is None:
+        items = values if key is None else [v.get(key) for v in values]  # type: ignore[attr-defined]
+        return pa.array(items, type_)
+    if pa.types.is_string(type_):
+        validity, offsets, data, nulls = _cwalk.string_column(values, key)
+        buffers = [None if validity is None else pa.py_buffer(validity), pa.py_buffer(offsets), pa.py_buffer(data)]
+        return pa.Array.from_buffers(pa.string(), len(values), buffers, null_count=nulls)
+    if pa.types.is_boolean(type_):
+        validity, data, nulls = _cwalk.int_column(values, 1, key)
+        as_int8 = pa.Array.from_buffers(
+            pa.int8(), len(values), [None if validity is None else pa.py_buffer(validity), pa.py_buffer(data)],
+            null_count=nulls,
+        )
+        return as_int8.cast(pa.bool_())
+    validity, data, nulls = _cwalk.int_column(values, _WIDTH[type_], key)
+    return pa.Array.from_buffers(
+        type_, len(values), [None if validity is None else pa.py_buffer(validity), pa.py_buffer(data)],
+        null_count=nulls,
+    )
+
+
+def empty_table(schema: pa.Schema) -> pa.Table:
+    """An empty table (``Schema.empty_table()`` converts Python objects: pandas import)."""
+    return pa.Table.from_arrays([pa.nulls(0, f.type) for f in schema], schema=schema)
+
+
+def _scalar(value: int, type_: pa.DataType) -> pa.Scalar:
+    """An Arrow scalar built from buffers (pa.scalar() would import pandas)."""
+    return column([value], type_)[0]
+
+
+_PRIVATE_BIT = _scalar(0x00010000, pa.uint32())
+_ZERO = _scalar(0, pa.uint32())
+_KEYWORD_TAGS = column(sorted(KEYWORDS), pa.uint32())
+_KEYWORD_NAMES = column([KEYWORDS[t] for t in sorted(KEYWORDS)], pa.string())
 
 
 def _keywords(tags: pa.Array) -> pa.Array:
     """Keyword of each tag, looked up in C++ (repeating groups patched in Python)."""
-    found = pc.take(_KEYWORD_NAMES, pc.index_in(tags, value_set=_KEYWORD_TAGS))
-    missing = pc.and_(pc.is_null(found), pc.equal(pc.bit_wise_and(tags, 0x00010000), 0))
+    pool = pa.system_memory_pool()
+    found = pc.take(
+        _KEYWORD_NAMES, pc.index_in(tags, value_set=_KEYWORD_TAGS, memory_pool=pool), memory_pool=pool
+    )
+    missing = pc.and_(
+        pc.is_null(found, memory_pool=pool),
+        pc.equal(pc.bit_wise_and(tags, _PRIVATE_BIT, memory_pool=pool), _ZERO, memory_pool=pool),
+        memory_pool=pool,
+    )
     if not pc.any(missing).as_py():
         return found
     names = found.to_pylist()
     for i in pc.indices_nonzero(missing).to_pylist():
         names[i] = keyword_for(tags[i].as_py())
-    return pa.array(names, pa.string())
+    return column(names, pa.string())
 
 
 def _rows_to_arrow(file_ids: list[int], rows: list[Row]) -> pa.Table:
     if not rows:
-        return ELEMENTS_ARROW.empty_table()
-    flat = pa.Table.from_struct_array(pa.array(rows, type=_ROW_STRUCT))
-    length = flat.column("length")
-    length = pc.if_else(pc.equal(length, _UNDEFINED), -1, length)
+        return empty_table(ELEMENTS_ARROW)
+    paths, tags, vrs, vms, values, creators, depths, lengths, offsets = zip(*rows, strict=True)
+    tag_array = column(tags, pa.uint32())
+    length = column([-1 if n == _UNDEFINED else n for n in lengths], pa.int64())
     return pa.table(
         [
-            pa.array(file_ids, pa.int64()),
-            flat.column("tag_path"),
-            flat.column("tag"),
-            _keywords(flat.column("tag").combine_chunks()),
-            flat.column("vr"),
-            flat.column("vm"),
-            flat.column("value"),
-            flat.column("private_creator"),
-            flat.column("depth"),
+            column(file_ids, pa.int64()),
+            column(paths, pa.string()),
+            tag_array,
+            _keywords(tag_array),
+            column(vrs, pa.string()),
+            column(vms, pa.int32()),
+            column(values, pa.string()),
+            column(creators, pa.string()),
+            column(depths, pa.int16()),
             length,
-            flat.column("offset"),
+            column(offsets, pa.int64()),
         ],
         schema=ELEMENTS_ARROW,
     )

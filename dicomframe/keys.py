@@ -95,9 +95,7 @@ class ProjectKey:
 
     def __post_init__(self) -> None:
         if not isinstance(self.secret, bytes):
-            raise KeyFileError(
-                f"a project key must be bytes, not {type(self.secret).__name__}"
-            )
+            raise KeyFileError(f"a project key must be bytes, not {type(self.secret).__name__}")
         if len(self.secret) != SECRET_LENGTH:
             raise KeyFileError(
                 f"a project key must be exactly {SECRET_LENGTH} bytes, got {len(self.secret)}: "
@@ -300,7 +298,8 @@ def _move_into_place(tmp: Path, target: Path) -> None:
             os.replace(tmp, target)
         except OSError as exc:
             raise KeyFileError(
-                f"cannot write key file {target} ({exc.strerror}): check that the folder is writable"
+                f"cannot write key file {target} ({exc.strerror}): "
+                "check that the folder is writable"
             ) from None
     else:
         tmp.unlink()

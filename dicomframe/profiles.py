@@ -55,9 +55,10 @@ chosen options give different actions for one row, ``C`` beats ``K`` (cleaning
 is safer than keeping); otherwise the first option in :class:`Option` order
 wins. In 2026c option cells are only ``K`` or ``C``, and the conflicts are
 Retain Device Identity (``K``) against Retain Longitudinal Temporal Information
-with Modified Dates (``C``) on 11 calibration/manufacture dates, and against
-Clean Descriptors (``C``) on Equipment Identification: ``C`` wins all 12. The
-two Retain Longitudinal options exclude each other (:class:`ProfileError`).
+with Modified Dates (``C``) on 11 calibration/manufacture dates of Table
+E.1-1, and against Clean Descriptors (``C``) on the SR concept Equipment
+Identification of Table E.3.4-1: ``C`` wins all of them. The two Retain
+Longitudinal options exclude each other (:class:`ProfileError`).
 The ``source`` column names the option that set each action (``basic`` when
 none did, ``custom`` for a :class:`Rule`).
 
@@ -69,7 +70,14 @@ the row's ``private_creator`` is set, whose ``private_creator`` is equal.
 Single-tag rows have ``mask = 0xFFFFFFFF`` (join them on ``tag``). Among the
 rows that apply to an element the highest ``priority`` wins: pattern rows of
 the standard 0, single-tag rows of the standard 1, custom rule *i* ``2 + i``
-(so later rules win). The rows apply at every depth of a ``tag_path``.
+(so later rules win); rows of equal priority that apply to one element carry
+the same action. The rows apply at every depth of a ``tag_path``. A custom rule
+also overrides, in :meth:`Profile.table`, every standard row whose tags it
+covers, so the table shows what will happen. Private-creator rows apply to
+private data elements ``(gggg,xxee)`` (block ``xx`` 10–FF) only; a creator
+element ``(gggg,00xx)`` is kept exactly when an element of its block is kept.
+An element that no row applies to is one Table E.1-1 does not list; what
+happens to it is the engine's policy, not the profile's.
 
 Patterns: ``x`` stands for any hex digit, except that the parity of the group
 is never a wildcard: an ``x`` in the group's last digit matches even groups
@@ -98,7 +106,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import polars as pl
-from pydicom.datadict import RepeatersDictionary
+from pydicom.datadict import RepeatersDictionary  # type: ignore[attr-defined]
 
 from .errors import DicomframeError, ProfileError, UserInputError
 from .tags import KEYWORDS, TAGS_BY_KEYWORD, dictionary_frame, format_tag, parse_tag
@@ -110,6 +118,7 @@ __all__ = [
     "Profile",
     "PRESETS",
     "TEMPLATE_FIELDS",
+    "ACTION_DTYPE",
     "resolve_code",
     "safe_private_table",
     "structured_content_table",
@@ -220,7 +229,9 @@ def resolve_code(code: str) -> Action:
 
 def _resolved(expr: pl.Expr) -> pl.Expr:
     """Vectorised :func:`resolve_code`; an unknown code fails loudly."""
-    return expr.replace_strict({k: v.value for k, v in _RESOLUTION.items()}, return_dtype=ACTION_DTYPE)
+    return expr.replace_strict(
+        {k: v.value for k, v in _RESOLUTION.items()}, return_dtype=ACTION_DTYPE
+    )
 
 
 # --------------------------------------------------------------------------- options
@@ -230,9 +241,12 @@ def _resolved(expr: pl.Expr) -> pl.Expr:
 def _method_code_rows() -> dict[str, tuple[str, str]]:
     """option column -> (code value, code meaning), from the CID 7050 CSV."""
     frame = _read_standard(_CID7050).filter(pl.col("option_column").is_not_null())
-    return {col: (code, meaning) for col, code, meaning in frame.select(
-        "option_column", "code_value", "code_meaning"
-    ).iter_rows()}
+    return {
+        col: (code, meaning)
+        for col, code, meaning in frame.select(
+            "option_column", "code_value", "code_meaning"
+        ).iter_rows()
+    }
 
 
 def _normal_words(text: str) -> str:
@@ -354,7 +368,9 @@ def _resolve_options(frame: pl.DataFrame, options: frozenset[Option]) -> pl.Data
 _PRIVATE_BIT: Final = 0x00010000
 _ALL: Final = 0xFFFFFFFF
 _PRIVATE_PATTERN: Final = "(gggg,eeee)"
-_PATTERN_RE: Final = re.compile(r"^\(?\s*([0-9A-FX]{4})\s*,?\s*([0-9A-FX]{4})\s*\)?$", re.IGNORECASE)
+_PATTERN_RE: Final = re.compile(
+    r"^\(?\s*([0-9A-FX]{4})\s*,?\s*([0-9A-FX]{4})\s*\)?$", re.IGNORECASE
+)
 
 
 def _parse_pattern(text: str) -> tuple[str, int, int]:
@@ -400,22 +416,24 @@ def _keyword_from_name(name: pl.Expr) -> pl.Expr:
     return words.list.eval(capitalised).list.join("")
 
 
-_TABLE_SCHEMA: Final = {
-    "tag": pl.UInt32,
-    "pattern": pl.String,
-    "mask": pl.UInt32,
-    "match": pl.UInt32,
-    "private": pl.Boolean,
-    "private_creator": pl.String,
-    "keyword": pl.String,
-    "name": pl.String,
-    "retired": pl.Boolean,
-    "code": pl.String,
-    "action": ACTION_DTYPE,
-    "source": pl.String,
-    "template": pl.String,
-    "priority": pl.UInt32,
-}
+_TABLE_SCHEMA: Final = pl.Schema(
+    {
+        "tag": pl.UInt32(),
+        "pattern": pl.String(),
+        "mask": pl.UInt32(),
+        "match": pl.UInt32(),
+        "private": pl.Boolean(),
+        "private_creator": pl.String(),
+        "keyword": pl.String(),
+        "name": pl.String(),
+        "retired": pl.Boolean(),
+        "code": pl.String(),
+        "action": ACTION_DTYPE,
+        "source": pl.String(),
+        "template": pl.String(),
+        "priority": pl.UInt32(),
+    }
+)
 
 _ACTIONS_COLUMNS: Final = (
     "tag",
@@ -444,8 +462,12 @@ def _e11_base() -> pl.DataFrame:
     tag = pl.when(~is_pattern).then(
         pl.col("tag").str.replace_all(r"[(),]", "").str.to_integer(base=16).cast(pl.UInt32)
     )
-    pattern_mask = pl.col("tag").replace_strict({p: m for p, (_, m, _) in patterns.items()}, default=None, return_dtype=pl.UInt32)
-    pattern_match = pl.col("tag").replace_strict({p: v for p, (_, _, v) in patterns.items()}, default=None, return_dtype=pl.UInt32)
+    pattern_mask = pl.col("tag").replace_strict(
+        {p: m for p, (_, m, _) in patterns.items()}, default=None, return_dtype=pl.UInt32
+    )
+    pattern_match = pl.col("tag").replace_strict(
+        {p: v for p, (_, _, v) in patterns.items()}, default=None, return_dtype=pl.UInt32
+    )
     base = raw.select(
         tag=tag,
         pattern=pl.when(is_pattern).then(pl.col("tag")),
@@ -456,7 +478,7 @@ def _e11_base() -> pl.DataFrame:
         retired=pl.col("retired") == "Y",
         code=pl.col("basic_profile"),
         priority=pl.when(is_pattern).then(0).otherwise(1).cast(pl.UInt32),
-        *(pl.col(o.value) for o in Option),
+        **{o.value: pl.col(o.value) for o in Option},
     )
     known = pl.col("tag").replace_strict(KEYWORDS, default=None, return_dtype=pl.String)
     return base.with_columns(
@@ -480,7 +502,9 @@ def _standard_keywords() -> dict[str, int]:
 def _repeater_patterns() -> dict[str, str]:
     """Keyword -> pattern of PS3.6's repeating-group attributes (``OverlayData`` -> ``(60xx,3000)``)."""
     return {
-        entry[4]: f"({mask[:4]},{mask[4:]})" for mask, entry in RepeatersDictionary.items() if entry[4]
+        entry[4]: f"({mask[:4]},{mask[4:]})"
+        for mask, entry in RepeatersDictionary.items()
+        if entry[4]
     }
 
 
@@ -533,7 +557,7 @@ def _check_template(template: str) -> None:
             )
 
 
-@dataclass(frozen=True, kw_only=True, repr=False)
+@dataclass(frozen=True, init=False, repr=False)
 class Rule:
     """A custom override: one selector, an action and, for ``T``, a template.
 
@@ -563,81 +587,101 @@ class Rule:
     'Study^{cloud_study_id}'
     """
 
-    keyword: str | None = None
-    tag: int | None = None
-    tag_pattern: str | None = None
-    private_creator: str | None = None
-    group: int | None = None
-    element: int | None = None
+    keyword: str | None
+    tag: int | None
+    tag_pattern: str | None
+    private_creator: str | None
+    group: int | None
+    element: int | None
     action: Action
-    template: str | None = None
+    template: str | None
 
-    def __post_init__(self) -> None:
-        selectors = {
-            k: v
-            for k, v in (
-                ("keyword", self.keyword),
-                ("tag", self.tag),
-                ("tag_pattern", self.tag_pattern),
-                ("private_creator", self.private_creator),
+    def __init__(
+        self,
+        *,
+        keyword: str | None = None,
+        tag: int | str | None = None,
+        tag_pattern: str | None = None,
+        private_creator: str | None = None,
+        group: int | None = None,
+        element: int | None = None,
+        action: Action | str,
+        template: str | None = None,
+    ) -> None:
+        selectors = [
+            name
+            for name, value in (
+                ("keyword", keyword),
+                ("tag", tag),
+                ("tag_pattern", tag_pattern),
+                ("private_creator", private_creator),
             )
-            if v is not None
-        }
+            if value is not None
+        ]
         if len(selectors) != 1:
             given = f"got {', '.join(selectors)}" if selectors else "got none"
             raise ProfileError(
                 "a rule needs exactly one selector among keyword, tag, tag_pattern and "
                 f"private_creator ({given})"
             )
-        set_ = object.__setattr__
-        set_(self, "action", Action.parse(self.action))
-        if self.keyword is not None:
-            if not isinstance(self.keyword, str):
-                raise ProfileError(f"keyword must be a string, not {type(self.keyword).__name__}")
-            set_(self, "keyword", self.keyword.strip())
-            _tag_for_keyword(self.keyword.strip())
-        if self.tag is not None:
+        parsed_action = Action.parse(action)
+        if keyword is not None:
+            if not isinstance(keyword, str):
+                raise ProfileError(f"keyword must be a string, not {type(keyword).__name__}")
+            keyword = keyword.strip()
+            _tag_for_keyword(keyword)
+        parsed_tag = None
+        if tag is not None:
             try:
-                set_(self, "tag", parse_tag(self.tag))
+                parsed_tag = parse_tag(tag)
             except UserInputError as exc:
                 raise ProfileError(str(exc)) from None
-        if self.tag_pattern is not None:
-            set_(self, "tag_pattern", _parse_pattern(str(self.tag_pattern))[0])
-        if self.private_creator is not None:
-            creator = str(self.private_creator).strip()
+        if tag_pattern is not None:
+            tag_pattern = _parse_pattern(str(tag_pattern))[0]
+        if private_creator is not None:
+            creator = str(private_creator).strip()
             if not creator or len(creator) > 64:
                 raise ProfileError(
-                    f"private_creator {self.private_creator!r} must be 1 to 64 characters "
+                    f"private_creator {private_creator!r} must be 1 to 64 characters "
                     "(a private creator is an LO value)"
                 )
-            set_(self, "private_creator", creator)
-        if self.private_creator is None and (self.group is not None or self.element is not None):
+            private_creator = creator
+        elif group is not None or element is not None:
             raise ProfileError(
                 "group and element narrow a private_creator rule; for a public element use "
                 'tag = "(gggg,eeee)" or tag_pattern'
             )
-        if self.group is not None and not (
-            isinstance(self.group, int) and 0x0009 <= self.group <= 0xFFFE and self.group & 1
+        if group is not None and not (
+            isinstance(group, int) and 0x0009 <= group <= 0xFFFD and group & 1
         ):
             raise ProfileError(
-                f"group {self.group!r} is not a private group: give an odd group 0x0009–0xFFFD"
+                f"group {group!r} is not a private group: give an odd group 0x0009–0xFFFD"
             )
-        if self.element is not None and not (
-            isinstance(self.element, int) and 0 <= self.element <= 0xFF
-        ):
+        if element is not None and not (isinstance(element, int) and 0 <= element <= 0xFF):
             raise ProfileError(
-                f"element {self.element!r} must be the low byte ee of (gggg,xxee): 0x00–0xFF"
+                f"element {element!r} must be the low byte ee of (gggg,xxee): 0x00–0xFF"
             )
-        if self.action is Action.TEMPLATE:
-            if not self.template:
+        if parsed_action is Action.TEMPLATE:
+            if not template:
                 raise ProfileError(
-                    "action T needs a template, e.g. template = \"{org}-{cloud_study_id}\""
+                    'action T needs a template, e.g. template = "{org}-{cloud_study_id}"'
                 )
-            _check_template(self.template)
-        elif self.template is not None:
+            _check_template(template)
+        elif template is not None:
             raise ProfileError(
-                f"a template is only used with action T (this rule's action is {self.action.value})"
+                f"a template is only used with action T (this rule's action is {parsed_action.value})"
             )
+        for name, value in (
+            ("keyword", keyword),
+            ("tag", parsed_tag),
+            ("tag_pattern", tag_pattern),
+            ("private_creator", private_creator),
+            ("group", group),
+            ("element", element),
+            ("action", parsed_action),
+            ("template", template),
+        ):
+            object.__setattr__(self, name, value)
 
     @property
     def selector(self) -> str:
@@ -729,8 +773,7 @@ def _hex_field(key: str, value: Any, digits: int) -> int:
         return int(value.strip(), 16)
     example = "0019" if digits == 4 else "10"
     raise ProfileError(
-        f'{key} must be an integer or {digits} hex digits (e.g. {key} = "{example}"), '
-        f"not {value!r}"
+        f'{key} must be an integer or {digits} hex digits (e.g. {key} = "{example}"), not {value!r}'
     )
 
 
@@ -749,13 +792,8 @@ def _rule_from_mapping(entry: Mapping[str, Any]) -> Rule:
     if "action" not in entry:
         raise ProfileError(f"action is missing; add action = one of {', '.join(Action)}")
     tag = entry.get("tag")
-    if tag is not None:
-        if isinstance(tag, bool) or not isinstance(tag, int | str):
-            raise ProfileError(f'tag must be a string like "(0008,1030)", not {tag!r}')
-        try:
-            tag = parse_tag(tag)
-        except UserInputError as exc:
-            raise ProfileError(str(exc)) from None
+    if tag is not None and (isinstance(tag, bool) or not isinstance(tag, int | str)):
+        raise ProfileError(f'tag must be a string like "(0008,1030)", not {tag!r}')
     return Rule(
         keyword=entry.get("keyword"),
         tag=tag,
@@ -790,7 +828,9 @@ def _apply_rules(table: pl.DataFrame, rules: tuple[Rule, ...]) -> pl.DataFrame:
             action=pl.when(covers)
             .then(pl.lit(rule.action.value, ACTION_DTYPE))
             .otherwise(pl.col("action")),
-            template=pl.when(covers).then(pl.lit(rule.template, pl.String)).otherwise(pl.col("template")),
+            template=pl.when(covers)
+            .then(pl.lit(rule.template, pl.String))
+            .otherwise(pl.col("template")),
             source=pl.when(covers).then(pl.lit("custom")).otherwise(pl.col("source")),
             priority=pl.when(covers).then(pl.lit(2 + i, pl.UInt32)).otherwise(pl.col("priority")),
         )
@@ -811,7 +851,9 @@ def _apply_rules(table: pl.DataFrame, rules: tuple[Rule, ...]) -> pl.DataFrame:
                 "template": [rule.template],
                 "priority": [2 + i],
             },
-            schema={k: v for k, v in _TABLE_SCHEMA.items() if k not in ("keyword", "name", "retired")},
+            schema={
+                k: v for k, v in _TABLE_SCHEMA.items() if k not in ("keyword", "name", "retired")
+            },
         )
         row = row.join(names, on="tag", how="left")
         if tag is not None and rule.keyword is not None:
@@ -822,16 +864,14 @@ def _apply_rules(table: pl.DataFrame, rules: tuple[Rule, ...]) -> pl.DataFrame:
 
 @lru_cache(maxsize=64)
 def _profile_table(options: frozenset[Option], rules: tuple[Rule, ...]) -> pl.DataFrame:
-    resolved = _resolve_options(_e11_base(), options).with_columns(
-        template=pl.lit(None, pl.String)
-    )
+    resolved = _resolve_options(_e11_base(), options).with_columns(template=pl.lit(None, pl.String))
     table = resolved.select(*(pl.col(c).cast(t) for c, t in _TABLE_SCHEMA.items()))
     return _apply_rules(table, rules)
 
 
 # --------------------------------------------------------------------------- profiles
 
-#: preset names accepted by :meth:`Profile.preset`, in order of increasing retention
+#: preset names accepted by :meth:`Profile.preset`
 PRESETS: Final = ("basic", "default", "research", "cloud-upload")
 
 _PRESET_DEFS: Final[dict[str, tuple[str, tuple[Option, ...], tuple[tuple[str, str], ...]]]] = {
@@ -846,8 +886,10 @@ _PRESET_DEFS: Final[dict[str, tuple[str, tuple[Option, ...], tuple[tuple[str, st
         (),
     ),
     "research": (
-        "Basic profile keeping shifted dates, patient characteristics and device identity, "
-        "with descriptors cleaned",
+        (
+            "Basic profile keeping shifted dates, patient characteristics and device identity, "
+            "with descriptors cleaned"
+        ),
         (
             Option.RETAIN_LONG_MODIFIED_DATES,
             Option.RETAIN_PATIENT_CHARACTERISTICS,
@@ -857,8 +899,10 @@ _PRESET_DEFS: Final[dict[str, tuple[str, tuple[Option, ...], tuple[tuple[str, st
         (),
     ),
     "cloud-upload": (
-        "Research-style profile for cloud upload: IDs and names from the organisation "
-        "and cloud study id",
+        (
+            "Research-style profile for cloud upload: IDs and names from the organisation "
+            "and cloud study id"
+        ),
         (
             Option.RETAIN_LONG_MODIFIED_DATES,
             Option.RETAIN_DEVICE_IDENTITY,
@@ -879,9 +923,7 @@ _PROFILE_KEYS: Final = ("name", "base", "options", "description")
 def _preset_key(name: str) -> str:
     key = name.strip().lower().replace("_", "-").replace(" ", "-")
     if key not in _PRESET_DEFS:
-        raise ProfileError(
-            f"unknown profile preset {name!r}; presets: {', '.join(PRESETS)}"
-        )
+        raise ProfileError(f"unknown profile preset {name!r}; presets: {', '.join(PRESETS)}")
     return key
 
 
@@ -1056,16 +1098,14 @@ class Profile:
         'research'
         """
         text = os.fspath(name_or_path)
-        if (
-            isinstance(name_or_path, os.PathLike)
-            or text.endswith(".toml")
-            or os.sep in text
-            or Path(text).is_file()
-        ):
+        looks_like_path = text.endswith(".toml") or "/" in text or os.sep in text
+        if isinstance(name_or_path, os.PathLike) or looks_like_path:
             return cls.from_toml(text)
         try:
             return cls.preset(text)
         except ProfileError:
+            if Path(text).is_file():
+                return cls.from_toml(text)
             raise ProfileError(
                 f"unknown profile {text!r}: give a preset ({', '.join(PRESETS)}) "
                 "or the path of a .toml profile file"

@@ -9,7 +9,8 @@ every cohort already shared, and the tests pin them with hard-coded values.
 Column functions hash each *distinct* value once in Python and then map the
 whole column with polars (``replace_strict``), so the cost grows with the
 number of distinct values, not with the number of elements. Date shifting is a
-pure polars expression.
+polars expression that parses and shifts all the components of a batch at
+once; :func:`shift_date_str` is its scalar twin, and the tests hold the two equal.
 
 Normalisation shared by every function: leading and trailing DICOM padding
 (spaces and NUL characters) is removed before hashing, so ``"1.2.3\\0"`` and
@@ -436,8 +437,7 @@ class DateShift:
                 )
         if self.min_days > self.max_days:
             raise UserInputError(
-                f"DateShift.min_days ({self.min_days}) must not exceed "
-                f"max_days ({self.max_days})"
+                f"DateShift.min_days ({self.min_days}) must not exceed max_days ({self.max_days})"
             )
 
     @property
@@ -497,19 +497,21 @@ def offsets_for(
 
 
 # Value grammar (PS3.5 Table 6.2-1). [0-9], not \d: both regex engines would
-# otherwise accept non-ASCII digits.
-_DA_DATE = r"[0-9]{8}|[0-9]{4}\.[0-9]{2}\.[0-9]{2}"
+# otherwise accept non-ASCII digits. Named groups work in Python and in polars.
+_DA_DATE = r"(?:[0-9]{8}|[0-9]{4}\.[0-9]{2}\.[0-9]{2})"
 # one date, or a query range with at least one end: D, D-, -D, D-D
-_DA_COMPONENT = rf"(?:({_DA_DATE})|({_DA_DATE})?-({_DA_DATE})?)"
+_DA_COMPONENT = rf"(?:(?P<single>{_DA_DATE})|(?P<low>{_DA_DATE})?-(?P<high>{_DA_DATE})?)"
 # YYYY[MM[DD[HH[MM[SS[.F{1,6}]]]]]][&ZZXX]; each part needs the one before it
 _DT_COMPONENT = (
-    r"([0-9]{4})(?:([0-9]{2})(?:([0-9]{2})(?:([0-9]{2})(?:([0-9]{2})"
-    r"(?:([0-9]{2})(\.[0-9]{1,6})?)?)?)?)?)?([+-][0-9]{4})?"
+    r"(?P<year>[0-9]{4})(?:(?P<month>[0-9]{2})(?:(?P<day>[0-9]{2})(?:(?P<hour>[0-9]{2})"
+    r"(?:(?P<minute>[0-9]{2})(?:(?P<second>[0-9]{2})(?P<fraction>\.[0-9]{1,6})?)?)?)?)?)?"
+    r"(?P<utc>[+-][0-9]{4})?"
 )
 _DA_COMPONENT_RE = re.compile(_DA_COMPONENT)
 _DT_COMPONENT_RE = re.compile(_DT_COMPONENT)
 _MAX_HOUR, _MAX_MINUTE, _MAX_SECOND = 23, 59, 60  # 60: leap second, allowed by PS3.5
 _MAX_OFFSET_HOURS = 14
+_ROW = "__row"
 
 
 def shift_da(value: pl.Expr, days: pl.Expr) -> pl.Expr:
@@ -538,7 +540,7 @@ def shift_da(value: pl.Expr, days: pl.Expr) -> pl.Expr:
     >>> frame.select(shift_da(pl.col("v"), pl.col("d"))).to_series().to_list()
     ['20240130', '20240302\\\\19000101', None]
     """
-    return _shift_components(value, days, _shift_da_component)
+    return _shift_expression(value, days, _shift_da_batch)
 
 
 def shift_dt(value: pl.Expr, days: pl.Expr) -> pl.Expr:
@@ -563,106 +565,145 @@ def shift_dt(value: pl.Expr, days: pl.Expr) -> pl.Expr:
     >>> frame.select(shift_dt(pl.col("v"), pl.col("d"))).to_series().to_list()
     ['20240229083000.5+0100', '2023', '19000101000000']
     """
-    return _shift_components(value, days, _shift_dt_component)
+    return _shift_expression(value, days, _shift_dt_batch)
 
 
-def _shift_components(
-    value: pl.Expr, days: pl.Expr, shift_component: Callable[[pl.Expr, pl.Expr], pl.Expr]
+def _shift_expression(
+    value: pl.Expr, days: pl.Expr, shift_batch: Callable[[pl.Series], pl.Series]
 ) -> pl.Expr:
-    """Apply ``shift_component`` to each backslash-separated component of ``value``.
+    """Wrap a batch function of ``struct{value, days}`` as an elementwise expression.
 
-    ``list.eval`` cannot see other columns, so the row's offset travels into
-    the list as its first element and is read back with ``first()``.
+    ``list.eval`` cannot see the offset column, and tricks that carry it in
+    make polars evaluate per row; so the batch function explodes the
+    components into a frame and shifts them all at once with ordinary
+    column expressions. Elementwise, so it also runs in the streaming engine.
     """
-    carried = pl.concat_list(
-        [days.cast(pl.Int32).cast(pl.String), value.cast(pl.String).str.split(_MULTI)]
+    rows = pl.struct(value.cast(pl.String).alias("value"), days.cast(pl.Int32).alias("days"))
+    shifted = rows.map_batches(shift_batch, return_dtype=pl.String, is_elementwise=True)
+    name = value.meta.output_name(raise_if_undetermined=False)
+    return shifted.alias(name) if name else shifted
+
+
+def _shift_batch(batch: pl.Series, shift_parts: Callable[[pl.DataFrame], pl.Series]) -> pl.Series:
+    """Split multi-values, shift every component with ``shift_parts``, join them back."""
+    rows = batch.struct.unnest().with_row_index(_ROW)
+    parts = (
+        rows.select(_ROW, "days", pl.col("value").str.split(_MULTI).alias("component"))
+        .explode("component")
+        .with_columns(pl.col("component").str.strip_chars(_PADDING))
     )
-    element = pl.element()
-    per_component = shift_component(
-        element.slice(1).str.strip_chars(_PADDING), element.first().cast(pl.Int32)
-    )
-    return carried.list.eval(per_component).list.join(_MULTI)
+    out = shift_parts(parts)
+    if parts.height != rows.height:  # some rows are multi-valued
+        out = (
+            parts.select(_ROW, out.alias("out"))
+            .group_by(_ROW, maintain_order=True)
+            .agg(pl.col("out").str.join(_MULTI))
+            .get_column("out")
+        )
+    return rows.select(pl.when(pl.col("value").is_not_null()).then(out)).to_series()
+
+
+def _shift_da_batch(batch: pl.Series) -> pl.Series:
+    return _shift_batch(batch, _shift_da_parts)
+
+
+def _shift_dt_batch(batch: pl.Series) -> pl.Series:
+    return _shift_batch(batch, _shift_dt_parts)
 
 
 def _shift_date_text(yyyymmdd: pl.Expr, days: pl.Expr) -> pl.Expr:
     """``YYYYMMDD`` text → shifted ``YYYYMMDD`` text, or null if anything is invalid."""
     parsed = yyyymmdd.str.strptime(pl.Date, "%Y%m%d", strict=False)
     shifted = (parsed.cast(pl.Int32) + days).cast(pl.Date)
-    valid = (
-        parsed.dt.year().is_between(_MIN_YEAR, _MAX_YEAR)
-        & shifted.dt.year().is_between(_MIN_YEAR, _MAX_YEAR)
+    valid = parsed.dt.year().is_between(_MIN_YEAR, _MAX_YEAR) & shifted.dt.year().is_between(
+        _MIN_YEAR, _MAX_YEAR
     )
     return pl.when(valid).then(shifted.dt.strftime("%Y%m%d"))
 
 
-def _shift_da_component(component: pl.Expr, days: pl.Expr) -> pl.Expr:
-    pattern = f"^{_DA_COMPONENT}$"
-
-    def shifted(group: int) -> pl.Expr:
-        text = component.str.extract(pattern, group).str.replace_all(".", "", literal=True)
-        return _shift_date_text(text, days)
-
-    single, low, high = shifted(1), shifted(2), shifted(3)
-    single_text = component.str.extract(pattern, 1)
-    low_text = component.str.extract(pattern, 2)
-    high_text = component.str.extract(pattern, 3)
-    valid_range = (
-        component.str.contains(pattern)
-        & single_text.is_null()
-        & (low_text.is_not_null() | high_text.is_not_null())
-        & (low_text.is_null() | low.is_not_null())
-        & (high_text.is_null() | high.is_not_null())
+def _shift_da_parts(parts: pl.DataFrame) -> pl.Series:
+    """DA components (column ``component``, offsets in ``days``) → shifted text."""
+    days, single, low, high = pl.col("days"), pl.col("single"), pl.col("low"), pl.col("high")
+    groups = (
+        parts.select(
+            "component",
+            "days",
+            pl.col("component").str.extract_groups(f"^{_DA_COMPONENT}$").alias("groups"),
+        )
+        .unnest("groups")
+        .with_columns(
+            pl.col("single", "low", "high")
+            .str.replace_all(".", "", literal=True)
+            .name.suffix("_in")
+        )
+        .with_columns(
+            _shift_date_text(pl.col(f"{name}_in"), days).alias(name)
+            for name in ("single", "low", "high")
+        )
     )
-    return (
-        pl.when(component == "")
+    valid_range = (
+        pl.col("single_in").is_null()
+        & (pl.col("low_in").is_not_null() | pl.col("high_in").is_not_null())
+        & (pl.col("low_in").is_null() | low.is_not_null())
+        & (pl.col("high_in").is_null() | high.is_not_null())
+    )
+    return groups.select(
+        pl.when(pl.col("component") == "")
         .then(pl.lit(""))
         .when(single.is_not_null())
         .then(single)
         .when(valid_range)
         .then(pl.concat_str([low.fill_null(""), pl.lit("-"), high.fill_null("")]))
         .otherwise(pl.lit(DUMMY_DA))
-    )
+    ).to_series()
 
 
-def _shift_dt_component(component: pl.Expr, days: pl.Expr) -> pl.Expr:
-    pattern = f"^{_DT_COMPONENT}$"
-
-    def group(index: int) -> pl.Expr:
-        return component.str.extract(pattern, index)
-
-    year, month, day = group(1), group(2), group(3)
-    hour, minute, second = group(4), group(5), group(6)
-    utc_offset = group(8)
+def _shift_dt_parts(parts: pl.DataFrame) -> pl.Series:
+    """DT components (column ``component``, offsets in ``days``) → shifted text."""
 
     def at_most(part: pl.Expr, limit: int) -> pl.Expr:
         return part.is_null() | (part.cast(pl.Int32) <= limit)
 
-    date_text = pl.concat_str([year, month.fill_null("01"), day.fill_null("01")])
-    shifted = _shift_date_text(date_text, days)
-    date_digits = (
-        pl.lit(4, dtype=pl.Int32)
-        + month.is_not_null().cast(pl.Int32) * 2
-        + day.is_not_null().cast(pl.Int32) * 2
+    year, month, day = pl.col("year"), pl.col("month"), pl.col("day")
+    utc = pl.col("utc")
+    groups = (
+        parts.select(
+            "component",
+            "days",
+            pl.col("component").str.extract_groups(f"^{_DT_COMPONENT}$").alias("groups"),
+        )
+        .unnest("groups")
+        .with_columns(
+            shifted=_shift_date_text(
+                pl.concat_str([year, month.fill_null("01"), day.fill_null("01")]), pl.col("days")
+            ),
+            date_digits=(
+                4 + month.is_not_null().cast(pl.Int32) * 2 + day.is_not_null().cast(pl.Int32) * 2
+            ),
+        )
     )
     valid = (
         year.is_not_null()
-        & shifted.is_not_null()
-        & at_most(hour, _MAX_HOUR)
-        & at_most(minute, _MAX_MINUTE)
-        & at_most(second, _MAX_SECOND)
-        & at_most(utc_offset.str.slice(1, 2), _MAX_OFFSET_HOURS)
-        & at_most(utc_offset.str.slice(3, 2), _MAX_MINUTE)
+        & pl.col("shifted").is_not_null()
+        & at_most(pl.col("hour"), _MAX_HOUR)
+        & at_most(pl.col("minute"), _MAX_MINUTE)
+        & at_most(pl.col("second"), _MAX_SECOND)
+        & at_most(utc.str.slice(1, 2), _MAX_OFFSET_HOURS)
+        & at_most(utc.str.slice(3, 2), _MAX_MINUTE)
     )
     rewritten = pl.concat_str(
-        [shifted.str.slice(0, date_digits), component.str.slice(date_digits)]
+        [
+            pl.col("shifted").str.slice(0, pl.col("date_digits")),
+            pl.col("component").str.slice(pl.col("date_digits")),
+        ]
     )
-    return (
-        pl.when(component == "")
+    return groups.select(
+        pl.when(pl.col("component") == "")
         .then(pl.lit(""))
         .when(valid)
         .then(rewritten)
         .otherwise(pl.lit(DUMMY_DT))
-    )
+    ).to_series()
 
 
 def shift_date_str(value: str, days: int, vr: str) -> str:
@@ -710,7 +751,10 @@ def _shift_da_component_str(component: str, days: int) -> str:
     match = _DA_COMPONENT_RE.fullmatch(component)
     if match is None:
         return DUMMY_DA
-    single, low, high = (g.replace(".", "") if g else g for g in match.groups())
+    single, low, high = (
+        None if text is None else text.replace(".", "")
+        for text in match.group("single", "low", "high")
+    )
     if single is not None:
         return _shift_date_digits(single, days) or DUMMY_DA
     if low is None and high is None:
@@ -727,7 +771,9 @@ def _shift_dt_component_str(component: str, days: int) -> str:
     match = _DT_COMPONENT_RE.fullmatch(component)
     if match is None:
         return DUMMY_DT
-    year, month, day, hour, minute, second, _fraction, utc_offset = match.groups()
+    year, month, day, hour, minute, second, utc_offset = match.group(
+        "year", "month", "day", "hour", "minute", "second", "utc"
+    )
     limits: Iterable[tuple[str | None, int]] = (
         (hour, _MAX_HOUR),
         (minute, _MAX_MINUTE),

@@ -22,7 +22,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from ._worker import ELEMENTS_ARROW, FILE_COLUMNS, Chunk, scan_chunk, storage_environment
+from ._worker import ELEMENTS_ARROW, FILE_COLUMNS, Chunk, empty_table, scan_chunk, storage_environment
 from .errors import ScanError, StorageError, UserInputError
 from .schema import ERRORS_SCHEMA, FILES_SCHEMA, cast_instances
 from .sources import FileRef, Source, resolve_source
@@ -33,6 +33,14 @@ __all__ = ["scan", "ScanResult", "ScanSummary", "FAILURE_KINDS"]
 #: local scans of fewer files than this run in this process: starting worker
 #: processes costs more (about 0.3 s) than parsing them (about 0.1 ms per file)
 IN_PROCESS_FILES = 3000
+#: Arrow memory for the scan's own buffers: the system allocator returns freed
+#: memory at once (the default pool keeps tens of MB cached); the process-wide
+#: default pool is left alone
+POOL = pa.system_memory_pool()
+#: rows per Parquet row group of the elements table
+ROW_GROUP_ROWS = 32 * 1024
+#: instance rows merged into one block while scanning
+INSTANCE_BLOCK_ROWS = 2048
 #: error kinds that mean a file was damaged (non-zero exit); others are reported only
 FAILURE_KINDS = frozenset(("truncated", "corrupt", "unreadable", "empty"))
 
@@ -232,11 +240,52 @@ def _default_jobs() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+class _Blocks:
+    """Collects small Arrow tables into blocks of about ``rows`` rows.
+
+    Elements leave as Parquet row groups of a useful size; instance tables
+    (whose columns differ from chunk to chunk) are merged as they come, so the
+    final concatenation sees a few blocks, not thousands of slivers.
+    """
+
+    def __init__(self, rows: int, promote: bool = False) -> None:
+        self.rows = rows
+        self.promote = promote
+        self.pending: list[pa.Table] = []
+        self.pending_rows = 0
+        self.done: list[pa.Table] = []
+
+    def add(self, table: pa.Table) -> pa.Table | None:
+        """Add a table; return a full block when one is complete (it is also kept)."""
+        if not table.num_rows:
+            return None
+        self.pending.append(table)
+        self.pending_rows += table.num_rows
+        return self.flush() if self.pending_rows >= self.rows else None
+
+    def flush(self) -> pa.Table | None:
+        if not self.pending:
+            return None
+        options = {"promote_options": "default"} if self.promote else {}
+        block = pa.concat_tables(self.pending, memory_pool=POOL, **options).combine_chunks(POOL)
+        self.pending, self.pending_rows = [], 0
+        self.done.append(block)
+        return block
+
+    def take(self) -> None:
+        """Forget the completed blocks (they were written out)."""
+        self.done.clear()
+
+    def all(self) -> list[pa.Table]:
+        self.flush()
+        return self.done
+
+
 def _build_instances(tables: list[pa.Table]) -> pl.DataFrame:
     """One typed instances frame from the workers' all-string tables."""
     if not tables:
         return pl.DataFrame(schema=FILES_SCHEMA)
-    table = pa.concat_tables(tables, promote_options="default")
+    table = pa.concat_tables(tables, promote_options="default", memory_pool=POOL).combine_chunks(POOL)
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
     return _order_columns(cast_instances(frame, _FIXED))
@@ -418,30 +467,35 @@ def scan(
     if n_jobs < 1:
         raise UserInputError(f"--jobs must be at least 1 (got {n_jobs})")
     total = len(source.files)
-    size = chunk_size or max(8, min(512, total // (n_jobs * 8) or 8))
+    # small chunks keep memory flat (a chunk in flight is ~80 kB per file of Python objects)
+    size = chunk_size or max(8, min(64, total // (n_jobs * 8) or 8))
     show = _auto_progress() if progress is None else progress
 
     paths = output_paths(os.fspath(output)) if output is not None else {}
     elements_writer = _AtomicParquet(paths["elements"], ELEMENTS_ARROW) if paths else None
-    element_tables: list[pa.Table] = []
-    instance_tables: list[pa.Table] = []
+    element_tables = _Blocks(ROW_GROUP_ROWS)
+    instance_tables = _Blocks(INSTANCE_BLOCK_ROWS, promote=True)
     error_rows: list[tuple[Any, ...]] = []
     done = 0
     bar = _Progress(total, show)
     try:
         for chunk in _iter_chunks(source, n_jobs, size):
-            if chunk.instances.num_rows:
-                instance_tables.append(chunk.instances)
+            instance_tables.add(chunk.instances)
             error_rows.extend(chunk.errors)
-            if elements_writer is not None:
-                elements_writer.write(chunk.elements)
-            else:
-                element_tables.append(chunk.elements)
+            full = element_tables.add(chunk.elements)
+            if elements_writer is not None and full is not None:
+                elements_writer.write(full)
+                element_tables.take()
             done += chunk.n_files
             bar.update(done, len(error_rows))
             if on_progress is not None:
                 on_progress(done, total)
-        instances = _build_instances(instance_tables)
+        if elements_writer is not None:
+            rest = element_tables.flush()
+            if rest is not None:
+                elements_writer.write(rest)
+                element_tables.take()
+        instances = _build_instances(instance_tables.all())
         errors = pl.DataFrame(error_rows, schema=ERRORS_SCHEMA, orient="row").sort("file_id")
         if elements_writer is not None:
             elements_writer.commit()
@@ -458,7 +512,8 @@ def scan(
     summary = _summarise(instances, errors, total, elapsed, sum(f.size for f in source.files), n_jobs)
     result = ScanResult(instances=instances, errors=errors, summary=summary, outputs=paths)
     if not paths:
-        table = pa.concat_tables(element_tables) if element_tables else ELEMENTS_ARROW.empty_table()
+        blocks = element_tables.all()
+        table = pa.concat_tables(blocks) if blocks else empty_table(ELEMENTS_ARROW)
         frame = pl.from_arrow(table)
         assert isinstance(frame, pl.DataFrame)
         result._elements = frame

@@ -26,7 +26,7 @@ from __future__ import annotations
 import polars as pl
 import pyarrow as pa
 
-from ._worker import ELEMENTS_ARROW, FILE_COLUMNS, INSTANCE_SKIP_VRS
+from ._worker import ELEMENTS_ARROW, FILE_COLUMNS, INSTANCE_SKIP_VRS, empty_table
 from .tags import TAGS_BY_KEYWORD, VMS, VRS
 
 __all__ = [
@@ -42,7 +42,8 @@ __all__ = [
 ]
 
 def _polars_schema(schema: pa.Schema) -> dict[str, pl.DataType]:
-    frame = pl.from_arrow(schema.empty_table())
+    # an empty table built without converting Python objects (that would import pandas)
+    frame = pl.from_arrow(empty_table(schema))
     assert isinstance(frame, pl.DataFrame)
     return dict(frame.schema)
 
@@ -188,7 +189,13 @@ def cast_column(name: str, dtype: pl.DataType) -> pl.Expr:
     return _cast_scalar(col, dtype).alias(name)
 
 
-def cast_instances(wide: pl.DataFrame, fixed: set[str]) -> pl.DataFrame:
-    """Cast every keyword column of a pivoted (all-string) instances frame."""
-    exprs = [cast_column(c, dtype_for(c)) for c in wide.columns if c not in fixed]
-    return wide.with_columns(exprs) if exprs else wide
+def cast_instances(wide: pl.DataFrame, fixed: set[str], group: int = 16) -> pl.DataFrame:
+    """Cast every keyword column of an all-string instances frame.
+
+    Columns are cast ``group`` at a time: all at once runs every cast in parallel
+    and doubles the peak memory for a small gain in time.
+    """
+    columns = [c for c in wide.columns if c not in fixed]
+    for i in range(0, len(columns), group):
+        wide = wide.with_columns([cast_column(c, dtype_for(c)) for c in columns[i : i + group]])
+    return wide

@@ -170,7 +170,9 @@ def check_provenance(src: Path) -> None:
     try:
         text = readme.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise UpdateError(f"{readme}: missing; the tables must come with their provenance") from None
+        raise UpdateError(
+            f"{readme}: missing; the tables must come with their provenance"
+        ) from None
     for key in ("edition", "title", "repository", "commit", "path", "part15_sha256"):
         if PROVENANCE[key] not in text:
             raise UpdateError(

@@ -222,7 +222,7 @@ def test_a_malformed_key_file_is_refused_with_what_is_wrong(
 
 def test_a_key_file_from_a_newer_version_asks_for_an_upgrade(tmp_path: Path) -> None:
     path = _write_key_text(tmp_path / "project.key", _valid_text().replace(" v1", " v2"))
-    with pytest.raises(KeyFileError, match="unsupported format version.*upgrade dicomframe"):
+    with pytest.raises(KeyFileError, match=r"unsupported format version.*upgrade dicomframe"):
         load_key(path)
 
 
