@@ -147,6 +147,95 @@ def scan(
 
 
 @app.command()
+def keygen(
+    keyfile: Annotated[str, typer.Argument(help="Where to write the new key file (must not exist).", show_default=False)],
+) -> None:
+    """Create the project's secret key (32 random bytes, file mode 0600).
+
+    Every pseudonym (UIDs, IDs, date offsets) is derived from this key: the same key
+    gives the same pseudonyms on every run and machine; another key gives unlinkable
+    ones. Back it up somewhere safe and never put it next to the data.
+    """
+    from .keys import generate_key_file
+
+    key = generate_key_file(keyfile)
+    _out.print(f"key written to {keyfile} (key id {key.key_id}); back it up and keep it private", highlight=False)
+
+
+@app.command()
+def deidentify(
+    src: Annotated[str, typer.Argument(help="Folder (recursive, any file names), file, glob or URL.", show_default=False)],
+    dst: Annotated[str, typer.Argument(help="Output root (folder or URL); the batch goes to DST/<batch_id>/.", show_default=False)],
+    key_file: Annotated[str, typer.Option("--key-file", help="Project key file (dicomframe keygen).", show_default=False)],
+    vault: Annotated[str, typer.Option("--vault", help="Where the mapping goes (folder or URL), apart from DST.", show_default=False)],
+    profile: Annotated[
+        str,
+        typer.Option(
+            "--profile",
+            help="Preset (basic, default, research, cloud-upload) or a TOML file. "
+            "default = Basic Profile + Retain Longitudinal Temporal Information with Modified Dates.",
+        ),
+    ] = "default",
+    org: Annotated[str, typer.Option("--org", help="Organisation prefix for templates ({org}).")] = "DICOMFRAME",
+    batch_id: Annotated[str | None, typer.Option("--batch-id", help="Batch id [default: generated].", show_default=False)] = None,
+    priority: Annotated[str, typer.Option("--priority", help="STAT, URGENT or ROUTINE (in the manifest).")] = "ROUTINE",
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="Worker processes [default: all cores].", show_default=False)] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan only: print the summary, write the plan to the vault, write nothing under DST.")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+) -> None:
+    """De-identify DICOM files with the PS3.15 profile, keyed pseudonyms and a per-patient date shift.
+
+    Writes DST/<batch_id>/<study>/<series>/<sop>.dcm (names from the new UIDs only) and
+    DST/<batch_id>/manifest.json (last); the mapping to originals goes to VAULT only.
+    Exit code 0 when every input was written, 1 when any failed (listed below).
+
+    Examples:
+
+      dicomframe keygen project.key
+
+      dicomframe deidentify studies/ out/ --key-file project.key --vault vault/ --dry-run
+
+      dicomframe deidentify studies/ s3://bucket/batches --key-file project.key --vault vault/ --profile cloud-upload --org ACME
+    """
+    from .pipeline import deidentify as run
+
+    result = run(
+        src,
+        dst,
+        key=key_file,
+        vault=vault,
+        profile=profile,
+        org=org,
+        batch_id=batch_id,
+        priority=priority,
+        jobs=jobs,
+        dry_run=dry_run,
+        progress=progress and sys.stderr.isatty(),
+    )
+    table = Table(title="dicomframe deidentify" + (" (dry run)" if dry_run else ""), show_header=False, title_justify="left")
+    for label, value in result.rows():
+        table.add_row(label, value)
+    _out.print(table)
+    summary = result.plan.summary()
+    plan_table = Table(title="plan: elements per action", title_justify="left")
+    for column in ("action", "source", "elements", "files"):
+        plan_table.add_column(column)
+    for row in summary.iter_rows():
+        plan_table.add_row(*[f"{v:,}" if isinstance(v, int) else str(v) for v in row])
+    _out.print(plan_table)
+    if result.failed:
+        failures = Table(title=f"inputs not written ({len(result.failed)})", title_justify="left")
+        failures.add_column("input")
+        failures.add_column("kind")
+        failures.add_column("reason", overflow="fold")
+        for item in result.failed[:20]:
+            failures.add_row(str(item["input"]), item["kind"], item["reason"] or "")
+        _out.print(failures)
+        _out.print("  (input numbers index the scan; their paths are in the vault mapping)")
+        raise typer.Exit(1)
+
+
+@app.command()
 def version() -> None:
     """Print the dicomframe version."""
     from . import __version__

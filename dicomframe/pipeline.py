@@ -1,0 +1,426 @@
+"""De-identify a cohort: scan → plan → apply → write, with a manifest and a mapping.
+
+Layout of a batch (``DST`` is a local folder or an fsspec URL)::
+
+    DST/<batch_id>/<study uid>/<series uid>/<sop uid>.dcm   de-identified files
+    DST/<batch_id>/manifest.json                           written last: the commit marker
+    VAULT/<batch_id>/mapping.parquet                       original ↔ pseudonymous ids
+    VAULT/<batch_id>/plan.parquet                          with --dry-run: the plan, for review
+
+Output names come from the new UIDs only, never from input names or folders.
+Files that cannot be read or written are listed in the run result and the
+manifest (by input number and reason; their paths, which often hold patient
+names, are kept in the vault mapping only) and the run exits non-zero; all
+other files are still written.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import time
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from . import __version__
+from .errors import ParseError, UserInputError
+from .keys import ProjectKey, load_key
+from .plan import Plan, make_plan
+from .pseudonyms import DateShift
+
+__all__ = ["deidentify", "DeidentifyResult", "PRIORITIES"]
+
+PRIORITIES = ("STAT", "URGENT", "ROUTINE")
+MANIFEST_VERSION = "1.0"
+
+
+@dataclass
+class DeidentifyResult:
+    """What a de-identification run did (no identifying values)."""
+
+    batch_id: str
+    batch_uri: str
+    written: int
+    failed: list[dict[str, Any]]
+    studies: int
+    elapsed_s: float
+    manifest_uri: str | None
+    mapping_uri: str | None
+    plan: Plan
+    dry_run: bool = False
+    plan_uri: str | None = None
+    outputs: list[str] = field(default_factory=list)
+
+    @property
+    def files_per_second(self) -> float:
+        total = self.written + len(self.failed)
+        return total / self.elapsed_s if self.elapsed_s > 0 else float("nan")
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def rows(self) -> list[tuple[str, str]]:
+        out = [
+            ("batch id", self.batch_id),
+            ("batch", self.batch_uri),
+            ("studies", f"{self.studies:,}"),
+            ("files written" if not self.dry_run else "files planned", f"{self.written:,}"),
+            ("failed", f"{len(self.failed):,}"),
+            ("elapsed", f"{self.elapsed_s:.2f} s"),
+            ("throughput", f"{self.files_per_second:,.0f} files/s"),
+        ]
+        if self.manifest_uri:
+            out.append(("manifest", self.manifest_uri))
+        if self.mapping_uri:
+            out.append(("mapping (vault)", self.mapping_uri))
+        if self.plan_uri:
+            out.append(("plan (vault)", self.plan_uri))
+        return out
+
+
+def _join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *parts])
+
+
+def _fs(url: str, storage_options: dict[str, Any] | None) -> tuple[Any, str]:
+    from .sources import get_filesystem
+
+    if "://" not in url:
+        import fsspec
+
+        return fsspec.filesystem("file"), os.path.abspath(url)
+    return get_filesystem(url, storage_options)
+
+
+def _write_atomic(fs: Any, path: str, data: bytes) -> None:
+    """Write ``data`` so that ``path`` appears complete or not at all."""
+    parent = path.rsplit("/", 1)[0]
+    if getattr(fs, "protocol", None) in ("file", ("file", "local")) or "file" in getattr(fs, "protocol", ()):
+        os.makedirs(parent, exist_ok=True)
+        tmp = f"{parent}/.{path.rsplit('/', 1)[-1]}.{uuid.uuid4().hex[:8]}.tmp"
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+        return
+    fs.pipe_file(path, data)  # an object store PUT is atomic: readers see all or nothing
+
+
+def _edits_for(rows: pl.DataFrame, additions: dict[str, Any]) -> tuple[dict[str, Any], dict[int, str]]:
+    from .rewrite import Keep, NewElement, Set
+
+    edits: dict[str, Any] = {}
+    meta: dict[int, str] = {}
+    for path, tag, vr, action, new_value in rows.select(
+        "tag_path", "tag", "vr", "action", "new_value"
+    ).iter_rows():
+        if action == "X":
+            continue
+        if tag >> 16 == 0x0002:
+            if tag == 0x00020003 and new_value:
+                meta[0x00020003] = new_value
+            continue
+        if vr == "SQ":
+            edits[path] = Set("SQ", []) if action == "Z" else Keep()
+        elif action == "K":
+            edits[path] = Keep()
+        else:
+            edits[path] = Set(vr, new_value if new_value is not None else "")
+    edits["00120062"] = Set("CS", "YES")
+    edits["00120063"] = Set("LO", additions["method_text"][:64])
+    edits["00120064"] = Set(
+        "SQ",
+        [
+            [
+                NewElement(0x00080100, "SH", code),
+                NewElement(0x00080102, "SH", scheme),
+                NewElement(0x00080104, "LO", meaning[:64]),
+            ]
+            for code, scheme, meaning in additions["method_codes"]
+        ],
+    )
+    edits["00280303"] = Set("CS", additions["temporal"])
+    return edits, meta
+
+
+def _apply_one(
+    src_path: str, src_fs: Any, out_fs: Any, out_path: str, edits: dict[str, Any], meta: dict[int, str]
+) -> int:
+    from .rewrite import rewrite
+
+    if src_fs is None:
+        with open(src_path, "rb") as fh:
+            data = fh.read()
+    else:
+        data = src_fs.cat_file(src_path)
+    out = rewrite(data, edits, meta=meta)
+    _write_atomic(out_fs, out_path, out)
+    return len(out)
+
+
+def _apply_chunk(items: list[tuple[int, str, str, dict[str, Any], dict[int, str]]], src_fs: Any, out_fs: Any) -> list[tuple[int, str, str | None, int]]:
+    """Rewrite a chunk of files (runs in a worker process). Returns (file_id, status, reason, bytes)."""
+    results = []
+    for file_id, src_path, out_path, edits, meta in items:
+        try:
+            size = _apply_one(src_path, src_fs, out_fs, out_path, edits, meta)
+            results.append((file_id, "written", None, size))
+        except ParseError as exc:
+            results.append((file_id, exc.kind, str(exc), 0))
+        except UserInputError as exc:
+            results.append((file_id, "unwritable", str(exc), 0))
+        except OSError as exc:
+            results.append((file_id, "io_error", f"reading or writing failed ({type(exc).__name__})", 0))
+    return results
+
+
+def deidentify(
+    src: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    dst: str | os.PathLike[str],
+    *,
+    key: ProjectKey | str | os.PathLike[str],
+    vault: str | os.PathLike[str],
+    profile: str = "default",
+    org: str = "DICOMFRAME",
+    batch_id: str | None = None,
+    priority: str = "ROUTINE",
+    jobs: int | None = None,
+    dry_run: bool = False,
+    date_shift: DateShift | None = None,
+    storage_options: dict[str, Any] | None = None,
+    progress: bool | None = None,
+) -> DeidentifyResult:
+    """De-identify DICOM files into ``DST/<batch_id>/`` with a manifest and a vault mapping.
+
+    Parameters
+    ----------
+    src
+        Folder (recursive, any file names), file, glob or fsspec URL.
+    dst
+        Output root (local folder or fsspec URL); the batch goes under ``DST/<batch_id>/``.
+    key
+        The project key, or the path of its key file (``dicomframe keygen``).
+    vault
+        Where the mapping goes (local folder or URL), kept apart from ``dst``.
+    profile
+        Preset name (``basic``, ``default``, ``research``, ``cloud-upload``) or TOML file.
+    org
+        Organisation prefix used by templates (``{org}``).
+    batch_id
+        Batch identifier (default: a new random one).
+    priority
+        ``STAT``, ``URGENT`` or ``ROUTINE`` (recorded in the manifest).
+    dry_run
+        Plan only: write the plan to the vault and nothing under ``dst``.
+
+    Examples
+    --------
+    >>> result = deidentify("data-samples/cohort", "out", key="project.key", vault="vault")  # doctest: +SKIP
+    >>> result.ok, result.written                                                           # doctest: +SKIP
+    (True, 70)
+    """
+    from .scanner import scan
+
+    started = time.perf_counter()
+    if priority.upper() not in PRIORITIES:
+        raise UserInputError(f"--priority must be one of {', '.join(PRIORITIES)} (got {priority!r})")
+    project_key = key if isinstance(key, ProjectKey) else load_key(key)
+    dst_text, vault_text = os.fspath(dst), os.fspath(vault)
+    if _same_place(dst_text, vault_text):
+        raise UserInputError(
+            "the vault must not be inside the output (DST): the mapping holds original identifiers; "
+            "give --vault a location apart from DST"
+        )
+    batch = batch_id or _new_batch_id()
+    if not batch.replace("-", "").replace("_", "").isalnum() or len(batch) > 64:
+        raise UserInputError("--batch-id may hold letters, digits, '-' and '_' only (at most 64)")
+    scanned = scan(src, jobs=jobs, storage_options=storage_options, progress=progress)
+    plan = make_plan(scanned, profile, project_key, org=org, date_shift=date_shift)
+    out_fs, out_root = _fs(dst_text, storage_options)
+    vault_fs, vault_root = _fs(vault_text, storage_options)
+    batch_root = _join(out_root, batch)
+    batch_uri = _join(dst_text, batch) + "/"
+
+    failed: list[dict[str, Any]] = [
+        {"input": int(fid), "reason": msg, "kind": kind}
+        for fid, kind, msg in scanned.errors.select("file_id", "kind", "message").iter_rows()
+        if kind not in ("not_dicom", "dicomdir")
+    ]
+    files = plan.files.join(
+        scanned.instances.select("file_id", "path"), on="file_id", how="left"
+    ).with_columns(
+        out_key=pl.concat_str(
+            [pl.col("study_uid"), pl.col("series_uid"), pl.col("sop_uid") + ".dcm"], separator="/"
+        )
+    )
+    if dry_run:
+        plan_path = _join(vault_root, batch, "plan.parquet")
+        vault_fs.makedirs(_join(vault_root, batch), exist_ok=True)
+        with vault_fs.open(plan_path, "wb") as fh:
+            plan.table.write_parquet(fh)
+        return DeidentifyResult(
+            batch_id=batch,
+            batch_uri=batch_uri,
+            written=files.height,
+            failed=failed,
+            studies=int(files["study_uid"].n_unique()),
+            elapsed_s=time.perf_counter() - started,
+            manifest_uri=None,
+            mapping_uri=None,
+            plan=plan,
+            dry_run=True,
+            plan_uri=_join(vault_text, batch, "plan.parquet"),
+        )
+
+    items = []
+    table = plan.table.partition_by("file_id", as_dict=True, maintain_order=True)
+    source_fs = _source_fs(src, storage_options)
+    for file_id, out_key, path in files.select("file_id", "out_key", "path").iter_rows():
+        rows = table[(file_id,)]
+        edits, meta = _edits_for(rows, plan.additions)
+        items.append((file_id, path, _join(batch_root, out_key), edits, meta))
+    results = _run_apply(items, source_fs, out_fs, jobs)
+    status = {fid: (st, reason, size) for fid, st, reason, size in results}
+    written_ids = [fid for fid, (st, _, _) in status.items() if st == "written"]
+    for fid, (st, reason, _) in status.items():
+        if st != "written":
+            failed.append({"input": int(fid), "reason": reason, "kind": st})
+    files = files.with_columns(
+        status=pl.col("file_id").replace_strict({k: v[0] for k, v in status.items()}, default="failed"),
+        bytes=pl.col("file_id").replace_strict({k: v[2] for k, v in status.items()}, default=0),
+    )
+    ok_files = files.filter(pl.col("status") == "written")
+    submitted = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    mapping_uri = _write_mapping(vault_fs, vault_root, vault_text, batch, files, scanned, org, submitted)
+    manifest = _manifest(batch, priority.upper(), submitted, ok_files, failed)
+    manifest_path = _join(batch_root, "manifest.json")
+    _write_atomic(out_fs, manifest_path, json.dumps(manifest, indent=2).encode())
+    return DeidentifyResult(
+        batch_id=batch,
+        batch_uri=batch_uri,
+        written=len(written_ids),
+        failed=failed,
+        studies=int(ok_files["study_uid"].n_unique()) if ok_files.height else 0,
+        elapsed_s=time.perf_counter() - started,
+        manifest_uri=_join(dst_text, batch, "manifest.json"),
+        mapping_uri=mapping_uri,
+        plan=plan,
+        outputs=[_join(dst_text, batch, k) for k in ok_files["out_key"].to_list()],
+    )
+
+
+def _same_place(dst: str, vault: str) -> bool:
+    if "://" in dst or "://" in vault:
+        return vault.rstrip("/").startswith(dst.rstrip("/") + "/") or vault.rstrip("/") == dst.rstrip("/")
+    a, b = os.path.abspath(dst), os.path.abspath(vault)
+    return b == a or b.startswith(a + os.sep)
+
+
+def _new_batch_id() -> str:
+    now = _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S")
+    return f"{now}-{uuid.uuid4().hex[:8]}"
+
+
+def _source_fs(src: Any, storage_options: dict[str, Any] | None) -> Any:
+    text = os.fspath(src) if not isinstance(src, list | tuple) else os.fspath(src[0])
+    if "://" in text and not text.lower().startswith("file://"):
+        from .sources import get_filesystem
+
+        return get_filesystem(text, storage_options)[0]
+    return None
+
+
+def _run_apply(items: list[Any], src_fs: Any, out_fs: Any, jobs: int | None) -> list[tuple[int, str, str | None, int]]:
+    from .scanner import _default_jobs, _worker_context, can_spawn_workers
+
+    n_jobs = jobs or _default_jobs()
+    chunk = max(4, min(64, len(items) // (n_jobs * 4) or 4))
+    chunks = [items[i : i + chunk] for i in range(0, len(items), chunk)]
+    local = getattr(out_fs, "protocol", None) not in ("memory",) and "memory" not in getattr(out_fs, "protocol", ())
+    if n_jobs <= 1 or len(chunks) <= 1 or not can_spawn_workers() or not local:
+        results = []
+        for c in chunks:
+            results.extend(_apply_chunk(c, src_fs, out_fs))
+        return results
+    results = []
+    with ProcessPoolExecutor(max_workers=n_jobs, mp_context=_worker_context()) as pool:
+        for part in pool.map(_apply_chunk, chunks, [src_fs] * len(chunks), [out_fs] * len(chunks)):
+            results.extend(part)
+    return results
+
+
+def _manifest(batch: str, priority: str, submitted: str, ok: pl.DataFrame, failed: list[dict[str, Any]]) -> dict[str, Any]:
+    studies = []
+    if ok.height:
+        for (cloud_id,), group in ok.sort("out_key").group_by("cloud_study_id", maintain_order=True):
+            studies.append(
+                {
+                    "cloud_study_id": cloud_id,
+                    "study_instance_uid": group["study_uid"][0],
+                    "image_count": group.height,
+                    "files": group["out_key"].to_list(),
+                }
+            )
+    return {
+        "version": MANIFEST_VERSION,
+        "generator": f"dicomframe {__version__}",
+        "batch_id": batch,
+        "priority": priority,
+        "submitted_at": submitted,
+        "total_studies": len(studies),
+        "total_images": int(ok.height),
+        "studies": studies,
+        "failed": [{"input": f["input"], "kind": f["kind"], "reason": f["reason"]} for f in failed],
+    }
+
+
+def _write_mapping(
+    vault_fs: Any,
+    vault_root: str,
+    vault_text: str,
+    batch: str,
+    files: pl.DataFrame,
+    scanned: Any,
+    org: str,
+    submitted: str,
+) -> str:
+    """The batch's mapping table (original ↔ pseudonymous), under the vault only."""
+    mapping = files.select(
+        pl.lit(batch).alias("batch_id"),
+        pl.lit(submitted).alias("submitted_at"),
+        pl.lit(org).alias("org"),
+        "cloud_study_id",
+        pl.col("original_patient_id"),
+        pl.col("patient_id").alias("pseudonymous_patient_id"),
+        pl.col("original_study_uid").alias("original_study_instance_uid"),
+        pl.col("study_uid").alias("study_instance_uid"),
+        pl.col("original_series_uid").alias("original_series_instance_uid"),
+        pl.col("series_uid").alias("series_instance_uid"),
+        pl.col("original_sop_uid").alias("original_sop_instance_uid"),
+        pl.col("sop_uid").alias("sop_instance_uid"),
+        pl.col("original_accession").alias("original_accession_number"),
+        pl.col("accession").alias("accession_number"),
+        "date_offset_days",
+        pl.col("path").alias("original_path"),
+        pl.col("out_key").alias("output_path"),
+        "status",
+    )
+    errors = scanned.errors.select(
+        pl.lit(batch).alias("batch_id"),
+        pl.col("path").alias("original_path"),
+        pl.col("kind").alias("status"),
+    )
+    mapping = pl.concat([mapping, errors], how="diagonal")
+    folder = _join(vault_root, batch)
+    vault_fs.makedirs(folder, exist_ok=True)
+    path = _join(folder, "mapping.parquet")
+    with vault_fs.open(path, "wb") as fh:
+        mapping.write_parquet(fh)
+    return _join(vault_text, batch, "mapping.parquet")
+

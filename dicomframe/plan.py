@@ -1,0 +1,614 @@
+"""The de-identification plan: scan elements ⋈ profile actions → one action per element.
+
+A plan is data: one row per element of every readable file, with the action the
+profile assigns, the rule that decided it, the old value and the new one. Review
+it, filter it, write it to Parquet (``--dry-run``), then apply it.
+
+How an element's action is decided (all as joins and column expressions):
+
+1. Rows of the profile (Table E.1-1 by tag, its patterns such as ``(60xx,3000)``,
+   custom rules by tag, pattern or private creator): where several match, the
+   highest priority wins (custom rules over patterns over the table).
+2. Private data elements: removed, unless the Retain Safe Private option is chosen
+   and (creator, group, element) is listed in Table E.3.10-1, or a custom rule
+   keeps them. A private creator element is kept exactly when something in its
+   block is kept.
+3. Public attributes the standard's table does not list are kept (the table lists
+   every attribute that may identify); attributes unknown to the data dictionary
+   are **removed** (fail closed), as are group lengths.
+4. Anything inside a removed or emptied sequence is removed.
+
+New values: ``U`` → keyed UID (``2.25.…``); ``D`` → a dummy for the VR (the
+Patient ID gets the keyed patient token); ``C`` → dates shifted by the keyed
+per-patient offset, times kept, descriptors scrubbed of the file's own
+identifiers and of date- and ID-like strings, names and AE titles replaced;
+``T`` → the rule's template with ``{org}``, ``{cloud_study_id}``,
+``{patient_token}``, ``{study_token}``. Every new value is ASCII.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from . import __version__
+from .errors import UserInputError
+from .keys import ProjectKey
+from .profiles import Option, Profile, method_codes, safe_private_table
+from .pseudonyms import (
+    DateShift,
+    map_cloud_study_ids,
+    map_patient_tokens,
+    map_tokens,
+    map_uids,
+    offsets_for,
+    render_templates,
+    shift_da,
+    shift_dt,
+)
+
+if TYPE_CHECKING:
+    from .scanner import ScanResult
+
+__all__ = ["Plan", "make_plan", "DUMMIES", "PLAN_COLUMNS"]
+
+#: dummy values for action D, by VR (all valid for their VR, all ASCII)
+DUMMIES: dict[str, str] = {
+    "AE": "ANONYMIZED",
+    "AS": "000Y",
+    "CS": "ANONYMIZED",
+    "DA": "19000101",
+    "DS": "0",
+    "DT": "19000101000000",
+    "FD": "0",
+    "FL": "0",
+    "IS": "0",
+    "LO": "ANONYMIZED",
+    "LT": "ANONYMIZED",
+    "PN": "ANONYMIZED",
+    "SH": "ANONYMIZED",
+    "SL": "0",
+    "SS": "0",
+    "ST": "ANONYMIZED",
+    "SV": "0",
+    "TM": "000000",
+    "UC": "ANONYMIZED",
+    "UL": "0",
+    "UR": "ANONYMIZED",
+    "US": "0",
+    "UT": "ANONYMIZED",
+    "UV": "0",
+}
+_TEXT_VRS = ("LO", "SH", "ST", "LT", "UT", "UC")
+_MAX_LENGTH = {"SH": 16, "LO": 64, "ST": 1024, "LT": 10240, "CS": 16, "AE": 16, "PN": 64}
+
+#: columns of a plan table
+PLAN_COLUMNS = [
+    "file_id",
+    "tag_path",
+    "tag",
+    "keyword",
+    "vr",
+    "depth",
+    "private_creator",
+    "action",
+    "source",
+    "value",
+    "new_value",
+]
+
+#: PN and ID attributes whose values are scrubbed out of cleaned descriptors
+_IDENTIFYING = (
+    "PatientName",
+    "PatientID",
+    "OtherPatientIDs",
+    "OtherPatientNames",
+    "PatientBirthName",
+    "PatientMotherBirthName",
+    "AccessionNumber",
+    "InstitutionName",
+    "InstitutionAddress",
+    "PatientAddress",
+    "ReferringPhysicianName",
+    "PerformingPhysicianName",
+    "OperatorsName",
+    "NameOfPhysiciansReadingStudy",
+    "RequestingPhysician",
+    "PatientBirthDate",
+    "StudyID",
+    "StationName",
+    "DeviceSerialNumber",
+    "PatientTelephoneNumbers",
+    "MedicalRecordLocator",
+    "RequestedProcedureID",
+    "IssuerOfPatientID",
+)
+_GENERIC_SCRUB = re.compile(
+    r"\b\d{4}[-./]\d{1,2}[-./]\d{1,2}\b"  # 2023-03-14
+    r"|\b\d{1,2}[-./]\d{1,2}[-./]\d{2,4}\b"  # 03/14/2023
+    r"|\b(?:19|20)\d{6}\b"  # 20230314
+    r"|\b[A-Za-z]{0,5}-?\d{5,}\b",  # MRN1234567, ACC00123, long numbers
+)
+
+
+@dataclass
+class Plan:
+    """What a de-identification will do, element by element, before anything is written.
+
+    Attributes
+    ----------
+    table
+        One row per element (:data:`PLAN_COLUMNS`): the action (``K`` keep,
+        ``X`` remove, ``Z`` empty, ``D`` dummy, ``C`` clean, ``U`` new UID,
+        ``T`` template, ``A`` added by dicomframe), the rule that decided it and
+        the new value.
+    files
+        One row per file with the identifiers before and after (the mapping the
+        vault keeps): original and new patient id, study/series/SOP UIDs,
+        accession number, cloud study id, date offset.
+    profile
+        The profile the plan was made with.
+    """
+
+    table: pl.DataFrame
+    files: pl.DataFrame
+    profile: Profile
+    org: str
+    key_id: str
+    additions: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> pl.DataFrame:
+        """Elements per action and source (what the plan does, in a few rows)."""
+        return (
+            self.table.group_by("action", "source")
+            .agg(pl.len().alias("elements"), pl.col("file_id").n_unique().alias("files"))
+            .sort("elements", descending=True)
+        )
+
+    def for_file(self, file_id: int) -> pl.DataFrame:
+        """The plan rows of one file."""
+        return self.table.filter(pl.col("file_id") == file_id)
+
+    def write_parquet(self, path: str) -> None:
+        """Write the plan table (for review; it holds original values: keep it private)."""
+        self.table.write_parquet(path)
+
+    def __repr__(self) -> str:
+        counts = dict(self.table.group_by("action").len().iter_rows())
+        text = ", ".join(f"{a}={counts[a]}" for a in sorted(counts))
+        return (
+            f"Plan(profile={self.profile.name!r}, files={self.files.height}, "
+            f"elements={self.table.height}, actions: {text})"
+        )
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><td>{a}</td><td>{s}</td><td>{n:,}</td><td>{f:,}</td></tr>"
+            for a, s, n, f in self.summary().iter_rows()
+        )
+        return (
+            f"<div><b>dicomframe plan</b> — profile <code>{self.profile.name}</code>, "
+            f"{self.files.height:,} files, {self.table.height:,} elements"
+            "<table><tr><th>action</th><th>source</th><th>elements</th><th>files</th></tr>"
+            f"{rows}</table></div>"
+        )
+
+
+def _file_context(instances: pl.DataFrame, key: ProjectKey, shift: DateShift, org: str) -> pl.DataFrame:
+    """Per-file pseudonymous identifiers and date offset (hash distinct values once)."""
+
+    def col(name: str) -> pl.Series:
+        if name in instances.columns:
+            return instances[name].cast(pl.String)
+        return pl.Series(name, [None] * instances.height, pl.String)
+
+    patient_id = col("PatientID").fill_null("")
+    study_uid = col("StudyInstanceUID").fill_null("")
+    frame = pl.DataFrame(
+        {
+            "file_id": instances["file_id"],
+            "original_patient_id": patient_id,
+            "original_study_uid": study_uid,
+            "original_series_uid": col("SeriesInstanceUID"),
+            "original_sop_uid": col("SOPInstanceUID"),
+            "original_accession": col("AccessionNumber"),
+        }
+    )
+    return frame.with_columns(
+        cloud_study_id=map_cloud_study_ids(study_uid, key),
+        patient_token=map_patient_tokens(patient_id, key),
+        study_token=map_tokens(study_uid, key, "study", 12),
+        date_offset_days=offsets_for(patient_id, key, shift),
+        org=pl.lit(org),
+    )
+
+
+def _match_actions(elements: pl.DataFrame, profile: Profile) -> pl.DataFrame:
+    """Add action, template, source and priority from the profile (highest priority wins)."""
+    actions = profile.actions().with_columns(pl.col("action").cast(pl.String))
+    exact = (
+        actions.filter(
+            pl.col("tag").is_not_null()
+            & (pl.col("mask") == 0xFFFFFFFF)
+            & pl.col("private_creator").is_null()
+        )
+        .sort("priority")
+        .unique("tag", keep="last")
+        .select("tag", "action", "template", "source", "priority")
+    )
+    out = elements.join(exact, on="tag", how="left")
+    others = actions.filter(
+        ~(
+            pl.col("tag").is_not_null()
+            & (pl.col("mask") == 0xFFFFFFFF)
+            & pl.col("private_creator").is_null()
+        )
+    ).sort("priority")
+    action = pl.col("action")
+    template = pl.col("template")
+    source = pl.col("source")
+    priority = pl.col("priority").cast(pl.Int64).fill_null(-1)
+    for rule in others.iter_rows(named=True):
+        cond = (pl.col("tag") & rule["mask"]) == rule["match"]
+        if rule["private_creator"] is not None:
+            cond = cond & (pl.col("private_creator") == rule["private_creator"])
+        if rule["private"]:
+            cond = cond & ((pl.col("tag") // 65536) % 2 == 1)
+        cond = cond & (pl.lit(rule["priority"], pl.Int64) > priority)
+        action = pl.when(cond).then(pl.lit(rule["action"])).otherwise(action)
+        template = pl.when(cond).then(pl.lit(rule["template"], pl.String)).otherwise(template)
+        source = pl.when(cond).then(pl.lit(rule["source"])).otherwise(source)
+        priority = pl.when(cond).then(pl.lit(rule["priority"], pl.Int64)).otherwise(priority)
+    return out.with_columns(
+        action=action, template=template, source=source, priority=priority
+    )
+
+
+def _private_and_unknown(matched: pl.DataFrame, profile: Profile) -> pl.DataFrame:
+    """Private elements, creators, unknown and group-length elements (fail closed)."""
+    group = pl.col("tag") // 65536
+    elem = pl.col("tag") % 65536
+    odd = group % 2 == 1
+    is_creator = odd & (elem >= 0x10) & (elem <= 0xFF)
+    safe = (
+        safe_private_table()
+        .select(
+            pl.col("private_creator"),
+            pl.col("group").cast(pl.UInt32).alias("_g"),
+            pl.col("element").cast(pl.UInt32).alias("_e"),
+        )
+        .unique()
+        .with_columns(_safe=pl.lit(True))
+    )
+    keep_safe = Option.RETAIN_SAFE_PRIVATE in profile.options
+    out = matched.with_columns(_g=group.cast(pl.UInt32), _e=(elem % 256).cast(pl.UInt32)).join(
+        safe, on=["private_creator", "_g", "_e"], how="left"
+    )
+    private_data = odd & ~is_creator & (elem > 0xFF)
+    from_private_row = pl.col("source").is_in(["basic", "retain_safe_private"])
+    decided = (
+        pl.when(private_data & from_private_row)
+        .then(
+            pl.when(pl.lit(keep_safe) & pl.col("_safe").fill_null(False))
+            .then(pl.lit("K"))
+            .otherwise(pl.lit("X"))
+        )
+        .when(odd & (elem < 0x10))  # (gggg,0000-000F): private group lengths and reserved
+        .then(pl.lit("X"))
+        .when(~odd & (elem == 0) & (group != 0x0002))
+        .then(pl.lit("X"))
+        .when(pl.col("action").is_null() & pl.col("keyword").is_null())
+        .then(pl.lit("X"))
+        .when(pl.col("action").is_null())
+        .then(pl.lit("K"))
+        .otherwise(pl.col("action"))
+    )
+    decided_source = (
+        pl.when(private_data & from_private_row)
+        .then(
+            pl.when(pl.lit(keep_safe) & pl.col("_safe").fill_null(False))
+            .then(pl.lit("retain_safe_private"))
+            .otherwise(pl.lit("private"))
+        )
+        .when(odd & (elem < 0x10))
+        .then(pl.lit("private"))
+        .when(~odd & (elem == 0) & (group != 0x0002))
+        .then(pl.lit("group length"))
+        .when(pl.col("action").is_null() & pl.col("keyword").is_null())
+        .then(pl.lit("unknown: fail closed"))
+        .when(pl.col("action").is_null())
+        .then(pl.lit("not in E.1-1"))
+        .otherwise(pl.col("source"))
+    )
+    out = out.with_columns(action=decided, source=decided_source).drop("_safe", "_g", "_e")
+    # a private creator is kept exactly when a data element of its block is kept
+    parent = pl.col("tag_path").str.replace(r"[0-9A-F]{8}$", "")
+    kept_blocks = (
+        out.filter(private_data & (pl.col("action") != "X"))
+        .select(
+            "file_id",
+            parent.alias("_parent"),
+            ((pl.col("tag") // 65536) * 256 + (pl.col("tag") % 65536) // 256).alias("_block"),
+        )
+        .unique()
+        .with_columns(_kept=pl.lit(True))
+    )
+    out = out.with_columns(
+        _parent=parent,
+        _block=((pl.col("tag") // 65536) * 256 + pl.col("tag") % 256),
+    ).join(kept_blocks, on=["file_id", "_parent", "_block"], how="left")
+    creator_rule = pl.col("source").str.starts_with("custom")
+    out = out.with_columns(
+        action=pl.when(is_creator & ~creator_rule)
+        .then(pl.when(pl.col("_kept").fill_null(False)).then(pl.lit("K")).otherwise(pl.lit("X")))
+        .otherwise(pl.col("action")),
+        source=pl.when(is_creator & ~creator_rule)
+        .then(pl.lit("private creator"))
+        .otherwise(pl.col("source")),
+    )
+    return out.drop("_parent", "_block", "_kept")
+
+
+def _remove_inside_removed(plan: pl.DataFrame) -> pl.DataFrame:
+    """Anything inside a removed (X) or emptied (Z) sequence goes too."""
+    max_depth = int(plan["depth"].max() or 0)
+    if max_depth == 0:
+        return plan
+    parent = pl.col("tag_path").str.replace(r"\[\d+\]\.[0-9A-F]{8}$", "")
+    # X and Z drop the items; D and C keep the items but not what is in them: the
+    # standard's row covers the whole sequence (e.g. Content Sequence holds SR text),
+    # and dicomframe does not clean structured content item by item yet (fail closed)
+    plan = plan.with_columns(
+        _parent=parent, _gone=pl.col("action").is_in(["X", "Z", "D", "C"]) & (pl.col("vr") == "SQ")
+    )
+    plan = plan.with_columns(
+        _gone=pl.when(pl.col("vr") == "SQ").then(pl.col("_gone")).otherwise(pl.lit(False))
+    )
+    for depth in range(1, max_depth + 1):
+        gone = (
+            plan.filter((pl.col("depth") == depth - 1) & (pl.col("vr") == "SQ") & pl.col("_gone"))
+            .select("file_id", pl.col("tag_path").alias("_parent"))
+            .with_columns(_parent_gone=pl.lit(True))
+        )
+        if gone.height == 0:
+            continue
+        plan = (
+            plan.join(gone, on=["file_id", "_parent"], how="left")
+            .with_columns(
+                _hit=(pl.col("depth") == depth) & pl.col("_parent_gone").fill_null(False)
+            )
+            .with_columns(
+                action=pl.when(pl.col("_hit")).then(pl.lit("X")).otherwise(pl.col("action")),
+                source=pl.when(pl.col("_hit"))
+                .then(pl.lit("inside removed sequence"))
+                .otherwise(pl.col("source")),
+                _gone=pl.col("_gone") | (pl.col("_hit") & (pl.col("vr") == "SQ")),
+            )
+            .drop("_parent_gone", "_hit")
+        )
+    return plan.drop("_parent", "_gone")
+
+
+def _scrub(values: Iterable[tuple[int, str | None]], terms: dict[int, re.Pattern[str] | None]) -> list[str]:
+    out = []
+    for file_id, value in values:
+        text = value or ""
+        pattern = terms.get(file_id)
+        if pattern is not None:
+            text = pattern.sub("***", text)
+        text = _GENERIC_SCRUB.sub("***", text)
+        out.append(text.encode("ascii", "replace").decode("ascii"))
+    return out
+
+
+def _identifier_patterns(elements: pl.DataFrame) -> dict[int, re.Pattern[str] | None]:
+    """Per file, a regex matching its own identifying values (names split in parts)."""
+    ids = elements.filter(
+        pl.col("keyword").is_in(_IDENTIFYING) | (pl.col("vr") == "PN")
+    ).select("file_id", "value")
+    ids = ids.filter(pl.col("value").is_not_null() & (pl.col("value") != ""))
+    terms = (
+        ids.with_columns(
+            part=pl.col("value").str.replace_all(r"[\^=\\,\s]+", " ").str.split(" ")
+        )
+        .explode("part")
+        .filter(pl.col("part").str.len_chars() >= 3)
+        .select("file_id", "part")
+        .vstack(ids.rename({"value": "part"}).filter(pl.col("part").str.len_chars() >= 3))
+        .unique()
+    )
+    patterns: dict[int, re.Pattern[str] | None] = {}
+    for (file_id,), group in terms.group_by("file_id"):
+        parts = sorted(set(group["part"].to_list()), key=len, reverse=True)
+        alternation = "|".join(re.escape(p) for p in parts)
+        patterns[int(file_id)] = re.compile(rf"(?i)(?<![A-Za-z0-9])(?:{alternation})(?![A-Za-z0-9])")
+    return patterns
+
+
+def _new_values(plan: pl.DataFrame, elements: pl.DataFrame, key: ProjectKey) -> pl.DataFrame:
+    action = pl.col("action")
+    vr = pl.col("vr")
+    value = pl.col("value")
+    dummy = vr.replace_strict(DUMMIES, default=None, return_dtype=pl.String)
+
+    uid_rows = (action.is_in(["U", "D"])) & (vr == "UI")
+    uid_values = plan.filter(uid_rows)["value"]
+    uid_map = pl.DataFrame({"value": uid_values, "_new_uid": map_uids(uid_values, key)}).unique("value")
+    plan = plan.join(uid_map, on="value", how="left")
+
+    fields = plan.select("org", "cloud_study_id", "patient_token", "study_token")
+    templates = pl.Series("_template_value", [None] * plan.height, pl.String)
+    for template in plan.filter(action == "T")["template"].unique().drop_nulls().to_list():
+        rendered = render_templates(template, fields)
+        templates = pl.select(
+            pl.when(pl.Series((plan["template"] == template).fill_null(False)))
+            .then(rendered)
+            .otherwise(templates)
+        ).to_series()
+    plan = plan.with_columns(templates.alias("_template_value"))
+
+    new_value = (
+        pl.when(action == "K")
+        .then(value)
+        .when(action == "X")
+        .then(pl.lit(None, pl.String))
+        .when(action == "Z")
+        .then(pl.lit(""))
+        .when(action == "T")
+        .then(pl.col("_template_value"))
+        .when(uid_rows)
+        .then(pl.col("_new_uid"))
+        .when((action == "U") | (vr == "SQ"))
+        .then(value)  # U on a sequence: keep the container; the UIDs inside have their rows
+        .when(action == "D")
+        .then(
+            pl.when(pl.col("keyword") == "PatientID")
+            .then(pl.col("patient_token"))
+            .otherwise(dummy)
+        )
+        .when((action == "C") & (vr == "DA"))
+        .then(shift_da(value, pl.col("date_offset_days")))
+        .when((action == "C") & (vr == "DT"))
+        .then(shift_dt(value, pl.col("date_offset_days")))
+        .when((action == "C") & (vr == "TM"))
+        .then(value)  # Retain Longitudinal Temporal Information: times of day are kept
+        .when((action == "C") & vr.is_in(["PN", "AE"]))
+        .then(dummy)
+        .when((action == "C") & (pl.col("tag") // 65536 % 2 == 1))
+        .then(value)
+        .otherwise(pl.lit(None, pl.String))
+    )
+    plan = plan.with_columns(new_value=new_value)
+    # D on a bulk or unknown VR, C on something that cannot be cleaned: fail closed
+    plan = plan.with_columns(
+        action=pl.when(
+            pl.col("new_value").is_null()
+            & ~action.is_in(["X"])
+            & ~((action == "C") & vr.is_in(_TEXT_VRS))
+            & (vr != "SQ")
+            & ~(action == "K")
+        )
+        .then(pl.lit("X"))
+        .otherwise(action)
+    )
+    # clean descriptors and free text: scrub the file's own identifiers, dates and IDs
+    clean = (pl.col("action") == "C") & vr.is_in(_TEXT_VRS)
+    rows = plan.filter(clean)
+    if rows.height:
+        patterns = _identifier_patterns(elements)
+        cleaned = _scrub(rows.select("file_id", "value").iter_rows(), patterns)
+        cleaned_frame = rows.select("file_id", "tag_path").with_columns(
+            pl.Series("_clean", cleaned, pl.String)
+        )
+        plan = plan.join(cleaned_frame, on=["file_id", "tag_path"], how="left").with_columns(
+            new_value=pl.when(clean).then(pl.col("_clean")).otherwise(pl.col("new_value"))
+        )
+        plan = plan.drop("_clean")
+    # every value written must fit its VR's length
+    limit = vr.replace_strict(_MAX_LENGTH, default=None, return_dtype=pl.Int64)
+    plan = plan.with_columns(
+        new_value=pl.when(limit.is_not_null() & (pl.col("action") != "K"))
+        .then(pl.col("new_value").str.slice(0, limit))
+        .otherwise(pl.col("new_value"))
+    )
+    return plan.drop("_new_uid", "_template_value")
+
+
+def make_plan(
+    scan: ScanResult,
+    profile: Profile | str = "default",
+    key: ProjectKey | None = None,
+    *,
+    org: str = "DICOMFRAME",
+    date_shift: DateShift | None = None,
+) -> Plan:
+    """Plan the de-identification of a scanned cohort, one row per element.
+
+    Parameters
+    ----------
+    scan
+        The result of :func:`dicomframe.scan`.
+    profile
+        A :class:`~dicomframe.profiles.Profile` or a preset name (``basic``,
+        ``default``, ``research``, ``cloud-upload``) or a TOML file path.
+    key
+        The project key (``dicomframe keygen``); pseudonyms depend on it.
+    org
+        Organisation prefix for templates (``{org}``).
+    date_shift
+        Range of the keyed per-patient date offset (default −3650 … −30 days).
+
+    Examples
+    --------
+    >>> import dicomframe as dcf
+    >>> from dicomframe.keys import ProjectKey
+    >>> from pydicom.data import get_testdata_file
+    >>> scan = dcf.scan(get_testdata_file("CT_small.dcm"), progress=False)
+    >>> plan = make_plan(scan, "default", ProjectKey.from_bytes(bytes(32)))
+    >>> plan.table.filter(pl.col("keyword") == "PatientName")["action"].item()
+    'Z'
+    """
+    if key is None:
+        raise UserInputError("a project key is needed: create one with `dicomframe keygen KEYFILE`")
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,32}", org):
+        raise UserInputError(
+            f"--org must be 1 to 32 letters, digits, '.', '_' or '-' (got {len(org)} characters)"
+        )
+    prof = profile if isinstance(profile, Profile) else Profile.load(profile)
+    shift = date_shift or DateShift()
+    instances = scan.instances
+    context = _file_context(instances, key, shift, org)
+    elements = scan.elements.join(instances.select("file_id"), on="file_id", how="semi")
+    matched = _match_actions(elements, prof)
+    decided = _private_and_unknown(matched, prof)
+    decided = _remove_inside_removed(decided)
+    with_ctx = decided.join(context, on="file_id", how="left")
+    table = _new_values(with_ctx, elements, key)
+    table = table.select(PLAN_COLUMNS).sort("file_id", maintain_order=True)
+    files = _files_table(table, context)
+    additions = {
+        "method_codes": method_codes(prof),
+        "method_text": _method_text(prof),
+        "temporal": _temporal_flag(prof),
+    }
+    return Plan(table=table, files=files, profile=prof, org=org, key_id=key.key_id, additions=additions)
+
+
+def _files_table(table: pl.DataFrame, context: pl.DataFrame) -> pl.DataFrame:
+    def new(keyword: str, alias: str) -> pl.DataFrame:
+        return (
+            table.filter((pl.col("depth") == 0) & (pl.col("keyword") == keyword))
+            .select("file_id", pl.col("new_value").alias(alias))
+            .unique("file_id")
+        )
+
+    files = context
+    for keyword, alias in [
+        ("PatientID", "patient_id"),
+        ("StudyInstanceUID", "study_uid"),
+        ("SeriesInstanceUID", "series_uid"),
+        ("SOPInstanceUID", "sop_uid"),
+        ("AccessionNumber", "accession"),
+        ("Modality", "modality"),
+        ("SeriesDescription", "series_description"),
+    ]:
+        files = files.join(new(keyword, alias), on="file_id", how="left")
+    return files
+
+
+def _method_text(profile: Profile) -> str:
+    options = ", ".join(o.meaning for o in sorted(profile.options, key=list(Option).index))
+    text = f"dicomframe {__version__}; profile {profile.name}: PS3.15 Basic Profile"
+    return (text + (f" + {options}" if options else ""))[:1024]
+
+
+def _temporal_flag(profile: Profile) -> str:
+    if Option.RETAIN_LONG_FULL_DATES in profile.options:
+        return "UNMODIFIED"
+    if Option.RETAIN_LONG_MODIFIED_DATES in profile.options:
+        return "MODIFIED"
+    return "REMOVED"
