@@ -38,6 +38,11 @@ demo: install
 	@echo
 	@echo "== the tables, from Python:"
 	$(BIN)/python scripts/demo_summary.py $(DEMO)/scan
+	@echo
+	@echo "== de-identify data-samples/cohort -> $(DEMO)/deidentified/demo/ (mapping -> $(DEMO)/vault/)"
+	@test -f $(DEMO)/project.key || $(BIN)/dicomframe keygen $(DEMO)/project.key
+	$(BIN)/dicomframe deidentify data-samples/cohort $(DEMO)/deidentified --key-file $(DEMO)/project.key \
+	  --vault $(DEMO)/vault --batch-id demo --no-progress
 
 # Real services: the S3 server (moto, real HTTP) is started by the test fixtures
 # on a free loopback port; services needing system packages are installed here.
@@ -49,6 +54,7 @@ test: install-test services
 
 bench: install-test
 	$(BIN)/python benchmarks/bench_scan.py
+	$(BIN)/python benchmarks/bench_deidentify.py
 
 samples: install
 	$(BIN)/python scripts/make_data_samples.py --out data-samples
@@ -59,4 +65,4 @@ lint: install-test
 	$(BIN)/mypy dicomframe
 
 clean:
-	rm -rf $(DEMO) .pytest_cache build dist *.egg-info
+	rm -rf $(DEMO) .pytest_cache build dist *.egg-info dicomframe/*.so

@@ -39,7 +39,7 @@ from pydicom.filewriter import dcmwrite, write_dataset, write_file_meta_info
 from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
-__all__ = ["make_ct_corpus", "corpus_root", "corpus_bytes", "CorpusSpec", "GENERATOR_VERSION"]
+__all__ = ["GENERATOR_VERSION", "CorpusSpec", "corpus_bytes", "corpus_root", "make_ct_corpus"]
 
 #: bump when the generated content changes, so cached corpora are rebuilt
 GENERATOR_VERSION = 1

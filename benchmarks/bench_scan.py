@@ -228,9 +228,9 @@ def measure(kind: str, folder: Path, out_dir: Path, jobs: int) -> Run:
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
     code = (
-        "import sys; sys.path.insert(0, {bench!r}); import bench_scan; "
-        "bench_scan._child({kind!r}, {folder!r}, {out!r}, {jobs!r})"
-    ).format(bench=str(BENCH_DIR), kind=kind, folder=str(folder), out=str(out_dir), jobs=jobs)
+        f"import sys; sys.path.insert(0, {str(BENCH_DIR)!r}); import bench_scan; "
+        f"bench_scan._child({kind!r}, {str(folder)!r}, {str(out_dir)!r}, {jobs!r})"
+    )
     proc = subprocess.Popen(
         [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )

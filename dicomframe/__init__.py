@@ -39,20 +39,20 @@ _LAZY = {
 }
 
 __all__ = [
-    "scan",
+    "DicomframeError",
+    "MissingExtraError",
+    "ParseError",
+    "ScanError",
     "ScanResult",
     "ScanSummary",
-    "parse_tag",
-    "format_tag",
-    "keyword_for",
-    "DicomframeError",
-    "UserInputError",
     "SourceNotFoundError",
     "StorageError",
-    "ScanError",
-    "ParseError",
-    "MissingExtraError",
+    "UserInputError",
     "__version__",
+    "format_tag",
+    "keyword_for",
+    "parse_tag",
+    "scan",
 ]
 
 

@@ -38,17 +38,17 @@ from .errors import ParseError
 from .tags import KEYWORDS, VRS, format_tag, keyword_for, vr_for
 
 __all__ = [
-    "Row",
-    "FileInfo",
-    "RangeReader",
-    "parse_file",
-    "pydicom_rows",
-    "MAX_INLINE",
-    "IMPLICIT_LE",
-    "EXPLICIT_LE",
-    "EXPLICIT_BE",
     "DEFLATED_LE",
     "DICOMDIR_SOP_CLASS",
+    "EXPLICIT_BE",
+    "EXPLICIT_LE",
+    "IMPLICIT_LE",
+    "MAX_INLINE",
+    "FileInfo",
+    "RangeReader",
+    "Row",
+    "parse_file",
+    "pydicom_rows",
 ]
 
 Row = tuple[str, int, str, int, "str | None", "str | None", int, int, "int | None"]
@@ -228,21 +228,21 @@ class _Walker:
     """State of one file's walk. Methods are hot: keep them lean."""
 
     __slots__ = (
-        "reader",
-        "buf",
         "blen",
-        "size",
-        "rows",
-        "little",
-        "hh",
-        "h",
-        "i",
+        "buf",
         "endian",
+        "h",
+        "hdr",
+        "hh",
+        "i",
+        "little",
         "offsets_valid",
         "pixel",
-        "stopped",
         "pixel_rep",
-        "hdr",
+        "reader",
+        "rows",
+        "size",
+        "stopped",
         "vr_info",
     )
 
@@ -915,4 +915,4 @@ def _pydicom_scalar(v: Any) -> str:
     return str(v)
 
 
-__all__ += ["BytesReader", "FileReader", "KEYWORDS"]
+__all__ += ["KEYWORDS", "BytesReader", "FileReader"]

@@ -22,7 +22,7 @@ from .errors import ParseError
 from .sources import FileRef, open_reader
 from .tags import KEYWORDS, keyword_for
 
-__all__ = ["empty_table", "column", "Chunk", "scan_chunk", "read_file_rows", "ELEMENTS_ARROW", "FILE_COLUMNS", "INSTANCE_SKIP_VRS"]
+__all__ = ["ELEMENTS_ARROW", "FILE_COLUMNS", "INSTANCE_SKIP_VRS", "Chunk", "column", "empty_table", "read_file_rows", "scan_chunk"]
 
 ELEMENTS_ARROW = pa.schema(
     [

@@ -104,7 +104,6 @@ def scan(
 
       dicomframe scan 's3://bucket/incoming/**' -o s3://bucket/scans/2026-11 --jobs 8
     """
-    from .scanner import FAILURE_KINDS
     from .scanner import scan as run_scan
 
     result = run_scan(

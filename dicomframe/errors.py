@@ -13,16 +13,16 @@ exit code 1.
 from __future__ import annotations
 
 __all__ = [
+    "DeidentifyError",
     "DicomframeError",
-    "UserInputError",
+    "KeyFileError",
+    "MissingExtraError",
+    "ParseError",
+    "ProfileError",
+    "ScanError",
     "SourceNotFoundError",
     "StorageError",
-    "ScanError",
-    "ParseError",
-    "MissingExtraError",
-    "ProfileError",
-    "KeyFileError",
-    "DeidentifyError",
+    "UserInputError",
     "VaultError",
 ]
 

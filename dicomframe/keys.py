@@ -45,9 +45,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from .errors import KeyFileError, UserInputError
 
 __all__ = [
-    "ProjectKey",
-    "KeyProvider",
     "FileKeyProvider",
+    "KeyProvider",
+    "ProjectKey",
     "generate_key_file",
     "load_key",
 ]

@@ -34,7 +34,7 @@ from .keys import ProjectKey, load_key
 from .plan import Plan, make_plan
 from .pseudonyms import DateShift
 
-__all__ = ["deidentify", "DeidentifyResult", "PRIORITIES"]
+__all__ = ["PRIORITIES", "DeidentifyResult", "deidentify"]
 
 PRIORITIES = ("STAT", "URGENT", "ROUTINE")
 MANIFEST_VERSION = "1.0"
@@ -278,10 +278,21 @@ def deidentify(
             plan_uri=_join(vault_text, batch, "plan.parquet"),
         )
 
+    unnamed = files.filter(pl.col("out_key").is_null())
+    for fid in unnamed["file_id"].to_list():
+        failed.append(
+            {
+                "input": int(fid),
+                "kind": "invalid",
+                "reason": "no StudyInstanceUID, SeriesInstanceUID or SOPInstanceUID, which name the "
+                "output: not a storable DICOM instance; fix it at the source",
+            }
+        )
     items = []
     table = plan.table.partition_by("file_id", as_dict=True, maintain_order=True)
     source_fs = _source_fs(src, storage_options)
-    for file_id, out_key, path in files.select("file_id", "out_key", "path").iter_rows():
+    named = files.filter(pl.col("out_key").is_not_null())
+    for file_id, out_key, path in named.select("file_id", "out_key", "path").iter_rows():
         rows = table[(file_id,)]
         edits, meta = _edits_for(rows, plan.additions)
         items.append((file_id, path, _join(batch_root, out_key), edits, meta))
@@ -292,7 +303,7 @@ def deidentify(
         if st != "written":
             failed.append({"input": int(fid), "reason": reason, "kind": st})
     files = files.with_columns(
-        status=pl.col("file_id").replace_strict({k: v[0] for k, v in status.items()}, default="failed"),
+        status=pl.col("file_id").replace_strict({k: v[0] for k, v in status.items()}, default="invalid"),
         bytes=pl.col("file_id").replace_strict({k: v[2] for k, v in status.items()}, default=0),
     )
     ok_files = files.filter(pl.col("status") == "written")

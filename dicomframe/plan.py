@@ -54,7 +54,7 @@ from .pseudonyms import (
 if TYPE_CHECKING:
     from .scanner import ScanResult
 
-__all__ = ["Plan", "make_plan", "DUMMIES", "PLAN_COLUMNS"]
+__all__ = ["DUMMIES", "PLAN_COLUMNS", "Plan", "make_plan"]
 
 #: dummy values for action D, by VR (all valid for their VR, all ASCII)
 DUMMIES: dict[str, str] = {

@@ -112,17 +112,17 @@ from .errors import DicomframeError, ProfileError, UserInputError
 from .tags import KEYWORDS, TAGS_BY_KEYWORD, dictionary_frame, format_tag, parse_tag
 
 __all__ = [
-    "Action",
-    "Option",
-    "Rule",
-    "Profile",
+    "ACTION_DTYPE",
     "PRESETS",
     "TEMPLATE_FIELDS",
-    "ACTION_DTYPE",
+    "Action",
+    "Option",
+    "Profile",
+    "Rule",
+    "method_codes",
     "resolve_code",
     "safe_private_table",
     "structured_content_table",
-    "method_codes",
 ]
 
 # --------------------------------------------------------------------------- data files

@@ -43,25 +43,25 @@ from .errors import UserInputError
 from .keys import ProjectKey
 
 __all__ = [
-    "TOKEN_ALPHABET",
     "DUMMY_DA",
     "DUMMY_DT",
-    "new_uid",
-    "map_uids",
-    "token",
-    "map_tokens",
+    "TOKEN_ALPHABET",
+    "DateShift",
     "cloud_study_id",
+    "date_offset_days",
     "map_cloud_study_ids",
-    "patient_token",
     "map_patient_tokens",
+    "map_tokens",
+    "map_uids",
+    "new_uid",
+    "offsets_for",
+    "patient_token",
     "render_template",
     "render_templates",
-    "DateShift",
-    "date_offset_days",
-    "offsets_for",
     "shift_da",
-    "shift_dt",
     "shift_date_str",
+    "shift_dt",
+    "token",
 ]
 
 #: DICOM padding removed from both ends of a value before hashing (PS3.5 §6.2)

@@ -22,13 +22,20 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from ._worker import ELEMENTS_ARROW, FILE_COLUMNS, Chunk, empty_table, scan_chunk, storage_environment
+from ._worker import (
+    ELEMENTS_ARROW,
+    FILE_COLUMNS,
+    Chunk,
+    empty_table,
+    scan_chunk,
+    storage_environment,
+)
 from .errors import ScanError, StorageError, UserInputError
 from .schema import ERRORS_SCHEMA, FILES_SCHEMA, cast_instances
 from .sources import FileRef, Source, resolve_source
 from .tags import TAGS_BY_KEYWORD
 
-__all__ = ["scan", "ScanResult", "ScanSummary", "FAILURE_KINDS"]
+__all__ = ["FAILURE_KINDS", "ScanResult", "ScanSummary", "scan"]
 
 #: local scans of fewer files than this run in this process: starting worker
 #: processes costs more (about 0.3 s) than parsing them (about 0.1 ms per file)

@@ -30,15 +30,15 @@ from ._worker import ELEMENTS_ARROW, FILE_COLUMNS, INSTANCE_SKIP_VRS, empty_tabl
 from .tags import TAGS_BY_KEYWORD, VMS, VRS
 
 __all__ = [
+    "BULK_VRS",
     "ELEMENTS_SCHEMA",
     "ERRORS_SCHEMA",
     "FILES_SCHEMA",
-    "BULK_VRS",
-    "dtype_for",
     "cast_instances",
+    "dtype_for",
     "parse_da",
-    "parse_tm",
     "parse_dt",
+    "parse_tm",
 ]
 
 def _polars_schema(schema: pa.Schema) -> dict[str, pl.DataType]:

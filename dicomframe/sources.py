@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import MissingExtraError, SourceNotFoundError, StorageError, UserInputError
 
-__all__ = ["FileRef", "Source", "resolve_source", "open_reader"]
+__all__ = ["FileRef", "Source", "open_reader", "resolve_source"]
 
 _GLOB_CHARS = set("*?[")
 _EXTRAS = {
@@ -250,7 +250,7 @@ def _is_list(src: object) -> bool:
 def open_reader(fs: Any | None, ref: FileRef) -> Any:
     """Open a file for range reads (a context manager yielding a binary file)."""
     if fs is None:
-        return open(ref.path, "rb")  # noqa: SIM115 - caller closes
+        return open(ref.path, "rb")
     return fs.open(ref.path, "rb", block_size=256 * 1024, cache_type="readahead")
 
 

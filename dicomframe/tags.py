@@ -25,14 +25,14 @@ if TYPE_CHECKING:
     import polars as pl
 
 __all__ = [
-    "parse_tag",
-    "format_tag",
-    "tag_hex",
-    "keyword_for",
-    "vr_for",
-    "vm_for",
-    "is_private",
     "dictionary_frame",
+    "format_tag",
+    "is_private",
+    "keyword_for",
+    "parse_tag",
+    "tag_hex",
+    "vm_for",
+    "vr_for",
 ]
 
 TagLike = int | str

@@ -14,8 +14,8 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
 from dicomframe._parse import BytesReader, _cwalk, parse_file, pydicom_rows
-from dicomframe.errors import ParseError
 from dicomframe._worker import attributes_from_rows, read_file_rows
+from dicomframe.errors import ParseError
 from dicomframe.sources import FileRef
 
 from .conftest import CORPUS, corpus_dicom_files

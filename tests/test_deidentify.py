@@ -1,0 +1,192 @@
+"""De-identify end to end: files, manifest, vault mapping, exit codes; nothing planted survives."""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+import zlib
+from pathlib import Path
+
+import polars as pl
+import pydicom
+import pytest
+
+from dicomframe.errors import UserInputError
+from dicomframe.keys import ProjectKey, generate_key_file
+from dicomframe.pipeline import deidentify
+
+from .conftest import CORPUS, SAMPLES, corpus_dicom_files
+
+KEY = ProjectKey.from_bytes(bytes(range(32)))
+
+
+def _planted() -> list[str]:
+    planted = json.loads((SAMPLES / "PLANTED_PHI.json").read_text())
+    values: set[str] = set()
+    for patient in planted["patients"].values():
+        values.update(v for v in patient["identifiers"] if isinstance(v, str) and len(v) >= 4)
+        values.update(patient["study_instance_uids"] + patient["series_instance_uids"])
+        values.update(patient["sop_instance_uids"])
+    return sorted(values)
+
+
+def _dataset_bytes(data: bytes) -> bytes:
+    """The bytes to grep: deflated datasets are inflated first."""
+    ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+    if ds.file_meta.TransferSyntaxUID == pydicom.uid.DeflatedExplicitVRLittleEndian:
+        start = data.index(b"DICM") + 4
+        meta_len = int.from_bytes(data[start + 8 : start + 12], "little")
+        return data[: start + 12 + meta_len] + zlib.decompress(data[start + 12 + meta_len :], -15)
+    return data
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, object]:
+    root = tmp_path_factory.mktemp("deid")
+    result = deidentify(
+        SAMPLES / "cohort", root / "out", key=KEY, vault=root / "vault", batch_id="b1", progress=False
+    )
+    return root / "out" / "b1", root / "vault" / "b1", result
+
+
+def test_the_cohort_is_written_with_a_manifest(batch) -> None:
+    out, vault, result = batch
+    assert result.ok and result.written == 70
+    manifest = json.loads((out / "manifest.json").read_text())
+    for field in ("version", "batch_id", "priority", "submitted_at", "total_studies", "total_images", "studies"):
+        assert field in manifest
+    assert manifest["batch_id"] == "b1" and manifest["priority"] == "ROUTINE"
+    assert manifest["total_images"] == 70 == sum(s["image_count"] for s in manifest["studies"])
+    assert manifest["total_studies"] == 10
+    for study in manifest["studies"]:
+        assert set(study) >= {"cloud_study_id", "image_count", "files"}
+        for name in study["files"]:
+            assert (out / name).is_file()
+    # names come from new UIDs only
+    for path in out.rglob("*.dcm"):
+        assert all(part.startswith("2.25.") for part in path.relative_to(out).with_suffix("").parts)
+    assert not [p for p in out.rglob(".*")], "temporary files left behind"
+
+
+def test_outputs_are_valid_dicom_with_untouched_pixels(batch) -> None:
+    out, vault, result = batch
+    mapping = pl.read_parquet(vault / "mapping.parquet").filter(pl.col("status") == "written")
+    assert mapping.height == 70
+    for original, output in mapping.select("original_path", "output_path").iter_rows():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            new = pydicom.dcmread(out / output)
+        old = pydicom.dcmread(original)
+        assert ("PixelData" in new) == ("PixelData" in old)
+        if "PixelData" in old:
+            assert new.PixelData == old.PixelData
+        assert new.file_meta.TransferSyntaxUID == old.file_meta.TransferSyntaxUID
+        assert new.file_meta.MediaStorageSOPInstanceUID == new.SOPInstanceUID
+        assert new.PatientIdentityRemoved == "YES"
+        assert new.DeidentificationMethodCodeSequence[0].CodeValue == "113100"
+        assert "113107" in {item.CodeValue for item in new.DeidentificationMethodCodeSequence}
+        assert new.LongitudinalTemporalInformationModified == "MODIFIED"
+        assert new.SOPInstanceUID.startswith("2.25.") and new.SOPInstanceUID != old.SOPInstanceUID
+
+
+def test_no_planted_value_survives_in_any_output_byte(batch) -> None:
+    out, vault, result = batch
+    planted = [v.encode("utf-8") for v in _planted()] + [v.encode("latin-1", "ignore") for v in _planted()]
+    planted = [p for p in set(planted) if len(p) >= 4]
+    for path in out.rglob("*"):
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        blob = (_dataset_bytes(data) if path.suffix == ".dcm" else data).lower()
+        found = [p for p in planted if p.lower() in blob]
+        assert not found, f"{path.name}: {len(found)} planted values"
+        assert not any(p.decode("latin-1").lower() in str(path).lower() for p in planted)
+
+
+def test_vault_holds_the_mapping_and_not_the_output(batch) -> None:
+    out, vault, result = batch
+    mapping = pl.read_parquet(vault / "mapping.parquet")
+    assert {"original_patient_id", "pseudonymous_patient_id", "date_offset_days", "cloud_study_id"} <= set(
+        mapping.columns
+    )
+    assert not list(out.rglob("*.parquet"))
+
+
+def test_same_key_gives_byte_identical_outputs(tmp_path: Path, batch) -> None:
+    out, vault, result = batch
+    again = deidentify(SAMPLES / "cohort", tmp_path / "out", key=KEY, vault=tmp_path / "v", batch_id="b1", progress=False)
+    assert again.ok
+    for path in out.rglob("*.dcm"):
+        assert (tmp_path / "out" / "b1" / path.relative_to(out)).read_bytes() == path.read_bytes()
+
+
+def test_damaged_inputs_fail_alone_and_are_reported(tmp_path: Path) -> None:
+    result = deidentify(SAMPLES / "odd", tmp_path / "out", key=KEY, vault=tmp_path / "v", batch_id="odd", progress=False)
+    kinds = sorted(f["kind"] for f in result.failed)
+    assert "truncated" in kinds and "empty" in kinds
+    assert result.written >= 1  # the readable files still go through
+    manifest = json.loads((tmp_path / "out" / "odd" / "manifest.json").read_text())
+    assert len(manifest["failed"]) == len(result.failed)
+    text = json.dumps(manifest)
+    assert "DOE" not in text and "MRN" not in text and "odd/" not in text
+
+
+def test_dry_run_writes_only_the_plan_to_the_vault(tmp_path: Path) -> None:
+    result = deidentify(
+        SAMPLES / "cohort", tmp_path / "out", key=KEY, vault=tmp_path / "v", batch_id="dry", dry_run=True, progress=False
+    )
+    assert result.dry_run and not (tmp_path / "out").exists()
+    plan = pl.read_parquet(tmp_path / "v" / "dry" / "plan.parquet")
+    assert plan.height == result.plan.table.height
+
+
+def test_vault_inside_output_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UserInputError, match="vault must not be inside"):
+        deidentify(SAMPLES / "cohort", tmp_path / "out", key=KEY, vault=tmp_path / "out" / "v", progress=False)
+
+
+@pytest.mark.parametrize("path", corpus_dicom_files(), ids=lambda p: str(p.relative_to(CORPUS)))
+def test_every_corpus_file_deidentifies_to_readable_dicom(path: Path, tmp_path: Path) -> None:
+    result = deidentify(path, tmp_path / "out", key=KEY, vault=tmp_path / "v", batch_id="c", jobs=1, progress=False)
+    if not result.written:
+        assert result.failed or not result.plan.files.height  # refused inputs are reported
+        return
+    out = next((tmp_path / "out" / "c").rglob("*.dcm"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        old = pydicom.dcmread(path, force=True)
+        new = pydicom.dcmread(out)
+    if "PixelData" in old:
+        assert new.PixelData == old.PixelData
+    assert new.PatientIdentityRemoved == "YES"
+
+
+def test_cli_keygen_and_deidentify(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dicomframe.cli import main
+
+    def run(*args: str) -> int:
+        with pytest.raises(SystemExit) as exc:
+            main(list(args))
+        return int(exc.value.code or 0)
+
+    key = tmp_path / "project.key"
+    assert run("keygen", str(key)) == 0
+    assert oct(key.stat().st_mode & 0o777) == "0o600"
+    assert run("keygen", str(key)) == 2  # never overwrite a key
+    code = run(
+        "deidentify", str(SAMPLES / "cohort"), str(tmp_path / "out"),
+        "--key-file", str(key), "--vault", str(tmp_path / "vault"), "--batch-id", "cli", "--no-progress",
+    )
+    out = capsys.readouterr().out
+    assert code == 0 and "manifest" in out
+    code = run(
+        "deidentify", str(SAMPLES / "odd"), str(tmp_path / "out"),
+        "--key-file", str(key), "--vault", str(tmp_path / "vault"), "--batch-id", "odd", "--no-progress",
+    )
+    out = capsys.readouterr().out
+    assert code == 1 and "truncated" in out and "DOE" not in out
+    generate_key_file(tmp_path / "open.key")
+    (tmp_path / "open.key").chmod(0o644)
+    code = run("deidentify", str(SAMPLES / "cohort"), str(tmp_path / "o2"), "--key-file", str(tmp_path / "open.key"), "--vault", str(tmp_path / "v2"))
+    assert code == 2 and "chmod 600" in capsys.readouterr().err
