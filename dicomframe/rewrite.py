@@ -920,8 +920,14 @@ def rewrite(
                 )
             overrides[key] = _ascii_uid(value, f"meta[{format_tag(key)}]")
 
-    end, pieces = w.dataset(pos, _INF, "", 0, explicit, False)
-    if pieces is None:  # nothing changed at all (cannot happen at the top: kept for safety)
+    try:
+        end, pieces = w.dataset(pos, _INF, "", 0, explicit, False)
+    except RecursionError:
+        raise ParseError(
+            "corrupt",
+            "sequences are nested too deeply to be a real DICOM file; the file is damaged",
+        ) from None
+    if pieces is None:  # nothing changed: the whole data set is copied as it is
         pieces = [w.mv[pos:end]]
     _check_unplaced_inserts(w)
 

@@ -89,13 +89,15 @@ def _read_input(data: bytes) -> Dataset:
         return pydicom.dcmread(io.BytesIO(data), force=True)
 
 
-def _elements(ds: Dataset, paths: set[str] | None = None, prefix: str = "") -> list[tuple]:
+def _elements(
+    ds: Dataset, paths: set[str] | None = None, prefix: str = ""
+) -> list[tuple[Any, ...]]:
     """(tag_path, VR, value) of every element, sequences flattened, as pydicom sees them.
 
     Group lengths and File Meta are left out (they are regenerated); with ``paths``,
     only elements whose path is in it (the rows the scan saw).
     """
-    out: list[tuple] = []
+    out: list[tuple[Any, ...]] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for elem in ds:
@@ -167,13 +169,65 @@ def test_keeping_every_row_reproduces_the_file(path: Path) -> None:
     assert _dataset_rows(out) == _dataset_rows(data)
 
 
+#: elements whose removal changes how pydicom decodes the others (not what this test is about)
+_DECODING_CONTEXT = {"00080005", "00280100", "00280103"}
+
+
+def _apply_with_pydicom(ds: Dataset, edits: Mapping[str, Edit], prefix: str = "") -> None:
+    """The reference: the same edits applied to a pydicom dataset (text Sets only)."""
+    for elem in list(ds):
+        tag = int(elem.tag)
+        path = f"{prefix}{tag:08X}"
+        edit = edits.get(path)
+        if tag & 0xFFFF == 0 or edit is None:
+            del ds[tag]
+        elif isinstance(edit, Set):
+            assert isinstance(edit.value, str)
+            ds.add_new(tag, edit.vr, edit.value)
+        elif elem.VR == "SQ":
+            for k, item in enumerate(elem.value):
+                _apply_with_pydicom(item, edits, f"{path}[{k}].")
+    for path, edit in edits.items():
+        if isinstance(edit, Set) and path.startswith(prefix) and "." not in path[len(prefix) :]:
+            tag = int(path[len(prefix) :], 16)
+            if tag not in ds:
+                assert isinstance(edit.value, str)
+                ds.add_new(tag, edit.vr, edit.value)
+
+
+@pytest.mark.parametrize("path", corpus_dicom_files(), ids=lambda p: str(p.relative_to(CORPUS)))
+def test_a_deidentification_matches_the_same_edits_done_with_pydicom(path: Path) -> None:
+    found = _corpus_rows(path)
+    if found is None:
+        pytest.skip("the scan refuses this file (DICOMDIR or not DICOM)")
+    data, rows, _ = found
+    kept = {r[0] for k, r in enumerate(rows) if k % 3 or r[0] in _DECODING_CONTEXT}
+    edits: dict[str, Edit] = {p: KEEP for p in _with_creators(rows, kept)}
+    edits["00100010"] = Set("PN", "CloudStudy^AB12")
+    edits["00120062"] = Set("CS", "YES")
+    if any(r[0] == "00080020" for r in rows):
+        edits["00080020"] = Set("DA", "20000101")
+
+    out = rewrite(data, edits)
+
+    reference = _read_input(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _apply_with_pydicom(reference, edits)
+    ds = _read(out)
+    assert _elements(ds) == _elements(reference)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert ds.get("PixelData") == reference.get("PixelData")
+
+
 def test_kept_elements_are_copied_byte_for_byte() -> None:
     data = RTPLAN.read_bytes()  # no group lengths, no trailing padding
     rows = _rows(data)
     out = rewrite(data, _keep_all(rows))
-    dataset_start = next(r[8] for r in rows if r[6] == 0 and r[1] >> 16 != 2) - 8
-    meta_end = len(out) - (len(data) - dataset_start)
-    assert out[meta_end:] == data[dataset_start:]
+    first = next(r[8] for r in rows if r[6] == 0 and r[1] >> 16 != 2)
+    assert first is not None
+    assert out[_meta_end(out) :] == data[first - 8 :]  # implicit VR: 8-byte headers
 
 
 # -- removing ----------------------------------------------------------------------------
@@ -572,7 +626,7 @@ def test_a_deflated_file_is_rewritten_deflated() -> None:
 
 def _meta_end(out: bytes) -> int:
     (group_length,) = struct.unpack_from("<I", out, 132 + 8)
-    return 132 + 12 + group_length
+    return 132 + 12 + int(group_length)
 
 
 def test_a_sequence_encoded_as_un_keeps_its_paths() -> None:
@@ -582,11 +636,17 @@ def test_a_sequence_encoded_as_un_keeps_its_paths() -> None:
     assert nested
     edits = _keep_all(rows)
     del edits[nested[-1][0]]
+    uid = next(r for r in nested if r[2] == "UI")
+    edits[uid[0]] = Set("UI", "2.25.7")  # written in implicit VR, as the UN content is
 
     out = rewrite(data, edits)
 
-    _read(out)
-    assert _dataset_rows(out) == [r for r in _dataset_rows(data) if r[0] != nested[-1][0]]
+    _read_all(out)
+    assert _dataset_rows(out) == [
+        (p, vr, "2.25.7" if p == uid[0] else value)
+        for p, vr, value in _dataset_rows(data)
+        if p != nested[-1][0]
+    ]
 
 
 def test_private_sequences_in_implicit_vr_keep_their_paths() -> None:
@@ -609,6 +669,7 @@ def test_private_sequences_in_implicit_vr_keep_their_paths() -> None:
 def test_pixel_data_cut_in_the_middle_is_reported_as_truncated() -> None:
     data = CT_SMALL.read_bytes()
     _, info = parse_file(BytesReader(data))
+    assert info.pixel_data_offset is not None and info.pixel_data_length is not None
     cut = data[: info.pixel_data_offset + info.pixel_data_length // 2]
 
     with pytest.raises(ParseError) as exc:
@@ -647,11 +708,22 @@ def test_a_header_cut_inside_an_element_is_truncated_without_its_value() -> None
     data = CT_SMALL.read_bytes()
     rows = _rows(data)
     name = next(r for r in rows if r[1] == 0x00100010)
+    assert name[8] is not None
     for cut in (name[8] + 2, 140):  # inside PatientName; inside the file meta
         with pytest.raises(ParseError) as exc:
             rewrite(data[:cut], _keep_all(rows))
         assert exc.value.kind == "truncated"
         assert str(name[4]) not in str(exc.value)
+
+
+def test_absurdly_deep_nesting_is_corrupt_not_a_crash() -> None:
+    item = struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)
+    level = struct.pack("<HH2sHI", 0x0040, 0xA730, b"SQ", 0, 0xFFFFFFFF) + item
+    data = bytes(128) + b"DICM" + level * 5000
+
+    with pytest.raises(ParseError) as exc:
+        rewrite(data, {})
+    assert exc.value.kind in {"corrupt", "truncated"}
 
 
 def test_bytes_that_are_not_dicom_are_refused() -> None:
