@@ -518,6 +518,13 @@ def main(argv: list[str] | None = None) -> int:
         help="corpus cache and outputs (default: %(default)s)",
     )
     parser.add_argument("--jobs", type=int, default=default_jobs, help="dicomframe workers (default: all cores)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where every contender writes its output (default: <workdir>/out). The same place for "
+        "all; on a slow disk the write speed decides, so e.g. /dev/shm measures the work itself",
+    )
     parser.add_argument("--repeat", type=int, default=1, help="runs per measurement (fastest is reported)")
     parser.add_argument(
         "--only", default=",".join(KINDS), metavar="KINDS", help="comma-separated subset of %(default)s"
@@ -576,7 +583,8 @@ def main(argv: list[str] | None = None) -> int:
             result.failures["gdcmanon"] = f"cannot create a certificate with openssl: {exc}"
             kinds.remove("gdcmanon")
 
-    out_root = workdir / "out" / f"deid-{folder.name}"
+    out_root = (args.out.resolve() if args.out else workdir / "out") / f"deid-{folder.name}"
+    print(f"outputs: {out_root}")
     for i in range(args.repeat):
         for kind in kinds:
             if kind in result.failures:

@@ -22,14 +22,14 @@ import os
 import time
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
 
 from . import __version__
-from .errors import ParseError, UserInputError
+from .apply import write_atomic
+from .errors import UserInputError
 from .keys import ProjectKey, load_key
 from .plan import Plan, make_plan
 from .pseudonyms import DateShift
@@ -97,87 +97,6 @@ def _fs(url: str, storage_options: dict[str, Any] | None) -> tuple[Any, str]:
 
         return fsspec.filesystem("file"), os.path.abspath(url)
     return get_filesystem(url, storage_options)
-
-
-def _write_atomic(fs: Any, path: str, data: bytes) -> None:
-    """Write ``data`` so that ``path`` appears complete or not at all."""
-    parent = path.rsplit("/", 1)[0]
-    if getattr(fs, "protocol", None) in ("file", ("file", "local")) or "file" in getattr(fs, "protocol", ()):
-        os.makedirs(parent, exist_ok=True)
-        tmp = f"{parent}/.{path.rsplit('/', 1)[-1]}.{uuid.uuid4().hex[:8]}.tmp"
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-        return
-    fs.pipe_file(path, data)  # an object store PUT is atomic: readers see all or nothing
-
-
-def _edits_for(rows: pl.DataFrame, additions: dict[str, Any]) -> tuple[dict[str, Any], dict[int, str]]:
-    from .rewrite import Keep, NewElement, Set
-
-    edits: dict[str, Any] = {}
-    meta: dict[int, str] = {}
-    for path, tag, vr, action, new_value in rows.select(
-        "tag_path", "tag", "vr", "action", "new_value"
-    ).iter_rows():
-        if action == "X":
-            continue
-        if tag >> 16 == 0x0002:
-            if tag == 0x00020003 and new_value:
-                meta[0x00020003] = new_value
-            continue
-        if vr == "SQ":
-            edits[path] = Set("SQ", []) if action == "Z" else Keep()
-        elif action == "K":
-            edits[path] = Keep()
-        else:
-            edits[path] = Set(vr, new_value if new_value is not None else "")
-    edits["00120062"] = Set("CS", "YES")
-    edits["00120063"] = Set("LO", additions["method_text"][:64])
-    edits["00120064"] = Set(
-        "SQ",
-        [
-            [
-                NewElement(0x00080100, "SH", code),
-                NewElement(0x00080102, "SH", scheme),
-                NewElement(0x00080104, "LO", meaning[:64]),
-            ]
-            for code, scheme, meaning in additions["method_codes"]
-        ],
-    )
-    edits["00280303"] = Set("CS", additions["temporal"])
-    return edits, meta
-
-
-def _apply_one(
-    src_path: str, src_fs: Any, out_fs: Any, out_path: str, edits: dict[str, Any], meta: dict[int, str]
-) -> int:
-    from .rewrite import rewrite
-
-    if src_fs is None:
-        with open(src_path, "rb") as fh:
-            data = fh.read()
-    else:
-        data = src_fs.cat_file(src_path)
-    out = rewrite(data, edits, meta=meta)
-    _write_atomic(out_fs, out_path, out)
-    return len(out)
-
-
-def _apply_chunk(items: list[tuple[int, str, str, dict[str, Any], dict[int, str]]], src_fs: Any, out_fs: Any) -> list[tuple[int, str, str | None, int]]:
-    """Rewrite a chunk of files (runs in a worker process). Returns (file_id, status, reason, bytes)."""
-    results = []
-    for file_id, src_path, out_path, edits, meta in items:
-        try:
-            size = _apply_one(src_path, src_fs, out_fs, out_path, edits, meta)
-            results.append((file_id, "written", None, size))
-        except ParseError as exc:
-            results.append((file_id, exc.kind, str(exc), 0))
-        except UserInputError as exc:
-            results.append((file_id, "unwritable", str(exc), 0))
-        except OSError as exc:
-            results.append((file_id, "io_error", f"reading or writing failed ({type(exc).__name__})", 0))
-    return results
 
 
 def deidentify(
@@ -289,14 +208,15 @@ def deidentify(
             }
         )
     items = []
-    table = plan.table.partition_by("file_id", as_dict=True, maintain_order=True)
+    table = plan.table.select("file_id", "tag_path", "tag", "vr", "action", "new_value").partition_by(
+        "file_id", as_dict=True, maintain_order=True, include_key=False
+    )
     source_fs = _source_fs(src, storage_options)
     named = files.filter(pl.col("out_key").is_not_null())
     for file_id, out_key, path in named.select("file_id", "out_key", "path").iter_rows():
-        rows = table[(file_id,)]
-        edits, meta = _edits_for(rows, plan.additions)
-        items.append((file_id, path, _join(batch_root, out_key), edits, meta))
-    results = _run_apply(items, source_fs, out_fs, jobs)
+        rows = table[(file_id,)].rows()
+        items.append((file_id, path, _join(batch_root, out_key), rows))
+    results = _run_apply(items, source_fs, out_fs, jobs, plan.additions)
     status = {fid: (st, reason, size) for fid, st, reason, size in results}
     written_ids = [fid for fid, (st, _, _) in status.items() if st == "written"]
     for fid, (st, reason, _) in status.items():
@@ -311,7 +231,7 @@ def deidentify(
     mapping_uri = _write_mapping(vault_fs, vault_root, vault_text, batch, files, scanned, org, submitted)
     manifest = _manifest(batch, priority.upper(), submitted, ok_files, failed)
     manifest_path = _join(batch_root, "manifest.json")
-    _write_atomic(out_fs, manifest_path, json.dumps(manifest, indent=2).encode())
+    write_atomic(out_fs, manifest_path, json.dumps(manifest, indent=2).encode())
     return DeidentifyResult(
         batch_id=batch,
         batch_uri=batch_uri,
@@ -347,22 +267,24 @@ def _source_fs(src: Any, storage_options: dict[str, Any] | None) -> Any:
     return None
 
 
-def _run_apply(items: list[Any], src_fs: Any, out_fs: Any, jobs: int | None) -> list[tuple[int, str, str | None, int]]:
-    from .scanner import _default_jobs, _worker_context, can_spawn_workers
+def _run_apply(
+    items: list[Any], src_fs: Any, out_fs: Any, jobs: int | None, additions: dict[str, Any]
+) -> list[tuple[int, str, str | None, int]]:
+    from .apply import apply_chunk
+    from .parallel import default_jobs, ordered_map
+    from .scanner import IN_PROCESS_FILES
 
-    n_jobs = jobs or _default_jobs()
-    chunk = max(4, min(64, len(items) // (n_jobs * 4) or 4))
-    chunks = [items[i : i + chunk] for i in range(0, len(items), chunk)]
-    local = getattr(out_fs, "protocol", None) not in ("memory",) and "memory" not in getattr(out_fs, "protocol", ())
-    if n_jobs <= 1 or len(chunks) <= 1 or not can_spawn_workers() or not local:
-        results = []
-        for c in chunks:
-            results.extend(_apply_chunk(c, src_fs, out_fs))
-        return results
-    results = []
-    with ProcessPoolExecutor(max_workers=n_jobs, mp_context=_worker_context()) as pool:
-        for part in pool.map(_apply_chunk, chunks, [src_fs] * len(chunks), [out_fs] * len(chunks)):
-            results.extend(part)
+    n_jobs = jobs or default_jobs()
+    size = max(4, min(64, len(items) // (n_jobs * 4) or 4))
+    chunks = [items[i : i + size] for i in range(0, len(items), size)]
+    memory = "memory" in str(getattr(out_fs, "protocol", "")) or "memory" in str(getattr(src_fs, "protocol", ""))
+    # worker processes pay off once the work outweighs their start-up (about 0.3 s)
+    small = len(items) < IN_PROCESS_FILES
+    results: list[tuple[int, str, str | None, int]] = []
+    for part in ordered_map(
+        apply_chunk, chunks, n_jobs, src_fs, out_fs, additions, in_process=memory or small, what="de-identification"
+    ):
+        results.extend(part)
     return results
 
 

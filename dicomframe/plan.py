@@ -422,10 +422,14 @@ def _identifier_patterns(elements: pl.DataFrame) -> dict[int, re.Pattern[str] | 
         .unique()
     )
     patterns: dict[int, re.Pattern[str] | None] = {}
-    for (file_id,), group in terms.group_by("file_id"):
-        parts = sorted(set(group["part"].to_list()), key=len, reverse=True)
-        alternation = "|".join(re.escape(p) for p in parts)
-        patterns[int(file_id)] = re.compile(rf"(?i)(?<![A-Za-z0-9])(?:{alternation})(?![A-Za-z0-9])")
+    grouped = terms.group_by("file_id").agg(pl.col("part").unique())
+    compiled: dict[tuple[str, ...], re.Pattern[str]] = {}  # files of one patient share terms
+    for file_id, parts in grouped.iter_rows():
+        key = tuple(sorted(parts, key=lambda p: (-len(p), p)))
+        if key not in compiled:
+            alternation = "|".join(re.escape(p) for p in key)
+            compiled[key] = re.compile(rf"(?i)(?<![A-Za-z0-9])(?:{alternation})(?![A-Za-z0-9])")
+        patterns[int(file_id)] = compiled[key]
     return patterns
 
 
@@ -499,7 +503,7 @@ def _new_values(plan: pl.DataFrame, elements: pl.DataFrame, key: ProjectKey) -> 
     clean = (pl.col("action") == "C") & vr.is_in(_TEXT_VRS)
     rows = plan.filter(clean)
     if rows.height:
-        patterns = _identifier_patterns(elements)
+        patterns = _identifier_patterns(elements.join(rows.select("file_id").unique(), on="file_id", how="semi"))
         cleaned = _scrub(rows.select("file_id", "value").iter_rows(), patterns)
         cleaned_frame = rows.select("file_id", "tag_path").with_columns(
             pl.Series("_clean", cleaned, pl.String)

@@ -13,10 +13,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from typing import Any
 
 import polars as pl
@@ -30,7 +27,8 @@ from ._worker import (
     scan_chunk,
     storage_environment,
 )
-from .errors import ScanError, StorageError, UserInputError
+from .errors import DicomframeError, ScanError, StorageError, UserInputError
+from .parallel import default_jobs, ordered_map
 from .schema import ERRORS_SCHEMA, FILES_SCHEMA, cast_instances
 from .sources import FileRef, Source, resolve_source
 from .tags import TAGS_BY_KEYWORD
@@ -240,13 +238,6 @@ def _chunks(files: list[FileRef], size: int) -> Iterator[list[FileRef]]:
         yield files[i : i + size]
 
 
-def _default_jobs() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
-
-
 class _Blocks:
     """Collects small Arrow tables into blocks of about ``rows`` rows.
 
@@ -343,78 +334,21 @@ def _auto_progress() -> bool:
     return sys.stderr.isatty()
 
 
-def _worker_context() -> Any:
-    """Processes for workers: a fork server that has preloaded the worker module.
-
-    Workers are forked from a clean server process (never from this one, which
-    may run polars or rich threads), so they start in milliseconds, share the
-    imported libraries' memory pages, and pay the imports once per session.
-    """
-    import multiprocessing
-
-    if "forkserver" not in multiprocessing.get_all_start_methods():  # pragma: no cover
-        return get_context("spawn")
-    ctx = get_context("forkserver")
-    ctx.set_forkserver_preload(["dicomframe._worker"])
-    return ctx
-
-
-def can_spawn_workers() -> bool:
-    """False when worker processes cannot re-import ``__main__`` (a script piped to stdin)."""
-    import sys
-
-    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
-    return main_file is None or os.path.exists(main_file)
-
-
 def _iter_chunks(source: Source, jobs: int, chunk_size: int) -> Iterator[Chunk]:
     chunks = list(_chunks(source.files, chunk_size))
     small = len(source.files) < IN_PROCESS_FILES and source.is_local
-    if jobs <= 1 or len(chunks) <= 1 or small or source.shares_memory_only or not can_spawn_workers():
-        for chunk in chunks:
-            yield scan_chunk(chunk, source.fs)
-        return
-    ctx = _worker_context()
     try:
-        yield from _pool_chunks(source, chunks, jobs, ctx)
-    except BrokenProcessPool:
-        raise ScanError(
-            "a worker process died during the scan (out of memory, or killed); nothing was "
-            "committed: re-run with fewer --jobs"
-        ) from None
-
-
-def _pool_chunks(source: Source, chunks: list[list[FileRef]], jobs: int, ctx: Any) -> Iterator[Chunk]:
-    """Chunks parsed by a process pool, yielded in order, with at most ``2 × jobs`` in flight.
-
-    While the workers start, this process parses chunks from the end of the list
-    itself, so the start-up time of the pool is not lost.
-    """
-    results: dict[int, Chunk] = {}
-    futures: dict[int, Future[Chunk]] = {}
-    next_submit = 0
-    tail = len(chunks)  # chunks[tail:] are (being) parsed locally
-    warming = True
-    env = storage_environment()
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-
-        def top_up() -> None:
-            nonlocal next_submit
-            while next_submit < tail and len(futures) < jobs * 2:
-                futures[next_submit] = pool.submit(scan_chunk, chunks[next_submit], source.fs, env)
-                next_submit += 1
-
-        top_up()
-        for index in range(len(chunks)):
-            if index not in results:
-                future = futures.pop(index)
-                while warming and not future.done() and tail > next_submit:
-                    tail -= 1
-                    results[tail] = scan_chunk(chunks[tail], source.fs)
-                warming = False
-                results[index] = future.result()
-                top_up()
-            yield results.pop(index)
+        yield from ordered_map(
+            scan_chunk,
+            chunks,
+            jobs,
+            source.fs,
+            storage_environment(),
+            in_process=small or source.shares_memory_only,
+            what="scan",
+        )
+    except DicomframeError as exc:
+        raise ScanError(str(exc)) from None
 
 
 def scan(
@@ -470,7 +404,7 @@ def scan(
     """
     started = time.perf_counter()
     source = resolve_source(src, storage_options)
-    n_jobs = jobs if jobs is not None else _default_jobs()
+    n_jobs = jobs if jobs is not None else default_jobs()
     if n_jobs < 1:
         raise UserInputError(f"--jobs must be at least 1 (got {n_jobs})")
     total = len(source.files)
