@@ -566,13 +566,13 @@ def make_plan(
     shift = date_shift or DateShift()
     instances = scan.instances
     context = _file_context(instances, key, shift, org)
-    elements = scan.elements.join(instances.select("file_id"), on="file_id", how="semi")
+    elements = scan.elements.join(instances.select("file_id"), on="file_id", how="semi").with_row_index("_row")
     matched = _match_actions(elements, prof)
     decided = _private_and_unknown(matched, prof)
     decided = _remove_inside_removed(decided)
     with_ctx = decided.join(context, on="file_id", how="left")
     table = _new_values(with_ctx, elements, key)
-    table = table.select(PLAN_COLUMNS).sort("file_id", maintain_order=True)
+    table = table.sort("_row").select(PLAN_COLUMNS)  # joins do not keep row order: restore it
     files = _files_table(table, context)
     additions = {
         "method_codes": method_codes(prof),

@@ -652,7 +652,7 @@ def test_date_shifts_compose_with_the_offset_column_in_a_lazy_query() -> None:
     ids = pl.Series(["PAT-0001", "PAT-0002"])
     offset_table = pl.DataFrame({"PatientID": ids, "days": offsets_for(ids, ZERO_KEY)}).lazy()
     out = (
-        elements.join(offset_table, on="PatientID", how="left")
+        elements.join(offset_table, on="PatientID", how="left", maintain_order="left")
         .with_columns(
             pl.when(pl.col("vr") == "DA")
             .then(shift_da(pl.col("value"), pl.col("days")))
