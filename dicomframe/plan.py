@@ -290,40 +290,21 @@ def _private_and_unknown(matched: pl.DataFrame, profile: Profile) -> pl.DataFram
     )
     private_data = odd & ~is_creator & (elem > 0xFF)
     from_private_row = pl.col("source").is_in(["basic", "retain_safe_private"])
-    decided = (
-        pl.when(private_data & from_private_row)
-        .then(
-            pl.when(pl.lit(keep_safe) & pl.col("_safe").fill_null(False))
-            .then(pl.lit("K"))
-            .otherwise(pl.lit("X"))
-        )
-        .when(odd & (elem < 0x10))  # (gggg,0000-000F): private group lengths and reserved
-        .then(pl.lit("X"))
-        .when(~odd & (elem == 0) & (group != 0x0002))
-        .then(pl.lit("X"))
-        .when(pl.col("action").is_null() & pl.col("keyword").is_null())
-        .then(pl.lit("X"))
-        .when(pl.col("action").is_null())
-        .then(pl.lit("K"))
-        .otherwise(pl.col("action"))
-    )
-    decided_source = (
-        pl.when(private_data & from_private_row)
-        .then(
-            pl.when(pl.lit(keep_safe) & pl.col("_safe").fill_null(False))
-            .then(pl.lit("retain_safe_private"))
-            .otherwise(pl.lit("private"))
-        )
-        .when(odd & (elem < 0x10))
-        .then(pl.lit("private"))
-        .when(~odd & (elem == 0) & (group != 0x0002))
-        .then(pl.lit("group length"))
-        .when(pl.col("action").is_null() & pl.col("keyword").is_null())
-        .then(pl.lit("unknown: fail closed"))
-        .when(pl.col("action").is_null())
-        .then(pl.lit("not in E.1-1"))
-        .otherwise(pl.col("source"))
-    )
+    safe_hit = pl.lit(keep_safe) & pl.col("_safe").fill_null(False)
+    unlisted = pl.col("action").is_null()
+    # (condition, action, source), first match wins
+    decisions = [
+        (private_data & from_private_row & safe_hit, "K", "retain_safe_private"),
+        (private_data & from_private_row, "X", "private"),
+        (odd & (elem < 0x10), "X", "private"),  # (gggg,0000-000F): private lengths, reserved
+        (~odd & (elem == 0) & (group != 0x0002), "X", "group length"),
+        (unlisted & pl.col("keyword").is_null(), "X", "unknown: fail closed"),
+        (unlisted, "K", "not in E.1-1"),
+    ]
+    decided, decided_source = pl.col("action"), pl.col("source")
+    for condition, action, source in reversed(decisions):
+        decided = pl.when(condition).then(pl.lit(action)).otherwise(decided)
+        decided_source = pl.when(condition).then(pl.lit(source)).otherwise(decided_source)
     out = out.with_columns(action=decided, source=decided_source).drop("_safe", "_g", "_e")
     # a private creator is kept exactly when a data element of its block is kept
     parent = pl.col("tag_path").str.replace(r"[0-9A-F]{8}$", "")
