@@ -208,6 +208,9 @@ class _AtomicParquet:
     def write(self, table: pa.Table) -> None:
         if table.num_rows:
             self.writer.write_table(table, row_group_size=256 * 1024)
+            # the Parquet encoder allocates from the default pool, which keeps freed
+            # pages cached; hand them back so a long scan's memory stays flat
+            pa.default_memory_pool().release_unused()
 
     def commit(self) -> None:
         self.writer.close()

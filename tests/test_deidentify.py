@@ -190,3 +190,25 @@ def test_cli_keygen_and_deidentify(tmp_path: Path, capsys: pytest.CaptureFixture
     (tmp_path / "open.key").chmod(0o644)
     code = run("deidentify", str(SAMPLES / "cohort"), str(tmp_path / "o2"), "--key-file", str(tmp_path / "open.key"), "--vault", str(tmp_path / "v2"))
     assert code == 2 and "chmod 600" in capsys.readouterr().err
+
+
+@pytest.mark.s3
+def test_batch_to_s3_matches_the_local_batch(s3_bucket: str, tmp_path: Path, batch) -> None:
+    import s3fs
+
+    out, vault, local = batch
+    result = deidentify(
+        SAMPLES / "cohort", f"s3://{s3_bucket}/batches", key=KEY, vault=tmp_path / "v", batch_id="b1", progress=False
+    )
+    assert result.ok and result.batch_uri == f"s3://{s3_bucket}/batches/b1/"
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    keys = sorted(k for k in fs.find(f"{s3_bucket}/batches/b1") if k.endswith(".dcm"))
+    assert len(keys) == 70
+    for key in keys[:10]:
+        rel = key.split("/b1/", 1)[1]
+        assert fs.cat_file(key) == (out / rel).read_bytes()  # byte-identical to the local batch
+    remote_manifest = json.loads(fs.cat_file(f"{s3_bucket}/batches/b1/manifest.json"))
+    local_manifest = json.loads((out / "manifest.json").read_text())
+    for manifest in (remote_manifest, local_manifest):
+        manifest.pop("submitted_at")
+    assert remote_manifest == local_manifest
