@@ -222,6 +222,19 @@ def deidentify(
     for row in summary.iter_rows():
         plan_table.add_row(*[f"{v:,}" if isinstance(v, int) else str(v) for v in row])
     _out.print(plan_table)
+    code = 0
+    if result.findings is not None and result.findings.height:
+        gate = Table(
+            title=f"leak gate: {result.findings.height} findings — the batch was NOT committed (no manifest.json)",
+            title_justify="left",
+        )
+        for column in ("output", "tag_path", "keyword", "rule", "evidence", "suggested_action"):
+            gate.add_column(column, overflow="fold")
+        for row in result.findings.head(30).iter_rows(named=True):
+            gate.add_row(*[str(row.get(c) or "") for c in ("output", "tag_path", "keyword", "rule", "evidence", "suggested_action")])
+        _out.print(gate)
+        _out.print("  fix the profile (see `--dry-run` and the plan) and run the same command again")
+        code = 1
     if result.failed:
         failures = Table(title=f"inputs not written ({len(result.failed)})", title_justify="left")
         failures.add_column("input")
@@ -231,7 +244,9 @@ def deidentify(
             failures.add_row(str(item["input"]), item["kind"], item["reason"] or "")
         _out.print(failures)
         _out.print("  (input numbers index the scan; their paths are in the vault mapping)")
-        raise typer.Exit(1)
+        code = 1
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()

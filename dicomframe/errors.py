@@ -13,6 +13,7 @@ exit code 1.
 from __future__ import annotations
 
 __all__ = [
+    "AuditLogError",
     "DeidentifyError",
     "DicomframeError",
     "KeyFileError",
@@ -22,8 +23,12 @@ __all__ = [
     "ScanError",
     "SourceNotFoundError",
     "StorageError",
+    "Tampered",
+    "UnknownBatch",
+    "UnknownStudy",
     "UserInputError",
     "VaultError",
+    "WrongKey",
 ]
 
 
@@ -73,6 +78,34 @@ class DeidentifyError(DicomframeError):
 
 class VaultError(DicomframeError):
     """The vault (encrypted mapping) cannot be read or written."""
+
+
+class UnknownBatch(VaultError):
+    """The vault holds no mapping for the batch asked for. CLI exit code 3."""
+
+    exit_code = 3
+
+
+class WrongKey(VaultError):
+    """A vault file was written with another project key than the one given. CLI exit code 4."""
+
+    exit_code = 4
+
+
+class Tampered(VaultError):
+    """A vault file is truncated, corrupted, altered or moved from another batch. CLI exit code 5."""
+
+    exit_code = 5
+
+
+class UnknownStudy(VaultError):
+    """Re-identification found no study with the given cloud study id. CLI exit code 6."""
+
+    exit_code = 6
+
+
+class AuditLogError(DicomframeError):
+    """The audit log cannot be appended to safely (damaged last line, I/O failure, bad field)."""
 
 
 class MissingExtraError(DicomframeError):

@@ -56,6 +56,13 @@ class DeidentifyResult:
     dry_run: bool = False
     plan_uri: str | None = None
     outputs: list[str] = field(default_factory=list)
+    #: findings of the leak gate (empty when clean); a batch with findings is not committed
+    findings: pl.DataFrame | None = None
+
+    @property
+    def committed(self) -> bool:
+        """True when manifest.json was written (the batch is complete and passed the gate)."""
+        return self.manifest_uri is not None
 
     @property
     def files_per_second(self) -> float:
@@ -64,7 +71,7 @@ class DeidentifyResult:
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and (self.findings is None or self.findings.height == 0)
 
     def rows(self) -> list[tuple[str, str]]:
         out = [
@@ -229,9 +236,13 @@ def deidentify(
     ok_files = files.filter(pl.col("status") == "written")
     submitted = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     mapping_uri = _write_mapping(vault_fs, vault_root, vault_text, batch, files, scanned, org, submitted)
-    manifest = _manifest(batch, priority.upper(), submitted, ok_files, failed)
-    manifest_path = _join(batch_root, "manifest.json")
-    write_atomic(out_fs, manifest_path, json.dumps(manifest, indent=2).encode())
+    findings = _leak_gate(ok_files, batch_uri, plan, jobs, storage_options)
+    manifest_uri = None
+    if findings.height == 0:
+        manifest = _manifest(batch, priority.upper(), submitted, ok_files, failed)
+        manifest_path = _join(batch_root, "manifest.json")
+        write_atomic(out_fs, manifest_path, json.dumps(manifest, indent=2).encode())
+        manifest_uri = _join(dst_text, batch, "manifest.json")
     return DeidentifyResult(
         batch_id=batch,
         batch_uri=batch_uri,
@@ -239,11 +250,30 @@ def deidentify(
         failed=failed,
         studies=int(ok_files["study_uid"].n_unique()) if ok_files.height else 0,
         elapsed_s=time.perf_counter() - started,
-        manifest_uri=_join(dst_text, batch, "manifest.json"),
+        manifest_uri=manifest_uri,
         mapping_uri=mapping_uri,
         plan=plan,
         outputs=[_join(dst_text, batch, k) for k in ok_files["out_key"].to_list()],
+        findings=findings,
     )
+
+
+def _leak_gate(
+    ok_files: pl.DataFrame, batch_uri: str, plan: Plan, jobs: int | None, storage_options: dict[str, Any] | None
+) -> pl.DataFrame:
+    """Scan what was written and run the cheap PHI checks (see :mod:`dicomframe.leaks`)."""
+    from .leaks import FINDINGS_SCHEMA, gate
+    from .scanner import scan
+
+    if ok_files.height == 0:
+        return pl.DataFrame(schema=FINDINGS_SCHEMA)
+    written = [batch_uri + key for key in ok_files["out_key"].to_list()]
+    out_scan = scan(written, jobs=jobs, storage_options=storage_options, progress=False)
+    findings = gate(out_scan.elements, plan)
+    names = out_scan.instances.select(
+        "file_id", pl.col("path").str.slice(len(batch_uri)).alias("output")
+    )
+    return findings.join(names, on="file_id", how="left").drop("file_id")
 
 
 def _same_place(dst: str, vault: str) -> bool:

@@ -54,6 +54,10 @@ def _value(vr: str, i: int) -> object:
         return b"\x01\x02\x03\x04"
     if vr == "AT":
         return 0x00100010
+    if vr in ("LO", "SH", "LT", "ST", "UT", "UC", "CS", "AE"):
+        return f"V{i}X"  # distinct per attribute: a kept value never equals another's original
+    if vr == "PN":
+        return f"Name{i}^Given{i}"
     return _SAMPLE[vr]
 
 

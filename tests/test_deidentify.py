@@ -212,3 +212,23 @@ def test_batch_to_s3_matches_the_local_batch(s3_bucket: str, tmp_path: Path, bat
     for manifest in (remote_manifest, local_manifest):
         manifest.pop("submitted_at")
     assert remote_manifest == local_manifest
+
+
+def test_the_leak_gate_stops_a_leaky_profile(tmp_path: Path) -> None:
+    from dicomframe.profiles import Profile, Rule
+
+    leaky = Profile.preset("default").with_rules(
+        Rule(keyword="PatientName", action="K"), Rule(private_creator="ACME_HOSPITAL_PRIVATE", action="K")
+    )
+    result = deidentify(
+        SAMPLES / "cohort", tmp_path / "out", key=KEY, vault=tmp_path / "v", profile=leaky, batch_id="leak", progress=False
+    )
+    assert not result.ok and not result.committed
+    assert not (tmp_path / "out" / "leak" / "manifest.json").exists()
+    rules = set(result.findings["rule"])
+    assert {"original_identifier", "private_tag"} <= rules
+    names = result.findings.filter(pl.col("keyword") == "PatientName")
+    assert names.height == 70
+    # evidence is masked: never the value in full
+    assert not names["evidence"].str.contains("Doe").any()
+    assert names["evidence"].str.contains(r"\*\*\*").all()

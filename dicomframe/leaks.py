@@ -1,0 +1,165 @@
+"""PHI leak checks over scanned output: the cheap gate run before a batch is committed.
+
+The gate scans what was written (headers only) and looks for:
+
+* ``original_identifier`` — an identifying value of the input (names and their
+  parts, IDs, accession numbers, addresses, …: every changed value of an
+  identifying attribute) inside any element value of the output, at any depth;
+* ``original_uid`` — a UID of the input that the plan replaced, still present;
+* ``private_tag`` — a private element that the profile does not keep.
+
+Findings are a table; the evidence is masked (never printed in full).
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from .plan import _IDENTIFYING, Plan
+from .profiles import Option, safe_private_table
+
+__all__ = ["gate", "mask", "FINDINGS_SCHEMA"]
+
+FINDINGS_SCHEMA = {
+    "file_id": pl.Int64,
+    "tag_path": pl.String,
+    "keyword": pl.String,
+    "vr": pl.String,
+    "rule": pl.String,
+    "severity": pl.String,
+    "evidence": pl.String,
+    "suggested_action": pl.String,
+}
+
+_MIN_LENGTH = 4  # shorter values (sex, short codes) match by chance
+#: the patient's own identifiers: checked whatever the profile says about them
+_PATIENT = (
+    "PatientName",
+    "PatientID",
+    "OtherPatientIDs",
+    "OtherPatientNames",
+    "PatientBirthName",
+    "PatientMotherBirthName",
+    "PatientAddress",
+    "PatientTelephoneNumbers",
+    "PatientBirthDate",
+    "AccessionNumber",
+    "MedicalRecordLocator",
+)
+
+
+def mask(value: pl.Expr) -> pl.Expr:
+    """``"Doe^Jane"`` → ``"Do******"``: enough to recognise, not enough to read."""
+    return pl.concat_str(
+        [value.str.slice(0, 2), pl.lit("*").repeat_by(value.str.len_chars() - 2).list.join("")]
+    )
+
+
+def _originals(plan: Plan) -> tuple[list[str], list[str], list[str]]:
+    """Whole identifying values, person-name parts, and replaced instance UIDs of the input."""
+    present = plan.table.filter(pl.col("value").is_not_null() & (pl.col("value") != ""))
+    changed = present.filter(pl.col("action") != "K")
+    # what the profile changes must not survive; the patient's own identifiers never may
+    ident = pl.concat(
+        [
+            changed.filter(pl.col("keyword").is_in(_IDENTIFYING) | (pl.col("vr") == "PN")),
+            present.filter(pl.col("keyword").is_in(_PATIENT)),
+        ]
+    )
+    whole = ident["value"].str.strip_chars().unique().drop_nulls()
+    whole = whole.filter(whole.str.len_chars() >= _MIN_LENGTH).sort()
+    parts = (
+        ident.filter(pl.col("vr") == "PN")
+        .select(pl.col("value").str.to_lowercase().str.extract_all(r"[^\W\d_]+").alias("p"))
+        .explode("p")
+        .get_column("p")
+        .unique()
+        .drop_nulls()
+    )
+    parts = parts.filter(parts.str.len_chars() >= _MIN_LENGTH).sort()
+    uids = (
+        changed.filter(pl.col("action").is_in(["U", "D"]) & (pl.col("vr") == "UI"))["value"]
+        .unique()
+        .drop_nulls()
+    )
+    uids = uids.filter(~uids.str.starts_with("1.2.840.10008.")).sort()  # DICOM's own UIDs
+    return whole.to_list(), parts.to_list(), uids.to_list()
+
+
+def gate(output_elements: pl.DataFrame, plan: Plan) -> pl.DataFrame:
+    """Findings of the cheap PHI checks on the written files' elements (empty when clean).
+
+    Parameters
+    ----------
+    output_elements
+        The elements table of a scan of the written batch.
+    plan
+        The plan the batch was written with (holds the original values).
+    """
+    values, parts, uids = _originals(plan)
+    text = output_elements.filter(pl.col("value").is_not_null() & (pl.col("value") != ""))
+    findings = []
+    hit = pl.lit(False)
+    if values:
+        hit = hit | pl.col("value").str.contains_any(values, ascii_case_insensitive=True)
+    if parts:
+        words = pl.col("value").str.to_lowercase().str.extract_all(r"[^\W\d_]+")
+        hit = hit | words.list.eval(pl.element().is_in(parts)).list.any()
+    if values or parts:
+        # date and time elements are compared by the audit (shifted or not), not as text:
+        # a study date may equal a newborn's birth date
+        hits = text.filter(~pl.col("vr").is_in(["DA", "DT", "TM"]) & hit)
+        findings.append(
+            hits.select(
+                "file_id",
+                "tag_path",
+                "keyword",
+                "vr",
+                pl.lit("original_identifier").alias("rule"),
+                pl.lit("high").alias("severity"),
+                mask(pl.col("value")).alias("evidence"),
+                pl.lit("remove or clean this attribute (add a profile rule)").alias("suggested_action"),
+            )
+        )
+    if uids:
+        hits = text.filter((pl.col("vr") == "UI") & pl.col("value").is_in(uids))
+        findings.append(
+            hits.select(
+                "file_id",
+                "tag_path",
+                "keyword",
+                "vr",
+                pl.lit("original_uid").alias("rule"),
+                pl.lit("high").alias("severity"),
+                mask(pl.col("value")).alias("evidence"),
+                pl.lit("replace this UID (action U)").alias("suggested_action"),
+            )
+        )
+    private = output_elements.filter((pl.col("tag") // 65536) % 2 == 1)
+    if private.height:
+        if Option.RETAIN_SAFE_PRIVATE in plan.profile.options:
+            safe = safe_private_table().select(
+                "private_creator",
+                pl.col("group").cast(pl.UInt32).alias("_g"),
+                pl.col("element").cast(pl.UInt32).alias("_e"),
+            )
+            is_creator = (pl.col("tag") % 65536).is_between(0x10, 0xFF)
+            private = private.with_columns(
+                _g=(pl.col("tag") // 65536).cast(pl.UInt32), _e=(pl.col("tag") % 256).cast(pl.UInt32)
+            ).join(safe, on=["private_creator", "_g", "_e"], how="anti")
+            private = private.filter(~is_creator)
+        findings.append(
+            private.select(
+                "file_id",
+                "tag_path",
+                "keyword",
+                "vr",
+                pl.lit("private_tag").alias("rule"),
+                pl.lit("medium").alias("severity"),
+                pl.col("private_creator").fill_null("(no creator)").alias("evidence"),
+                pl.lit("remove private tags not on the safe list").alias("suggested_action"),
+            )
+        )
+    if not findings:
+        return pl.DataFrame(schema=FINDINGS_SCHEMA)
+    return pl.concat(findings, how="vertical_relaxed").cast(FINDINGS_SCHEMA)  # type: ignore[arg-type]
