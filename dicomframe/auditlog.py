@@ -361,7 +361,7 @@ class AuditLog:
             )
         line = _last_line(fd, size)
         parsed = _parse(line)
-        if isinstance(parsed, str) or parsed[1] != record_hash(parsed[0]):
+        if isinstance(parsed, _Bad) or parsed[1] != record_hash(parsed[0]):
             raise AuditLogError(
                 f"the last record of the audit log {self._path} is damaged or was edited; "
                 f"nothing was appended: run `{VERIFY_COMMAND} {self._path}` and have the log "
@@ -520,13 +520,10 @@ class _Checker:
             self.records += 1
             here = f"line {number}"
             parsed = _parse(data)
-            if isinstance(parsed, str):
-                guess = _loose_seq(data)
-                kind = ProblemKind.INVALID_JSON if parsed == "json" else ProblemKind.MALFORMED
-                what = (
-                    "not valid UTF-8 JSON" if parsed == "json" else "not an audit record (fields)"
+            if isinstance(parsed, _Bad):
+                yield Problem(
+                    number, parsed.seq, parsed.kind, f"{here}{_seq_text(parsed)}: {parsed.what}"
                 )
-                yield Problem(number, guess, kind, f"{here}{_seq_text(guess)}: {what}")
                 last_seq, last_hashes = last_seq + 1, None
                 continue
             record, stored = parsed
@@ -654,27 +651,36 @@ def _os_user() -> str:
         return f"uid:{os.getuid()}" if hasattr(os, "getuid") else "unknown"
 
 
-def _parse(data: bytes) -> tuple[dict[str, object], str] | str:
-    """``(record, stored hash)``, or ``"json"`` / ``"fields"`` saying what is wrong."""
+class _Bad(NamedTuple):
+    """Why a line is not a record, and its seq when one can be read."""
+
+    kind: ProblemKind
+    seq: int | None
+    what: str
+
+
+def _parse(data: bytes) -> tuple[dict[str, object], str] | _Bad:
+    """``(record, stored hash)`` of a well-formed line, or what is wrong with it."""
     try:
         record = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
-        return "json"
+        return _Bad(ProblemKind.INVALID_JSON, _loose_seq(data), "not valid UTF-8 JSON")
     if not isinstance(record, dict):
-        return "json"
-    if set(record) != _FIELDS:
-        return "fields"
-    seq, prev, stored = record["seq"], record["prev"], record["hash"]
+        return _Bad(ProblemKind.INVALID_JSON, None, "not a JSON object")
+    seq = record.get("seq")
     if type(seq) is not int or seq < 1:
-        return "fields"
+        return _Bad(ProblemKind.MALFORMED, None, "not an audit record (seq)")
+    prev, stored = record.get("prev"), record.get("hash")
+    if set(record) != _FIELDS:
+        return _Bad(ProblemKind.MALFORMED, seq, "not an audit record (fields missing or extra)")
     if not (isinstance(prev, str) and _HEX64.fullmatch(prev)):
-        return "fields"
+        return _Bad(ProblemKind.MALFORMED, seq, "not an audit record (prev)")
     if not (isinstance(stored, str) and _HEX64.fullmatch(stored)):
-        return "fields"
+        return _Bad(ProblemKind.MALFORMED, seq, "not an audit record (hash)")
     try:
         canonical_bytes(record)
-    except ValueError:  # NaN/Infinity were read back
-        return "fields"
+    except ValueError:  # NaN or Infinity were read back
+        return _Bad(ProblemKind.MALFORMED, seq, "not an audit record (non-finite number)")
     return record, stored
 
 
@@ -687,8 +693,10 @@ def _loose_seq(data: bytes) -> int | None:
     return int(matches[-1]) if matches else None
 
 
-def _seq_text(seq: int | None) -> str:
-    return f" (seq {seq}?)" if seq is not None else ""
+def _seq_text(bad: _Bad) -> str:
+    if bad.seq is None:
+        return ""
+    return f" (seq {bad.seq})" if bad.kind is ProblemKind.MALFORMED else f" (seq {bad.seq}?)"
 
 
 def _pread(fd: int, length: int, offset: int) -> bytes:

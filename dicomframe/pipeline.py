@@ -223,7 +223,7 @@ def deidentify(
     for file_id, out_key, path in named.select("file_id", "out_key", "path").iter_rows():
         rows = table[(file_id,)].rows()
         items.append((file_id, path, _join(batch_root, out_key), rows))
-    results = _run_apply(items, source_fs, out_fs, jobs, plan.additions)
+    results = _run_apply(items, source_fs, out_fs, jobs, plan.additions, progress)
     status = {fid: (st, reason, size) for fid, st, reason, size in results}
     written_ids = [fid for fid, (st, _, _) in status.items() if st == "written"]
     for fid, (st, reason, _) in status.items():
@@ -298,11 +298,16 @@ def _source_fs(src: Any, storage_options: dict[str, Any] | None) -> Any:
 
 
 def _run_apply(
-    items: list[Any], src_fs: Any, out_fs: Any, jobs: int | None, additions: dict[str, Any]
+    items: list[Any],
+    src_fs: Any,
+    out_fs: Any,
+    jobs: int | None,
+    additions: dict[str, Any],
+    progress: bool | None = None,
 ) -> list[tuple[int, str, str | None, int]]:
     from .apply import apply_chunk
     from .parallel import default_jobs, ordered_map
-    from .scanner import IN_PROCESS_FILES
+    from .scanner import IN_PROCESS_FILES, Progress, auto_progress
 
     n_jobs = jobs or default_jobs()
     size = max(4, min(64, len(items) // (n_jobs * 4) or 4))
@@ -311,10 +316,15 @@ def _run_apply(
     # worker processes pay off once the work outweighs their start-up (about 0.3 s)
     small = len(items) < IN_PROCESS_FILES
     results: list[tuple[int, str, str | None, int]] = []
-    for part in ordered_map(
-        apply_chunk, chunks, n_jobs, src_fs, out_fs, additions, in_process=memory or small, what="de-identification"
-    ):
-        results.extend(part)
+    bar = Progress(len(items), auto_progress() if progress is None else progress, "writing")
+    try:
+        for part in ordered_map(
+            apply_chunk, chunks, n_jobs, src_fs, out_fs, additions, in_process=memory or small, what="de-identification"
+        ):
+            results.extend(part)
+            bar.update(len(results), sum(1 for r in results if r[1] != "written"))
+    finally:
+        bar.close()
     return results
 
 

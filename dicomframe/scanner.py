@@ -324,7 +324,7 @@ def _summarise(instances: pl.DataFrame, errors: pl.DataFrame, n_files: int, elap
     )
 
 
-def _auto_progress() -> bool:
+def auto_progress() -> bool:
     import sys
 
     try:
@@ -413,7 +413,7 @@ def scan(
     total = len(source.files)
     # small chunks keep memory flat (a chunk in flight is ~80 kB per file of Python objects)
     size = chunk_size or max(8, min(64, total // (n_jobs * 8) or 8))
-    show = _auto_progress() if progress is None else progress
+    show = auto_progress() if progress is None else progress
 
     paths = output_paths(os.fspath(output)) if output is not None else {}
     elements_writer = _AtomicParquet(paths["elements"], ELEMENTS_ARROW) if paths else None
@@ -421,7 +421,7 @@ def scan(
     instance_tables = _Blocks(INSTANCE_BLOCK_ROWS, promote=True)
     error_rows: list[tuple[Any, ...]] = []
     done = 0
-    bar = _Progress(total, show)
+    bar = Progress(total, show)
     try:
         for chunk in _iter_chunks(source, n_jobs, size):
             instance_tables.add(chunk.instances)
@@ -464,10 +464,10 @@ def scan(
     return result
 
 
-class _Progress:
+class Progress:
     """A rich progress bar that is a no-op when disabled."""
 
-    def __init__(self, total: int, enabled: bool) -> None:
+    def __init__(self, total: int, enabled: bool, label: str = "scanning") -> None:
         self._bar = None
         if not enabled:
             return
@@ -481,7 +481,7 @@ class _Progress:
         )
 
         self._bar = Progress(
-            TextColumn("[bold]scanning"),
+            TextColumn(f"[bold]{label}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("files"),

@@ -9,7 +9,6 @@ import os
 import re
 import socket
 import tempfile
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,11 @@ VERIFY_HINT = "dicomframe auditlog verify"
 def _fill(path: Path, n: int, **fields: Any) -> list[dict[str, Any]]:
     log = AuditLog(path)
     return [
-        dict(log.append("deidentify", actor="tester", batch_id=f"b{i}", counts={"files": i}, **fields))
+        dict(
+            log.append(
+                "deidentify", actor="tester", batch_id=f"b{i}", counts={"files": i}, **fields
+            )
+        )
         for i in range(1, n + 1)
     ]
 
@@ -83,9 +86,15 @@ def test_the_first_record_links_to_64_zeros(log_path: Path) -> None:
     assert json.loads(log_path.read_bytes())["prev"] == ZEROS
 
 
-def test_each_line_is_the_canonical_json_and_its_hash_covers_every_other_field(log_path: Path) -> None:
+def test_each_line_is_the_canonical_json_and_its_hash_covers_every_other_field(
+    log_path: Path,
+) -> None:
     returned = AuditLog(log_path).append(
-        "export", actor="alice", batch_id="b-1", ids=["2.25.1"], details={"dest": "bucket-a", "ratio": 0.5}
+        "export",
+        actor="alice",
+        batch_id="b-1",
+        ids=["2.25.1"],
+        details={"dest": "bucket-a", "ratio": 0.5},
     )
 
     raw = log_path.read_bytes()
@@ -188,7 +197,10 @@ def test_deleting_record_50_is_reported_at_record_51(log_path: Path) -> None:
 
     assert not report.ok and report.records == 99
     assert _kinds(report) == [(50, 51, ProblemKind.SEQ_GAP)]
-    assert report.problems[0].message == "line 50 (seq 51): follows seq 49: 1 record(s) missing before it"
+    assert (
+        report.problems[0].message
+        == "line 50 (seq 51): follows seq 49: 1 record(s) missing before it"
+    )
 
 
 def test_deleting_the_first_record_is_reported(log_path: Path) -> None:
@@ -311,7 +323,9 @@ def test_verifying_a_missing_file_names_it(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ appending safely
 
 
-def test_appending_after_a_partial_line_is_refused_and_names_the_verify_command(log_path: Path) -> None:
+def test_appending_after_a_partial_line_is_refused_and_names_the_verify_command(
+    log_path: Path,
+) -> None:
     _fill(log_path, 3)
     damaged = log_path.read_bytes()[:-10]
     log_path.write_bytes(damaged)
@@ -333,7 +347,9 @@ def test_appending_after_an_edited_last_record_is_refused(log_path: Path) -> Non
         AuditLog(log_path).append("export", actor="alice")
 
 
-def test_a_failed_write_leaves_the_log_as_it_was(log_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_write_leaves_the_log_as_it_was(
+    log_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _fill(log_path, 2)
     before = log_path.read_bytes()
 
@@ -341,7 +357,9 @@ def test_a_failed_write_leaves_the_log_as_it_was(log_path: Path, monkeypatch: py
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(auditlog.os, "fsync", disk_full)
-    with pytest.raises(AuditLogError, match="could not write .*No space left on device; nothing was logged"):
+    with pytest.raises(
+        AuditLogError, match="could not write .*No space left on device; nothing was logged"
+    ):
         AuditLog(log_path).append("export", actor="alice")
     monkeypatch.undo()
 
@@ -349,7 +367,9 @@ def test_a_failed_write_leaves_the_log_as_it_was(log_path: Path, monkeypatch: py
     assert AuditLog(log_path).append("export", actor="alice")["seq"] == 3
 
 
-def test_append_reads_only_the_tail_of_a_long_log(log_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_append_reads_only_the_tail_of_a_long_log(
+    log_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _fill(log_path, 300)
     size = log_path.stat().st_size
     read: list[int] = []
@@ -382,7 +402,9 @@ def test_the_log_folder_must_exist(tmp_path: Path) -> None:
 
 
 def test_object_store_urls_are_refused_because_they_have_no_append() -> None:
-    with pytest.raises(UserInputError, match=r"not s3://.*object stores have no append.*ship copies"):
+    with pytest.raises(
+        UserInputError, match=r"not s3://.*object stores have no append.*ship copies"
+    ):
         AuditLog("s3://bucket/audit.jsonl")
 
 
@@ -421,7 +443,9 @@ def test_any_lower_case_action_name_is_accepted(log_path: Path) -> None:
 # ------------------------------------------------------------------ no PHI
 
 
-def test_the_log_holds_only_what_the_caller_passed(log_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_log_holds_only_what_the_caller_passed(
+    log_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Callers pass pseudonymous ids only; the log adds seq, time, actor, prev and hash, nothing else."""
     monkeypatch.chdir(log_path.parent)
     passed = {
@@ -488,7 +512,9 @@ def test_four_processes_appending_50_records_each_lose_nothing(log_path: Path) -
 _names = st.text(min_size=1, max_size=12)
 _appends = st.fixed_dictionaries(
     {
-        "action": st.one_of(st.sampled_from(list(Action)), st.from_regex(r"[a-z_]{1,16}", fullmatch=True)),
+        "action": st.one_of(
+            st.sampled_from(list(Action)), st.from_regex(r"[a-z_]{1,16}", fullmatch=True)
+        ),
         "actor": st.text(min_size=1, max_size=20),
         "batch_id": st.none() | st.text(max_size=20),
         "ids": st.none() | st.lists(st.text(max_size=30), max_size=5),
@@ -536,9 +562,13 @@ def sample_log(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return path.read_bytes()
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data())
-def test_any_single_byte_change_is_detected_at_its_line(sample_log: bytes, data: st.DataObject) -> None:
+def test_any_single_byte_change_is_detected_at_its_line(
+    sample_log: bytes, data: st.DataObject
+) -> None:
     position = data.draw(st.integers(0, len(sample_log) - 1), label="position")
     new = data.draw(st.integers(0, 255).filter(lambda b: b != sample_log[position]), label="byte")
     changed = bytearray(sample_log)
@@ -559,6 +589,3 @@ def test_report_problems_are_plain_tuples_of_line_seq_kind_message() -> None:
     line, seq, kind, message = problem
     assert (line, seq, kind) == (3, 3, "hash_mismatch")
     assert isinstance(message, str)
-
-
-_ = Callable  # keep the typing import used by type checkers of helper signatures
