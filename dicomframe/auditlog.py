@@ -319,7 +319,13 @@ class AuditLog:
             ) from None
         with fh:
             fd = fh.fileno()
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as exc:
+                raise AuditLogError(
+                    f"cannot lock the audit log {self._path}: {exc.strerror}; keep the log on a "
+                    "local file system that supports flock (not a network share without locks)"
+                ) from None
             try:
                 size = os.fstat(fd).st_size
                 seq, prev = self._tail(fd, size)
@@ -382,14 +388,16 @@ class AuditLog:
                 view = view[written:]
             fh.flush()
             os.fsync(fh.fileno())
-        except OSError as exc:
+        except BaseException as exc:  # OSError, or Ctrl-C between two writes
             try:  # take back our own half-written line while we still hold the lock
                 os.ftruncate(fh.fileno(), size)
             except OSError:
                 pass  # the partial line stays; verify and the next append report it
+            if not isinstance(exc, OSError):
+                raise
             raise AuditLogError(
                 f"could not write to the audit log {self._path}: {exc.strerror}; "
-                f"nothing was logged; run `{VERIFY_COMMAND} {self._path}`"
+                f"the record was not logged; run `{VERIFY_COMMAND} {self._path}`"
             ) from None
 
 
@@ -477,7 +485,9 @@ def verify(path: str | os.PathLike[str]) -> VerifyReport:
     except FileNotFoundError:
         raise SourceNotFoundError(f"audit log {local} not found: check the path") from None
     except OSError as exc:
-        raise StorageError(f"cannot read the audit log {local}: {exc.strerror}") from None
+        raise StorageError(
+            f"cannot read the audit log {local}: {exc.strerror}; check the path and permissions"
+        ) from None
     checker = _Checker()
     with fh:
         problems = list(checker.run(_lines(fh)))

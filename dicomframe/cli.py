@@ -181,6 +181,15 @@ def deidentify(
     jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="Worker processes [default: all cores].", show_default=False)] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan only: print the summary, write the plan to the vault, write nothing under DST.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    audit_log: Annotated[
+        str | None,
+        typer.Option(
+            "--audit-log",
+            envvar="DICOMFRAME_AUDIT_LOG",
+            help="Append a record of this run to this tamper-evident log (JSON Lines; no PHI).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """De-identify DICOM files with the PS3.15 profile, keyed pseudonyms and a per-patient date shift.
 
@@ -210,6 +219,7 @@ def deidentify(
         jobs=jobs,
         dry_run=dry_run,
         progress=progress and sys.stderr.isatty(),
+        audit_log=audit_log,
     )
     table = Table(title="dicomframe deidentify" + (" (dry run)" if dry_run else ""), show_header=False, title_justify="left")
     for label, value in result.rows():
@@ -247,6 +257,56 @@ def deidentify(
         code = 1
     if code:
         raise typer.Exit(code)
+
+
+auditlog_app = typer.Typer(
+    name="auditlog",
+    help="Check the tamper-evident audit log (who de-identified, re-identified, exported, used the key).",
+    no_args_is_help=True,
+)
+app.add_typer(auditlog_app, name="auditlog")
+
+
+@auditlog_app.command("verify")
+def auditlog_verify(
+    log: Annotated[str, typer.Argument(help="The audit log file (JSON Lines, local path).", show_default=False)],
+) -> None:
+    """Check every record and link of an audit log: edits, removals, reordering, cut-off writes.
+
+    Exit code 0 when the chain is intact, 1 when problems were found (listed by line
+    and seq; record contents are never printed), 2 when the file is missing.
+
+    Example:
+
+      dicomframe auditlog verify /var/lib/dicomframe/audit.jsonl
+    """
+    from .auditlog import verify as run_verify
+
+    try:
+        report = run_verify(log)
+    except UserInputError as exc:  # missing file, a folder, no permission
+        _fail(_escape(str(exc)), 2)
+    if report.ok:
+        _out.print(f"ok: {report.records:,} records, chain intact", highlight=False)
+        return
+    shown = report.problems[:50]
+    table = Table(title=f"audit log problems ({len(report.problems)})", title_justify="left")
+    table.add_column("line", justify="right")
+    table.add_column("seq", justify="right")
+    table.add_column("kind")
+    table.add_column("message", overflow="fold")
+    for problem in shown:
+        seq = "" if problem.seq is None else str(problem.seq)
+        table.add_row(str(problem.line), seq, problem.kind.value, _escape(problem.message))
+    _out.print(table)
+    if len(report.problems) > len(shown):
+        _out.print(f"  … {len(report.problems) - len(shown)} more", highlight=False)
+    _out.print(
+        f"  {report.records:,} records read; keep this file unchanged as evidence and have it reviewed "
+        "(appends are refused while the last line is partial or damaged).",
+        highlight=False,
+    )
+    raise typer.Exit(1)
 
 
 @app.command()

@@ -121,6 +121,7 @@ def deidentify(
     date_shift: DateShift | None = None,
     storage_options: dict[str, Any] | None = None,
     progress: bool | None = None,
+    audit_log: str | os.PathLike[str] | None = None,
 ) -> DeidentifyResult:
     """De-identify DICOM files into ``DST/<batch_id>/`` with a manifest and a vault mapping.
 
@@ -144,6 +145,9 @@ def deidentify(
         ``STAT``, ``URGENT`` or ``ROUTINE`` (recorded in the manifest).
     dry_run
         Plan only: write the plan to the vault and nothing under ``dst``.
+    audit_log
+        A local JSON Lines file: one hash-chained record of this run is appended
+        (batch id, counts, outcome, key id; no PHI).
 
     Examples
     --------
@@ -190,6 +194,7 @@ def deidentify(
         vault_fs.makedirs(_join(vault_root, batch), exist_ok=True)
         with vault_fs.open(plan_path, "wb") as fh:
             plan.table.write_parquet(fh)
+        _audit(audit_log, "dry_run", batch, project_key, plan, files.height, 0, len(failed), "ok")
         return DeidentifyResult(
             batch_id=batch,
             batch_uri=batch_uri,
@@ -238,6 +243,8 @@ def deidentify(
     mapping_uri = _write_mapping(vault_fs, vault_root, vault_text, batch, files, scanned, org, submitted)
     findings = _leak_gate(ok_files, batch_uri, plan, jobs, storage_options)
     manifest_uri = None
+    outcome = "ok" if not failed and findings.height == 0 else ("gate_failed" if findings.height else "partial")
+    _audit(audit_log, "deidentify", batch, project_key, plan, files.height, len(written_ids), len(failed), outcome)
     if findings.height == 0:
         manifest = _manifest(batch, priority.upper(), submitted, ok_files, failed)
         manifest_path = _join(batch_root, "manifest.json")
@@ -255,6 +262,31 @@ def deidentify(
         plan=plan,
         outputs=[_join(dst_text, batch, k) for k in ok_files["out_key"].to_list()],
         findings=findings,
+    )
+
+
+def _audit(
+    path: str | os.PathLike[str] | None,
+    action: str,
+    batch: str,
+    key: ProjectKey,
+    plan: Plan,
+    inputs: int,
+    written: int,
+    failed: int,
+    outcome: str,
+) -> None:
+    if path is None:
+        return
+    from .auditlog import log_event
+
+    log_event(
+        os.fspath(path),
+        action,
+        batch_id=batch,
+        counts={"inputs": inputs, "written": written, "failed": failed},
+        outcome=outcome,
+        details={"profile": plan.profile.name, "key_id": key.key_id, "org": plan.org},
     )
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
+import getpass
 import hashlib
+import itertools
 import json
 import multiprocessing
 import os
@@ -17,7 +20,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dicomframe import auditlog
 from dicomframe.auditlog import (
     Action,
     AuditLog,
@@ -76,7 +78,7 @@ def test_a_chain_of_100_records_verifies(log_path: Path) -> None:
 
     assert report == VerifyReport(ok=True, records=100, problems=[])
     assert [r["seq"] for r in records] == list(range(1, 101))
-    assert all(b["prev"] == a["hash"] for a, b in zip(records, records[1:], strict=False))
+    assert all(b["prev"] == a["hash"] for a, b in itertools.pairwise(records))
 
 
 def test_the_first_record_links_to_64_zeros(log_path: Path) -> None:
@@ -120,7 +122,7 @@ def test_time_is_iso_8601_utc_with_microseconds(log_path: Path) -> None:
 def test_the_actor_defaults_to_the_os_user_and_a_token_id_replaces_it(
     log_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(auditlog.getpass, "getuser", lambda: "operator7")
+    monkeypatch.setattr(getpass, "getuser", lambda: "operator7")
     log = AuditLog(log_path)
 
     assert log.append("deidentify")["actor"] == "operator7"
@@ -133,7 +135,7 @@ def test_the_actor_falls_back_to_the_uid_when_the_os_has_no_user_name(
     def no_user() -> str:
         raise OSError("no user")
 
-    monkeypatch.setattr(auditlog.getpass, "getuser", no_user)
+    monkeypatch.setattr(getpass, "getuser", no_user)
 
     assert AuditLog(log_path).append("deidentify")["actor"] == f"uid:{os.getuid()}"
 
@@ -356,15 +358,45 @@ def test_a_failed_write_leaves_the_log_as_it_was(
     def disk_full(fd: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(auditlog.os, "fsync", disk_full)
+    monkeypatch.setattr(os, "fsync", disk_full)
     with pytest.raises(
-        AuditLogError, match="could not write .*No space left on device; nothing was logged"
+        AuditLogError, match="could not write .*No space left on device; the record was not logged"
     ):
         AuditLog(log_path).append("export", actor="alice")
     monkeypatch.undo()
 
     assert log_path.read_bytes() == before
     assert AuditLog(log_path).append("export", actor="alice")["seq"] == 3
+
+
+def test_an_interrupted_write_is_taken_back(
+    log_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fill(log_path, 2)
+    before = log_path.read_bytes()
+
+    def interrupted(fd: int) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        AuditLog(log_path).append("export", actor="alice")
+    monkeypatch.undo()
+
+    assert log_path.read_bytes() == before
+
+
+def test_a_file_system_without_locks_is_reported(
+    log_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(37, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(
+        AuditLogError, match="cannot lock the audit log .*No locks available; keep the log"
+    ):
+        AuditLog(log_path).append("export", actor="alice")
 
 
 def test_append_reads_only_the_tail_of_a_long_log(
@@ -380,7 +412,7 @@ def test_append_reads_only_the_tail_of_a_long_log(
         read.append(len(data))
         return data
 
-    monkeypatch.setattr(auditlog.os, "pread", counting_pread)
+    monkeypatch.setattr(os, "pread", counting_pread)
     record = AuditLog(log_path).append("export", actor="alice")
 
     assert record["seq"] == 301
@@ -471,7 +503,7 @@ def test_the_log_holds_only_what_the_caller_passed(
 def test_fields_not_given_are_null(log_path: Path) -> None:
     record = AuditLog(log_path).append("key_use", actor="alice")
 
-    assert [record[k] for k in ("batch_id", "ids", "counts", "details")] == [None] * 4  # type: ignore[literal-required]
+    assert [record[k] for k in ("batch_id", "ids", "counts", "details")] == [None] * 4
     assert record["outcome"] == "ok"
 
 
@@ -558,7 +590,7 @@ def sample_log(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     log.append("deidentify", actor="alice", batch_id="b-1", counts={"files": 12, "failed": 0})
     log.append("key_use", actor="token:7f55", details={"purpose": "vault", "ratio": 1e16, "n": -3})
     log.append("export", actor="Zoë", ids=["2.25.1", "2.25.2"], details={"ok": True, "x": 0.1})
-    log.append("reidentify", actor="bob", outcome="refused")
+    log.append("reidentify", actor="bob", outcome="refused", details={"tab": "a\x0bb"})
     return path.read_bytes()
 
 
@@ -581,6 +613,18 @@ def test_any_single_byte_change_is_detected_at_its_line(
 
     assert not report.ok
     assert min(p.line for p in report.problems) == sample_log[:position].count(b"\n") + 1
+
+
+@pytest.mark.parametrize(("before", "after"), [(b"1e+16", b"1E+16"), (b"\\u000b", b"\\u000B")])
+def test_a_byte_change_that_keeps_the_value_is_still_detected(
+    sample_log: bytes, tmp_path: Path, before: bytes, after: bytes
+) -> None:
+    assert sample_log.count(before) == 1
+    path = tmp_path / "audit.jsonl"
+    path.write_bytes(sample_log.replace(before, after))
+    line = sample_log[: sample_log.index(before)].count(b"\n") + 1
+
+    assert [(p.line, p.kind) for p in verify(path).problems] == [(line, ProblemKind.NOT_CANONICAL)]
 
 
 def test_report_problems_are_plain_tuples_of_line_seq_kind_message() -> None:

@@ -232,3 +232,19 @@ def test_the_leak_gate_stops_a_leaky_profile(tmp_path: Path) -> None:
     # evidence is masked: never the value in full
     assert not names["evidence"].str.contains("Doe").any()
     assert names["evidence"].str.contains(r"\*\*\*").all()
+
+
+def test_runs_are_recorded_in_the_audit_log(tmp_path: Path) -> None:
+    from dicomframe.auditlog import verify
+
+    log = tmp_path / "audit.jsonl"
+    deidentify(SAMPLES / "cohort", tmp_path / "o", key=KEY, vault=tmp_path / "v", batch_id="a1", audit_log=log, progress=False)
+    deidentify(SAMPLES / "odd", tmp_path / "o", key=KEY, vault=tmp_path / "v", batch_id="a2", audit_log=log, progress=False)
+    report = verify(log)
+    assert report.ok and report.records == 2
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["batch_id"] for r in records] == ["a1", "a2"]
+    assert records[0]["counts"]["written"] == 70 and records[0]["outcome"] == "ok"
+    assert records[1]["outcome"] == "partial"
+    text = log.read_text()
+    assert "DOE" not in text and "MRN" not in text and str(SAMPLES) not in text
