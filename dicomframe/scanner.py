@@ -14,22 +14,26 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import polars as pl
+if TYPE_CHECKING:
+    import polars as pl
+
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ._worker import (
     ELEMENTS_ARROW,
     FILE_COLUMNS,
     Chunk,
+    column,
     empty_table,
     scan_chunk,
     storage_environment,
 )
 from .errors import DicomframeError, ScanError, StorageError, UserInputError
 from .parallel import default_jobs, ordered_map
-from .schema import ERRORS_SCHEMA, FILES_SCHEMA, cast_instances
+from .schema import ERRORS_ARROW, cast_instances, empty_instances
 from .sources import FileRef, Source, resolve_source
 from .tags import TAGS_BY_KEYWORD
 
@@ -111,9 +115,17 @@ def _human_bytes(n: int) -> str:
     return f"{n} B"
 
 
+def _to_polars(table: pa.Table) -> pl.DataFrame:
+    import polars as pl
+
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
 @dataclass
 class ScanResult:
-    """The three tables of a scan, as polars DataFrames.
+    """The three tables of a scan, as polars DataFrames (Arrow underneath).
 
     Attributes
     ----------
@@ -125,37 +137,59 @@ class ScanResult:
         Loaded from Parquet on first use when the scan was written to disk.
     errors
         One row per file that could not be read: ``path``, ``kind``, ``message``.
+
+    ``.to_arrow()`` of any of them, or ``.to_pandas()``, gives the other forms.
     """
 
-    instances: pl.DataFrame
-    errors: pl.DataFrame
+    instances_table: pa.Table
+    errors_table: pa.Table
     summary: ScanSummary
     outputs: dict[str, str] = field(default_factory=dict)
-    _elements: pl.DataFrame | None = None
+    elements_table: pa.Table | None = None
+    _frames: dict[str, pl.DataFrame] = field(default_factory=dict, repr=False)
+
+    def _frame(self, name: str, table: pa.Table | None) -> pl.DataFrame:
+        if name not in self._frames:
+            if table is None:
+                import polars as pl
+
+                self._frames[name] = pl.read_parquet(self.outputs[name])
+            else:
+                self._frames[name] = _to_polars(table)
+        return self._frames[name]
+
+    @property
+    def instances(self) -> pl.DataFrame:
+        return self._frame("instances", self.instances_table)
+
+    @property
+    def errors(self) -> pl.DataFrame:
+        return self._frame("errors", self.errors_table)
 
     @property
     def elements(self) -> pl.DataFrame:
-        if self._elements is None:
-            self._elements = pl.read_parquet(self.outputs["elements"])
-        return self._elements
+        return self._frame("elements", self.elements_table)
 
     @property
     def failed(self) -> pl.DataFrame:
         """Error rows for damaged files (the ones that make the CLI exit non-zero)."""
+        import polars as pl
+
         return self.errors.filter(pl.col("kind").is_in(sorted(FAILURE_KINDS)))
 
     def write_parquet(self, output: str) -> dict[str, str]:
         """Write the three tables (see :func:`scan` for the layout); return their paths."""
         paths = output_paths(output)
-        _write_frame(self.instances, paths["instances"])
-        _write_frame(self.elements, paths["elements"])
-        _write_frame(self.errors, paths["errors"])
+        _write_table(self.instances.to_arrow(), paths["instances"])
+        _write_table(self.elements.to_arrow(), paths["elements"])
+        _write_table(self.errors.to_arrow(), paths["errors"])
         return paths
 
     def __repr__(self) -> str:
         return (
-            f"ScanResult(instances={self.instances.height:,} rows × {self.instances.width} columns, "
-            f"errors={self.errors.height:,}, {self.summary.files_per_second:,.0f} files/s)"
+            f"ScanResult(instances={self.instances_table.num_rows:,} rows × "
+            f"{self.instances_table.num_columns} columns, errors={self.errors_table.num_rows:,}, "
+            f"{self.summary.files_per_second:,.0f} files/s)"
         )
 
     def _repr_html_(self) -> str:
@@ -226,10 +260,10 @@ class _AtomicParquet:
                 self.fs.rm(self.tmp)
 
 
-def _write_frame(df: pl.DataFrame, target: str) -> None:
-    w = _AtomicParquet(target, df.to_arrow().schema)
+def _write_table(table: pa.Table, target: str) -> None:
+    w = _AtomicParquet(target, table.schema)
     try:
-        w.write(df.to_arrow())
+        w.write(table)
         w.commit()
     except BaseException:
         w.abort()
@@ -282,36 +316,49 @@ class _Blocks:
         return self.done
 
 
-def _build_instances(tables: list[pa.Table]) -> pl.DataFrame:
-    """One typed instances frame from the workers' all-string tables."""
+def _build_instances(tables: list[pa.Table]) -> pa.Table:
+    """One typed instances table from the workers' all-string tables."""
     if not tables:
-        return pl.DataFrame(schema=FILES_SCHEMA)
+        return empty_instances()
     table = pa.concat_tables(tables, promote_options="default", memory_pool=POOL).combine_chunks(POOL)
-    frame = pl.from_arrow(table)
-    assert isinstance(frame, pl.DataFrame)
-    return _order_columns(cast_instances(frame, _FIXED))
+    return _order_columns(cast_instances(table, _FIXED))
 
 
-def _order_columns(df: pl.DataFrame) -> pl.DataFrame:
-    fixed = [name for name, _ in FILE_COLUMNS if name in df.columns]
-    rest = sorted((c for c in df.columns if c not in _FIXED), key=lambda c: TAGS_BY_KEYWORD.get(c, 1 << 32))
-    return df.select(fixed + rest)
+def _order_columns(table: pa.Table) -> pa.Table:
+    names = table.column_names
+    fixed = [name for name, _ in FILE_COLUMNS if name in names]
+    rest = sorted((c for c in names if c not in _FIXED), key=lambda c: TAGS_BY_KEYWORD.get(c, 1 << 32))
+    return table.select(fixed + rest)
 
 
-def _summarise(instances: pl.DataFrame, errors: pl.DataFrame, n_files: int, elapsed: float, nbytes: int, jobs: int) -> ScanSummary:
+def _errors_table(rows: list[tuple[Any, ...]]) -> pa.Table:
+    rows = sorted(rows, key=lambda r: r[0])
+    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in ERRORS_ARROW]
+    return pa.Table.from_arrays(
+        [column(list(values), f.type) for values, f in zip(columns, ERRORS_ARROW, strict=True)],
+        schema=ERRORS_ARROW,
+    )
+
+
+def _counts(array: pa.ChunkedArray | pa.Array) -> dict[str, int]:
+    counts = pc.value_counts(array).to_pylist()
+    ordered = sorted(counts, key=lambda c: (-c["counts"], str(c["values"])))
+    return {("?" if c["values"] is None else str(c["values"]) or "(empty)"): int(c["counts"]) for c in ordered}
+
+
+def _summarise(instances: pa.Table, errors: pa.Table, n_files: int, elapsed: float, nbytes: int, jobs: int) -> ScanSummary:
     def n_unique(col: str) -> int:
-        return int(instances[col].drop_nulls().n_unique()) if col in instances.columns else 0
+        if col not in instances.column_names:
+            return 0
+        return int(pc.count_distinct(instances.column(col), mode="only_valid").as_py())
 
-    modalities: dict[str, int] = {}
-    if "Modality" in instances.columns:
-        counts = instances["Modality"].fill_null("?").value_counts(sort=True)
-        modalities = {str(m): int(n) for m, n in counts.iter_rows()}
-    kinds = {str(k): int(n) for k, n in errors["kind"].value_counts().iter_rows()} if errors.height else {}
+    modalities = _counts(instances.column("Modality")) if "Modality" in instances.column_names else {}
+    kinds = _counts(errors.column("kind")) if errors.num_rows else {}
     failed = sum(n for k, n in kinds.items() if k in FAILURE_KINDS)
     return ScanSummary(
         files=n_files,
-        instances=instances.height,
-        errors=errors.height,
+        instances=instances.num_rows,
+        errors=errors.num_rows,
         failed=failed,
         errors_by_kind=kinds,
         patients=n_unique("PatientID"),
@@ -440,12 +487,12 @@ def scan(
                 elements_writer.write(rest)
                 element_tables.take()
         instances = _build_instances(instance_tables.all())
-        errors = pl.DataFrame(error_rows, schema=ERRORS_SCHEMA, orient="row").sort("file_id")
+        errors = _errors_table(error_rows)
         if elements_writer is not None:
             elements_writer.commit()
             elements_writer = None
-            _write_frame(errors, paths["errors"])
-            _write_frame(instances, paths["instances"])  # last: its presence marks a complete scan
+            _write_table(errors, paths["errors"])
+            _write_table(instances, paths["instances"])  # last: its presence marks a complete scan
     except BaseException:
         if elements_writer is not None:
             elements_writer.abort()
@@ -454,13 +501,10 @@ def scan(
         bar.close()
     elapsed = time.perf_counter() - started
     summary = _summarise(instances, errors, total, elapsed, sum(f.size for f in source.files), n_jobs)
-    result = ScanResult(instances=instances, errors=errors, summary=summary, outputs=paths)
+    result = ScanResult(instances_table=instances, errors_table=errors, summary=summary, outputs=paths)
     if not paths:
         blocks = element_tables.all()
-        table = pa.concat_tables(blocks) if blocks else empty_table(ELEMENTS_ARROW)
-        frame = pl.from_arrow(table)
-        assert isinstance(frame, pl.DataFrame)
-        result._elements = frame
+        result.elements_table = pa.concat_tables(blocks) if blocks else empty_table(ELEMENTS_ARROW)
     return result
 
 

@@ -1,201 +1,255 @@
-"""Table schemas and the typing of attribute values (VR → Arrow/polars type).
+"""Table schemas and the typing of attribute values (VR → Arrow type).
 
 The elements table keeps every value as a string (its DICOM string form). The
 instances table gives top-level attributes a column each, typed from the
 data dictionary:
 
-=========================  ======================
-VR                         column type
-=========================  ======================
-DA                         ``Date``
-TM                         ``Time``
-DT                         ``Datetime("us")`` (UTC offset dropped; the local time as written)
-IS, US, UL, SS, SL, SV     ``Int64``
-UV                         ``UInt64``
-DS, FL, FD                 ``Float64``
-everything else            ``String``
-=========================  ======================
+=========================  ==========================================
+VR                         column type (Arrow → polars)
+=========================  ==========================================
+DA                         ``date32`` → ``Date``
+TM                         ``time64[us]`` → ``Time``
+DT                         ``timestamp[us]`` → ``Datetime("us")`` (UTC offset dropped:
+                           the local time as written)
+IS, US, UL, SS, SL, SV     ``int64`` → ``Int64``
+UV                         ``uint64`` → ``UInt64``
+DS, FL, FD                 ``float64`` → ``Float64``
+everything else            ``string`` → ``String``
+=========================  ==========================================
 
-Attributes whose dictionary VM is not ``1`` are ``List`` of that type. A
-value that does not parse (e.g. a malformed date) becomes null in the
-instances table; the elements table always keeps the original string.
+Attributes whose dictionary VM is not ``1`` are lists of that type. A value
+that does not parse (a malformed date, a number with a typo) becomes null in
+the instances table; the elements table always keeps the original string.
+
+Typing runs in Arrow compute kernels, so a scan written to Parquet never needs
+polars (nor its memory); polars frames are made when a table is looked at.
 """
 
 from __future__ import annotations
 
-import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from ._worker import ELEMENTS_ARROW, FILE_COLUMNS, INSTANCE_SKIP_VRS, empty_table
+from ._worker import ELEMENTS_ARROW, FILE_COLUMNS, INSTANCE_SKIP_VRS, column, empty_table
 from .tags import TAGS_BY_KEYWORD, VMS, VRS
 
 __all__ = [
+    "ELEMENTS_ARROW",
+    "ERRORS_ARROW",
+    "FILES_ARROW",
     "BULK_VRS",
-    "ELEMENTS_SCHEMA",
-    "ERRORS_SCHEMA",
-    "FILES_SCHEMA",
+    "arrow_type_for",
     "cast_instances",
-    "dtype_for",
-    "parse_da",
-    "parse_dt",
-    "parse_tm",
 ]
 
-def _polars_schema(schema: pa.Schema) -> dict[str, pl.DataType]:
-    # an empty table built without converting Python objects (that would import pandas)
-    frame = pl.from_arrow(empty_table(schema))
-    assert isinstance(frame, pl.DataFrame)
-    return dict(frame.schema)
-
-
-#: the elements table (one row per element, any depth)
-ELEMENTS_SCHEMA = _polars_schema(ELEMENTS_ARROW)
 #: the per-file columns that start the instances table
-FILES_SCHEMA = _polars_schema(pa.schema(FILE_COLUMNS))
+FILES_ARROW = pa.schema(FILE_COLUMNS)
 #: the errors table
-ERRORS_SCHEMA: dict[str, pl.DataType] = {
-    "file_id": pl.Int64(),
-    "path": pl.String(),
-    "size": pl.Int64(),
-    "kind": pl.String(),
-    "message": pl.String(),
-}
+ERRORS_ARROW = pa.schema(
+    [
+        ("file_id", pa.int64()),
+        ("path", pa.string()),
+        ("size", pa.int64()),
+        ("kind", pa.string()),
+        ("message", pa.string()),
+    ]
+)
 #: VRs never turned into instance columns (bulk binary and sequences)
 BULK_VRS = tuple(sorted(INSTANCE_SKIP_VRS))
 
 _INT_VRS = frozenset(("IS", "US", "UL", "SS", "SL", "SV", "US or SS"))
 _FLOAT_VRS = frozenset(("DS", "FL", "FD"))
+_POOL = pa.system_memory_pool()
 
 
-def _scalar_dtype(vr: str) -> pl.DataType:
+def _scalar_type(vr: str) -> pa.DataType:
     if vr == "DA":
-        return pl.Date()
+        return pa.date32()
     if vr == "TM":
-        return pl.Time()
+        return pa.time64("us")
     if vr == "DT":
-        return pl.Datetime("us")
+        return pa.timestamp("us")
     if vr in _INT_VRS:
-        return pl.Int64()
+        return pa.int64()
     if vr == "UV":
-        return pl.UInt64()
+        return pa.uint64()
     if vr in _FLOAT_VRS:
-        return pl.Float64()
-    return pl.String()
+        return pa.float64()
+    return pa.string()
 
 
-def dtype_for(keyword: str) -> pl.DataType:
+def arrow_type_for(keyword: str) -> pa.DataType:
     """The instances column type of a keyword, from its dictionary VR and VM.
 
     Examples
     --------
-    >>> dtype_for("StudyDate")
-    Date
-    >>> dtype_for("ImageType")
-    List(String)
+    >>> arrow_type_for("StudyDate")
+    DataType(date32[day])
+    >>> arrow_type_for("ImageType")
+    ListType(list<item: string>)
     """
     tag = TAGS_BY_KEYWORD.get(keyword)
     if tag is None:
-        return pl.String()
-    scalar = _scalar_dtype(VRS.get(tag, ""))
+        return pa.string()
+    scalar = _scalar_type(VRS.get(tag, ""))
     if VMS.get(tag, "1") != "1":
-        return pl.List(scalar)
+        return pa.list_(scalar)
     return scalar
 
 
-def parse_da(s: pl.Expr) -> pl.Expr:
-    """DA strings (``YYYYMMDD``; legacy ``YYYY.MM.DD`` too) to ``Date``; invalid → null."""
-    digits = s.str.strip_chars().str.replace_all(".", "", literal=True)
-    return (
-        pl.when(digits.str.len_chars() == 8)
-        .then(digits)
-        .otherwise(None)
-        .str.strptime(pl.Date, "%Y%m%d", strict=False)
+def _int(value: int) -> pa.Scalar:
+    return column([value], pa.int64())[0]
+
+
+def _nulls_like(values: pa.Array, type_: pa.DataType) -> pa.Array:
+    return pa.nulls(len(values), type_)
+
+
+def _where(mask: pa.Array, values: pa.Array, type_: pa.DataType) -> pa.Array:
+    """``values`` where ``mask`` is true, else null (no Python scalars: no pandas import)."""
+    # if_else gives null where the mask is null, as wanted; no fill_null (it converts a
+    # Python scalar, which imports pandas)
+    return pc.if_else(mask, values, _nulls_like(values, type_), memory_pool=_POOL)
+
+
+def _matching(text: pa.Array, pattern: str) -> pa.Array:
+    return pc.match_substring_regex(text, pattern, memory_pool=_POOL)
+
+
+def _to_int(text: pa.Array) -> pa.Array:
+    trimmed = pc.utf8_trim_whitespace(text)
+    ok = _matching(trimmed, r"^[+-]?\d{1,18}$")
+    digits = pc.replace_substring_regex(trimmed, r"^\+", "")
+    return pc.cast(_where(ok, digits, pa.string()), pa.int64())
+
+
+def _to_uint(text: pa.Array) -> pa.Array:
+    trimmed = pc.utf8_trim_whitespace(text)
+    ok = _matching(trimmed, r"^\+?\d{1,19}$")
+    digits = pc.replace_substring_regex(trimmed, r"^\+", "")
+    return pc.cast(_where(ok, digits, pa.string()), pa.uint64())
+
+
+def _to_float(text: pa.Array) -> pa.Array:
+    trimmed = pc.utf8_trim_whitespace(text)
+    ok = _matching(trimmed, r"^[+-]?((\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|inf|nan)$")
+    return pc.cast(_where(ok, trimmed, pa.string()), pa.float64())
+
+
+def _to_date(text: pa.Array) -> pa.Array:
+    digits = pc.replace_substring(pc.utf8_trim_whitespace(text), ".", "")
+    ok = _matching(digits, r"^\d{8}$")
+    parsed = pc.strptime(_where(ok, digits, pa.string()), format="%Y%m%d", unit="s", error_is_null=True)
+    return pc.cast(parsed, pa.date32())
+
+
+def _time_micros(text: pa.Array) -> pa.Array:
+    """Microseconds since midnight of TM strings (``HHMMSS.FFFFFF``, shorter forms, ``HH:MM:SS``)."""
+    cleaned = pc.replace_substring(pc.utf8_trim_whitespace(text), ":", "")
+    parts = pc.extract_regex(
+        cleaned, r"^(?P<whole>\d{2}|\d{4}|\d{6})(?:\.(?P<frac>\d{0,6}))?$", memory_pool=_POOL
+    )
+    whole = pc.utf8_rpad(pc.struct_field(parts, "whole"), width=6, padding="0")
+    frac = pc.utf8_rpad(
+        pc.coalesce(pc.struct_field(parts, "frac"), _constant("", len(text))), width=6, padding="0"
     )
 
+    def number(start: int, stop: int) -> pa.Array:
+        return pc.cast(pc.utf8_slice_codeunits(whole, start, stop), pa.int64())
 
-def _time_ns(s: pl.Expr) -> pl.Expr:
-    text = s.str.strip_chars().str.replace_all(":", "", literal=True)
-    whole = text.str.extract(r"^(\d{2,6})(?:\.\d*)?$", 1)
-    ok_len = whole.str.len_chars().is_in([2, 4, 6])
-    padded = whole.str.pad_end(6, "0")
-    hour = padded.str.slice(0, 2).cast(pl.Int64, strict=False)
-    minute = padded.str.slice(2, 2).cast(pl.Int64, strict=False)
-    second = padded.str.slice(4, 2).cast(pl.Int64, strict=False)
-    frac = (
-        text.str.extract(r"^\d{6}\.(\d{1,6})", 1)
-        .str.pad_end(6, "0")
-        .cast(pl.Int64, strict=False)
-        .fill_null(0)
+    hour, minute, second = number(0, 2), number(2, 4), number(4, 6)
+    micros = pc.add(
+        pc.multiply(
+            pc.add(pc.add(pc.multiply(hour, _int(3600)), pc.multiply(minute, _int(60))), second),
+            _int(1_000_000),
+        ),
+        pc.cast(frac, pa.int64()),
     )
-    micros = (hour * 3600 + minute * 60 + second) * 1_000_000 + frac
-    valid = ok_len & (hour < 24) & (minute < 60) & (second < 60)
-    return pl.when(valid).then(micros * 1000).otherwise(None)
-
-
-def parse_tm(s: pl.Expr) -> pl.Expr:
-    """TM strings (``HHMMSS.FFFFFF`` and shorter forms, legacy ``HH:MM:SS``) to ``Time``."""
-    return _time_ns(s).cast(pl.Time)
-
-
-def parse_dt(s: pl.Expr) -> pl.Expr:
-    """DT strings (``YYYYMMDDHHMMSS.FFFFFF&ZZXX``, partial forms allowed) to ``Datetime``.
-
-    The UTC offset suffix is dropped: the result is the local time as written.
-    """
-    text = s.str.strip_chars().str.replace(r"[+-]\d{4}$", "")
-    date_part = text.str.slice(0, 8)
-    n = date_part.str.len_chars()
-    date_full = (
-        pl.when(n == 4)
-        .then(date_part + "0101")
-        .when(n == 6)
-        .then(date_part + "01")
-        .when(n == 8)
-        .then(date_part)
-        .otherwise(None)
+    ok = pc.and_(
+        pc.and_(pc.less(hour, _int(24)), pc.less(minute, _int(60))), pc.less(second, _int(60))
     )
-    date = date_full.str.strptime(pl.Date, "%Y%m%d", strict=False)
-    rest = text.str.slice(8)
-    time_ns = pl.when(rest.str.len_chars() == 0).then(pl.lit(0, pl.Int64)).otherwise(_time_ns(rest))
-    return (
-        pl.when(date.is_not_null() & time_ns.is_not_null())
-        .then(date.cast(pl.Datetime("us")) + pl.duration(microseconds=time_ns // 1000))
-        .otherwise(None)
+    return _where(pc.and_(pc.is_valid(parts), ok), micros, pa.int64())
+
+
+def _to_time(text: pa.Array) -> pa.Array:
+    return pc.cast(_time_micros(text), pa.time64("us"))
+
+
+def _to_datetime(text: pa.Array) -> pa.Array:
+    cleaned = pc.replace_substring_regex(pc.utf8_trim_whitespace(text), r"[+-]\d{4}$", "")
+    date_text = pc.utf8_slice_codeunits(cleaned, 0, 8)
+    n = pc.utf8_length(date_text)
+    full = pc.if_else(
+        pc.equal(n, _int(4).cast(pa.int32())),
+        pc.binary_join_element_wise(date_text, _constant("0101", len(text)), _constant("", len(text))),
+        pc.if_else(
+            pc.equal(n, _int(6).cast(pa.int32())),
+            pc.binary_join_element_wise(date_text, _constant("01", len(text)), _constant("", len(text))),
+            date_text,
+        ),
     )
+    date = _to_date(full)
+    rest = pc.utf8_slice_codeunits(cleaned, 8, 64)
+    has_time = pc.greater(pc.utf8_length(rest), _int(0).cast(pa.int32()))
+    micros = pc.if_else(has_time, _time_micros(rest), _constant(0, len(text), pa.int64()))
+    stamp = pc.add(
+        pc.multiply(pc.cast(pc.cast(date, pa.int32()), pa.int64()), _int(86_400_000_000)), micros
+    )
+    return pc.cast(_where(pc.and_(pc.is_valid(date), pc.is_valid(micros)), stamp, pa.int64()), pa.timestamp("us"))
 
 
-def _cast_scalar(s: pl.Expr, dtype: pl.DataType) -> pl.Expr:
-    if dtype == pl.Date:
-        return parse_da(s)
-    if dtype == pl.Time:
-        return parse_tm(s)
-    if isinstance(dtype, pl.Datetime):
-        return parse_dt(s)
-    if dtype == pl.String:
-        return s
-    return s.str.strip_chars().cast(dtype, strict=False)
+def _constant(value: str | int, n: int, type_: pa.DataType = pa.string()) -> pa.Array:
+    return column([value] * n, type_)
 
 
-def cast_column(name: str, dtype: pl.DataType) -> pl.Expr:
-    """Expression turning a string column of DICOM values into ``dtype``."""
-    col = pl.col(name)
-    if isinstance(dtype, pl.List):
-        inner = dtype.inner
-        assert inner is not None
-        split = pl.when(col.is_null() | (col == "")).then(None).otherwise(col.str.split("\\"))
-        return split.list.eval(_cast_scalar(pl.element(), inner)).alias(name)
-    if dtype == pl.String:
-        return col.alias(name)
-    return _cast_scalar(col, dtype).alias(name)
+_CASTS = {
+    pa.date32(): _to_date,
+    pa.time64("us"): _to_time,
+    pa.timestamp("us"): _to_datetime,
+    pa.int64(): _to_int,
+    pa.uint64(): _to_uint,
+    pa.float64(): _to_float,
+}
 
 
-def cast_instances(wide: pl.DataFrame, fixed: set[str], group: int = 16) -> pl.DataFrame:
-    """Cast every keyword column of an all-string instances frame.
+def _cast_scalar(text: pa.Array, type_: pa.DataType) -> pa.Array:
+    if type_ == pa.string():
+        return text
+    return _CASTS[type_](text)
 
-    Columns are cast ``group`` at a time: all at once runs every cast in parallel
-    and doubles the peak memory for a small gain in time.
-    """
-    columns = [c for c in wide.columns if c not in fixed]
-    for i in range(0, len(columns), group):
-        wide = wide.with_columns([cast_column(c, dtype_for(c)) for c in columns[i : i + group]])
-    return wide
+
+def cast_column(text: pa.Array, type_: pa.DataType) -> pa.Array:
+    """DICOM string values → ``type_`` (lists split on backslash)."""
+    if isinstance(type_, pa.ListType):
+        empty = pc.or_(pc.is_null(text), pc.equal(text, _constant("", len(text))))
+        kept = _where(pc.invert(empty), text, pa.string())
+        lists = pc.split_pattern(kept, "\\")
+        values = _cast_scalar(pc.list_flatten(lists), type_.value_type)
+        offsets = lists.offsets
+        rebuilt = pa.ListArray.from_arrays(offsets, values, mask=pc.is_null(lists))
+        return rebuilt
+    return _cast_scalar(text, type_)
+
+
+def cast_instances(table: pa.Table, fixed: set[str]) -> pa.Table:
+    """Type every keyword column of an all-string instances table."""
+    table = table.combine_chunks(_POOL)
+    columns, fields = [], []
+    for field in table.schema:
+        data = table.column(field.name)
+        if field.name in fixed:
+            columns.append(data)
+            fields.append(field)
+            continue
+        type_ = arrow_type_for(field.name)
+        array = data.combine_chunks() if isinstance(data, pa.ChunkedArray) else data
+        if array.type != pa.string():
+            array = array.cast(pa.string())
+        columns.append(cast_column(array, type_))
+        fields.append(pa.field(field.name, type_))
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+
+
+def empty_instances() -> pa.Table:
+    """An instances table with no rows (the per-file columns only)."""
+    return empty_table(FILES_ARROW)
