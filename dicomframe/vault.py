@@ -61,7 +61,7 @@ import contextlib
 import io
 import os
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, overload
 
@@ -70,6 +70,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .errors import (
+    DicomframeError,
     StorageError,
     Tampered,
     UnknownBatch,
@@ -376,7 +377,8 @@ def reidentify(
     A left join with the vault's mappings: every row of ``frame`` is kept, in
     order, once; rows whose id is in no mapping get nulls. Pseudonyms are keyed
     and consistent, so a study uploaded in several batches maps to the same
-    originals and is matched once.
+    originals and is matched once (should batches disagree, the first batch id
+    in sort order wins, column by column, skipping nulls).
 
     Parameters
     ----------
@@ -434,6 +436,7 @@ def reidentify(
         raise UserInputError(
             f"the frame already has column(s) {', '.join(clash)}: drop or rename them first"
         )
+    keys = _key_column(frame, on, pandas_in)
     project_key = _resolve_key(key)
     if batch_id is None:
         batches = list_batches(vault, storage_options=storage_options)
@@ -449,7 +452,6 @@ def reidentify(
         for b in batches
     ]
     lookup = _lookup(pl.concat(mappings, how="vertical_relaxed"), on, added).rename({on: _JOIN_KEY})
-    keys = _key_column(frame, on, pandas_in)
     originals = keys.join(
         lookup, on=_JOIN_KEY, how="left", validate="m:1", maintain_order="left"
     ).drop(_JOIN_KEY)
@@ -561,8 +563,13 @@ def _associated_data(header: bytes, batch_id: str) -> bytes:
     return header + batch_id.encode("utf-8")
 
 
+def _new_nonce() -> bytes:
+    """A fresh random 96-bit nonce (safe for 2**32 files per key)."""
+    return secrets.token_bytes(_NONCE_LENGTH)
+
+
 def _seal(plain: bytes, batch_id: str, key: ProjectKey) -> bytes:
-    nonce = secrets.token_bytes(_NONCE_LENGTH)
+    nonce = _new_nonce()
     header = _header(key.key_id, nonce)
     body = AESGCM(key.subkey(_SUBKEY_PURPOSE)).encrypt(
         nonce, plain, _associated_data(header, batch_id)
@@ -660,62 +667,34 @@ class _Store:
 
     def write(self, batch_id: str, data: bytes) -> None:
         target = self.path(batch_id)
-        try:
+        with _storage_errors("write", self.uri(batch_id)):
             if self.local:
                 _replace_local(target, data)
             else:
                 self.fs.pipe_file(target, data)  # one PUT: readers see all or nothing
-        except PermissionError:
-            raise StorageError(
-                f"access denied writing {self.uri(batch_id)}: check the permissions on the vault"
-            ) from None
-        except OSError as exc:
-            raise VaultError(
-                f"cannot write {self.uri(batch_id)} ({exc.strerror or type(exc).__name__}): "
-                "check that the vault location exists and is writable, then re-run"
-            ) from None
 
     def read(self, batch_id: str) -> bytes:
-        try:
-            data = self.fs.cat_file(self.path(batch_id))
-        except FileNotFoundError:
-            raise self._unknown(batch_id) from None
-        except IsADirectoryError:
-            raise self._unknown(batch_id) from None
-        except PermissionError:
-            raise StorageError(
-                f"access denied reading {self.uri(batch_id)}: check the credentials and the "
-                "permissions on the vault"
-            ) from None
-        except OSError as exc:
-            raise VaultError(
-                f"cannot read {self.uri(batch_id)} ({exc.strerror or type(exc).__name__}): "
-                "check that the vault is reachable, then retry"
-            ) from None
+        with _storage_errors("read", self.uri(batch_id)):
+            try:
+                data = self.fs.cat_file(self.path(batch_id))
+            except (FileNotFoundError, IsADirectoryError):
+                raise self._unknown(batch_id) from None
         return bytes(data)
 
     def batches(self) -> list[str]:
         pattern = f"{self.root.rstrip('/')}/*/{MAPPING_FILE}"
-        try:
-            found = self.fs.glob(pattern)
-        except FileNotFoundError:
-            return []
-        except PermissionError:
-            raise StorageError(
-                f"access denied listing vault {self.text}: check the credentials and permissions"
-            ) from None
-        except OSError as exc:
-            raise VaultError(
-                f"cannot list vault {self.text} ({exc.strerror or type(exc).__name__}): "
-                "check that it is reachable, then retry"
-            ) from None
+        with _storage_errors("list", self.text):
+            try:
+                found = self.fs.glob(pattern)
+            except FileNotFoundError:
+                return []
         names = {str(p).rstrip("/").rsplit("/", 2)[-2] for p in found}
         return sorted(n for n in names if _valid_batch_id(n))
 
     def _unknown(self, batch_id: str) -> UnknownBatch:
         try:
             batches = self.batches()
-        except VaultError:
+        except DicomframeError:
             batches = []
         if batches:
             shown = ", ".join(batches[:10]) + (
@@ -725,7 +704,8 @@ class _Store:
         else:
             held = f"it holds no batch (no <batch_id>/{MAPPING_FILE}); check the vault location"
         legacy = ""
-        with contextlib.suppress(OSError):
+        # only a hint: a back-end that cannot answer (any exception type) just gets no hint
+        with contextlib.suppress(Exception):
             if self.fs.exists(self.path(batch_id, _LEGACY_MAPPING_FILE)):
                 legacy = (
                     f"; the folder has an unencrypted {_LEGACY_MAPPING_FILE} from an older dicomframe: "
@@ -735,6 +715,31 @@ class _Store:
             f"no batch {batch_id!r} in vault {self.text}: {held}{legacy}. See the batches with "
             f"dicomframe.vault.list_batches({self.text!r}) (one folder VAULT/<batch_id>/ per batch)"
         )
+
+
+@contextlib.contextmanager
+def _storage_errors(action: str, where: str) -> Iterator[None]:
+    """Turn a storage back-end's failure into a dicomframe error naming what to check."""
+    try:
+        yield
+    except DicomframeError:
+        raise
+    except PermissionError:
+        raise StorageError(
+            f"access denied: cannot {action} {where}; check the credentials and the permissions "
+            "on the vault"
+        ) from None
+    except OSError as exc:
+        raise VaultError(
+            f"cannot {action} {where} ({exc.strerror or type(exc).__name__}): check that the vault "
+            "location exists, is writable and reachable, then re-run"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - back-ends raise their own types (botocore, azure, aiohttp)
+        raise StorageError(
+            f"cannot {action} {where} ({type(exc).__name__}): check the vault URL, the credentials "
+            "and that the storage service is reachable (for an S3-compatible server: "
+            "FSSPEC_S3_ENDPOINT_URL or AWS_ENDPOINT_URL)"
+        ) from None
 
 
 def _replace_local(target: str, data: bytes) -> None:
