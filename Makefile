@@ -42,7 +42,15 @@ demo: install
 	@echo "== de-identify data-samples/cohort -> $(DEMO)/deidentified/demo/ (mapping -> $(DEMO)/vault/)"
 	@test -f $(DEMO)/project.key || $(BIN)/dicomframe keygen $(DEMO)/project.key
 	$(BIN)/dicomframe deidentify data-samples/cohort $(DEMO)/deidentified --key-file $(DEMO)/project.key \
-	  --vault $(DEMO)/vault --batch-id demo --no-progress
+	  --vault $(DEMO)/vault --batch-id demo --audit-log $(DEMO)/audit.jsonl --no-progress
+	@echo
+	@echo "== re-identify the first study of the batch, through the vault (this prints PHI)"
+	$(BIN)/dicomframe reidentify $(DEMO)/vault --key-file $(DEMO)/project.key --batch-id demo \
+	  --audit-log $(DEMO)/audit.jsonl \
+	  --study $$($(BIN)/python -c "import json; print(json.load(open('$(DEMO)/deidentified/demo/manifest.json'))['studies'][0]['cloud_study_id'])")
+	@echo
+	@echo "== the audit log of these runs (hash-chained, no PHI)"
+	$(BIN)/dicomframe auditlog verify $(DEMO)/audit.jsonl
 
 # Real services: the S3 server (moto, real HTTP) is started by the test fixtures
 # on a free loopback port; services needing system packages are installed here.

@@ -7,6 +7,9 @@ Exit codes (other systems depend on them):
   (they are listed in the summary and in the errors table);
 * ``2`` — a usage error: missing folder, unreadable bucket, bad option.
   A one-line message says what to fix; no traceback.
+* ``3`` to ``6`` — ``reidentify`` refused: 3 no such batch in the vault, 4 the vault
+  file was written with another project key, 5 the vault file is damaged, altered or
+  was moved from another batch, 6 no such study in the batch.
 """
 
 from __future__ import annotations
@@ -310,6 +313,54 @@ def auditlog_verify(
 
 
 @app.command()
+def reidentify(
+    vault: Annotated[str, typer.Argument(help="Vault root (folder or URL) given to deidentify --vault.", show_default=False)],
+    key_file: Annotated[str, typer.Option("--key-file", help="Project key file the batch was de-identified with.", show_default=False)],
+    batch_id: Annotated[str, typer.Option("--batch-id", help="Batch id (batch_id in the batch's manifest.json).", show_default=False)],
+    study: Annotated[str, typer.Option("--study", help="Cloud study id (cloud_study_id in the manifest).", show_default=False)],
+    storage_option: Annotated[
+        list[str] | None,
+        typer.Option("--storage-option", help="fsspec option KEY=VALUE for a vault URL (repeatable)."),
+    ] = None,
+    audit_log: Annotated[
+        str | None,
+        typer.Option(
+            "--audit-log",
+            envvar="DICOMFRAME_AUDIT_LOG",
+            help="Append a record of this re-identification to this tamper-evident log (no PHI).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Print the original identifiers of one de-identified study as JSON.
+
+    Prints batch_id, cloud_study_id and the original patient_id, study_instance_uid and
+    accession_number. The output is PHI: keep it out of logs and shared terminals.
+    Exit codes: 3 unknown batch, 4 wrong key, 5 vault file damaged or altered,
+    6 unknown study, 2 usage error (bad key file, bad batch id, unreachable vault).
+
+    Example:
+
+      dicomframe reidentify vault/ --key-file project.key --batch-id 20250101-120000-1a2b3c4d --study DXHSWVJ91JEQ
+    """
+    import json
+
+    from .auditlog import Action, log_event
+    from .errors import VaultError
+    from .keys import FileKeyProvider
+    from .vault import reidentify_study
+
+    provider = FileKeyProvider(key_file)
+    try:
+        found = reidentify_study(vault, provider, batch_id, study, storage_options=_parse_options(storage_option))
+    except VaultError as exc:
+        log_event(audit_log, Action.REIDENTIFY, batch_id=batch_id, ids=[study], outcome=type(exc).__name__.lower())
+        raise
+    log_event(audit_log, Action.REIDENTIFY, batch_id=batch_id, ids=[study], details={"key_id": provider.get_key().key_id})
+    typer.echo(json.dumps(found, indent=2))
+
+
+@app.command()
 def version() -> None:
     """Print the dicomframe version."""
     from . import __version__
@@ -324,7 +375,7 @@ def main(argv: list[str] | None = None) -> None:
     except UserInputError as exc:
         _fail(_escape(str(exc)), 2)
     except DicomframeError as exc:
-        _fail(_escape(str(exc)), 1)
+        _fail(_escape(str(exc)), getattr(exc, "exit_code", 1))
     except KeyboardInterrupt:
         _fail("interrupted; nothing half-written was left behind: re-run the same command", 130)
 

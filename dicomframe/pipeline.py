@@ -4,8 +4,8 @@ Layout of a batch (``DST`` is a local folder or an fsspec URL)::
 
     DST/<batch_id>/<study uid>/<series uid>/<sop uid>.dcm   de-identified files
     DST/<batch_id>/manifest.json                           written last: the commit marker
-    VAULT/<batch_id>/mapping.parquet                       original ↔ pseudonymous ids
-    VAULT/<batch_id>/plan.parquet                          with --dry-run: the plan, for review
+    VAULT/<batch_id>/mapping.parquet.enc                   original ↔ pseudonymous ids (encrypted)
+    VAULT/<batch_id>/plan.parquet.enc                      with --dry-run: the plan, encrypted, for review
 
 Output names come from the new UIDs only, never from input names or folders.
 Files that cannot be read or written are listed in the run result and the
@@ -190,10 +190,9 @@ def deidentify(
         )
     )
     if dry_run:
-        plan_path = _join(vault_root, batch, "plan.parquet")
-        vault_fs.makedirs(_join(vault_root, batch), exist_ok=True)
-        with vault_fs.open(plan_path, "wb") as fh:
-            plan.table.write_parquet(fh)
+        from .vault import write_plan
+
+        plan_uri = write_plan(vault_text, batch, plan.table, project_key, storage_options=storage_options)
         _audit(audit_log, "dry_run", batch, project_key, plan, files.height, 0, len(failed), "ok")
         return DeidentifyResult(
             batch_id=batch,
@@ -206,7 +205,7 @@ def deidentify(
             mapping_uri=None,
             plan=plan,
             dry_run=True,
-            plan_uri=_join(vault_text, batch, "plan.parquet"),
+            plan_uri=plan_uri,
         )
 
     unnamed = files.filter(pl.col("out_key").is_null())
@@ -240,7 +239,9 @@ def deidentify(
     )
     ok_files = files.filter(pl.col("status") == "written")
     submitted = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    mapping_uri = _write_mapping(vault_fs, vault_root, vault_text, batch, files, scanned, org, submitted)
+    mapping_uri = _write_mapping(
+        vault_text, batch, files, scanned, org, submitted, project_key, storage_options
+    )
     findings = _leak_gate(ok_files, batch_uri, plan, jobs, storage_options)
     manifest_uri = None
     outcome = "ok" if not failed and findings.height == 0 else ("gate_failed" if findings.height else "partial")
@@ -386,16 +387,18 @@ def _manifest(batch: str, priority: str, submitted: str, ok: pl.DataFrame, faile
 
 
 def _write_mapping(
-    vault_fs: Any,
-    vault_root: str,
     vault_text: str,
     batch: str,
     files: pl.DataFrame,
     scanned: Any,
     org: str,
     submitted: str,
+    key: ProjectKey,
+    storage_options: dict[str, Any] | None,
 ) -> str:
-    """The batch's mapping table (original ↔ pseudonymous), under the vault only."""
+    """The batch's mapping table (original ↔ pseudonymous), encrypted into the vault only."""
+    from .vault import write_mapping
+
     mapping = files.select(
         pl.lit(batch).alias("batch_id"),
         pl.lit(submitted).alias("submitted_at"),
@@ -422,10 +425,5 @@ def _write_mapping(
         pl.col("kind").alias("status"),
     )
     mapping = pl.concat([mapping, errors], how="diagonal")
-    folder = _join(vault_root, batch)
-    vault_fs.makedirs(folder, exist_ok=True)
-    path = _join(folder, "mapping.parquet")
-    with vault_fs.open(path, "wb") as fh:
-        mapping.write_parquet(fh)
-    return _join(vault_text, batch, "mapping.parquet")
+    return write_mapping(vault_text, batch, mapping, key, storage_options=storage_options)
 

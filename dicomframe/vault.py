@@ -91,6 +91,8 @@ __all__ = [
     "reidentify",
     "reidentify_study",
     "write_mapping",
+    "write_plan",
+    "read_plan",
 ]
 
 #: columns every mapping table has (more are allowed and kept)
@@ -258,6 +260,48 @@ def read_mapping(
             f"vault file {store.uri(batch)} decrypted but does not hold a readable table: "
             "it was written by a faulty dicomframe; restore it from a backup"
         ) from None
+
+
+PLAN_FILE = "plan.parquet.enc"
+
+
+def write_plan(
+    vault: str | os.PathLike[str],
+    batch_id: str,
+    plan: pl.DataFrame,
+    key: KeyLike,
+    *,
+    storage_options: dict[str, Any] | None = None,
+) -> str:
+    """Encrypt a dry run's plan table (it holds original values) into ``VAULT/<batch_id>/plan.parquet.enc``."""
+    batch = _check_batch_id(batch_id)
+    project_key = _resolve_key(key)
+    buffer = io.BytesIO()
+    plan.write_parquet(buffer)
+    sealed = _seal(buffer.getvalue(), f"{batch}/plan", project_key)
+    store = _Store.open(vault, storage_options)
+    store.write(batch, sealed, PLAN_FILE)
+    return store.uri(batch, PLAN_FILE)
+
+
+def read_plan(
+    vault: str | os.PathLike[str],
+    batch_id: str,
+    key: KeyLike,
+    *,
+    storage_options: dict[str, Any] | None = None,
+) -> pl.DataFrame:
+    """Read and decrypt the plan a dry run stored (see :func:`write_plan`).
+
+    Examples
+    --------
+    >>> read_plan("vault", "b1", key).filter(pl.col("action") == "C")  # doctest: +SKIP
+    """
+    batch = _check_batch_id(batch_id)
+    project_key = _resolve_key(key)
+    store = _Store.open(vault, storage_options)
+    plain = _open_sealed(store.read(batch, PLAN_FILE), f"{batch}/plan", project_key, store.uri(batch, PLAN_FILE))
+    return pl.read_parquet(io.BytesIO(plain))
 
 
 def list_batches(
@@ -662,21 +706,21 @@ class _Store:
     def path(self, batch_id: str, name: str = MAPPING_FILE) -> str:
         return f"{self.root.rstrip('/')}/{batch_id}/{name}"
 
-    def uri(self, batch_id: str) -> str:
-        return f"{self.text.rstrip('/')}/{batch_id}/{MAPPING_FILE}"
+    def uri(self, batch_id: str, name: str = MAPPING_FILE) -> str:
+        return f"{self.text.rstrip('/')}/{batch_id}/{name}"
 
-    def write(self, batch_id: str, data: bytes) -> None:
-        target = self.path(batch_id)
-        with _storage_errors("write", self.uri(batch_id)):
+    def write(self, batch_id: str, data: bytes, name: str = MAPPING_FILE) -> None:
+        target = self.path(batch_id, name)
+        with _storage_errors("write", self.uri(batch_id, name)):
             if self.local:
                 _replace_local(target, data)
             else:
                 self.fs.pipe_file(target, data)  # one PUT: readers see all or nothing
 
-    def read(self, batch_id: str) -> bytes:
-        with _storage_errors("read", self.uri(batch_id)):
+    def read(self, batch_id: str, name: str = MAPPING_FILE) -> bytes:
+        with _storage_errors("read", self.uri(batch_id, name)):
             try:
-                data = self.fs.cat_file(self.path(batch_id))
+                data = self.fs.cat_file(self.path(batch_id, name))
             except (FileNotFoundError, IsADirectoryError):
                 raise self._unknown(batch_id) from None
         return bytes(data)

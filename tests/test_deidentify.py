@@ -15,6 +15,7 @@ import pytest
 from dicomframe.errors import UserInputError
 from dicomframe.keys import ProjectKey, generate_key_file
 from dicomframe.pipeline import deidentify
+from dicomframe.vault import read_mapping
 
 from .conftest import CORPUS, SAMPLES, corpus_dicom_files
 
@@ -71,7 +72,7 @@ def test_the_cohort_is_written_with_a_manifest(batch) -> None:
 
 def test_outputs_are_valid_dicom_with_untouched_pixels(batch) -> None:
     out, vault, result = batch
-    mapping = pl.read_parquet(vault / "mapping.parquet").filter(pl.col("status") == "written")
+    mapping = read_mapping(vault.parent, "b1", KEY).filter(pl.col("status") == "written")
     assert mapping.height == 70
     for original, output in mapping.select("original_path", "output_path").iter_rows():
         with warnings.catch_warnings():
@@ -106,7 +107,7 @@ def test_no_planted_value_survives_in_any_output_byte(batch) -> None:
 
 def test_vault_holds_the_mapping_and_not_the_output(batch) -> None:
     out, vault, result = batch
-    mapping = pl.read_parquet(vault / "mapping.parquet")
+    mapping = read_mapping(vault.parent, "b1", KEY)
     assert {"original_patient_id", "pseudonymous_patient_id", "date_offset_days", "cloud_study_id"} <= set(
         mapping.columns
     )
@@ -137,8 +138,11 @@ def test_dry_run_writes_only_the_plan_to_the_vault(tmp_path: Path) -> None:
         SAMPLES / "cohort", tmp_path / "out", key=KEY, vault=tmp_path / "v", batch_id="dry", dry_run=True, progress=False
     )
     assert result.dry_run and not (tmp_path / "out").exists()
-    plan = pl.read_parquet(tmp_path / "v" / "dry" / "plan.parquet")
+    from dicomframe.vault import read_plan
+
+    plan = read_plan(tmp_path / "v", "dry", KEY)  # encrypted: the plan holds original values
     assert plan.height == result.plan.table.height
+    assert b"MRN" not in (tmp_path / "v" / "dry" / "plan.parquet.enc").read_bytes()
 
 
 def test_vault_inside_output_is_refused(tmp_path: Path) -> None:
