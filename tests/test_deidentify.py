@@ -252,3 +252,41 @@ def test_runs_are_recorded_in_the_audit_log(tmp_path: Path) -> None:
     assert records[1]["outcome"] == "partial"
     text = log.read_text()
     assert "DOE" not in text and "MRN" not in text and str(SAMPLES) not in text
+
+
+def test_every_study_round_trips_through_the_vault(batch) -> None:
+    from dicomframe.vault import read_mapping, reidentify_study
+
+    out, vault, result = batch
+    manifest = json.loads((out / "manifest.json").read_text())
+    planted = json.loads((SAMPLES / "PLANTED_PHI.json").read_text())["patients"]
+    originals = {
+        s["study_instance_uid"]: (pid, s["accession_number"]) for pid, p in planted.items() for s in p["studies"]
+    }
+    assert len(manifest["studies"]) == len(originals) == 10
+    for study in manifest["studies"]:
+        found = reidentify_study(vault.parent, KEY, "b1", study["cloud_study_id"])
+        assert (found["patient_id"], found["accession_number"]) == originals[found["study_instance_uid"]]
+    mapping = read_mapping(vault.parent, "b1", KEY)
+    assert mapping.filter(pl.col("status") == "written").height == 70
+
+
+def test_a_patient_sent_in_two_batches_keeps_its_pseudonyms(tmp_path: Path) -> None:
+    from dicomframe.vault import read_mapping, reidentify_study
+
+    patient = SAMPLES / "cohort" / "DOE_JANE_MRN1234567"
+    studies = sorted(p for p in patient.iterdir() if p.is_dir())
+    first = deidentify(studies[0], tmp_path / "o", key=KEY, vault=tmp_path / "v", batch_id="one", progress=False)
+    both = deidentify(patient, tmp_path / "o", key=KEY, vault=tmp_path / "v", batch_id="two", progress=False)
+    assert first.ok and both.ok
+    one = read_mapping(tmp_path / "v", "one", KEY)
+    two = read_mapping(tmp_path / "v", "two", KEY)
+    joined = one.join(two, on="original_sop_instance_uid", suffix="_2")
+    assert joined.height == one.height  # every file of batch one is in batch two
+    for column in ("pseudonymous_patient_id", "sop_instance_uid", "study_instance_uid", "date_offset_days", "cloud_study_id"):
+        assert (joined[column] == joined[f"{column}_2"]).all(), column
+    assert two["date_offset_days"].n_unique() == 1  # one offset per patient
+    # the second batch's vault re-identifies its own studies without the first
+    (tmp_path / "v" / "one" / "mapping.parquet.enc").unlink()
+    cloud_id = two["cloud_study_id"].drop_nulls()[0]
+    assert reidentify_study(tmp_path / "v", KEY, "two", cloud_id)["patient_id"] == "MRN1234567"
