@@ -24,12 +24,16 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from .phiaudit import audit
+    from .pipeline import deidentify
     from .scanner import ScanResult, ScanSummary, scan
     from .tags import format_tag, keyword_for, parse_tag
 
 __version__ = "0.1.0"
 
 _LAZY = {
+    "audit": "phiaudit",
+    "deidentify": "pipeline",
     "scan": "scanner",
     "ScanResult": "scanner",
     "ScanSummary": "scanner",

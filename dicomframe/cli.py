@@ -262,6 +262,73 @@ def deidentify(
         raise typer.Exit(code)
 
 
+@app.command()
+def audit(
+    src: Annotated[
+        str | None,
+        typer.Argument(help="De-identified files: folder, file, glob or URL.", show_default=False),
+    ] = None,
+    vault: Annotated[str | None, typer.Option("--vault", help="Vault of the batches: search for every original identifier it holds.", show_default=False)] = None,
+    key_file: Annotated[str | None, typer.Option("--key-file", help="Project key file (needed with --vault).", show_default=False)] = None,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Write the findings table to this Parquet file.", show_default=False)] = None,
+    profile: Annotated[str, typer.Option("--profile", help="Profile the files were de-identified with.")] = "default",
+    fail_on: Annotated[str, typer.Option("--fail-on", help="Exit 1 when a finding of this severity or higher exists: low, medium, high.")] = "medium",
+    rule: Annotated[list[str] | None, typer.Option("--rule", help="Run only this rule (repeatable).", show_default=False)] = None,
+    list_rules: Annotated[bool, typer.Option("--list-rules", help="List the rules and what each catches, then exit.")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+) -> None:
+    """Audit de-identified files for PHI that survived: a findings table, evidence masked.
+
+    Examples:
+
+      dicomframe audit out/batch-1 --vault vault/ --key-file project.key -o findings.parquet
+
+      dicomframe audit --list-rules
+    """
+    from .phiaudit import RULES, SEVERITIES
+    from .phiaudit import audit as run_audit
+
+    if list_rules:
+        table = Table(title="audit rules", title_justify="left")
+        for column in ("rule", "severity", "catches"):
+            table.add_column(column, overflow="fold")
+        for r in RULES:
+            table.add_row(r.name, r.severity, r.catches)
+        _out.print(table)
+        return
+    if src is None:
+        raise UserInputError("give the folder or URL of the de-identified files (or --list-rules)")
+    if fail_on not in SEVERITIES:
+        raise UserInputError(f"--fail-on must be one of {', '.join(SEVERITIES)} (got {fail_on!r})")
+    findings = run_audit(
+        src, vault=vault, key=key_file, profile=profile, rules=rule, progress=progress and sys.stderr.isatty()
+    )
+    if output:
+        findings.write_parquet(output)
+    if findings.height == 0:
+        _out.print("no findings", highlight=False)
+        return
+    import polars as pl
+
+    counts = findings.group_by("rule", "severity").len().sort("len", descending=True)
+    table = Table(title=f"findings ({findings.height})", title_justify="left")
+    for column in ("rule", "severity", "findings"):
+        table.add_column(column)
+    for name, severity, n in counts.iter_rows():
+        table.add_row(name, severity, f"{n:,}")
+    _out.print(table)
+    detail = Table(title="first findings (evidence masked)", title_justify="left")
+    for column in ("file_id", "tag_path", "keyword", "rule", "evidence"):
+        detail.add_column(column, overflow="fold")
+    for row in findings.head(15).iter_rows(named=True):
+        detail.add_row(*[_escape(str(row.get(c) or "")) for c in ("file_id", "tag_path", "keyword", "rule", "evidence")])
+    _out.print(detail)
+    level = SEVERITIES.index(fail_on)
+    worst = findings.filter(pl.col("severity").is_in(list(SEVERITIES[level:])))
+    if worst.height:
+        raise typer.Exit(1)
+
+
 auditlog_app = typer.Typer(
     name="auditlog",
     help="Check the tamper-evident audit log (who de-identified, re-identified, exported, used the key).",

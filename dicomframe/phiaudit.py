@@ -1,0 +1,292 @@
+"""PHI leak audit: what survived de-identification, as dataframe queries.
+
+Every rule is a function from the scan tables (and, when given, the vault's
+originals and the profile) to a findings table with the columns of
+:data:`dicomframe.leaks.FINDINGS_SCHEMA` plus ``path``. Rules are listed in
+:data:`RULES` (``dicomframe audit --list-rules``); evidence is always masked.
+
+>>> import dicomframe as dcf
+>>> findings = dcf.audit("out/batch-1")                      # doctest: +SKIP
+>>> findings.group_by("rule", "severity").len()              # doctest: +SKIP
+
+Severities: ``high`` (an identifier is there), ``medium`` (something that
+usually identifies), ``low`` (a risk to look at, e.g. images that often carry
+burned-in text).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from .errors import UserInputError
+from .leaks import FINDINGS_SCHEMA, mask
+from .profiles import Option, Profile, safe_private_table
+
+if TYPE_CHECKING:
+    from .keys import ProjectKey
+    from .scanner import ScanResult
+
+__all__ = ["audit", "audit_scan", "RULES", "Rule", "SEVERITIES"]
+
+SEVERITIES = ("low", "medium", "high")
+_TEXT_VRS = ("LO", "SH", "ST", "LT", "UT", "UC")
+_SECONDARY_CAPTURE = (
+    "1.2.840.10008.5.1.4.1.1.7",
+    "1.2.840.10008.5.1.4.1.1.7.1",
+    "1.2.840.10008.5.1.4.1.1.7.2",
+    "1.2.840.10008.5.1.4.1.1.7.3",
+    "1.2.840.10008.5.1.4.1.1.7.4",
+)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One audit rule: a name, what it catches, and its table function."""
+
+    name: str
+    severity: str
+    catches: str
+    run: Callable[[ScanResult, dict[str, Any]], pl.DataFrame]
+
+
+def _findings(
+    rows: pl.DataFrame, rule: str, severity: str, evidence: pl.Expr, action: str
+) -> pl.DataFrame:
+    return rows.select(
+        "file_id",
+        "tag_path",
+        "keyword",
+        "vr",
+        pl.lit(rule).alias("rule"),
+        pl.lit(severity).alias("severity"),
+        evidence.alias("evidence"),
+        pl.lit(action).alias("suggested_action"),
+    )
+
+
+def _text(scan: ScanResult) -> pl.DataFrame:
+    return scan.elements.filter(
+        pl.col("vr").is_in(_TEXT_VRS) & pl.col("value").is_not_null() & (pl.col("value") != "")
+    )
+
+
+def _vault_originals(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
+    originals: list[str] = ctx.get("originals") or []
+    if not originals:
+        return pl.DataFrame(schema=FINDINGS_SCHEMA)
+    rows = scan.elements.filter(
+        pl.col("value").is_not_null()
+        & pl.col("value").str.contains_any(originals, ascii_case_insensitive=True)
+    )
+    return _findings(rows, "vault_original", "high", mask(pl.col("value")), "remove or replace this value")
+
+
+def _vault_originals_in_paths(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
+    originals: list[str] = ctx.get("originals") or []
+    if not originals:
+        return pl.DataFrame(schema=FINDINGS_SCHEMA)
+    rows = scan.instances.select("file_id", "path").vstack(scan.errors.select("file_id", "path"))
+    rows = rows.filter(pl.col("path").str.contains_any(originals, ascii_case_insensitive=True))
+    return _findings(
+        rows.with_columns(tag_path=pl.lit(None, pl.String), keyword=pl.lit(None, pl.String), vr=pl.lit(None, pl.String)),
+        "vault_original_in_name",
+        "high",
+        mask(pl.col("path").str.split("/").list.last()),
+        "rename the file or object from its new UIDs",
+    )
+
+
+def _profile_violations(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
+    profile: Profile = ctx["profile"]
+    actions = (
+        profile.actions()
+        .filter(pl.col("tag").is_not_null() & (pl.col("mask") == 0xFFFFFFFF))
+        .select("tag", pl.col("action").cast(pl.String))
+        .unique("tag", keep="last")
+    )
+    present = scan.elements.filter(((pl.col("tag") // 65536) != 2)).join(actions, on="tag")
+    removed = present.filter(pl.col("action") == "X")
+    emptied = present.filter((pl.col("action") == "Z") & (pl.col("value").fill_null("") != "") & (pl.col("vr") != "SQ"))
+    return pl.concat(
+        [
+            _findings(removed, "should_be_removed", "high", pl.lit("present"), "remove this attribute"),
+            _findings(emptied, "should_be_empty", "high", mask(pl.col("value")), "empty this attribute"),
+        ]
+    )
+
+
+def _private_tags(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
+    profile: Profile = ctx["profile"]
+    group = pl.col("tag") // 65536
+    elem = pl.col("tag") % 65536
+    private = scan.elements.filter((group % 2 == 1) & (elem > 0xFF))
+    unknown = private.filter(pl.col("private_creator").is_null())
+    known = private.filter(pl.col("private_creator").is_not_null())
+    if Option.RETAIN_SAFE_PRIVATE in profile.options:
+        safe = safe_private_table().select(
+            "private_creator", pl.col("group").cast(pl.UInt32).alias("_g"), pl.col("element").cast(pl.UInt32).alias("_e")
+        )
+        known = known.with_columns(_g=group.cast(pl.UInt32), _e=(elem % 256).cast(pl.UInt32)).join(
+            safe, on=["private_creator", "_g", "_e"], how="anti"
+        )
+    return pl.concat(
+        [
+            _findings(known, "private_not_safe", "medium", pl.col("private_creator"), "remove private tags not on the safe list"),
+            _findings(unknown, "private_unknown_creator", "medium", pl.lit("(no creator)"), "remove private tags without a creator"),
+        ]
+    )
+
+
+_NAME_CARET = r"\b[A-Za-z][A-Za-z'\-]+\^[A-Za-z][A-Za-z'\-]+"
+_NAME_TITLE = r"\b(?:Dr|Mr|Mrs|Ms|Prof)\.? [A-Z][a-z]+"
+_DATE = r"\b(?:19|20)\d{2}[-./]\d{1,2}[-./]\d{1,2}\b|\b\d{1,2}[-./]\d{1,2}[-./](?:19|20)?\d{2}\b|\b(?:19|20)\d{6}\b"
+_ID = r"\b[A-Za-z]{2,5}-?\d{5,}\b|\b\d{7,}\b"
+
+
+def _names_in_text(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
+    rows = _text(scan).filter(pl.col("value").str.contains(f"{_NAME_CARET}|{_NAME_TITLE}"))
+    return _findings(rows, "name_in_text", "high", mask(pl.col("value")), "clean this text (Clean Descriptors)")
+
+
+def _dates_in_text(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
+    rows = _text(scan).filter(pl.col("value").str.contains(_DATE))
+    return _findings(rows, "date_in_text", "medium", mask(pl.col("value")), "clean this text (Clean Descriptors)")
+
+
+def _ids_in_text(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
+    rows = _text(scan).filter(
+        pl.col("value").str.contains(_ID) & ~pl.col("keyword").is_in(["PatientID", "AccessionNumber"])
+    )
+    return _findings(rows, "id_in_text", "medium", mask(pl.col("value")), "clean this text (Clean Descriptors)")
+
+
+def _uid_roots(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
+    instance_uids = pl.col("keyword").str.ends_with("InstanceUID") | pl.col("keyword").is_in(
+        ["FrameOfReferenceUID", "SynchronizationFrameOfReferenceUID", "ConcatenationUID"]
+    )
+    rows = scan.elements.filter(
+        (pl.col("vr") == "UI")
+        & instance_uids
+        & pl.col("value").is_not_null()
+        & ~pl.col("value").str.starts_with("2.25.")
+        & ~pl.col("keyword").str.contains("Class")
+    )
+    return _findings(rows, "uid_with_org_root", "high", mask(pl.col("value")), "replace this UID (action U)")
+
+
+def _burned_in_risk(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
+    inst = scan.instances
+    cols = set(inst.columns)
+    burned = pl.col("BurnedInAnnotation").fill_null("") == "YES" if "BurnedInAnnotation" in cols else pl.lit(False)
+    said_no = pl.col("BurnedInAnnotation").fill_null("") == "NO" if "BurnedInAnnotation" in cols else pl.lit(False)
+    modality = pl.col("Modality").fill_null("") if "Modality" in cols else pl.lit("")
+    risky = burned | (~said_no & (modality.is_in(["US", "OT", "XC", "ES"]) | pl.col("sop_class_uid").is_in(_SECONDARY_CAPTURE)))
+    rows = inst.filter(risky & pl.col("pixel_data_length").is_not_null()).with_columns(
+        tag_path=pl.lit("7FE00010"), keyword=pl.lit("PixelData"), vr=pl.lit(None, pl.String)
+    )
+    return _findings(
+        rows,
+        "burned_in_text_risk",
+        "low",
+        pl.when(burned).then(pl.lit("BurnedInAnnotation=YES")).otherwise(pl.concat_str([pl.lit("modality "), modality])),
+        "look at the pixels (OCR) or black out text regions (pixel clean)",
+    )
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("vault_original", "high", "an original identifier known to the vault (patient id, accession number, original UIDs) in any element, at any depth, private tags included", _vault_originals),
+    Rule("vault_original_in_name", "high", "an original identifier known to the vault in a file or object name", _vault_originals_in_paths),
+    Rule("should_be_removed", "high", "an attribute the profile removes (X) is present", _profile_violations),
+    Rule("private_not_safe", "medium", "private tags not on the safe-private list for their creator, or with no creator", _private_tags),
+    Rule("name_in_text", "high", "person-name-like text (Family^Given, Dr./Mr./Mrs. Name) in descriptions, comments, SR text", _names_in_text),
+    Rule("date_in_text", "medium", "date-like strings in free text", _dates_in_text),
+    Rule("id_in_text", "medium", "MRN- or accession-like tokens in free text", _ids_in_text),
+    Rule("uid_with_org_root", "high", "instance UIDs that still carry an organisation's root (not 2.25.)", _uid_roots),
+    Rule("burned_in_text_risk", "low", "images likely to hold burned-in text: BurnedInAnnotation=YES, ultrasound, secondary capture", _burned_in_risk),
+)
+
+
+def _originals_from_vault(vault: str, key: ProjectKey, storage_options: dict[str, Any] | None) -> list[str]:
+    from .vault import list_batches, read_mapping
+
+    values: set[str] = set()
+    for batch in list_batches(vault, storage_options=storage_options):
+        mapping = read_mapping(vault, batch, key, storage_options=storage_options)
+        for column in (
+            "original_patient_id",
+            "original_accession_number",
+            "original_study_instance_uid",
+            "original_series_instance_uid",
+            "original_sop_instance_uid",
+        ):
+            if column in mapping.columns:
+                values.update(v for v in mapping[column].drop_nulls().to_list() if len(v) >= 4)
+    return sorted(values)
+
+
+def audit_scan(
+    scan: ScanResult,
+    *,
+    profile: Profile | str = "default",
+    originals: Sequence[str] = (),
+    rules: Sequence[str] | None = None,
+) -> pl.DataFrame:
+    """Run the audit rules over an existing scan. See :func:`audit`."""
+    prof = profile if isinstance(profile, Profile) else Profile.load(profile)
+    chosen = [r for r in RULES if rules is None or r.name in rules]
+    if rules is not None and len(chosen) != len(set(rules)):
+        unknown = sorted(set(rules) - {r.name for r in RULES})
+        raise UserInputError(f"unknown audit rule(s) {unknown}; `dicomframe audit --list-rules` lists them")
+    ctx = {"profile": prof, "originals": [o for o in originals if len(o) >= 4]}
+    parts = [rule.run(scan, ctx).cast(FINDINGS_SCHEMA) for rule in chosen]  # type: ignore[arg-type]
+    findings = pl.concat(parts) if parts else pl.DataFrame(schema=FINDINGS_SCHEMA)
+    paths = scan.instances.select("file_id", "path")
+    return findings.join(paths, on="file_id", how="left").sort("file_id", "rule", "tag_path", nulls_last=True)
+
+
+def audit(
+    src: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    vault: str | os.PathLike[str] | None = None,
+    key: ProjectKey | str | os.PathLike[str] | None = None,
+    profile: Profile | str = "default",
+    rules: Sequence[str] | None = None,
+    jobs: int | None = None,
+    storage_options: dict[str, Any] | None = None,
+    progress: bool | None = None,
+) -> pl.DataFrame:
+    """Find what survived de-identification: a findings table (masked evidence).
+
+    Parameters
+    ----------
+    src
+        The de-identified files (folder, glob, URL).
+    vault, key
+        When given, every original identifier in the vault (patient ids, accession
+        numbers, original UIDs) is searched for in every element and file name.
+    profile
+        The profile the files were de-identified with (for the "should be removed" rule).
+    rules
+        Names of the rules to run (default: all; see :data:`RULES`).
+
+    Examples
+    --------
+    >>> findings = audit("out/batch-1", vault="vault", key="project.key")  # doctest: +SKIP
+    >>> findings.filter(pl.col("severity") == "high")                       # doctest: +SKIP
+    """
+    from .keys import ProjectKey, load_key
+    from .scanner import scan
+
+    originals: list[str] = []
+    if vault is not None:
+        if key is None:
+            raise UserInputError("--vault needs --key-file: the vault is encrypted with the project key")
+        project_key = key if isinstance(key, ProjectKey) else load_key(key)
+        originals = _originals_from_vault(os.fspath(vault), project_key, storage_options)
+    result = scan(src, jobs=jobs, storage_options=storage_options, progress=progress)
+    return audit_scan(result, profile=profile, originals=originals, rules=rules)

@@ -1,0 +1,113 @@
+"""The PHI audit: a naive de-identification is caught, dicomframe's output is clean."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import polars as pl
+import pydicom
+import pytest
+
+import dicomframe as dcf
+from dicomframe.phiaudit import RULES, audit_scan
+from dicomframe.keys import ProjectKey
+from dicomframe.pipeline import deidentify
+
+from .conftest import SAMPLES
+
+KEY = ProjectKey.from_bytes(bytes(range(7, 39)))
+
+
+def _naive(src: Path, dst: Path) -> None:
+    """What a hurried notebook does: blank the name and the id, keep everything else."""
+    for i, path in enumerate(sorted(p for p in src.rglob("*") if p.is_file())):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path)
+            ds.PatientName = ""
+            ds.PatientID = "ANON"
+            out = dst / path.relative_to(src)  # keeps folder names: a leak
+            out.parent.mkdir(parents=True, exist_ok=True)
+            ds.save_as(out)
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    root = tmp_path_factory.mktemp("audit")
+    _naive(SAMPLES / "cohort", root / "naive")
+    deidentify(SAMPLES / "cohort", root / "out", key=KEY, vault=root / "vault", batch_id="b", progress=False)
+    return root / "naive", root / "out" / "b", root / "vault"
+
+
+def test_a_naive_deidentification_is_caught_by_every_header_rule(outputs) -> None:
+    naive, _, vault = outputs
+    findings = dcf.audit(naive, vault=vault, key=KEY, progress=False)
+    rules = set(findings["rule"])
+    expected = {
+        "vault_original",  # accession numbers, original UIDs, other ids
+        "vault_original_in_name",  # the folders hold the MRN
+        "should_be_removed",  # addresses, birth dates, other ids
+        "private_not_safe",  # the hospital's private block
+        "name_in_text",  # names in descriptions and comments
+        "date_in_text",
+        "id_in_text",
+        "burned_in_text_risk",
+    }
+    assert expected <= rules, expected - rules
+    # evidence is masked: no planted value in full
+    evidence = " ".join(findings["evidence"].drop_nulls().to_list())
+    for planted in ("MRN1234567", "Doe^Jane", "ACC00482913"):
+        assert planted not in evidence
+
+
+def test_dicomframe_output_has_no_finding_above_low(outputs) -> None:
+    _, out, vault = outputs
+    findings = dcf.audit(out, vault=vault, key=KEY, progress=False)
+    serious = findings.filter(pl.col("severity") != "low")
+    assert serious.height == 0, serious.group_by("rule").len()
+    # the images that may carry burned-in text are still pointed out
+    assert set(findings["rule"]) <= {"burned_in_text_risk"}
+    assert findings.height > 0
+
+
+@pytest.mark.parametrize("rule", [r.name for r in RULES])
+def test_each_rule_can_run_alone_on_clean_output(rule: str, outputs) -> None:
+    _, out, _ = outputs
+    scan = dcf.scan(out, progress=False)
+    findings = audit_scan(scan, rules=[rule])
+    if rule != "burned_in_text_risk":
+        assert findings.filter(pl.col("severity") != "low").height == 0
+
+
+def test_unknown_rule_is_a_clear_error(outputs) -> None:
+    _, out, _ = outputs
+    with pytest.raises(dcf.UserInputError, match="--list-rules"):
+        audit_scan(dcf.scan(out, progress=False), rules=["nope"])
+
+
+def test_cli_audit_exit_codes(outputs, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from dicomframe.cli import main
+
+    naive, out, vault = outputs
+
+    def run(*args: str) -> int:
+        with pytest.raises(SystemExit) as exc:
+            main(list(args))
+        return int(exc.value.code or 0)
+
+    assert run("audit", "--list-rules") == 0
+    assert "burned_in_text_risk" in capsys.readouterr().out
+    assert run("audit", str(out), "--no-progress") == 0
+    assert run("audit", str(naive), "--no-progress", "-o", str(tmp_path / "f.parquet")) == 1
+    text = capsys.readouterr().out
+    assert "Doe^Jane" not in text and "MRN1234567" not in text
+    assert pl.read_parquet(tmp_path / "f.parquet").height > 0
+
+
+def test_uids_with_an_organisation_root_are_found() -> None:
+    from .conftest import CORPUS
+
+    scan = dcf.scan(CORPUS / "pydicom" / "CT_small.dcm", progress=False)  # 1.3.6.1.4.1.5962… UIDs
+    findings = audit_scan(scan, rules=["uid_with_org_root"])
+    assert set(findings["keyword"]) >= {"SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"}
