@@ -1,7 +1,7 @@
 # dicomframe — two commands set everything up on a fresh machine:
 #   make demo   create .venv, install, run the main job on data-samples/ into demo-output/
 #   make test   install what the tests need, start the real services, run the whole suite
-# Other targets: make install, make bench, make lint, make clean.
+# Other targets: make install, make bench, make lint, make lab, make clean.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 DEMO   := demo-output
 
-.PHONY: demo test install install-test services bench lint clean samples
+.PHONY: demo test install install-test services bench lint clean samples lab
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,7 +58,12 @@ services: install-test
 	@bash scripts/services.sh
 
 test: install-test services
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --nbmake tests notebooks
+
+# JupyterLab on loopback only, with the project's venv as the kernel (jupyterlab is not a test dependency)
+lab: install
+	$(PIP) install -e '.[notebooks]' jupyterlab
+	$(BIN)/jupyter lab --ip=127.0.0.1 --notebook-dir=notebooks --no-browser
 
 bench: install-test
 	$(BIN)/python benchmarks/bench_scan.py
