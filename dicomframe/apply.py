@@ -8,18 +8,42 @@ which keeps pixel data byte for byte and drops anything the plan does not keep.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
+import random
+import time
 import uuid
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
-from .errors import ParseError, UserInputError
+from .errors import ParseError, StorageError, UserInputError
 from .rewrite import Keep, NewElement, Set, rewrite
 
-__all__ = ["WorkItem", "edits_for", "apply_chunk", "write_atomic"]
+__all__ = [
+    "DICOM_CONTENT_TYPE",
+    "RETRY_ATTEMPTS",
+    "WorkItem",
+    "apply_chunk",
+    "edits_for",
+    "is_transient",
+    "with_retries",
+    "write_atomic",
+]
 
-#: (file_id, source path, output path, plan rows)
-WorkItem = tuple[int, str, str, list[tuple[str, int, str, str, "str | None"]]]
+log = logging.getLogger(__name__)
+
+DICOM_CONTENT_TYPE = "application/dicom"
+#: object-store calls: attempts in all, first and largest pause between two (seconds)
+RETRY_ATTEMPTS = 5
+RETRY_FIRST_S = 0.1
+RETRY_MAX_S = 2.0
+
+#: (file_id, source path, output path, plan rows, size of the output already there or None)
+WorkItem = tuple[int, str, str, list[tuple[str, int, str, str, "str | None"]], "int | None"]
+#: (file_id, status, reason, bytes, sha256 of the output, already there: not uploaded again)
+ApplyResult = tuple[int, str, "str | None", int, "str | None", bool]
+T = TypeVar("T")
 _KEEP = Keep()
 
 
@@ -65,8 +89,160 @@ def _is_local(fs: Any) -> bool:
     return "file" in protocols or "local" in protocols
 
 
-def write_atomic(fs: Any, path: str, data: bytes) -> None:
-    """Write ``data`` so that ``path`` appears complete or not at all."""
+def _protocols(fs: Any) -> tuple[str, ...]:
+    protocol = getattr(fs, "protocol", "file")
+    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
+
+
+_THROTTLE_CODES = frozenset(
+    (
+        "Throttling", "ThrottlingException", "SlowDown", "RequestTimeout", "RequestLimitExceeded",
+        "ServiceUnavailable", "InternalError", "ServerBusy", "OperationTimedOut", "TooManyRequests",
+    )
+)
+_TRANSIENT_NAMES = frozenset(
+    (
+        "HTTPClientError", "ConnectionClosedError", "EndpointConnectionError", "ReadTimeoutError",
+        "ConnectTimeoutError", "ResponseStreamingError", "IncompleteReadError", "ClientConnectionError",
+        "ClientPayloadError", "ServerDisconnectedError", "ClientOSError", "ServiceRequestError",
+        "ServiceResponseError", "FSTimeoutError", "IncompleteRead",
+    )
+)
+_AUTH_NAMES = frozenset(
+    ("NoCredentialsError", "PartialCredentialsError", "ClientAuthenticationError", "CredentialRetrievalError")
+)
+_AUTH_CODES = frozenset(
+    ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "AuthenticationFailed",
+     "AuthorizationFailure", "InvalidToken")
+)
+_MISSING_CODES = frozenset(("NoSuchBucket", "ContainerNotFound", "ResourceNotFound"))
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen and len(seen) < 10:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def _status(exc: BaseException) -> tuple[int | None, str]:
+    """HTTP status and service error code of a botocore/azure error (None, "" otherwise)."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        code = str(response.get("Error", {}).get("Code", ""))
+        return (int(status) if status else None), code
+    status = getattr(exc, "status_code", None)
+    return (status if isinstance(status, int) else None), str(getattr(exc, "error_code", "") or "")
+
+
+def classify(exc: BaseException) -> str:
+    """``"transient"`` (retry), ``"auth"``, ``"missing"`` (fail fast) or ``"other"``."""
+    for err in _chain(exc):
+        names = {cls.__name__ for cls in type(err).__mro__}
+        status, code = _status(err)
+        if names & _AUTH_NAMES or code in _AUTH_CODES or status in (401, 403):
+            return "auth"
+        if code in _MISSING_CODES:
+            return "missing"
+        if code in _THROTTLE_CODES or (status is not None and (status >= 500 or status == 429)):
+            return "transient"
+        if names & _TRANSIENT_NAMES or isinstance(err, ConnectionError | TimeoutError):
+            return "transient"
+    for err in _chain(exc):
+        if isinstance(err, PermissionError):
+            return "auth"
+        if isinstance(err, FileNotFoundError):
+            return "missing"
+    return "other"
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for throttling, 5xx answers, timeouts and dropped connections (worth a retry)."""
+    return classify(exc) == "transient"
+
+
+_ADVICE = {
+    "auth": "access was refused: check the credentials (environment, profile, connection string or "
+    "storage options) and that they may read and write this location",
+    "missing": "not found: check that the bucket or container exists and that the URL is right",
+    "transient": "the service kept failing (throttling, 5xx or dropped connections): check the endpoint "
+    "and the network, then re-run the same command: finished files are not written again",
+}
+
+
+def with_retries(fn: Callable[[], T], url: str, what: str, attempts: int = RETRY_ATTEMPTS) -> T:
+    """Call ``fn``; retry transient storage faults with exponential backoff, fail fast otherwise.
+
+    Auth and missing-bucket errors, and transient faults that outlast ``attempts``,
+    become a :class:`StorageError` naming ``url`` and what to check; anything
+    else propagates unchanged.
+    """
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:
+            kind = classify(exc)
+            if kind == "transient" and attempt + 1 < attempts:
+                pause = min(RETRY_MAX_S, RETRY_FIRST_S * 2**attempt) * (0.5 + random.random() / 2)
+                log.info("%s %s: %s, retry %d in %.2f s", what, url, type(exc).__name__, attempt + 1, pause)
+                time.sleep(pause)
+                continue
+            if kind == "other":
+                raise
+            tries = f" after {attempts} attempts" if kind == "transient" else ""
+            raise StorageError(f"{what} {url} failed{tries} ({type(exc).__name__}): {_ADVICE[kind]}") from None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _url(fs: Any, path: str) -> str:
+    protocol = _protocols(fs)[0]
+    return path if "://" in path else f"{protocol}://{path}"
+
+
+def _put(fs: Any, path: str, data: bytes, content_type: str | None, metadata: dict[str, str] | None) -> None:
+    protocols = _protocols(fs)
+    if "s3" in protocols:
+        kwargs: dict[str, Any] = {}
+        if content_type:
+            kwargs["ContentType"] = content_type
+        if metadata:
+            kwargs["Metadata"] = metadata
+        fs.pipe_file(path, data, **kwargs)
+    elif "abfs" in protocols or "az" in protocols:
+        from azure.storage.blob import ContentSettings
+
+        # adlfs' pipe_file sets its own metadata; a file object carries ours (one upload on close)
+        with fs.open(
+            path,
+            "wb",
+            metadata={**(metadata or {}), "is_directory": "false"},
+            content_settings=ContentSettings(content_type=content_type) if content_type else None,
+        ) as fh:
+            fh.write(data)
+        fs.invalidate_cache(path.rsplit("/", 1)[0])
+    elif "gs" in protocols or "gcs" in protocols:
+        fs.pipe_file(path, data, content_type=content_type or "application/octet-stream", metadata=metadata)
+    else:
+        fs.pipe_file(path, data)  # memory:// and others: no object metadata
+
+
+def write_atomic(
+    fs: Any,
+    path: str,
+    data: bytes,
+    *,
+    content_type: str | None = None,
+    metadata: dict[str, str] | None = None,
+) -> None:
+    """Write ``data`` so that ``path`` appears complete or not at all.
+
+    On object stores the content type and metadata are set where the store
+    supports them (S3, Azure Blob, GCS), and transient faults are retried
+    (:func:`with_retries`); a local file is written to a temporary name and renamed.
+    """
     if fs is None or _is_local(fs):
         parent = path.rsplit("/", 1)[0]
         tmp = f"{parent}/.{path.rsplit('/', 1)[-1]}.{uuid.uuid4().hex[:8]}.tmp"
@@ -79,29 +255,53 @@ def write_atomic(fs: Any, path: str, data: bytes) -> None:
             fh.write(data)
         os.replace(tmp, path)
         return
-    fs.pipe_file(path, data)  # an object-store PUT is atomic: readers see all or nothing
+    # an object-store PUT is atomic (readers see all or nothing), and idempotent: safe to retry
+    with_retries(lambda: _put(fs, path, data, content_type, metadata), _url(fs, path), "writing")
 
 
 def apply_chunk(
-    items: Sequence[WorkItem], src_fs: Any, out_fs: Any, additions: dict[str, Any]
-) -> list[tuple[int, str, str | None, int]]:
-    """De-identify a chunk of files. Returns ``(file_id, status, reason, bytes)`` per file."""
-    results = []
-    for file_id, src_path, out_path, rows in items:
+    items: Sequence[WorkItem],
+    src_fs: Any,
+    out_fs: Any,
+    additions: dict[str, Any],
+    metadata: dict[str, str] | None = None,
+) -> list[ApplyResult]:
+    """De-identify a chunk of files.
+
+    Returns ``(file_id, status, reason, bytes, sha256, reused)`` per file. An
+    output already there with the size of the bytes just computed (a re-run
+    after an interruption: outputs are deterministic under one key) is not
+    written again (``reused``). A :class:`StorageError` (refused access, missing
+    bucket, a service that keeps failing) stops the run.
+    """
+    results: list[ApplyResult] = []
+    for file_id, src_path, out_path, rows, existing in items:
         try:
             edits, meta = edits_for(rows, additions)
             if src_fs is None:
                 with open(src_path, "rb") as fh:
                     data = fh.read()
             else:
-                data = src_fs.cat_file(src_path)
+                data = with_retries(
+                    lambda: src_fs.cat_file(src_path), _url(src_fs, src_path.split("/", 1)[0]), "reading from"
+                )
             out = rewrite(data, edits, meta=meta)
-            write_atomic(out_fs, out_path, out)
-            results.append((file_id, "written", None, len(out)))
+            digest = hashlib.sha256(out).hexdigest()
+            reused = existing is not None and existing == len(out)
+            if not reused:
+                write_atomic(out_fs, out_path, out, content_type=DICOM_CONTENT_TYPE, metadata=metadata)
+            results.append((file_id, "written", None, len(out), digest, reused))
         except ParseError as exc:
-            results.append((file_id, exc.kind, str(exc), 0))
+            results.append((file_id, exc.kind, str(exc), 0, None, False))
+        except StorageError:
+            raise
         except UserInputError as exc:
-            results.append((file_id, "unwritable", str(exc), 0))
+            results.append((file_id, "unwritable", str(exc), 0, None, False))
         except OSError as exc:
-            results.append((file_id, "io_error", f"reading or writing failed ({type(exc).__name__})", 0))
+            results.append((file_id, "io_error", f"reading or writing failed ({type(exc).__name__})", 0, None, False))
+        except Exception as exc:  # noqa: BLE001 - one strange file must not stop the batch
+            # the message may hold a value from the file: report the type only
+            results.append(
+                (file_id, "corrupt", f"could not be rewritten ({type(exc).__name__}); the file is damaged", 0, None, False)
+            )
     return results

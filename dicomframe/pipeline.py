@@ -3,6 +3,7 @@
 Layout of a batch (``DST`` is a local folder or an fsspec URL)::
 
     DST/<batch_id>/<study uid>/<series uid>/<sop uid>.dcm   de-identified files
+    DST/<batch_id>/manifest.parquet                        one row per file (key, bytes, sha256, UIDs, …)
     DST/<batch_id>/manifest.json                           written last: the commit marker
     VAULT/<batch_id>/mapping.parquet.enc                   original ↔ pseudonymous ids (encrypted)
     VAULT/<batch_id>/plan.parquet.enc                      with --dry-run: the plan, encrypted, for review
@@ -12,6 +13,16 @@ Files that cannot be read or written are listed in the run result and the
 manifest (by input number and reason; their paths, which often hold patient
 names, are kept in the vault mapping only) and the run exits non-zero; all
 other files are still written.
+
+On object stores, DICOM objects carry the content type ``application/dicom``
+and the metadata ``batch_id``, ``priority`` and ``uploaded_at``; transient faults
+(throttling, 5xx, dropped connections) are retried with backoff, and refused
+access or a missing bucket stops the run with a :class:`~dicomframe.errors.StorageError`.
+
+Resumable: re-running the same command (same batch id, same key) after an
+interruption — even ``kill -9`` — skips the outputs already there with the
+expected size (outputs are deterministic under one key, so nothing is uploaded
+twice) and finishes the batch; the result equals an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -28,8 +39,8 @@ from typing import Any
 import polars as pl
 
 from . import __version__
-from .apply import write_atomic
-from .errors import UserInputError
+from .apply import with_retries, write_atomic
+from .errors import StorageError, UserInputError
 from .keys import ProjectKey, load_key
 from .plan import Plan, make_plan
 from .pseudonyms import DateShift
@@ -38,6 +49,7 @@ __all__ = ["PRIORITIES", "DeidentifyResult", "deidentify"]
 
 PRIORITIES = ("STAT", "URGENT", "ROUTINE")
 MANIFEST_VERSION = "1.0"
+PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
 
 
 @dataclass
@@ -58,6 +70,9 @@ class DeidentifyResult:
     outputs: list[str] = field(default_factory=list)
     #: findings of the leak gate (empty when clean); a batch with findings is not committed
     findings: pl.DataFrame | None = None
+    #: outputs found complete from an earlier, interrupted run of the same batch (not written again)
+    skipped: int = 0
+    manifest_parquet_uri: str | None = None
 
     @property
     def committed(self) -> bool:
@@ -80,6 +95,7 @@ class DeidentifyResult:
             ("studies", f"{self.studies:,}"),
             ("files written" if not self.dry_run else "files planned", f"{self.written:,}"),
             ("failed", f"{len(self.failed):,}"),
+            *([("already there (resumed)", f"{self.skipped:,}")] if self.skipped else []),
             ("elapsed", f"{self.elapsed_s:.2f} s"),
             ("throughput", f"{self.files_per_second:,.0f} files/s"),
         ]
@@ -122,6 +138,7 @@ def deidentify(
     storage_options: dict[str, Any] | None = None,
     progress: bool | None = None,
     audit_log: str | os.PathLike[str] | None = None,
+    manifest_parquet: bool = True,
 ) -> DeidentifyResult:
     """De-identify DICOM files into ``DST/<batch_id>/`` with a manifest and a vault mapping.
 
@@ -148,6 +165,10 @@ def deidentify(
     audit_log
         A local JSON Lines file: one hash-chained record of this run is appended
         (batch id, counts, outcome, key id; no PHI).
+    manifest_parquet
+        Also write ``manifest.parquet`` (one row per file: object key, bytes, sha256,
+        pseudonymous UIDs, modality, cleaned series description, cloud study id),
+        just before ``manifest.json``.
 
     Examples
     --------
@@ -170,12 +191,13 @@ def deidentify(
     batch = batch_id or _new_batch_id()
     if not batch.replace("-", "").replace("_", "").isalnum() or len(batch) > 64:
         raise UserInputError("--batch-id may hold letters, digits, '-' and '_' only (at most 64)")
-    scanned = scan(src, jobs=jobs, storage_options=storage_options, progress=progress)
-    plan = make_plan(scanned, profile, project_key, org=org, date_shift=date_shift)
     out_fs, out_root = _fs(dst_text, storage_options)
-    vault_fs, vault_root = _fs(vault_text, storage_options)
     batch_root = _join(out_root, batch)
     batch_uri = _join(dst_text, batch) + "/"
+    if not dry_run:
+        _check_destination(out_fs, out_root, dst_text)
+    scanned = scan(src, jobs=jobs, storage_options=storage_options, progress=progress)
+    plan = make_plan(scanned, profile, project_key, org=org, date_shift=date_shift)
 
     failed: list[dict[str, Any]] = [
         {"input": int(fid), "reason": msg, "kind": kind}
@@ -224,18 +246,25 @@ def deidentify(
     )
     source_fs = _source_fs(src, storage_options)
     named = files.filter(pl.col("out_key").is_not_null())
+    existing = _existing_outputs(out_fs, batch_root, dst_text)
     for file_id, out_key, path in named.select("file_id", "out_key", "path").iter_rows():
         rows = table[(file_id,)].rows()
-        items.append((file_id, path, _join(batch_root, out_key), rows))
-    results = _run_apply(items, source_fs, out_fs, jobs, plan.additions, progress)
-    status = {fid: (st, reason, size) for fid, st, reason, size in results}
-    written_ids = [fid for fid, (st, _, _) in status.items() if st == "written"]
-    for fid, (st, reason, _) in status.items():
+        items.append((file_id, path, _join(batch_root, out_key), rows, existing.get(out_key)))
+    uploaded = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    metadata = {"batch_id": batch, "priority": priority.upper(), "uploaded_at": uploaded}
+    results = _run_apply(items, source_fs, out_fs, jobs, plan.additions, metadata, progress)
+    status = {r[0]: r[1:] for r in results}
+    written_ids = [fid for fid, r in status.items() if r[0] == "written"]
+    skipped = sum(1 for r in status.values() if r[0] == "written" and r[4])
+    for fid, (st, reason, *_) in status.items():
         if st != "written":
             failed.append({"input": int(fid), "reason": reason, "kind": st})
     files = files.with_columns(
         status=pl.col("file_id").replace_strict({k: v[0] for k, v in status.items()}, default="invalid"),
         bytes=pl.col("file_id").replace_strict({k: v[2] for k, v in status.items()}, default=0),
+        sha256=pl.col("file_id").replace_strict(
+            {k: v[3] for k, v in status.items()}, default=None, return_dtype=pl.String
+        ),
     )
     ok_files = files.filter(pl.col("status") == "written")
     submitted = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -243,13 +272,29 @@ def deidentify(
         vault_text, batch, files, scanned, org, submitted, project_key, storage_options
     )
     findings = _leak_gate(ok_files, batch_uri, plan, jobs, storage_options)
-    manifest_uri = None
+    manifest_uri = parquet_uri = None
     outcome = "ok" if not failed and findings.height == 0 else ("gate_failed" if findings.height else "partial")
     _audit(audit_log, "deidentify", batch, project_key, plan, files.height, len(written_ids), len(failed), outcome)
     if findings.height == 0:
+        # manifest.parquet first, manifest.json last: a reader that sees manifest.json sees it all
+        if manifest_parquet:
+            write_atomic(
+                out_fs,
+                _join(batch_root, "manifest.parquet"),
+                _manifest_parquet(ok_files),
+                content_type=PARQUET_CONTENT_TYPE,
+                metadata=metadata,
+            )
+            parquet_uri = _join(dst_text, batch, "manifest.parquet")
         manifest = _manifest(batch, priority.upper(), submitted, ok_files, failed)
         manifest_path = _join(batch_root, "manifest.json")
-        write_atomic(out_fs, manifest_path, json.dumps(manifest, indent=2).encode())
+        write_atomic(
+            out_fs,
+            manifest_path,
+            json.dumps(manifest, indent=2).encode(),
+            content_type="application/json",
+            metadata=metadata,
+        )
         manifest_uri = _join(dst_text, batch, "manifest.json")
     return DeidentifyResult(
         batch_id=batch,
@@ -263,6 +308,8 @@ def deidentify(
         plan=plan,
         outputs=[_join(dst_text, batch, k) for k in ok_files["out_key"].to_list()],
         findings=findings,
+        skipped=skipped,
+        manifest_parquet_uri=parquet_uri,
     )
 
 
@@ -295,18 +342,92 @@ def _leak_gate(
     ok_files: pl.DataFrame, batch_uri: str, plan: Plan, jobs: int | None, storage_options: dict[str, Any] | None
 ) -> pl.DataFrame:
     """Scan what was written and run the cheap PHI checks (see :mod:`dicomframe.leaks`)."""
+    from .apply import RETRY_ATTEMPTS, RETRY_FIRST_S, RETRY_MAX_S
     from .leaks import FINDINGS_SCHEMA, gate
     from .scanner import scan
 
     if ok_files.height == 0:
         return pl.DataFrame(schema=FINDINGS_SCHEMA)
-    written = [batch_uri + key for key in ok_files["out_key"].to_list()]
-    out_scan = scan(written, jobs=jobs, storage_options=storage_options, progress=False)
-    findings = gate(out_scan.elements, plan)
-    names = out_scan.instances.select(
-        "file_id", pl.col("path").str.slice(len(batch_uri)).alias("output")
-    )
-    return findings.join(names, on="file_id", how="left").drop("file_id")
+    pending = [batch_uri + key for key in ok_files["out_key"].to_list()]
+    parts: list[pl.DataFrame] = []
+    # an output that cannot be read back is read again (transient faults), never let through unchecked
+    for attempt in range(RETRY_ATTEMPTS):
+        out_scan = scan(pending, jobs=jobs, storage_options=storage_options, progress=False)
+        if out_scan.instances.height:
+            names = out_scan.instances.select(
+                "file_id", pl.col("path").str.slice(len(batch_uri)).alias("output")
+            )
+            findings = gate(out_scan.elements, plan)
+            parts.append(findings.join(names, on="file_id", how="left").drop("file_id"))
+        unread = {_strip_protocol(p) for p in out_scan.errors["path"].to_list()}
+        pending = [p for p in pending if _strip_protocol(p) in unread]
+        if not pending:
+            break
+        time.sleep(min(RETRY_MAX_S, RETRY_FIRST_S * 2**attempt))
+    else:
+        raise StorageError(
+            f"the leak gate could not read back {len(pending)} written object(s) under {batch_uri} after "
+            f"{RETRY_ATTEMPTS} attempts; the batch is not committed: check the service, then re-run the "
+            "same command (finished files are not written again)"
+        )
+    return pl.concat(parts) if parts else pl.DataFrame(schema=FINDINGS_SCHEMA)
+
+
+def _strip_protocol(path: str) -> str:
+    return path.split("://", 1)[-1].lstrip("/")
+
+
+def _check_destination(out_fs: Any, out_root: str, dst_text: str) -> None:
+    """Fail fast, before any work, when the bucket or container is missing or access is refused."""
+    from .apply import _is_local
+
+    if _is_local(out_fs) or "memory" in str(getattr(out_fs, "protocol", "")):
+        return
+    bucket = out_root.split("/", 1)[0]
+    scheme = dst_text.split("://", 1)[0]
+    url = f"{scheme}://{bucket}"
+    info = with_retries(lambda: out_fs.info(bucket), url, "checking the destination")
+    if info.get("type") not in ("directory", None):
+        raise StorageError(f"the destination {url} is not a bucket or container: check the URL")
+
+
+def _existing_outputs(out_fs: Any, batch_root: str, dst_text: str) -> dict[str, int]:
+    """Outputs of an earlier run of this batch: ``{key under the batch: size}``.
+
+    Temporary files that a killed local run left behind are removed.
+    """
+    from .apply import _is_local
+
+    url = dst_text.rstrip("/") + "/" + batch_root.rsplit("/", 1)[-1] + "/"
+    if _is_local(out_fs):
+        if not os.path.isdir(batch_root):
+            return {}
+    else:
+        out_fs.invalidate_cache(batch_root)
+
+    def listing() -> dict[str, Any]:
+        try:
+            found: dict[str, Any] = out_fs.find(batch_root, detail=True)
+        except FileNotFoundError:
+            return {}
+        return found
+
+    from .apply import RETRY_ATTEMPTS
+
+    # a listing is several requests (list, then stat of an empty prefix): a few more attempts
+    found = with_retries(listing, url, "listing", attempts=2 * RETRY_ATTEMPTS)
+    existing: dict[str, int] = {}
+    prefix = batch_root.rstrip("/") + "/"
+    for name, info in found.items():
+        key = name[len(prefix) :] if name.startswith(prefix) else None
+        if key is None or info.get("type", "file") == "directory":
+            continue
+        base = key.rsplit("/", 1)[-1]
+        if base.startswith(".") and base.endswith(".tmp") and _is_local(out_fs):
+            os.remove(name)  # half-written by a killed run: never visible under its final name
+            continue
+        existing[key] = int(info.get("size") or 0)
+    return existing
 
 
 def _same_place(dst: str, vault: str) -> bool:
@@ -336,8 +457,9 @@ def _run_apply(
     out_fs: Any,
     jobs: int | None,
     additions: dict[str, Any],
+    metadata: dict[str, str],
     progress: bool | None = None,
-) -> list[tuple[int, str, str | None, int]]:
+) -> list[Any]:
     from .apply import apply_chunk
     from .parallel import default_jobs, ordered_map
     from .scanner import IN_PROCESS_FILES, Progress, auto_progress
@@ -348,11 +470,19 @@ def _run_apply(
     memory = "memory" in str(getattr(out_fs, "protocol", "")) or "memory" in str(getattr(src_fs, "protocol", ""))
     # worker processes pay off once the work outweighs their start-up (about 0.3 s)
     small = len(items) < IN_PROCESS_FILES
-    results: list[tuple[int, str, str | None, int]] = []
+    results: list[Any] = []
     bar = Progress(len(items), auto_progress() if progress is None else progress, "writing")
     try:
         for part in ordered_map(
-            apply_chunk, chunks, n_jobs, src_fs, out_fs, additions, in_process=memory or small, what="de-identification"
+            apply_chunk,
+            chunks,
+            n_jobs,
+            src_fs,
+            out_fs,
+            additions,
+            metadata,
+            in_process=memory or small,
+            what="de-identification",
         ):
             results.extend(part)
             bar.update(len(results), sum(1 for r in results if r[1] != "written"))
@@ -384,6 +514,26 @@ def _manifest(batch: str, priority: str, submitted: str, ok: pl.DataFrame, faile
         "studies": studies,
         "failed": [{"input": f["input"], "kind": f["kind"], "reason": f["reason"]} for f in failed],
     }
+
+
+def _manifest_parquet(ok: pl.DataFrame) -> bytes:
+    """One row per written file, for dataframe queries (no original identifier)."""
+    import io
+
+    table = ok.sort("out_key").select(
+        pl.col("out_key").alias("object_key"),
+        pl.col("bytes").cast(pl.Int64),
+        pl.col("sha256").cast(pl.String),
+        "cloud_study_id",
+        pl.col("study_uid").alias("study_instance_uid"),
+        pl.col("series_uid").alias("series_instance_uid"),
+        pl.col("sop_uid").alias("sop_instance_uid"),
+        pl.col("modality").cast(pl.String),
+        pl.col("series_description").cast(pl.String),
+    )
+    buffer = io.BytesIO()
+    table.write_parquet(buffer, statistics=False)
+    return buffer.getvalue()
 
 
 def _write_mapping(

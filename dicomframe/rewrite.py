@@ -795,6 +795,12 @@ def _meta_group(sop_class: bytes | None, sop_instance: bytes | None, ts: str) ->
         parts.append(_meta_element(0x0002, "UI", sop_class))
     if sop_instance is not None:
         parts.append(_meta_element(0x0003, "UI", sop_instance))
+    if not ts or not all(c in "0123456789." for c in ts):
+        raise ParseError(
+            "corrupt",
+            "the Transfer Syntax UID in the file meta is not a UID: the file is damaged; copy it again "
+            "from the source",
+        )
     parts.append(_meta_element(0x0010, "UI", ts.encode("ascii")))
     parts.append(_meta_element(0x0012, "UI", IMPLEMENTATION_CLASS_UID.encode("ascii")))
     parts.append(_meta_element(0x0013, "SH", IMPLEMENTATION_VERSION_NAME.encode("ascii")))

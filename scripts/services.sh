@@ -48,3 +48,16 @@ ensure_pkg() {
 }
 
 ensure_pkg gdcmanon libgdcm-tools
+
+# Azure Blob: Azurite (npm), installed into .services/ (git-ignored) when node and npm exist.
+# The test fixture starts `azurite-blob` on a free loopback port and stops it after the run.
+if [ -x .services/node_modules/.bin/azurite-blob ] || command -v azurite-blob >/dev/null 2>&1; then
+    echo "services: azurite found"
+elif command -v npm >/dev/null 2>&1; then
+    echo "services: installing azurite (npm) into .services/"
+    if ! npm install --silent --no-audit --no-fund --prefix .services azurite >/dev/null 2>&1; then
+        echo "services: WARNING: npm install azurite failed; the Azure Blob tests will be skipped" >&2
+    fi
+else
+    echo "services: WARNING: node/npm not found; the Azure Blob tests will be skipped" >&2
+fi

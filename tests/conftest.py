@@ -98,3 +98,61 @@ def s3_bucket(s3_server: str) -> Iterator[str]:
     fs.mkdir(name)
     s3fs.S3FileSystem.clear_instance_cache()
     yield name
+
+
+#: the well-known Azurite development account (public, documented by Microsoft)
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+def _azurite_blob() -> str | None:
+    import shutil
+
+    local = ROOT / ".services" / "node_modules" / ".bin" / "azurite-blob"
+    return str(local) if local.exists() else shutil.which("azurite-blob")
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Azurite's blob service on loopback; yields an adlfs/azure connection string.
+
+    Skips when Azurite (``make services`` installs it into .services/) or adlfs is missing.
+    """
+    import subprocess
+    import time
+
+    pytest.importorskip("adlfs", reason="adlfs is not installed: pip install -e '.[test]'")
+    binary = _azurite_blob()
+    if binary is None:
+        pytest.skip("azurite-blob is not installed: run `make services` (needs node and npm)")
+    port = _free_port()
+    process = subprocess.Popen(
+        [
+            binary, "--blobHost", "127.0.0.1", "--blobPort", str(port),
+            "--location", str(tmp_path_factory.mktemp("azurite")),
+            "--silent", "--disableTelemetry", "--skipApiVersionCheck",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"azurite-blob did not start on 127.0.0.1:{port} (exit code {process.poll()})")
+                time.sleep(0.1)
+        yield (
+            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+            f"BlobEndpoint=http://127.0.0.1:{port}/{AZURITE_ACCOUNT};"
+        )
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)

@@ -111,7 +111,9 @@ def test_vault_holds_the_mapping_and_not_the_output(batch) -> None:
     assert {"original_patient_id", "pseudonymous_patient_id", "date_offset_days", "cloud_study_id"} <= set(
         mapping.columns
     )
-    assert not list(out.rglob("*.parquet"))
+    # the only table under the output is the manifest's; the mapping never is
+    assert [p.name for p in out.rglob("*.parquet")] == ["manifest.parquet"]
+    assert not list(out.rglob("mapping*")) and not list(out.rglob("*.enc"))
 
 
 def test_same_key_gives_byte_identical_outputs(tmp_path: Path, batch) -> None:

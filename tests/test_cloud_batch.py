@@ -1,0 +1,406 @@
+"""Cloud batches: object metadata, manifest.parquet, resume after a crash, transient faults, Azure.
+
+Real services only: the moto S3 server and Azurite (started by the fixtures in
+conftest), plus a small fault-injecting reverse proxy defined here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import polars as pl
+import pytest
+
+import dicomframe.apply
+from dicomframe.errors import StorageError
+from dicomframe.keys import ProjectKey, generate_key_file
+from dicomframe.pipeline import deidentify
+
+from .conftest import SAMPLES
+
+KEY = ProjectKey.from_bytes(bytes(range(32)))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted local run of the cohort (batch b1): what every other run must equal."""
+    root = tmp_path_factory.mktemp("reference")
+    result = deidentify(
+        SAMPLES / "cohort", root / "out", key=KEY, vault=root / "vault", batch_id="b1", progress=False,
+        manifest_parquet=True,
+    )
+    assert result.ok and result.written == 70
+    return root / "out" / "b1"
+
+
+def _local_objects(batch: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(batch)): p.read_bytes() for p in sorted(batch.rglob("*.dcm"))}
+
+
+def _manifest_without_time(data: bytes) -> dict[str, Any]:
+    manifest = json.loads(data)
+    manifest.pop("submitted_at")
+    return manifest
+
+
+def _s3() -> Any:
+    import s3fs
+
+    return s3fs.S3FileSystem(skip_instance_cache=True)
+
+
+def _s3_objects(bucket: str, prefix: str) -> dict[str, bytes]:
+    fs = _s3()
+    return {
+        key.split(f"{prefix}/", 1)[1]: fs.cat_file(key)
+        for key in sorted(fs.find(f"{bucket}/{prefix}"))
+        if key.endswith(".dcm")
+    }
+
+
+# --- slice 1: content types and object metadata ------------------------------------------------
+
+
+@pytest.mark.s3
+def test_s3_objects_carry_content_type_and_batch_metadata(s3_bucket: str, tmp_path: Path) -> None:
+    import boto3
+
+    result = deidentify(
+        SAMPLES / "cohort", f"s3://{s3_bucket}/batches", key=KEY, vault=tmp_path / "v", batch_id="b7",
+        priority="stat", progress=False,
+    )
+    assert result.ok
+    client = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    dcm_key = result.outputs[0].split(f"s3://{s3_bucket}/", 1)[1]
+    head = client.head_object(Bucket=s3_bucket, Key=dcm_key)
+    assert head["ContentType"] == "application/dicom"
+    assert head["Metadata"]["batch_id"] == "b7" and head["Metadata"]["priority"] == "STAT"
+    assert head["Metadata"]["uploaded_at"].endswith("Z")
+    manifest = client.head_object(Bucket=s3_bucket, Key="batches/b7/manifest.json")
+    assert manifest["ContentType"] == "application/json"
+    assert manifest["Metadata"]["batch_id"] == "b7"
+    client.close()
+
+
+@pytest.mark.s3
+def test_a_missing_bucket_fails_fast_naming_the_url(s3_server: str, tmp_path: Path) -> None:
+    started = time.perf_counter()
+    with pytest.raises(StorageError, match=r"s3://no-such-bucket-x1 .*bucket or container exists"):
+        deidentify(
+            SAMPLES / "cohort", "s3://no-such-bucket-x1/batches", key=KEY, vault=tmp_path / "v", progress=False
+        )
+    assert time.perf_counter() - started < 5  # no retries for a permanent error
+    assert not (tmp_path / "v").exists()
+
+
+# --- slice 2: manifest.parquet -------------------------------------------------------------------
+
+
+def test_manifest_parquet_has_one_row_per_file_with_its_sha256(reference: Path) -> None:
+    table = pl.read_parquet(reference / "manifest.parquet")
+    manifest = json.loads((reference / "manifest.json").read_text())
+    assert table.height == manifest["total_images"] == 70
+    assert table.columns == [
+        "object_key", "bytes", "sha256", "cloud_study_id", "study_instance_uid", "series_instance_uid",
+        "sop_instance_uid", "modality", "series_description",
+    ]
+    for key, size, digest in table.select("object_key", "bytes", "sha256").iter_rows():
+        data = (reference / key).read_bytes()
+        assert len(data) == size and hashlib.sha256(data).hexdigest() == digest
+    assert sorted(table["object_key"]) == sorted(f for s in manifest["studies"] for f in s["files"])
+    assert table["modality"].null_count() == 0
+    planted = json.loads((SAMPLES / "PLANTED_PHI.json").read_text())
+    originals = {u for p in planted["patients"].values() for u in p["study_instance_uids"] + p["sop_instance_uids"]}
+    assert originals.isdisjoint(set(table["study_instance_uid"]) | set(table["sop_instance_uid"]))
+
+
+# --- slice 3: resume after a crash -------------------------------------------------------------
+
+
+def _crash_after(monkeypatch: pytest.MonkeyPatch, budget: int) -> None:
+    """Make the apply step die (like a killed process) after ``budget`` files."""
+    original = dicomframe.apply.apply_chunk
+    left = [budget]
+
+    def crashing(items: Any, *args: Any) -> Any:
+        part = list(items)[: left[0]]
+        left[0] -= len(part)
+        done = original(part, *args) if part else []
+        if len(part) < len(items):
+            raise RuntimeError("simulated crash")
+        return done
+
+    monkeypatch.setattr(dicomframe.apply, "apply_chunk", crashing)
+
+
+def test_a_local_rerun_after_a_crash_finishes_the_batch(
+    tmp_path: Path, reference: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kwargs: dict[str, Any] = dict(key=KEY, vault=tmp_path / "v", batch_id="b1", progress=False, manifest_parquet=True)
+    with monkeypatch.context() as patch:
+        _crash_after(patch, 35)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            deidentify(SAMPLES / "cohort", tmp_path / "out", **kwargs)
+    batch = tmp_path / "out" / "b1"
+    assert not (batch / "manifest.json").exists() and len(list(batch.rglob("*.dcm"))) == 35
+    (batch / ".stale.dcm.0000.tmp").write_bytes(b"half")  # what a kill -9 mid-write leaves behind
+    result = deidentify(SAMPLES / "cohort", tmp_path / "out", **kwargs)
+    assert result.ok and result.written == 70 and result.skipped == 35
+    assert ("already there (resumed)", "35") in result.rows()
+    assert not list(batch.rglob("*.tmp"))
+    assert _local_objects(batch) == _local_objects(reference)
+    assert _manifest_without_time((batch / "manifest.json").read_bytes()) == _manifest_without_time(
+        (reference / "manifest.json").read_bytes()
+    )
+    assert pl.read_parquet(batch / "manifest.parquet").equals(pl.read_parquet(reference / "manifest.parquet"))
+
+
+@pytest.mark.s3
+def test_an_s3_rerun_after_a_crash_uploads_only_what_is_missing(
+    s3_bucket: str, tmp_path: Path, reference: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dst = f"s3://{s3_bucket}/batches"
+    kwargs: dict[str, Any] = dict(key=KEY, vault=tmp_path / "v", batch_id="b1", progress=False)
+    with monkeypatch.context() as patch:
+        _crash_after(patch, 35)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            deidentify(SAMPLES / "cohort", dst, **kwargs)
+    fs = _s3()
+    assert not fs.exists(f"{s3_bucket}/batches/b1/manifest.json")
+    assert len(_s3_objects(s3_bucket, "batches/b1")) == 35
+    result = deidentify(SAMPLES / "cohort", dst, **kwargs)
+    assert result.ok and result.skipped == 35 and result.written == 70
+    assert _s3_objects(s3_bucket, "batches/b1") == _local_objects(reference)
+    assert _manifest_without_time(_s3().cat_file(f"{s3_bucket}/batches/b1/manifest.json")) == _manifest_without_time(
+        (reference / "manifest.json").read_bytes()
+    )
+
+
+# --- a fault-injecting reverse proxy ------------------------------------------------------------
+
+
+class FaultProxy:
+    """HTTP reverse proxy on loopback: forwards to ``upstream``, answers 503 or drops the
+    connection for a share of requests (seeded), optionally slows every request down."""
+
+    def __init__(
+        self,
+        upstream: str,
+        fault_rate: float = 0.0,
+        delay: float = 0.0,
+        max_faults: int = 500,
+        methods: frozenset[str] = frozenset(("GET", "PUT", "POST", "HEAD", "DELETE")),
+    ) -> None:
+        self.methods = methods
+        parts = urlsplit(upstream)
+        self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
+        self.fault_rate, self.delay, self.max_faults = fault_rate, delay, max_faults
+        self.counts = {"forwarded": 0, "503": 0, "dropped": 0}
+        self._rng = random.Random(7)
+        self._in_a_row = 0
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
+                pass
+
+            def _handle(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if proxy.delay:
+                    time.sleep(proxy.delay)
+                fault = proxy.pick() if self.command in proxy.methods else "forwarded"
+                if fault == "dropped":
+                    self.close_connection = True
+                    return
+                if fault == "503":
+                    err = b"<Error><Code>ServiceUnavailable</Code><Message>try again</Message></Error>"
+                    self.send_response(503)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", "0" if self.command == "HEAD" else str(len(err)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(err)
+                    return
+                headers = {
+                    k: v for k, v in self.headers.items() if k.lower() not in ("connection", "keep-alive", "expect")
+                }
+                conn = http.client.HTTPConnection(*proxy.upstream, timeout=30)
+                try:
+                    conn.request(self.command, self.path, body=body, headers=headers)
+                    resp = conn.getresponse()
+                    data = resp.read()
+                finally:
+                    conn.close()
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _handle
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def pick(self) -> str:
+        with self._lock:
+            faults = self.counts["503"] + self.counts["dropped"]
+            roll = self._rng.random()
+            # bounded: at most max_faults in all and (below a 100 % rate) two in a row
+            in_a_row_ok = self.fault_rate >= 1 or self._in_a_row < 2
+            if faults < self.max_faults and roll < self.fault_rate and in_a_row_ok:
+                kind = "503" if roll < self.fault_rate / 2 else "dropped"
+                self._in_a_row += 1
+            else:
+                kind = "forwarded"
+                self._in_a_row = 0
+            self.counts[kind] += 1
+            return kind
+
+    def __enter__(self) -> FaultProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(5)
+
+
+@pytest.fixture()
+def no_botocore_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """botocore retries nothing: the retries that happen are dicomframe's (and s3fs' for resets)."""
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    monkeypatch.setenv("AWS_RETRY_MODE", "standard")
+
+
+# --- slice 4: transient faults -----------------------------------------------------------------
+
+
+@pytest.mark.s3
+def test_a_service_that_keeps_failing_stops_with_a_clear_message(
+    s3_bucket: str, s3_server: str, tmp_path: Path, no_botocore_retries: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dicomframe.apply, "RETRY_FIRST_S", 0.01)
+    monkeypatch.setattr(dicomframe.apply, "RETRY_MAX_S", 0.02)
+    with FaultProxy(s3_server, fault_rate=1.0) as proxy:
+        proxy.fault_rate = 2.0  # every request: half 503, half dropped
+        with pytest.raises(StorageError, match=rf"s3://{s3_bucket}.* after 5 attempts.*re-run the same command"):
+            deidentify(
+                SAMPLES / "cohort", f"s3://{s3_bucket}/batches", key=KEY, vault=tmp_path / "v", batch_id="b1",
+                progress=False, storage_options={"endpoint_url": proxy.url, "skip_instance_cache": True},
+            )
+
+
+# --- slice 3 (for real): kill -9 on S3 -----------------------------------------------------------
+
+
+@pytest.mark.s3
+def test_kill_9_during_an_s3_upload_then_rerun_gives_the_uninterrupted_batch(
+    s3_bucket: str, s3_server: str, tmp_path: Path
+) -> None:
+    import boto3
+
+    key_file = tmp_path / "project.key"
+    key = generate_key_file(key_file)
+    ref = deidentify(SAMPLES / "cohort", tmp_path / "ref", key=key, vault=tmp_path / "rv", batch_id="k1", progress=False)
+    assert ref.ok
+    dst = f"s3://{s3_bucket}/batches"
+    cmd = [
+        str(Path(sys.executable).with_name("dicomframe")), "deidentify", str(SAMPLES / "cohort"), dst,
+        "--key-file", str(key_file), "--vault", str(tmp_path / "v"), "--batch-id", "k1", "--no-progress",
+    ]
+    client = boto3.client("s3", endpoint_url=s3_server)
+
+    def uploaded() -> list[str]:
+        listing = client.list_objects_v2(Bucket=s3_bucket, Prefix="batches/k1/")
+        return [o["Key"] for o in listing.get("Contents", [])]
+
+    with FaultProxy(s3_server, delay=0.05) as proxy:  # slow enough to be caught mid-batch
+        env = {**os.environ, "FSSPEC_S3_ENDPOINT_URL": proxy.url, "AWS_ENDPOINT_URL": proxy.url}
+        process = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 60
+            while len(uploaded()) < 10 and process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            process.send_signal(signal.SIGKILL)
+        finally:
+            process.wait(10)
+    before = uploaded()
+    assert process.returncode == -signal.SIGKILL
+    assert 10 <= len(before) < 70 and "batches/k1/manifest.json" not in before
+    rerun = subprocess.run(cmd, env=dict(os.environ), capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "already there (resumed)" in rerun.stdout
+    client.close()
+    assert _s3_objects(s3_bucket, "batches/k1") == _local_objects(tmp_path / "ref" / "k1")
+    assert _manifest_without_time(_s3().cat_file(f"{s3_bucket}/batches/k1/manifest.json")) == _manifest_without_time(
+        (tmp_path / "ref" / "k1" / "manifest.json").read_bytes()
+    )
+
+
+# --- slice 5: Azure Blob through Azurite ----------------------------------------------------------
+
+
+@pytest.fixture()
+def azure_container(azurite: str) -> Iterator[tuple[str, str]]:
+    """A fresh container on Azurite: yields (container name, connection string)."""
+    import uuid
+
+    from azure.storage.blob import BlobServiceClient
+
+    name = f"c{uuid.uuid4().hex[:12]}"
+    with BlobServiceClient.from_connection_string(azurite) as service:
+        service.create_container(name)
+    yield name, azurite
+
+
+def test_batch_to_azure_blob_matches_the_local_batch(
+    azure_container: tuple[str, str], tmp_path: Path, reference: Path
+) -> None:
+    from azure.storage.blob import ContainerClient
+
+    container, conn = azure_container
+    result = deidentify(
+        SAMPLES / "cohort", f"az://{container}/prefix", key=KEY, vault=tmp_path / "v", batch_id="b1",
+        progress=False, storage_options={"connection_string": conn}, manifest_parquet=True,
+    )
+    assert result.ok and result.batch_uri == f"az://{container}/prefix/b1/"
+    with ContainerClient.from_connection_string(conn, container) as client:
+        objects = {
+            blob.name.split("prefix/b1/", 1)[1]: client.download_blob(blob.name).readall()
+            for blob in client.list_blobs(name_starts_with="prefix/b1/")
+        }
+        props = client.get_blob_client(result.outputs[0].split(f"az://{container}/", 1)[1]).get_blob_properties()
+        manifest_props = client.get_blob_client("prefix/b1/manifest.json").get_blob_properties()
+    assert {k: v for k, v in objects.items() if k.endswith(".dcm")} == _local_objects(reference)
+    assert _manifest_without_time(objects["manifest.json"]) == _manifest_without_time(
+        (reference / "manifest.json").read_bytes()
+    )
+    assert objects["manifest.parquet"] == (reference / "manifest.parquet").read_bytes()
+    assert props.content_settings.content_type == "application/dicom"
+    assert props.metadata["batch_id"] == "b1" and props.metadata["priority"] == "ROUTINE"
+    assert manifest_props.content_settings.content_type == "application/json"
