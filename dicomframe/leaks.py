@@ -18,7 +18,7 @@ import polars as pl
 from .plan import _IDENTIFYING, Plan
 from .profiles import Option, safe_private_table
 
-__all__ = ["gate", "mask", "FINDINGS_SCHEMA"]
+__all__ = ["gate", "mask", "findings_from", "FINDINGS_SCHEMA"]
 
 FINDINGS_SCHEMA = {
     "file_id": pl.Int64,
@@ -52,6 +52,22 @@ def mask(value: pl.Expr) -> pl.Expr:
     """``"Doe^Jane"`` → ``"Do******"``: enough to recognise, not enough to read."""
     hidden = (value.str.len_chars().cast(pl.Int64) - 2).clip(0, 64)
     return pl.concat_str([value.str.slice(0, 2), pl.lit("*" * 64).str.slice(0, hidden)])
+
+
+def findings_from(
+    rows: pl.DataFrame, rule: str, severity: str, evidence: pl.Expr, action: str
+) -> pl.DataFrame:
+    """Element rows → findings rows of one rule (the evidence expression should mask)."""
+    return rows.select(
+        "file_id",
+        "tag_path",
+        "keyword",
+        "vr",
+        pl.lit(rule).alias("rule"),
+        pl.lit(severity).alias("severity"),
+        evidence.alias("evidence"),
+        pl.lit(action).alias("suggested_action"),
+    )
 
 
 def _originals(plan: Plan) -> tuple[list[str], list[str], list[str]]:
@@ -109,30 +125,15 @@ def gate(output_elements: pl.DataFrame, plan: Plan) -> pl.DataFrame:
         # a study date may equal a newborn's birth date
         hits = text.filter(~pl.col("vr").is_in(["DA", "DT", "TM"]) & hit)
         findings.append(
-            hits.select(
-                "file_id",
-                "tag_path",
-                "keyword",
-                "vr",
-                pl.lit("original_identifier").alias("rule"),
-                pl.lit("high").alias("severity"),
-                mask(pl.col("value")).alias("evidence"),
-                pl.lit("remove or clean this attribute (add a profile rule)").alias("suggested_action"),
+            findings_from(
+                hits, "original_identifier", "high", mask(pl.col("value")),
+                "remove or clean this attribute (add a profile rule)",
             )
         )
     if uids:
         hits = text.filter((pl.col("vr") == "UI") & pl.col("value").is_in(uids))
         findings.append(
-            hits.select(
-                "file_id",
-                "tag_path",
-                "keyword",
-                "vr",
-                pl.lit("original_uid").alias("rule"),
-                pl.lit("high").alias("severity"),
-                mask(pl.col("value")).alias("evidence"),
-                pl.lit("replace this UID (action U)").alias("suggested_action"),
-            )
+            findings_from(hits, "original_uid", "high", mask(pl.col("value")), "replace this UID (action U)")
         )
     private = output_elements.filter((pl.col("tag") // 65536) % 2 == 1)
     if private.height:
@@ -148,15 +149,9 @@ def gate(output_elements: pl.DataFrame, plan: Plan) -> pl.DataFrame:
             ).join(safe, on=["private_creator", "_g", "_e"], how="anti")
             private = private.filter(~is_creator)
         findings.append(
-            private.select(
-                "file_id",
-                "tag_path",
-                "keyword",
-                "vr",
-                pl.lit("private_tag").alias("rule"),
-                pl.lit("medium").alias("severity"),
-                pl.col("private_creator").fill_null("(no creator)").alias("evidence"),
-                pl.lit("remove private tags not on the safe list").alias("suggested_action"),
+            findings_from(
+                private, "private_tag", "medium", pl.col("private_creator").fill_null("(no creator)"),
+                "remove private tags not on the safe list",
             )
         )
     if not findings:
