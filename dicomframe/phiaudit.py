@@ -198,6 +198,75 @@ def _burned_in_risk(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
     )
 
 
+def _normalise(text: str) -> str:
+    return "".join(c for c in text.upper() if c.isalnum())
+
+
+def _originals_for_pixels(ctx: dict[str, Any]) -> list[str]:
+    """Originals and their name parts (``Family^Given`` → ``FAMILY``, ``GIVEN``), normalised."""
+    parts: set[str] = set()
+    for value in [*(ctx.get("originals") or []), *(ctx.get("names") or [])]:
+        whole = _normalise(value)
+        if len(whole) >= 4:
+            parts.add(whole)
+        for piece in value.replace("^", " ").replace(",", " ").split():
+            piece = _normalise(piece)
+            if len(piece) >= 3:
+                parts.add(piece)
+    return sorted(parts)
+
+
+def _read_for_ocr(path: str, ctx: dict[str, Any]) -> Any:
+    """A local path as is; a URL read through fsspec into a pydicom dataset."""
+    if "://" not in path or path.startswith("file://"):
+        return path.removeprefix("file://")
+    import fsspec
+    import pydicom
+
+    with fsspec.open(path, "rb", **(ctx.get("storage_options") or {})) as fh:
+        return pydicom.dcmread(fh)
+
+
+def _burned_in_text(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
+    from .ocr import find_text
+
+    flagged = _burned_in_risk(scan, ctx).select("file_id").unique()
+    targets = scan.instances.join(flagged, on="file_id").select("file_id", "path").sort("file_id")
+    wanted = _originals_for_pixels(ctx)
+    rows: list[dict[str, Any]] = []
+    for file_id, path in targets.iter_rows():
+        try:
+            boxes = find_text(_read_for_ocr(path, ctx), frames=ctx.get("ocr_frames", 1))
+        except OSError as exc:
+            boxes = pl.DataFrame(
+                {"frame": [None], "text": [None], "reason": [f"not readable ({type(exc).__name__})"]}
+            )
+        for box in boxes.iter_rows(named=True):
+            text = box["text"]
+            if text is None:  # the frame or file could not be looked at: say so
+                rows.append({"file_id": file_id, "severity": "low", "evidence": f"OCR skipped: {box['reason']}"})
+                continue
+            norm = _normalise(text)
+            if len(norm) < 2:  # single characters: mostly noise from image structure
+                continue
+            hidden = text[:2] + "*" * min(max(len(text) - 2, 0), 64)
+            where = f"frame {box['frame']} box ({box['left']},{box['top']},{box['width']}x{box['height']})"
+            match = any(w in norm or (len(norm) >= 4 and norm in w) for w in wanted)
+            note = "; matches an original" if match else ""
+            rows.append({"file_id": file_id, "severity": "high", "evidence": f"{hidden} at {where}{note}"})
+    found = pl.DataFrame(rows, schema={"file_id": pl.Int64, "severity": pl.String, "evidence": pl.String})
+    return found.select(
+        "file_id",
+        tag_path=pl.lit("7FE00010"),
+        keyword=pl.lit("PixelData"),
+        vr=pl.lit(None, pl.String),
+        rule=pl.lit("burned_in_text"),
+        severity="severity",
+        evidence="evidence",
+        suggested_action=pl.lit("black out this region of the pixel data (pixel clean)"),
+    )
+
+
 RULES: tuple[Rule, ...] = (
     Rule("vault_original", "high", "an original identifier known to the vault (patient id, accession number, original UIDs) in any element, at any depth, private tags included", _vault_originals),
     Rule("vault_original_in_name", "high", "an original identifier known to the vault in a file or object name", _vault_originals_in_paths),
@@ -208,7 +277,11 @@ RULES: tuple[Rule, ...] = (
     Rule("id_in_text", "medium", "MRN- or accession-like tokens in free text", _ids_in_text),
     Rule("uid_with_org_root", "high", "instance UIDs that still carry an organisation's root (not 2.25.)", _uid_roots),
     Rule("burned_in_text_risk", "low", "images likely to hold burned-in text: BurnedInAnnotation=YES, ultrasound, secondary capture", _burned_in_risk),
+    Rule("burned_in_text", "high", "text in the pixels (OCR with tesseract, extra `ocr`) of the images burned_in_text_risk flags, matched against vault originals and names; runs only when asked for (ocr=True or by name)", _burned_in_text),
 )
+
+#: rules that run only when asked for by name (or ``ocr=True``): they are slow or need extras
+_ON_REQUEST = frozenset({"burned_in_text"})
 
 
 def _originals_from_vault(vault: str, key: ProjectKey, storage_options: dict[str, Any] | None) -> list[str]:
@@ -235,14 +308,24 @@ def audit_scan(
     profile: Profile | str = "default",
     originals: Sequence[str] = (),
     rules: Sequence[str] | None = None,
+    ocr: bool = False,
+    names: Sequence[str] = (),
+    storage_options: dict[str, Any] | None = None,
 ) -> pl.DataFrame:
     """Run the audit rules over an existing scan. See :func:`audit`."""
     prof = profile if isinstance(profile, Profile) else Profile.load(profile)
-    chosen = [r for r in RULES if rules is None or r.name in rules]
+    chosen = [r for r in RULES if (r.name in rules if rules is not None else r.name not in _ON_REQUEST)]
     if rules is not None and len(chosen) != len(set(rules)):
         unknown = sorted(set(rules) - {r.name for r in RULES})
         raise UserInputError(f"unknown audit rule(s) {unknown}; `dicomframe audit --list-rules` lists them")
-    ctx = {"profile": prof, "originals": [o for o in originals if len(o) >= 4]}
+    if ocr and all(r.name != "burned_in_text" for r in chosen):
+        chosen += [r for r in RULES if r.name == "burned_in_text"]
+    ctx = {
+        "profile": prof,
+        "originals": [o for o in originals if len(o) >= 4],
+        "names": list(names),
+        "storage_options": storage_options,
+    }
     parts = [rule.run(scan, ctx).cast(FINDINGS_SCHEMA) for rule in chosen]  # type: ignore[arg-type]
     findings = pl.concat(parts) if parts else pl.DataFrame(schema=FINDINGS_SCHEMA)
     paths = scan.instances.select("file_id", "path")
@@ -256,6 +339,8 @@ def audit(
     key: ProjectKey | str | os.PathLike[str] | None = None,
     profile: Profile | str = "default",
     rules: Sequence[str] | None = None,
+    ocr: bool = False,
+    names: Sequence[str] = (),
     jobs: int | None = None,
     storage_options: dict[str, Any] | None = None,
     progress: bool | None = None,
@@ -272,7 +357,13 @@ def audit(
     profile
         The profile the files were de-identified with (for the "should be removed" rule).
     rules
-        Names of the rules to run (default: all; see :data:`RULES`).
+        Names of the rules to run (default: all but ``burned_in_text``; see :data:`RULES`).
+    ocr
+        Also run ``burned_in_text``: OCR (tesseract, extra ``ocr``) of the images
+        ``burned_in_text_risk`` flags. Found text is masked in the evidence.
+    names
+        Person names (``Family^Given``) to look for in the pixel text, besides the
+        vault's originals; a box that holds one notes "matches an original".
 
     Examples
     --------
@@ -289,4 +380,6 @@ def audit(
         project_key = key if isinstance(key, ProjectKey) else load_key(key)
         originals = _originals_from_vault(os.fspath(vault), project_key, storage_options)
     result = scan(src, jobs=jobs, storage_options=storage_options, progress=progress)
-    return audit_scan(result, profile=profile, originals=originals, rules=rules)
+    return audit_scan(
+        result, profile=profile, originals=originals, rules=rules, ocr=ocr, names=names, storage_options=storage_options
+    )

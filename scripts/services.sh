@@ -48,6 +48,8 @@ ensure_pkg() {
 }
 
 ensure_pkg gdcmanon libgdcm-tools
+# OCR of burned-in text (extra `ocr`): the tesseract program
+ensure_pkg tesseract tesseract-ocr
 
 # Azure Blob: Azurite (npm), installed into .services/ (git-ignored) when node and npm exist.
 # The test fixture starts `azurite-blob` on a free loopback port and stops it after the run.

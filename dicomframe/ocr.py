@@ -1,0 +1,183 @@
+"""Burned-in text: find text boxes in rendered frames with tesseract (extra ``ocr``).
+
+>>> from dicomframe.ocr import find_text
+>>> boxes = find_text("us/IMG0001.dcm")          # doctest: +SKIP
+>>> boxes.select("frame", "left", "top", "width", "height", "confidence")  # doctest: +SKIP
+
+Needs ``pip install 'dicomframe[ocr]'`` (pytesseract, pillow, pylibjpeg for
+compressed syntaxes) and the tesseract program (Debian: ``apt-get install
+tesseract-ocr``). The ``text`` column holds the text found in the pixels: it
+may be PHI. Mask it before showing it (the audit does) and never log it.
+
+Frames that cannot be decoded are skipped; :func:`find_text` reports them in
+``skipped`` rows (``text`` null, ``reason`` set) rather than raising.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from .errors import DicomframeError, MissingExtraError
+
+if TYPE_CHECKING:
+    import numpy as np
+    from pydicom import Dataset
+
+__all__ = ["TEXT_SCHEMA", "TesseractMissing", "find_text", "render_frame"]
+
+TEXT_SCHEMA = {
+    "file": pl.String,
+    "frame": pl.Int32,
+    "left": pl.Int32,
+    "top": pl.Int32,
+    "width": pl.Int32,
+    "height": pl.Int32,
+    "text": pl.String,
+    "confidence": pl.Float64,
+    "reason": pl.String,
+}
+
+#: words with a lower confidence (0-100) are dropped: mostly noise from image structure
+MIN_CONFIDENCE = 30.0
+#: words less high than this (frame pixels) are dropped: too small to read, mostly speckle
+MIN_HEIGHT = 7
+
+
+class TesseractMissing(DicomframeError):
+    """pytesseract is installed but the tesseract program is not on PATH."""
+
+
+def _pytesseract() -> Any:
+    os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+    try:
+        import pytesseract
+    except ImportError:
+        raise MissingExtraError("OCR of burned-in text", "ocr", "pytesseract") from None
+    try:
+        pytesseract.get_tesseract_version()
+    except (pytesseract.TesseractNotFoundError, OSError):
+        raise TesseractMissing(
+            "OCR of burned-in text needs the tesseract program: "
+            "install it with `apt-get install tesseract-ocr` (Debian/Ubuntu)"
+        ) from None
+    return pytesseract
+
+
+def _to_uint8(arr: np.ndarray, ds: Dataset) -> np.ndarray:
+    import numpy as np
+
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4):  # colour (pixel_array converts YBR to RGB)
+        if arr.dtype != np.uint8:
+            arr = arr.astype(np.float64)
+            lo, hi = float(arr.min()), float(arr.max())
+            arr = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
+        return np.ascontiguousarray(arr[..., :3].astype(np.uint8))
+    # Greyscale: min-max over the stored values (after the modality LUT). A VOI window
+    # would clip burned-in text, which is usually drawn at the extreme values.
+    data = arr.astype(np.float64)
+    slope = float(ds.get("RescaleSlope", 1) or 1)
+    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    data = data * slope + intercept
+    lo, hi = float(data.min()), float(data.max())
+    out = (data - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(data)
+    if photometric == "MONOCHROME1":
+        out = 255.0 - out
+    return out.astype(np.uint8)
+
+
+def render_frame(ds: Dataset, frame: int = 0) -> np.ndarray:
+    """One frame as an 8-bit greyscale (H, W) or RGB (H, W, 3) array.
+
+    Raises :class:`DicomframeError` when the pixel data cannot be decoded.
+    """
+    from pydicom.pixels.utils import pixel_array
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            arr = pixel_array(ds, index=frame)
+    except Exception as exc:  # noqa: BLE001 - decoder missing or damaged data: a reason, no value
+        ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        raise DicomframeError(
+            f"frame {frame} cannot be decoded ({type(exc).__name__}; transfer syntax {ts}); "
+            "compressed syntaxes need `pip install 'dicomframe[ocr]'` (pylibjpeg)"
+        ) from None
+    return _to_uint8(arr, ds)
+
+
+def _ocr_image(pytesseract: Any, image: np.ndarray) -> list[tuple[int, int, int, int, str, float]]:
+    from PIL import Image
+
+    pil = Image.fromarray(image)
+    # small frames: tesseract reads text best at 20-40 px high; enlarge, then scale boxes back
+    scale = max(1, min(4, 1000 // max(pil.size)))
+    if scale > 1:
+        pil = pil.resize((pil.width * scale, pil.height * scale), Image.Resampling.NEAREST)
+    data = pytesseract.image_to_data(pil, config="--psm 11", output_type=pytesseract.Output.DICT)
+    boxes = []
+    for i, word in enumerate(data["text"]):
+        word = (word or "").strip()
+        conf = float(data["conf"][i])
+        if not word or conf < MIN_CONFIDENCE or not any(c.isalnum() for c in word):
+            continue
+        left, top, width, height = (int(data[k][i]) // scale for k in ("left", "top", "width", "height"))
+        if height < MIN_HEIGHT:  # speckle read as letters
+            continue
+        boxes.append((left, top, width, height, word, conf))
+    return boxes
+
+
+def find_text(
+    path_or_dataset: str | os.PathLike[str] | Dataset, *, frames: int | None = 1
+) -> pl.DataFrame:
+    """Text boxes tesseract finds in the first ``frames`` frames (``None``: all frames).
+
+    Returns one row per word: ``file``, ``frame`` (0-based), ``left``, ``top``,
+    ``width``, ``height`` (pixels of the frame), ``text`` (the found text: may be
+    PHI, mask it before display), ``confidence`` (0-100), and ``reason`` (null for
+    words; set on a row with null ``text`` for a frame or file that was skipped).
+    """
+    import pydicom
+
+    tess = _pytesseract()
+    try:
+        import PIL  # noqa: F401
+    except ImportError:
+        raise MissingExtraError("OCR of burned-in text", "ocr", "pillow") from None
+    rows: list[dict[str, Any]] = []
+    if isinstance(path_or_dataset, pydicom.Dataset):
+        ds = path_or_dataset
+        name = str(getattr(ds, "filename", None) or "")
+    else:
+        name = os.fspath(path_or_dataset)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds = pydicom.dcmread(name)
+        except Exception as exc:  # noqa: BLE001 - a file we cannot read is a reason, not a crash
+            return _frame(name, [{"frame": None, "reason": f"not readable as DICOM ({type(exc).__name__})"}])
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        return _frame(name, [{"frame": None, "reason": "no pixel data"}])
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    wanted = n_frames if frames is None else min(frames, n_frames)
+    for frame in range(wanted):
+        try:
+            image = render_frame(ds, frame)
+        except DicomframeError as exc:
+            rows.append({"frame": frame, "reason": str(exc)})
+            continue
+        for left, top, width, height, text, conf in _ocr_image(tess, image):
+            rows.append(
+                {"frame": frame, "left": left, "top": top, "width": width, "height": height, "text": text, "confidence": conf}
+            )
+    return _frame(name, rows)
+
+
+def _frame(name: str, rows: list[dict[str, Any]]) -> pl.DataFrame:
+    full = [{k: r.get(k) for k in TEXT_SCHEMA} | {"file": name} for r in rows]
+    return pl.DataFrame(full, schema=TEXT_SCHEMA)
