@@ -275,6 +275,10 @@ def audit(
     fail_on: Annotated[str, typer.Option("--fail-on", help="Exit 1 when a finding of this severity or higher exists: low, medium, high.")] = "medium",
     rule: Annotated[list[str] | None, typer.Option("--rule", help="Run only this rule (repeatable).", show_default=False)] = None,
     list_rules: Annotated[bool, typer.Option("--list-rules", help="List the rules and what each catches, then exit.")] = False,
+    ocr: Annotated[
+        bool,
+        typer.Option("--ocr", help="Also OCR the images that may hold burned-in text (extra ocr; Debian tesseract-ocr)."),
+    ] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
 ) -> None:
     """Audit de-identified files for PHI that survived: a findings table, evidence masked.
@@ -301,7 +305,13 @@ def audit(
     if fail_on not in SEVERITIES:
         raise UserInputError(f"--fail-on must be one of {', '.join(SEVERITIES)} (got {fail_on!r})")
     findings = run_audit(
-        src, vault=vault, key=key_file, profile=profile, rules=rule, progress=progress and sys.stderr.isatty()
+        src,
+        vault=vault,
+        key=key_file,
+        profile=profile,
+        rules=rule,
+        ocr=ocr,
+        progress=progress and sys.stderr.isatty(),
     )
     if output:
         findings.write_parquet(output)
