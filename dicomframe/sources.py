@@ -129,9 +129,13 @@ def get_filesystem(url: str, storage_options: dict[str, Any] | None = None) -> t
 
 
 def _remote_files(url: str, storage_options: dict[str, Any] | None) -> tuple[Any, list[tuple[str, int]]]:
+    from .apply import RETRY_ATTEMPTS, with_retries
+
     fs, path = get_filesystem(url, storage_options)
     protocol = _protocol(url)
-    try:
+
+    def listing() -> list[tuple[str, int]] | None:
+        """The files at ``path`` (None: nothing there); transient faults propagate (retried)."""
         if _GLOB_CHARS & set(path):
             found = fs.glob(path, detail=True)
             items: list[tuple[str, int]] = []
@@ -142,18 +146,28 @@ def _remote_files(url: str, storage_options: dict[str, Any] | None) -> tuple[Any
                     items.append((name, int(info.get("size") or 0)))
             if not items:
                 raise SourceNotFoundError(f"no objects match the pattern {url!r}")
-            return fs, items
-        if fs.isdir(path):
-            items = _find(fs, path)
-            if not items:
-                raise SourceNotFoundError(f"{url!r} is an empty folder or prefix: nothing to scan")
-            return fs, items
-        if fs.isfile(path):
-            return fs, [(path, int(fs.size(path) or 0))]
-    except SourceNotFoundError:
+            return items
+        try:
+            if fs.isdir(path):
+                items = _find(fs, path)
+                if not items:
+                    raise SourceNotFoundError(f"{url!r} is an empty folder or prefix: nothing to scan")
+                return items
+            # fs.info, not fs.isfile: isfile answers False for any error, a dropped connection too
+            info = fs.info(path)
+        except FileNotFoundError:
+            return None
+        if info.get("type", "file") == "directory":
+            return None
+        return [(path, int(info.get("size") or 0))]
+
+    try:
+        # a listing is several requests (list, then stat): a few more attempts, as for the outputs
+        found = with_retries(listing, url, "listing", attempts=2 * RETRY_ATTEMPTS)
+    except (SourceNotFoundError, StorageError):
         raise
     except FileNotFoundError:
-        pass
+        found = None
     except PermissionError:
         raise StorageError(
             f"access denied to {url!r}: check the credentials and the permissions "
@@ -161,6 +175,8 @@ def _remote_files(url: str, storage_options: dict[str, Any] | None) -> tuple[Any
         ) from None
     except Exception as exc:  # back-ends raise their own types (botocore, azure, aiohttp)
         raise StorageError(_storage_message(url, protocol, exc)) from None
+    if found is not None:
+        return fs, found
     raise SourceNotFoundError(
         f"nothing found at {url!r}: check the bucket or container name and the prefix"
     )

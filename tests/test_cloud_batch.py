@@ -194,6 +194,13 @@ def test_an_s3_rerun_after_a_crash_uploads_only_what_is_missing(
 # --- a fault-injecting reverse proxy ------------------------------------------------------------
 
 
+#: headers that concern one connection only (RFC 9110 7.6.1): never forwarded
+_HOP_BY_HOP = frozenset(
+    ("connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+     "transfer-encoding", "upgrade", "proxy-connection")
+)
+
+
 class FaultProxy:
     """HTTP reverse proxy on loopback: forwards to ``upstream``, answers 503 or drops the
     connection for a share of requests (seeded), optionally slows every request down."""
@@ -222,8 +229,23 @@ class FaultProxy:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
                 pass
 
+            def _body(self) -> bytes:
+                """The request body, byte for byte: per Content-Length, or de-chunked."""
+                if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                    chunks = []
+                    while True:
+                        size = int(self.rfile.readline(1024).split(b";", 1)[0].strip() or b"0", 16)
+                        if size == 0:
+                            while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                                pass  # trailers
+                            return b"".join(chunks)
+                        chunks.append(self.rfile.read(size))
+                        self.rfile.readline(1024)  # CRLF after each chunk
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
             def _handle(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                # BaseHTTPRequestHandler has already answered "Expect: 100-continue" with 100
+                body = self._body()
                 if proxy.delay:
                     time.sleep(proxy.delay)
                 fault = proxy.pick() if self.command in proxy.methods else "forwarded"
@@ -239,21 +261,27 @@ class FaultProxy:
                     if self.command != "HEAD":
                         self.wfile.write(err)
                     return
-                headers = {
-                    k: v for k, v in self.headers.items() if k.lower() not in ("connection", "keep-alive", "expect")
-                }
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP | {"expect"}}
+                if body or self.command in ("PUT", "POST"):
+                    headers["Content-Length"] = str(len(body))  # de-chunked: forwarded with its length
                 conn = http.client.HTTPConnection(*proxy.upstream, timeout=30)
                 try:
-                    conn.request(self.command, self.path, body=body, headers=headers)
+                    conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+                    for k, v in headers.items():
+                        conn.putheader(k, v)
+                    conn.endheaders(body if body else None)
                     resp = conn.getresponse()
-                    data = resp.read()
+                    data = resp.read()  # de-chunked by http.client; empty for HEAD
                 finally:
                     conn.close()
-                self.send_response(resp.status)
+                self.send_response_only(resp.status, resp.reason)
                 for k, v in resp.getheaders():
-                    if k.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
+                    # a HEAD answer keeps the upstream Content-Length: it is the size of the object
+                    if k.lower() in _HOP_BY_HOP or (k.lower() == "content-length" and self.command != "HEAD"):
+                        continue
+                    self.send_header(k, v)
+                if self.command != "HEAD":
+                    self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)
@@ -314,6 +342,28 @@ def test_a_service_that_keeps_failing_stops_with_a_clear_message(
                 progress=False, storage_options={"endpoint_url": proxy.url, "skip_instance_cache": True},
             )
 
+
+
+@pytest.mark.s3
+def test_a_batch_through_a_flaky_network_completes_and_equals_the_local_batch(
+    s3_bucket: str, s3_server: str, tmp_path: Path, reference: Path, no_botocore_retries: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(dicomframe.apply, "RETRY_FIRST_S", 0.01)
+    monkeypatch.setattr(dicomframe.apply, "RETRY_MAX_S", 0.05)
+    # every method faults (GET and LIST, HEAD, PUT): writes, the listing and the leak gate's read-back
+    with FaultProxy(s3_server, fault_rate=0.2) as proxy:
+        result = deidentify(
+            SAMPLES / "cohort", f"s3://{s3_bucket}/batches", key=KEY, vault=tmp_path / "v", batch_id="b1",
+            progress=False, storage_options={"endpoint_url": proxy.url, "skip_instance_cache": True},
+        )
+    assert result.ok and result.written == 70, result.rows()
+    assert proxy.counts["503"] >= 5 and proxy.counts["dropped"] >= 5, proxy.counts
+    assert _s3_objects(s3_bucket, "batches/b1") == _local_objects(reference)
+    assert _manifest_without_time(_s3().cat_file(f"{s3_bucket}/batches/b1/manifest.json")) == _manifest_without_time(
+        (reference / "manifest.json").read_bytes()
+    )
+    print("proxy counts:", proxy.counts)
 
 # --- slice 3 (for real): kill -9 on S3 -----------------------------------------------------------
 
