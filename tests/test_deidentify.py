@@ -292,3 +292,20 @@ def test_a_patient_sent_in_two_batches_keeps_its_pseudonyms(tmp_path: Path) -> N
     (tmp_path / "v" / "one" / "mapping.parquet.enc").unlink()
     cloud_id = two["cloud_study_id"].drop_nulls()[0]
     assert reidentify_study(tmp_path / "v", KEY, "two", cloud_id)["patient_id"] == "MRN1234567"
+
+
+def test_batch_to_a_memory_filesystem_matches_the_local_batch(batch) -> None:
+    """The generic fsspec path (stands in for stores without a local emulator, e.g. GCS)."""
+    import fsspec
+
+    out, vault, local = batch
+    result = deidentify(SAMPLES / "cohort", "memory://mem-batches", key=KEY, vault="memory://mem-vault", batch_id="b1", progress=False)
+    assert result.ok and result.committed
+    fs = fsspec.filesystem("memory")
+    names = sorted(p for p in fs.find("/mem-batches/b1") if p.endswith(".dcm"))
+    assert len(names) == 70
+    for name in names[:10]:
+        rel = name.split("/b1/", 1)[1]
+        assert fs.cat_file(name) == (out / rel).read_bytes()
+    assert fs.exists("/mem-batches/b1/manifest.json")
+    assert not [p for p in fs.find("/mem-batches") if "mapping" in p]
