@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 DEMO   := demo-output
 
-.PHONY: demo test install install-test services bench lint clean samples lab
+.PHONY: demo test install install-test services bench lint clean samples docs lab
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,13 @@ lab: install
 bench: install-test
 	$(BIN)/python benchmarks/bench_scan.py
 	$(BIN)/python benchmarks/bench_deidentify.py
+
+# the API reference, generated from the numpydoc docstrings (also built by a test in `make test`)
+docs: install-test
+	$(BIN)/python -m pdoc --docformat numpy -o site/api dicomframe dicomframe.scanner dicomframe.profiles \
+	  dicomframe.plan dicomframe.pipeline dicomframe.pseudonyms dicomframe.keys dicomframe.vault \
+	  dicomframe.auditlog dicomframe.phiaudit dicomframe.frames dicomframe.rewrite dicomframe.errors
+	@echo "API reference: site/api/index.html"
 
 samples: install
 	$(BIN)/python scripts/make_data_samples.py --out data-samples
