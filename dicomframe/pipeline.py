@@ -472,8 +472,16 @@ def _run_apply(
     small = len(items) < IN_PROCESS_FILES
     results: list[Any] = []
     bar = Progress(len(items), auto_progress() if progress is None else progress, "writing")
-    try:
-        for part in ordered_map(
+    threads = None
+    if (memory or small) and n_jobs > 1:
+        # in this process, threads still use the other cores: reading, hashing (sha256)
+        # and writing the pixel bytes release the GIL
+        from concurrent.futures import ThreadPoolExecutor
+
+        threads = ThreadPoolExecutor(max_workers=n_jobs)
+        parts: Any = threads.map(lambda c: apply_chunk(c, src_fs, out_fs, additions, metadata), chunks)
+    else:
+        parts = ordered_map(
             apply_chunk,
             chunks,
             n_jobs,
@@ -483,10 +491,14 @@ def _run_apply(
             metadata,
             in_process=memory or small,
             what="de-identification",
-        ):
+        )
+    try:
+        for part in parts:
             results.extend(part)
             bar.update(len(results), sum(1 for r in results if r[1] != "written"))
     finally:
+        if threads is not None:
+            threads.shutdown(cancel_futures=True)
         bar.close()
     return results
 
