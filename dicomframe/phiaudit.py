@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from .errors import UserInputError
-from .leaks import FINDINGS_SCHEMA, mask
+from .leaks import FINDINGS_SCHEMA, findings_from, mask
 from .profiles import Option, Profile, safe_private_table
 
 if TYPE_CHECKING:
@@ -54,19 +54,7 @@ class Rule:
     run: Callable[[ScanResult, dict[str, Any]], pl.DataFrame]
 
 
-def _findings(
-    rows: pl.DataFrame, rule: str, severity: str, evidence: pl.Expr, action: str
-) -> pl.DataFrame:
-    return rows.select(
-        "file_id",
-        "tag_path",
-        "keyword",
-        "vr",
-        pl.lit(rule).alias("rule"),
-        pl.lit(severity).alias("severity"),
-        evidence.alias("evidence"),
-        pl.lit(action).alias("suggested_action"),
-    )
+_findings = findings_from  # the leak gate and the audit build findings rows the same way
 
 
 def _text(scan: ScanResult) -> pl.DataFrame:
