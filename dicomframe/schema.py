@@ -30,14 +30,13 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._worker import ELEMENTS_ARROW, FILE_COLUMNS, INSTANCE_SKIP_VRS, column, empty_table
+from ._worker import ELEMENTS_ARROW, FILE_COLUMNS, column, empty_table
 from .tags import TAGS_BY_KEYWORD, VMS, VRS
 
 __all__ = [
     "ELEMENTS_ARROW",
     "ERRORS_ARROW",
     "FILES_ARROW",
-    "BULK_VRS",
     "arrow_type_for",
     "cast_instances",
 ]
@@ -54,8 +53,6 @@ ERRORS_ARROW = pa.schema(
         ("message", pa.string()),
     ]
 )
-#: VRs never turned into instance columns (bulk binary and sequences)
-BULK_VRS = tuple(sorted(INSTANCE_SKIP_VRS))
 
 _INT_VRS = frozenset(("IS", "US", "UL", "SS", "SL", "SV", "US or SS"))
 _FLOAT_VRS = frozenset(("DS", "FL", "FD"))

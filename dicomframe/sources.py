@@ -11,7 +11,6 @@ import glob as _glob
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from .errors import MissingExtraError, SourceNotFoundError, StorageError, UserInputError
@@ -269,10 +268,3 @@ def open_reader(fs: Any | None, ref: FileRef) -> Any:
         return open(ref.path, "rb")
     return fs.open(ref.path, "rb", block_size=256 * 1024, cache_type="readahead")
 
-
-def relative_name(path: str, root: str) -> str:
-    """The path relative to the scanned root (for display)."""
-    try:
-        return str(Path(path).relative_to(root)) if root else path
-    except ValueError:
-        return path
