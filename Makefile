@@ -15,13 +15,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 
-# installed marker: re-run pip only when pyproject.toml changes
+# installed marker: re-run pip only when pyproject.toml changes; the `ocr` extra and the
+# tesseract program: pixel clean finds burned-in text with them (see --pixel-clean)
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(PIP) install -e .
+	$(PIP) install -e '.[ocr]'
+	@bash scripts/services.sh ocr
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(PIP) install -e '.[test]'
+	$(PIP) install -e '.[test,ocr]'
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed
@@ -43,6 +45,9 @@ demo: install
 	@test -f $(DEMO)/project.key || $(BIN)/dicomframe keygen $(DEMO)/project.key
 	$(BIN)/dicomframe deidentify data-samples/cohort $(DEMO)/deidentified --key-file $(DEMO)/project.key \
 	  --vault $(DEMO)/vault --batch-id demo --audit-log $(DEMO)/audit.jsonl --no-progress
+	@echo
+	@echo "== audit the de-identified batch: header rules, vault originals, OCR of the pixels (no finding expected)"
+	$(BIN)/dicomframe audit $(DEMO)/deidentified/demo --vault $(DEMO)/vault --key-file $(DEMO)/project.key --ocr --no-progress
 	@echo
 	@echo "== re-identify the first study of the batch, through the vault (this prints PHI)"
 	$(BIN)/dicomframe reidentify $(DEMO)/vault --key-file $(DEMO)/project.key --batch-id demo \
@@ -73,7 +78,7 @@ bench: install-test
 docs: install-test
 	$(BIN)/python -m pdoc --docformat numpy -o site/api dicomframe dicomframe.scanner dicomframe.profiles \
 	  dicomframe.plan dicomframe.pipeline dicomframe.pseudonyms dicomframe.keys dicomframe.vault \
-	  dicomframe.auditlog dicomframe.phiaudit dicomframe.frames dicomframe.rewrite dicomframe.errors
+	  dicomframe.auditlog dicomframe.phiaudit dicomframe.pixelclean dicomframe.frames dicomframe.rewrite dicomframe.errors
 	@echo "API reference: site/api/index.html"
 
 samples: install

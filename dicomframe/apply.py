@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from .errors import ParseError, StorageError, UserInputError
+from .errors import ParseError, PixelCleanError, StorageError, UserInputError
 from .rewrite import Keep, NewElement, Set, rewrite
 
 __all__ = [
@@ -39,8 +39,12 @@ RETRY_ATTEMPTS = 5
 RETRY_FIRST_S = 0.1
 RETRY_MAX_S = 2.0
 
-#: (file_id, source path, output path, plan rows, size of the output already there or None)
-WorkItem = tuple[int, str, str, list[tuple[str, int, str, str, "str | None"]], "int | None"]
+#: (file_id, source path, output path, plan rows, size of the output already there or None,
+#: pixel clean: None (untouched) or (regions, detect text))
+WorkItem = tuple[
+    int, str, str, list[tuple[str, int, str, str, "str | None"]], "int | None",
+    "tuple[list[tuple[int, int, int, int]], bool] | None",
+]
 #: (file_id, status, reason, bytes, sha256 of the output, already there: not uploaded again)
 ApplyResult = tuple[int, str, "str | None", int, "str | None", bool]
 T = TypeVar("T")
@@ -275,7 +279,7 @@ def apply_chunk(
     bucket, a service that keeps failing) stops the run.
     """
     results: list[ApplyResult] = []
-    for file_id, src_path, out_path, rows, existing in items:
+    for file_id, src_path, out_path, rows, existing, pixels in items:
         try:
             edits, meta = edits_for(rows, additions)
             if src_fs is None:
@@ -286,6 +290,11 @@ def apply_chunk(
                     lambda: src_fs.cat_file(src_path), _url(src_fs, src_path.split("/", 1)[0]), "reading from"
                 )
             out = rewrite(data, edits, meta=meta)
+            if pixels is not None:  # decode, black out, re-encode: only the images that ask
+                from .pixelclean import clean_part10
+
+                regions, detect = pixels
+                out = clean_part10(out, regions, ocr=detect)
             digest = hashlib.sha256(out).hexdigest()
             reused = existing is not None and existing == len(out)
             if not reused:
@@ -293,6 +302,8 @@ def apply_chunk(
             results.append((file_id, "written", None, len(out), digest, reused))
         except ParseError as exc:
             results.append((file_id, exc.kind, str(exc), 0, None, False))
+        except PixelCleanError as exc:
+            results.append((file_id, "pixel_clean_failed", str(exc), 0, None, False))
         except StorageError:
             raise
         except UserInputError as exc:

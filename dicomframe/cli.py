@@ -193,6 +193,16 @@ def deidentify(
             show_default=False,
         ),
     ] = None,
+    pixel_clean: Annotated[
+        str,
+        typer.Option(
+            "--pixel-clean",
+            help="Burned-in text. auto: black out the profile's [[pixel]] device rectangles, and the text "
+            "found by OCR on other images at risk (ultrasound, secondary capture, BurnedInAnnotation YES); "
+            "without OCR installed those images fail instead of leaking. rules: rectangles only. "
+            "off: pixel data untouched. Cleaned images get code 113101 (Clean Pixel Data).",
+        ),
+    ] = "auto",
 ) -> None:
     """De-identify DICOM files with the PS3.15 profile, keyed pseudonyms and a per-patient date shift.
 
@@ -223,6 +233,7 @@ def deidentify(
         dry_run=dry_run,
         progress=progress and sys.stderr.isatty(),
         audit_log=audit_log,
+        pixel_clean=pixel_clean,
     )
     table = Table(title="dicomframe deidentify" + (" (dry run)" if dry_run else ""), show_header=False, title_justify="left")
     for label, value in result.rows():

@@ -19,6 +19,7 @@ __all__ = [
     "KeyFileError",
     "MissingExtraError",
     "ParseError",
+    "PixelCleanError",
     "ProfileError",
     "ScanError",
     "SourceNotFoundError",
@@ -74,6 +75,10 @@ class KeyFileError(UserInputError):
 
 class DeidentifyError(DicomframeError):
     """A de-identification run could not complete (single bad files become rows instead)."""
+
+
+class PixelCleanError(DeidentifyError):
+    """An image could not be pixel-cleaned; it is not written (the reason holds no pixel value)."""
 
 
 class VaultError(DicomframeError):

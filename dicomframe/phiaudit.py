@@ -35,13 +35,6 @@ __all__ = ["audit", "audit_scan", "RULES", "Rule", "SEVERITIES"]
 
 SEVERITIES = ("low", "medium", "high")
 _TEXT_VRS = ("LO", "SH", "ST", "LT", "UT", "UC")
-_SECONDARY_CAPTURE = (
-    "1.2.840.10008.5.1.4.1.1.7",
-    "1.2.840.10008.5.1.4.1.1.7.1",
-    "1.2.840.10008.5.1.4.1.1.7.2",
-    "1.2.840.10008.5.1.4.1.1.7.3",
-    "1.2.840.10008.5.1.4.1.1.7.4",
-)
 
 
 @dataclass(frozen=True)
@@ -168,13 +161,13 @@ def _uid_roots(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
 
 
 def _burned_in_risk(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
+    from .pixelclean import risk_expr
+
     inst = scan.instances
     cols = set(inst.columns)
     burned = pl.col("BurnedInAnnotation").fill_null("") == "YES" if "BurnedInAnnotation" in cols else pl.lit(False)
-    said_no = pl.col("BurnedInAnnotation").fill_null("") == "NO" if "BurnedInAnnotation" in cols else pl.lit(False)
     modality = pl.col("Modality").fill_null("") if "Modality" in cols else pl.lit("")
-    risky = burned | (~said_no & (modality.is_in(["US", "OT", "XC", "ES"]) | pl.col("sop_class_uid").is_in(_SECONDARY_CAPTURE)))
-    rows = inst.filter(risky & pl.col("pixel_data_length").is_not_null()).with_columns(
+    rows = inst.filter(risk_expr(cols)).with_columns(
         tag_path=pl.lit("7FE00010"), keyword=pl.lit("PixelData"), vr=pl.lit(None, pl.String)
     )
     return _findings(
@@ -183,6 +176,21 @@ def _burned_in_risk(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
         "low",
         pl.when(burned).then(pl.lit("BurnedInAnnotation=YES")).otherwise(pl.concat_str([pl.lit("modality "), modality])),
         "look at the pixels (OCR) or black out text regions (pixel clean)",
+    )
+
+
+def _pixel_cleaned(scan: ScanResult) -> pl.DataFrame:
+    """file_id of the images marked Clean Pixel Data (113101): OCR checks them too."""
+    from .pixelclean import CLEAN_PIXEL_CODE
+
+    return (
+        scan.elements.filter(
+            (pl.col("tag") == 0x00080100)
+            & pl.col("tag_path").str.starts_with("00120064")
+            & (pl.col("value") == CLEAN_PIXEL_CODE)
+        )
+        .select("file_id")
+        .unique()
     )
 
 
@@ -218,7 +226,7 @@ def _read_for_ocr(path: str, ctx: dict[str, Any]) -> Any:
 def _burned_in_text(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
     from .ocr import find_text
 
-    flagged = _burned_in_risk(scan, ctx).select("file_id").unique()
+    flagged = pl.concat([_burned_in_risk(scan, ctx).select("file_id"), _pixel_cleaned(scan)]).unique()
     targets = scan.instances.join(flagged, on="file_id").select("file_id", "path").sort("file_id")
     wanted = _originals_for_pixels(ctx)
     rows: list[dict[str, Any]] = []
@@ -265,7 +273,7 @@ RULES: tuple[Rule, ...] = (
     Rule("id_in_text", "medium", "MRN- or accession-like tokens in free text", _ids_in_text),
     Rule("uid_with_org_root", "high", "instance UIDs that still carry an organisation's root (not 2.25.)", _uid_roots),
     Rule("burned_in_text_risk", "low", "images likely to hold burned-in text: BurnedInAnnotation=YES, ultrasound, secondary capture", _burned_in_risk),
-    Rule("burned_in_text", "high", "text in the pixels (OCR with tesseract, extra `ocr`) of the images burned_in_text_risk flags, matched against vault originals and names; runs only when asked for (ocr=True or by name)", _burned_in_text),
+    Rule("burned_in_text", "high", "text in the pixels (OCR with tesseract, extra `ocr`) of the images burned_in_text_risk flags and of those marked pixel-cleaned (113101), matched against vault originals and names; runs only when asked for (ocr=True or by name)", _burned_in_text),
 )
 
 #: rules that run only when asked for by name (or ``ocr=True``): they are slow or need extras

@@ -88,6 +88,13 @@ class DeidentifyResult:
     def ok(self) -> bool:
         return not self.failed and (self.findings is None or self.findings.height == 0)
 
+    def _pixel_counts(self) -> str:
+        files = self.plan.files
+        if "pixel_clean" not in files.columns:
+            return ""
+        counts = files.group_by(pl.col("pixel_clean").str.replace(r"^rule:.*", "rule")).len().drop_nulls()
+        return ", ".join(f"{n:,} by {'text detection' if k == 'ocr' else 'device rule'}" for k, n in sorted(counts.iter_rows()))
+
     def rows(self) -> list[tuple[str, str]]:
         out = [
             ("batch id", self.batch_id),
@@ -96,6 +103,7 @@ class DeidentifyResult:
             ("files written" if not self.dry_run else "files planned", f"{self.written:,}"),
             ("failed", f"{len(self.failed):,}"),
             *([("already there (resumed)", f"{self.skipped:,}")] if self.skipped else []),
+            *([("pixels cleaned" if not self.dry_run else "pixels to clean", self._pixel_counts())] if self._pixel_counts() else []),
             ("elapsed", f"{self.elapsed_s:.2f} s"),
             ("throughput", f"{self.files_per_second:,.0f} files/s"),
         ]
@@ -139,6 +147,7 @@ def deidentify(
     progress: bool | None = None,
     audit_log: str | os.PathLike[str] | None = None,
     manifest_parquet: bool = True,
+    pixel_clean: str = "auto",
 ) -> DeidentifyResult:
     """De-identify DICOM files into ``DST/<batch_id>/`` with a manifest and a vault mapping.
 
@@ -167,8 +176,15 @@ def deidentify(
         (batch id, counts, outcome, key id; no PHI).
     manifest_parquet
         Also write ``manifest.parquet`` (one row per file: object key, bytes, sha256,
-        pseudonymous UIDs, modality, cleaned series description, cloud study id),
-        just before ``manifest.json``.
+        pseudonymous UIDs, modality, cleaned series description, cloud study id,
+        pixel clean), just before ``manifest.json``.
+    pixel_clean
+        Burned-in text (see :mod:`dicomframe.pixelclean`): ``auto`` (default)
+        blacks out the profile's per-device ``[[pixel]]`` rectangles and the
+        text detected (OCR) on the other images at risk (ultrasound, secondary
+        capture, BurnedInAnnotation YES); without OCR installed those images
+        fail rather than leave unchecked. ``rules``: rectangles only. ``off``:
+        pixel data untouched.
 
     Examples
     --------
@@ -197,7 +213,7 @@ def deidentify(
     if not dry_run:
         _check_destination(out_fs, out_root, dst_text)
     scanned = scan(src, jobs=jobs, storage_options=storage_options, progress=progress)
-    plan = make_plan(scanned, profile, project_key, org=org, date_shift=date_shift)
+    plan = make_plan(scanned, profile, project_key, org=org, date_shift=date_shift, pixel_clean=pixel_clean)
 
     failed: list[dict[str, Any]] = [
         {"input": int(fid), "reason": msg, "kind": kind}
@@ -240,24 +256,46 @@ def deidentify(
                 "output: not a storable DICOM instance; fix it at the source",
             }
         )
+    needs_ocr = files.filter((pl.col("pixel_clean") == "ocr") & pl.col("out_key").is_not_null())
+    if needs_ocr.height and not dry_run:
+        from .pixelclean import ocr_available
+
+        if not ocr_available():
+            for fid in needs_ocr["file_id"].to_list():
+                failed.append(
+                    {
+                        "input": int(fid),
+                        "kind": "pixel_clean_failed",
+                        "reason": "may hold burned-in text (ultrasound, secondary capture or BurnedInAnnotation "
+                        "YES) and no [[pixel]] rule of the profile covers it, so it needs text detection: "
+                        "install it (`pip install 'dicomframe[ocr]'` and `apt-get install tesseract-ocr`), "
+                        "or add a [[pixel]] rule for this device, or pass --pixel-clean rules/off to write "
+                        "the pixels unchecked (then audit them)",
+                    }
+                )
+    unchecked = {f["input"] for f in failed if f["kind"] == "pixel_clean_failed"}
     items = []
     table = plan.table.select("file_id", "tag_path", "tag", "vr", "action", "new_value").partition_by(
         "file_id", as_dict=True, maintain_order=True, include_key=False
     )
     source_fs = _source_fs(src, storage_options)
-    named = files.filter(pl.col("out_key").is_not_null())
+    named = files.filter(pl.col("out_key").is_not_null() & ~pl.col("file_id").is_in(list(unchecked)))
     existing = _existing_outputs(out_fs, batch_root, dst_text)
-    for file_id, out_key, path in named.select("file_id", "out_key", "path").iter_rows():
+    for file_id, out_key, path, job, regions in named.select(
+        "file_id", "out_key", "path", "pixel_clean", "regions"
+    ).iter_rows():
         rows = table[(file_id,)].rows()
-        items.append((file_id, path, _join(batch_root, out_key), rows, existing.get(out_key)))
+        pixels = None if job is None else ([tuple(r) for r in regions or []], job == "ocr")
+        items.append((file_id, path, _join(batch_root, out_key), rows, existing.get(out_key), pixels))
     uploaded = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     metadata = {"batch_id": batch, "priority": priority.upper(), "uploaded_at": uploaded}
     results = _run_apply(items, source_fs, out_fs, jobs, plan.additions, metadata, progress)
     status = {r[0]: r[1:] for r in results}
+    status.update({fid: ("pixel_clean_failed", None, 0, None, False) for fid in unchecked})
     written_ids = [fid for fid, r in status.items() if r[0] == "written"]
     skipped = sum(1 for r in status.values() if r[0] == "written" and r[4])
     for fid, (st, reason, *_) in status.items():
-        if st != "written":
+        if st != "written" and fid not in unchecked:
             failed.append({"input": int(fid), "reason": reason, "kind": st})
     files = files.with_columns(
         status=pl.col("file_id").replace_strict({k: v[0] for k, v in status.items()}, default="invalid"),
@@ -542,6 +580,7 @@ def _manifest_parquet(ok: pl.DataFrame) -> bytes:
         pl.col("sop_uid").alias("sop_instance_uid"),
         pl.col("modality").cast(pl.String),
         pl.col("series_description").cast(pl.String),
+        pl.col("pixel_clean").cast(pl.String),
     )
     buffer = io.BytesIO()
     table.write_parquet(buffer, statistics=False)

@@ -38,6 +38,7 @@ import polars as pl
 from . import __version__
 from .errors import UserInputError
 from .keys import ProjectKey
+from .pixelclean import pixel_jobs
 from .profiles import Option, Profile, method_codes, safe_private_table
 from .pseudonyms import (
     DateShift,
@@ -149,7 +150,8 @@ class Plan:
     files
         One row per file with the identifiers before and after (the mapping the
         vault keeps): original and new patient id, study/series/SOP UIDs,
-        accession number, cloud study id, date offset.
+        accession number, cloud study id, date offset; and ``pixel_clean``
+        (``rule:<name>``, ``ocr`` or null) with the rule's ``regions``.
     profile
         The profile the plan was made with.
     """
@@ -510,6 +512,7 @@ def make_plan(
     *,
     org: str = "DICOMFRAME",
     date_shift: DateShift | None = None,
+    pixel_clean: str = "auto",
 ) -> Plan:
     """Plan the de-identification of a scanned cohort, one row per element.
 
@@ -526,6 +529,10 @@ def make_plan(
         Organisation prefix for templates (``{org}``).
     date_shift
         Range of the keyed per-patient date offset (default −3650 … −30 days).
+    pixel_clean
+        ``auto``, ``rules`` or ``off`` (see :mod:`dicomframe.pixelclean`): what
+        ``files.pixel_clean`` says will happen to each image's pixels
+        (``rule:<name>``, ``ocr`` or null for untouched).
 
     Examples
     --------
@@ -555,6 +562,8 @@ def make_plan(
     table = _new_values(with_ctx, elements, key)
     table = table.sort("_row").select(PLAN_COLUMNS)  # joins do not keep row order: restore it
     files = _files_table(table, context)
+    jobs = pixel_jobs(instances, prof.pixel_rules, pixel_clean)
+    files = files.join(jobs, on="file_id", how="left")
     additions = {
         "method_codes": method_codes(prof),
         "method_text": _method_text(prof),

@@ -109,6 +109,7 @@ import polars as pl
 from pydicom.datadict import RepeatersDictionary  # type: ignore[attr-defined]
 
 from .errors import DicomframeError, ProfileError, UserInputError
+from .pixelclean import PixelRule
 from .tags import KEYWORDS, TAGS_BY_KEYWORD, dictionary_frame, format_tag, parse_tag
 
 __all__ = [
@@ -963,6 +964,11 @@ class Profile:
         action = "T"
         template = "Study^{cloud_study_id}"
 
+        [[pixel]]                      # per-device pixel clean (see dicomframe.pixelclean)
+        name = "Acme Sono 5 banner"
+        match = { Manufacturer = "ACME", ManufacturerModelName = "Sono 5", Rows = 480, Columns = 640 }
+        regions = [[0, 0, 640, 48]]    # [left, top, width, height]
+
     The base preset's own rules come first, then the file's rules in order.
     Unknown keys are errors: a typo must never silently weaken a profile.
 
@@ -980,6 +986,8 @@ class Profile:
     options: frozenset[Option] = frozenset()
     rules: tuple[Rule, ...] = ()
     description: str = ""
+    #: per-device pixel clean rules (``[[pixel]]`` in a profile file; see :mod:`dicomframe.pixelclean`)
+    pixel_rules: tuple[PixelRule, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -1045,11 +1053,11 @@ class Profile:
             raise ProfileError(f"{file}: cannot read the profile file ({exc})") from None
         except tomllib.TOMLDecodeError as exc:
             raise ProfileError(f"{file}: not valid TOML: {exc}") from None
-        extra = sorted(set(data) - {"profile", "rule"})
+        extra = sorted(set(data) - {"profile", "rule", "pixel"})
         if extra:
             raise ProfileError(
-                f"{file}: unknown section or key {extra[0]!r}; a profile file has [profile] "
-                "and [[rule]] entries only"
+                f"{file}: unknown section or key {extra[0]!r}; a profile file has [profile], "
+                "[[rule]] and [[pixel]] entries only"
             )
         head = data.get("profile", {})
         if not isinstance(head, dict):
@@ -1081,11 +1089,21 @@ class Profile:
                 rules.append(_rule_from_mapping(entry))
             except ProfileError as exc:
                 raise ProfileError(f"{file}: rule {n}: {exc}") from None
+        pixel_entries = data.get("pixel", [])
+        if not isinstance(pixel_entries, list):
+            raise ProfileError(f"{file}: write each pixel rule as [[pixel]] (double brackets)")
+        pixel_rules = []
+        for n, entry in enumerate(pixel_entries, start=1):
+            try:
+                pixel_rules.append(PixelRule.from_mapping(entry))
+            except ProfileError as exc:
+                raise ProfileError(f"{file}: pixel rule {n}: {exc}") from None
         return cls(
             name=head.get("name", file.stem),
             options=chosen,
             rules=base.rules + tuple(rules),
             description=head.get("description", base.description),
+            pixel_rules=tuple(pixel_rules),
         )
 
     @classmethod

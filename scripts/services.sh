@@ -5,7 +5,7 @@
 # System tools (Debian packages, installed here when missing; never fatal if apt is unavailable):
 #   - gdcmanon (libgdcm-tools): reference de-identifier for benchmarks/bench_deidentify.py.
 set -euo pipefail
-echo "services: S3 via moto server (started by the test fixtures on 127.0.0.1)"
+[ "${1:-}" = "ocr" ] || echo "services: S3 via moto server (started by the test fixtures on 127.0.0.1)"
 
 APT_UPDATED=0
 
@@ -47,9 +47,13 @@ ensure_pkg() {
     return 0
 }
 
-ensure_pkg gdcmanon libgdcm-tools
-# OCR of burned-in text (extra `ocr`): the tesseract program
+# OCR of burned-in text (extra `ocr`; pixel clean's text detection): the tesseract program
 ensure_pkg tesseract tesseract-ocr
+# `services.sh ocr`: only tesseract (what `make demo` needs)
+if [ "${1:-}" = "ocr" ]; then
+    exit 0
+fi
+ensure_pkg gdcmanon libgdcm-tools
 
 # Azure Blob: Azurite (npm), installed into .services/ (git-ignored) when node and npm exist.
 # The test fixture starts `azurite-blob` on a free loopback port and stops it after the run.

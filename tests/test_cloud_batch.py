@@ -117,7 +117,7 @@ def test_manifest_parquet_has_one_row_per_file_with_its_sha256(reference: Path) 
     assert table.height == manifest["total_images"] == 70
     assert table.columns == [
         "object_key", "bytes", "sha256", "cloud_study_id", "study_instance_uid", "series_instance_uid",
-        "sop_instance_uid", "modality", "series_description",
+        "sop_instance_uid", "modality", "series_description", "pixel_clean",
     ]
     for key, size, digest in table.select("object_key", "bytes", "sha256").iter_rows():
         data = (reference / key).read_bytes()

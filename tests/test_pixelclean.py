@@ -1,0 +1,267 @@
+"""Pixel clean: per-device rectangles, detected text, re-encoding, failing closed.
+
+Text-region coverage against presidio's ground truth is measured here for the
+cleaning (area of each truth box that ends up black), beside the detection
+figures of test_ocr.py.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pydicom
+import pytest
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
+
+from dicomframe.errors import ProfileError
+from dicomframe.keys import ProjectKey
+from dicomframe.pipeline import deidentify
+from dicomframe.pixelclean import PixelRule, pixel_jobs
+from dicomframe.profiles import Profile
+from dicomframe.scanner import scan
+
+from .conftest import CORPUS, SAMPLES
+
+os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+KEY = ProjectKey.from_bytes(bytes(range(3, 35)))
+#: measured on 2026-11-25 (tesseract 5.3.0): 0.78 of the truth boxes' area blacked out
+COVERAGE_FLOOR = 0.7
+
+
+def _ocr_installed() -> bool:
+    try:
+        import PIL  # noqa: F401
+        import pytesseract  # noqa: F401
+    except ImportError:
+        return False
+    return shutil.which("tesseract") is not None
+
+
+needs_ocr = pytest.mark.skipif(not _ocr_installed(), reason="needs `pip install 'dicomframe[ocr]'` and tesseract-ocr")
+
+
+def _us_image(path: Path, *, manufacturer: str = "ACME", rows: int = 96, cols: int = 128) -> np.ndarray:
+    """A greyscale ultrasound-like image with a bright 'banner' block in its top rows."""
+    rng = np.random.default_rng(7)
+    pixels = rng.integers(20, 120, size=(rows, cols), dtype=np.uint8)
+    pixels[2:12, 4:60] = 250  # where a device draws the patient banner
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.6.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.PatientName, ds.PatientID, ds.Modality = "Roe^Ulla", "PX001", "US"
+    ds.Manufacturer, ds.ManufacturerModelName = manufacturer, "Sono 5"
+    ds.BurnedInAnnotation = "YES"
+    ds.Rows, ds.Columns, ds.SamplesPerPixel = rows, cols, 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = pixels.tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return pixels
+
+
+def _profile(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "profile.toml"
+    path.write_text('[profile]\nbase = "default"\n' + body)
+    return path
+
+
+RULE = """
+[[pixel]]
+name = "acme banner"
+match = { Manufacturer = "ACME", ManufacturerModelName = "Sono 5", Rows = 96, Columns = 128 }
+regions = [[0, 0, 128, 16]]
+"""
+
+
+def test_a_device_rule_blacks_out_its_rectangle_and_nothing_else(tmp_path: Path) -> None:
+    original = _us_image(tmp_path / "in" / "a.dcm")
+    profile = _profile(tmp_path, RULE)
+    result = deidentify(tmp_path / "in", tmp_path / "out", key=KEY, vault=tmp_path / "v", batch_id="b", profile=str(profile), progress=False)
+    assert result.ok and result.written == 1
+    assert result.plan.files["pixel_clean"].to_list() == ["rule:acme banner"]
+    out = pydicom.dcmread(next((tmp_path / "out" / "b").rglob("*.dcm")))
+    cleaned = out.pixel_array
+    assert (cleaned[:18, :] == 0).all()  # the rectangle and its 2-pixel margin
+    assert (cleaned[18:] == original[18:]).all()
+    assert out.BurnedInAnnotation == "NO"
+    assert [i.CodeValue for i in out.DeidentificationMethodCodeSequence][-1] == "113101"
+    assert out.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    manifest = pl.read_parquet(tmp_path / "out" / "b" / "manifest.parquet")
+    assert manifest["pixel_clean"].to_list() == ["rule:acme banner"]
+
+
+def test_with_ocr_missing_an_image_at_risk_without_a_rule_fails_closed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dicomframe.pixelclean as pc
+
+    _us_image(tmp_path / "in" / "covered.dcm")
+    _us_image(tmp_path / "in" / "other.dcm", manufacturer="OTHER")
+    monkeypatch.setattr(pc, "ocr_available", lambda: False)
+    profile = _profile(tmp_path, RULE)
+    result = deidentify(tmp_path / "in", tmp_path / "out", key=KEY, vault=tmp_path / "v", batch_id="b", profile=str(profile), progress=False)
+    assert result.written == 1 and len(result.failed) == 1
+    failure = result.failed[0]
+    assert failure["kind"] == "pixel_clean_failed" and "tesseract" in failure["reason"] and "--pixel-clean" in failure["reason"]
+    assert len(list((tmp_path / "out" / "b").rglob("*.dcm"))) == 1
+    # pixel_clean="rules": the user chose to write unchecked pixels; "off" leaves every pixel alone
+    for mode, touched in (("rules", 1), ("off", 0)):
+        again = deidentify(tmp_path / "in", tmp_path / mode, key=KEY, vault=tmp_path / f"v{mode}", batch_id="b", profile=str(profile), pixel_clean=mode, progress=False)
+        assert again.ok and again.written == 2
+        assert again.plan.files["pixel_clean"].drop_nulls().len() == touched
+
+
+def test_pixel_rules_in_a_profile_file_are_checked(tmp_path: Path) -> None:
+    bad = {
+        'name = "x"\nmatch = { Colour = "red" }\nregions = [[0, 0, 1, 1]]': "cannot match on 'Colour'",
+        'name = "x"\nmatch = { Modality = "US" }\nregions = [[0, 0, 0, 1]]': "width and height > 0",
+        'name = "x"\nmatch = { Rows = "480" }\nregions = [[0, 0, 1, 1]]': "Rows must be a number",
+        'name = "x"\nmatch = { Modality = "US" }\nregion = [[0, 0, 1, 1]]': "unknown key 'region'",
+    }
+    for body, message in bad.items():
+        with pytest.raises(ProfileError, match=message):
+            Profile.from_toml(_profile(tmp_path, "[[pixel]]\n" + body))
+    with pytest.raises(ProfileError, match="one of auto, rules, off"):
+        pixel_jobs(pl.DataFrame({"file_id": [1]}), (), "always")
+
+
+def test_the_first_matching_rule_wins_and_images_without_pixels_are_left_alone() -> None:
+    instances = pl.DataFrame(
+        {
+            "file_id": [1, 2, 3, 4],
+            "Modality": ["US", "US", "CT", "SR"],
+            "Rows": [480, 600, 512, None],
+            "sop_class_uid": ["1.2.840.10008.5.1.4.1.1.6.1"] * 2 + ["1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.88.11"],
+            "pixel_data_length": [10, 10, 10, None],
+        }
+    )
+    rules = (
+        PixelRule("us 480", (("Modality", "US"), ("Rows", 480)), ((0, 0, 10, 10),)),
+        PixelRule("any us", (("Modality", "US"),), ((0, 0, 5, 5),)),
+    )
+    jobs = pixel_jobs(instances, rules, "auto")
+    assert dict(jobs.select("file_id", "pixel_clean").iter_rows()) == {1: "rule:us 480", 2: "rule:any us"}
+    assert pixel_jobs(instances, (), "auto")["file_id"].to_list() == [1, 2]  # ultrasound: text detection
+    assert pixel_jobs(instances, (), "rules").height == 0
+
+
+def _corpus_at_risk() -> list[Path]:
+    if not CORPUS.is_dir():
+        return []
+    result = scan(CORPUS, progress=False)
+    jobs = pixel_jobs(result.instances, (), "auto")
+    return [Path(p) for p in result.instances.join(jobs, on="file_id")["path"].sort().to_list()]
+
+
+@needs_ocr
+def test_every_corpus_image_at_risk_is_cleaned_into_readable_dicom(tmp_path: Path) -> None:
+    from dicomframe.vault import read_mapping
+
+    files = _corpus_at_risk()
+    assert len(files) >= 10
+    src = tmp_path / "in"
+    src.mkdir()
+    for n, path in enumerate(files):
+        (src / f"{n}.dcm").symlink_to(path)
+    result = deidentify(src, tmp_path / "out", key=KEY, vault=tmp_path / "v", batch_id="b", progress=False)
+    for failure in result.failed:  # an image that cannot be decoded fails (closed), with a reason
+        assert failure["kind"] == "pixel_clean_failed" and "cannot be decoded" in failure["reason"]
+    mapping = read_mapping(tmp_path / "v", "b", KEY).filter(pl.col("status") == "written")
+    assert mapping.height == result.written >= 10
+    # the corpus holds one instance in two encodings (same SOP Instance UID, so one output): skip those
+    unique = mapping.filter(pl.len().over("output_path") == 1)
+    assert unique.height >= 10
+    for original, output in unique.select("original_path", "output_path").iter_rows():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            old = pydicom.dcmread(original, force=True)
+            if "TransferSyntaxUID" not in old.file_meta:  # no file meta: the scan read it as implicit VR
+                old.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+            new = pydicom.dcmread(tmp_path / "out" / "b" / output)
+            before, after = old.pixel_array, new.pixel_array
+        assert new.BurnedInAnnotation == "NO"
+        assert "113101" in {i.CodeValue for i in new.DeidentificationMethodCodeSequence}
+        assert before.shape == after.shape
+        syntax = old.file_meta.TransferSyntaxUID
+        if not syntax.is_compressed:
+            assert new.file_meta.TransferSyntaxUID == syntax
+            if "YBR" not in old.PhotometricInterpretation:
+                # only blacked-out boxes change: most pixels are untouched (byte order, layout kept)
+                assert (before != after).mean() < 0.5
+
+
+@needs_ocr
+def test_a_lossless_compressed_image_is_compressed_again_in_its_syntax(corpus: Path, tmp_path: Path) -> None:
+    from dicomframe.pixelclean import clean_part10
+
+    path = corpus / "presidio/test_data/0_ORIGINAL_compressed.dcm"
+    old = pydicom.dcmread(path)
+    assert old.file_meta.TransferSyntaxUID == RLELossless
+    new = pydicom.dcmread(io.BytesIO(clean_part10(path.read_bytes(), ocr=True)))
+    assert new.file_meta.TransferSyntaxUID == RLELossless
+    assert new.pixel_array.shape == old.pixel_array.shape
+    assert (new.pixel_array != old.pixel_array).any()
+
+
+@needs_ocr
+def test_cleaning_covers_presidio_ground_truth_boxes(corpus: Path) -> None:
+    from dicomframe.pixelclean import clean_part10
+
+    covered = total = 0.0
+    seen: set[str] = set()
+    with open(corpus / "BURNED_IN_TRUTH.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["truth_file"]]
+    for row in rows:
+        if row["path"] in seen:
+            continue
+        seen.add(row["path"])
+        offset = int(row["bbox_offset_px"] or 0)
+        boxes = json.loads((corpus / row["truth_file"]).read_text())[row["truth_key"]]
+        path = corpus / row["path"]
+        old = pydicom.dcmread(path)
+        new = pydicom.dcmread(io.BytesIO(clean_part10(path.read_bytes(), ocr=True)))
+        black = np.asarray(new.pixel_array)
+        grey = black if black.ndim == 2 else black.max(axis=-1)
+        is_black = grey == (0 if "MONOCHROME1" not in old.PhotometricInterpretation else grey.max())
+        for b in boxes:
+            left, top = b["left"] - offset, b["top"] - offset
+            area = is_black[max(0, top) : top + b["height"], max(0, left) : left + b["width"]]
+            covered += float(area.sum())
+            total += float(area.size)
+    coverage = covered / total
+    print(f"\npixel clean: {coverage:.2f} of the presidio truth boxes' area blacked out ({len(seen)} images)")
+    assert coverage >= COVERAGE_FLOOR
+
+
+@needs_ocr
+def test_naive_and_dicomframe_sample_outputs_under_ocr(tmp_path: Path) -> None:
+    """Every image of data-samples with a planted burned-in name: OCR finds it in the input,
+    and after dicomframe's default de-identification finds nothing."""
+    from dicomframe.phiaudit import audit_scan
+
+    planted = json.loads((SAMPLES / "PLANTED_PHI.json").read_text())
+    burned = {
+        (SAMPLES / f["path"]).resolve()
+        for p in planted["patients"].values()
+        for st in p.get("studies", [])
+        for se in st.get("series", [])
+        if se.get("burned_in_text")
+        for f in se["files"]
+    }
+    assert len(burned) == 7
+    before = audit_scan(scan(sorted(burned), progress=False), rules=["burned_in_text"])
+    hit = {Path(p).resolve() for p in before.filter(pl.col("severity") == "high")["path"].to_list()}
+    assert hit == burned
