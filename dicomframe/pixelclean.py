@@ -185,9 +185,18 @@ def risk_expr(columns: set[str] | list[str]) -> pl.Expr:
     flag = pl.col("BurnedInAnnotation").fill_null("").str.strip_chars().str.to_uppercase() if "BurnedInAnnotation" in cols else pl.lit("")
     modality = pl.col("Modality").fill_null("") if "Modality" in cols else pl.lit("")
     sop = pl.col("sop_class_uid").fill_null("") if "sop_class_uid" in cols else pl.lit("")
-    has_pixels = pl.col("pixel_data_length").is_not_null() if "pixel_data_length" in cols else pl.lit(True)
+    has_pixels = _has_pixels(cols)
     risky = (flag == "YES") | ((flag != "NO") & (modality.is_in(RISKY_MODALITIES) | sop.is_in(SECONDARY_CAPTURE)))
     return risky & has_pixels
+
+
+def _has_pixels(cols: set[str]) -> pl.Expr:
+    """Pixel Data present: its offset is known (its length is null when encapsulated)."""
+    import polars as pl
+
+    if "pixel_data_offset" in cols:
+        return pl.col("pixel_data_offset").is_not_null()
+    return pl.col("pixel_data_length").is_not_null() if "pixel_data_length" in cols else pl.lit(True)
 
 
 def pixel_jobs(instances: pl.DataFrame, rules: tuple[PixelRule, ...], mode: str = "auto") -> pl.DataFrame:
@@ -205,7 +214,7 @@ def pixel_jobs(instances: pl.DataFrame, rules: tuple[PixelRule, ...], mode: str 
     if mode == "off" or instances.height == 0:
         return pl.DataFrame(schema=schema)
     cols = set(instances.columns)
-    has_pixels = pl.col("pixel_data_length").is_not_null() if "pixel_data_length" in cols else pl.lit(True)
+    has_pixels = _has_pixels(cols)
     job = pl.lit(None, pl.String)
     regions = pl.lit(None, pl.List(pl.List(pl.Int32)))
     for rule in reversed(rules):  # the first matching rule wins: build the chain from the last
@@ -396,6 +405,8 @@ def clean_dataset(
                 ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     except Exception as exc:  # noqa: BLE001
         raise PixelCleanError(f"cleaned pixel data cannot be re-encoded ({type(exc).__name__})") from None
+    if ts.is_compressed and not lossless_source:
+        ds.LossyImageCompression = "01"  # it was lossy once; writing it uncompressed does not undo that
     ds.BurnedInAnnotation = "NO"
     codes = ds.get("DeidentificationMethodCodeSequence")
     if codes is not None and not any(str(item.get("CodeValue", "")) == CLEAN_PIXEL_CODE for item in codes):

@@ -177,8 +177,8 @@ def test_every_corpus_image_at_risk_is_cleaned_into_readable_dicom(tmp_path: Pat
     for n, path in enumerate(files):
         (src / f"{n}.dcm").symlink_to(path)
     result = deidentify(src, tmp_path / "out", key=KEY, vault=tmp_path / "v", batch_id="b", progress=False)
-    for failure in result.failed:  # an image that cannot be decoded fails (closed), with a reason
-        assert failure["kind"] == "pixel_clean_failed" and "cannot be decoded" in failure["reason"]
+    for failure in result.failed:  # test files without UIDs are refused as always; nothing else fails
+        assert failure["kind"] == "invalid" and "no StudyInstanceUID" in failure["reason"]
     mapping = read_mapping(tmp_path / "v", "b", KEY).filter(pl.col("status") == "written")
     assert mapping.height == result.written >= 10
     # the corpus holds one instance in two encodings (same SOP Instance UID, so one output): skip those
@@ -265,3 +265,66 @@ def test_ocr_finds_text_in_every_sample_image_with_a_planted_burned_in_name() ->
     before = audit_scan(scan(sorted(burned), progress=False), rules=["burned_in_text"])
     hit = {Path(p).resolve() for p in before.filter(pl.col("severity") == "high")["path"].to_list()}
     assert hit == burned
+
+
+def _compressed(tmp_path: Path, syntax: str) -> Path:
+    """The test image, compressed: JPEG 2000 lossless by pydicom's encoder, JPEG baseline by Pillow."""
+    from PIL import Image
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit
+
+    path = tmp_path / "in" / f"{syntax}.dcm"
+    pixels = _us_image(path)
+    ds = pydicom.dcmread(path)
+    if syntax == "j2k":
+        ds.compress(JPEG2000Lossless, generate_instance_uid=False)
+    else:
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="JPEG", quality=95)
+        ds.PixelData = encapsulate([buffer.getvalue()])
+        ds["PixelData"].VR = "OB"
+        ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.mark.parametrize("syntax", ["j2k", "jpeg"])
+def test_a_compressed_image_is_decoded_cleaned_and_encoded_without_a_second_loss(syntax: str, tmp_path: Path) -> None:
+    from pydicom.uid import JPEG2000Lossless
+
+    pytest.importorskip("openjpeg", reason="JPEG 2000 needs pylibjpeg-openjpeg (extra `ocr`)")
+    pytest.importorskip("libjpeg", reason="JPEG needs pylibjpeg-libjpeg (extra `ocr`)")
+    path = _compressed(tmp_path, syntax)
+    old = pydicom.dcmread(path)
+    profile = _profile(tmp_path, RULE)
+    result = deidentify(path, tmp_path / "out", key=KEY, vault=tmp_path / "v", batch_id="b", profile=str(profile), progress=False)
+    assert result.ok and result.written == 1
+    new = pydicom.dcmread(next((tmp_path / "out" / "b").rglob("*.dcm")))
+    after, before = new.pixel_array, old.pixel_array
+    assert (after[:18] == 0).all() and (after[18:] == before[18:]).all()
+    if syntax == "j2k":  # lossless: compressed again in its own syntax
+        assert new.file_meta.TransferSyntaxUID == JPEG2000Lossless
+    else:  # lossy: not compressed a second time; the earlier loss is recorded
+        assert new.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+        assert new.LossyImageCompression == "01"
+
+
+def test_an_image_that_cannot_be_decoded_fails_closed_and_the_rest_is_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("openjpeg", reason="JPEG 2000 needs pylibjpeg-openjpeg (extra `ocr`)")
+    _compressed(tmp_path, "j2k")
+    (tmp_path / "in" / "plain.dcm").write_bytes((SAMPLES / "cohort").joinpath(next(
+        p for p in sorted((SAMPLES / "cohort").rglob("*")) if p.is_file() and "CT" in str(p)
+    )).read_bytes())
+
+    def broken(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("decoder crashed on Roe^Ulla")  # a message holding PHI must not surface
+
+    monkeypatch.setattr(pydicom.Dataset, "decompress", broken)
+    profile = _profile(tmp_path, RULE)
+    result = deidentify(tmp_path / "in", tmp_path / "out", key=KEY, vault=tmp_path / "v", batch_id="b", profile=str(profile), progress=False)
+    assert result.written == 1 and len(result.failed) == 1 and not result.ok
+    failure = result.failed[0]
+    assert failure["kind"] == "pixel_clean_failed" and "cannot be decoded" in failure["reason"]
+    assert "Roe" not in failure["reason"] and "Ulla" not in failure["reason"]
+    manifest = json.loads((tmp_path / "out" / "b" / "manifest.json").read_text())
+    assert manifest["total_images"] == 1 and manifest["failed"][0]["kind"] == "pixel_clean_failed"
