@@ -336,6 +336,148 @@ def _private_and_unknown(matched: pl.DataFrame, profile: Profile) -> pl.DataFram
     return out.drop("_parent", "_block", "_kept")
 
 
+#: sequences whose items are content items (concept name + value): the Clean Structured
+#: Content option cleans them item by item (Table E.3.4-1)
+_CONTENT_ITEM_SEQUENCES = ("0040A730", "00400612", "00400610", "00400555", "0040B020")
+_ITEM_ROOT = re.compile(r"^(.*(?:" + "|".join(_CONTENT_ITEM_SEQUENCES) + r")\[\d+\])\.")
+#: attributes of a content item that carry its value (the rest is structure)
+_ITEM_VALUES = ("0040A160", "00700006", "0040A123", "0040A121", "0040A122", "0040A120", "0040A124", "0040A13A")
+#: attributes of a content item kept as structure (the first tag of their path inside the item);
+#: UIDs inside them get new UIDs; anything else in an item is removed (fail closed)
+_ITEM_STRUCTURE = (
+    "0040A010",  # Relationship Type
+    "0040A040",  # Value Type
+    "0040A050",  # Continuity Of Content
+    "0040A043",  # Concept Name Code Sequence
+    "0040A168",  # Concept Code Sequence (CODE value)
+    "0040A300",  # Measured Value Sequence (NUM value)
+    "0040A301",  # Numeric Value Qualifier Code Sequence
+    "0040A504",  # Content Template Sequence
+    "00081199",  # Referenced SOP Sequence (IMAGE, COMPOSITE, WAVEFORM)
+    "00700022",  # Graphic Data (SCOORD)
+    "00700023",  # Graphic Type
+    "0040A130",  # Temporal Range Type (TCOORD)
+    "0040A132",  # Referenced Sample Positions
+    "0040A138",  # Referenced Time Offsets
+    "0040A0B0",  # Referenced Waveform Channels
+    "0040A180",  # Annotation Group Number
+    "0040DB73",  # Referenced Content Item Identifier
+    *_CONTENT_ITEM_SEQUENCES,  # nested content items: cleaned as items of their own
+)
+
+
+def _clean_structured_content(plan: pl.DataFrame, profile: Profile) -> pl.DataFrame:
+    """Clean Structured Content item by item (PS3.15 E.3.4, Table E.3.4-1).
+
+    Inside the sequences the option marks C (Content Sequence, Acquisition Context,
+    Specimen Preparation, Waveform Annotation), each content item keeps its
+    structure (relationship, value type, concept name, codes, measurements,
+    references with new UIDs) and its value gets the action Table E.3.4-1 gives
+    its concept name, resolved for the profile's options. Concepts the table does
+    not list: text is cleaned (the file's own identifiers, dates and IDs
+    scrubbed), person names get a dummy, dates follow the temporal options, UIDs
+    get new UIDs. An item whose concept the table removes (X) is removed with
+    everything under it. Anything else inside an item is removed (fail closed).
+    """
+    starts = plan.filter(
+        (pl.col("vr") == "SQ") & (pl.col("action") == "C") & (pl.col("source") == Option.CLEAN_STRUCTURED_CONTENT.value)
+    )
+    if starts.height == 0:
+        return plan
+    inside = pl.lit(False)
+    for prefix in starts["tag_path"].unique().to_list():
+        inside = inside | pl.col("tag_path").str.starts_with(prefix + "[")
+    plan = plan.with_columns(_inside=inside, _root=pl.col("tag_path").str.extract(_ITEM_ROOT.pattern, 1))
+    rows = plan.filter(pl.col("_inside") & pl.col("_root").is_not_null())
+    rel = pl.col("tag_path").str.slice(pl.col("_root").str.len_chars() + 1)
+    rows = rows.with_columns(_rel=rel, _first=rel.str.slice(0, 8))
+    concepts = (
+        rows.filter(pl.col("_rel") == "0040A043[0].00080100")
+        .select("file_id", "_root", pl.col("value").alias("code_value"))
+        .join(
+            rows.filter(pl.col("_rel") == "0040A043[0].00080102").select(
+                "file_id", "_root", pl.col("value").alias("coding_scheme_designator")
+            ),
+            on=["file_id", "_root"],
+            how="left",
+        )
+    )
+    table = profile.structured_content().select(
+        "code_value", "coding_scheme_designator", pl.col("action").cast(pl.String).alias("_item_action")
+    ).unique(["code_value", "coding_scheme_designator"], keep="first")
+    concepts = concepts.join(table, on=["code_value", "coding_scheme_designator"], how="left")
+    rows = rows.join(concepts.select("file_id", "_root", "_item_action"), on=["file_id", "_root"], how="left")
+    if Option.RETAIN_LONG_FULL_DATES in profile.options:
+        dates = "K"
+    elif Option.RETAIN_LONG_MODIFIED_DATES in profile.options:
+        dates = "C"
+    else:
+        dates = "X"
+    vr = pl.col("vr")
+    unlisted = (
+        pl.when(vr.is_in(_TEXT_VRS))
+        .then(pl.lit("C"))
+        .when(vr == "PN")
+        .then(pl.lit("D"))
+        .when(vr.is_in(["DA", "DT", "TM"]))
+        .then(pl.lit(dates))
+        .when(vr == "UI")
+        .then(pl.lit("U"))
+        .otherwise(pl.lit("K"))
+    )
+    item_action = pl.col("_item_action")
+    value_action = pl.coalesce(item_action, unlisted)
+    value_action = (
+        pl.when((vr == "UI") & value_action.is_in(["D", "C", "K"])).then(pl.lit("U")).otherwise(value_action)
+    )
+    # UIDs in the structure (referenced instances) keep the profile's decision for their
+    # tag: instance UIDs get new UIDs, class UIDs stay
+    structure_action = (
+        pl.when((vr == "UI") & pl.col("action").is_in(["U", "D", "C"]))
+        .then(pl.lit("U"))
+        .when(vr == "UI")
+        .then(pl.col("action"))
+        .otherwise(pl.lit("K"))
+    )
+    decided = (
+        pl.when(item_action == "X")
+        .then(pl.lit("X"))
+        .when(pl.col("_first").is_in(_ITEM_VALUES) & (pl.col("_rel").str.len_chars() == 8))
+        .then(value_action)
+        .when(pl.col("_first").is_in(_ITEM_STRUCTURE))
+        .then(structure_action)
+        .otherwise(pl.lit("X"))
+    )
+    source = (
+        pl.when(item_action.is_not_null())
+        .then(pl.lit("clean_structured_content: E.3.4-1"))
+        .when(pl.col("_first").is_in(_ITEM_VALUES) | pl.col("_first").is_in(_ITEM_STRUCTURE))
+        .then(pl.lit("clean_structured_content"))
+        .otherwise(pl.lit("clean_structured_content: not a content item attribute"))
+    )
+    rows = rows.select("file_id", "tag_path", decided.alias("_new_action"), source.alias("_new_source"))
+    plan = plan.join(rows, on=["file_id", "tag_path"], how="left")
+    is_start = pl.col("tag_path").is_in(starts["tag_path"].unique().to_list()) & (pl.col("vr") == "SQ") & (
+        pl.col("action") == "C"
+    )
+    return plan.with_columns(
+        action=pl.when(is_start)
+        .then(pl.lit("K"))  # the container stays; its items are decided one by one
+        .when(pl.col("_new_action").is_not_null())
+        .then(pl.col("_new_action"))
+        .when(pl.col("_inside"))
+        .then(pl.lit("X"))
+        .otherwise(pl.col("action")),
+        source=pl.when(is_start)
+        .then(pl.lit("clean_structured_content"))
+        .when(pl.col("_new_source").is_not_null())
+        .then(pl.col("_new_source"))
+        .when(pl.col("_inside"))
+        .then(pl.lit("clean_structured_content: not a content item attribute"))
+        .otherwise(pl.col("source")),
+    ).drop("_inside", "_root", "_new_action", "_new_source")
+
+
 def _remove_inside_removed(plan: pl.DataFrame) -> pl.DataFrame:
     """Anything inside a removed (X) or emptied (Z) sequence goes too."""
     max_depth = int(plan["depth"].max() or 0)
@@ -343,8 +485,8 @@ def _remove_inside_removed(plan: pl.DataFrame) -> pl.DataFrame:
         return plan
     parent = pl.col("tag_path").str.replace(r"\[\d+\]\.[0-9A-F]{8}$", "")
     # X and Z drop the items; D and C keep the items but not what is in them: the
-    # standard's row covers the whole sequence (e.g. Content Sequence holds SR text),
-    # and dicomframe does not clean structured content item by item yet (fail closed)
+    # standard's row covers the whole sequence (the C sequences of Clean Structured
+    # Content were decided item by item before, and are K here)
     plan = plan.with_columns(
         _parent=parent, _gone=pl.col("action").is_in(["X", "Z", "D", "C"]) & (pl.col("vr") == "SQ")
     )
@@ -557,6 +699,8 @@ def make_plan(
     elements = scan.elements.join(instances.select("file_id"), on="file_id", how="semi").with_row_index("_row")
     matched = _match_actions(elements, prof)
     decided = _private_and_unknown(matched, prof)
+    if Option.CLEAN_STRUCTURED_CONTENT in prof.options:
+        decided = _clean_structured_content(decided, prof)
     decided = _remove_inside_removed(decided)
     with_ctx = decided.join(context, on="file_id", how="left")
     table = _new_values(with_ctx, elements, key)

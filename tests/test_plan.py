@@ -162,7 +162,10 @@ def test_every_table_row_resolves_like_the_standard(option: Option) -> None:
     check = plan.join(expected, on="tag")
     assert check.height == elements.height
     # the plan keeps the profile's action, except where a value cannot take it (fail closed: X)
-    mismatch = check.filter((pl.col("action") != pl.col("expected")) & (pl.col("action") != "X"))
+    # and for the sequences Clean Structured Content cleans item by item (kept as containers)
+    mismatch = check.filter(
+        (pl.col("action") != pl.col("expected")) & (pl.col("action") != "X") & (pl.col("source") != "clean_structured_content")
+    )
     assert mismatch.height == 0, mismatch.head(5)
     for action, new_value, vr, value in check.select("action", "new_value", "vr", "value").iter_rows():
         if action == "X":
