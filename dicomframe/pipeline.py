@@ -241,18 +241,16 @@ def deidentify(
             }
         )
     items = []
-    table = plan.table.select("file_id", "tag_path", "tag", "vr", "action", "new_value").partition_by(
-        "file_id", as_dict=True, maintain_order=True, include_key=False
-    )
+    rows_of = _rows_by_file(plan.table)
     source_fs = _source_fs(src, storage_options)
     named = files.filter(pl.col("out_key").is_not_null())
     existing = _existing_outputs(out_fs, batch_root, dst_text)
     for file_id, out_key, path in named.select("file_id", "out_key", "path").iter_rows():
-        rows = table[(file_id,)].rows()
-        items.append((file_id, path, _join(batch_root, out_key), rows, existing.get(out_key)))
+        items.append((file_id, path, _join(batch_root, out_key), rows_of(file_id), existing.get(out_key)))
     uploaded = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     metadata = {"batch_id": batch, "priority": priority.upper(), "uploaded_at": uploaded}
-    results = _run_apply(items, source_fs, out_fs, jobs, plan.additions, metadata, progress)
+    checked: list[Any] = []
+    results = _run_apply(items, source_fs, out_fs, jobs, plan.additions, metadata, progress, checked)
     status = {r[0]: r[1:] for r in results}
     written_ids = [fid for fid, r in status.items() if r[0] == "written"]
     skipped = sum(1 for r in status.values() if r[0] == "written" and r[4])
@@ -271,7 +269,7 @@ def deidentify(
     mapping_uri = _write_mapping(
         vault_text, batch, files, scanned, org, submitted, project_key, storage_options
     )
-    findings = _leak_gate(ok_files, batch_uri, plan, jobs, storage_options)
+    findings = _leak_gate(ok_files, batch_uri, plan, jobs, storage_options, checked)
     manifest_uri = parquet_uri = None
     outcome = "ok" if not failed and findings.height == 0 else ("gate_failed" if findings.height else "partial")
     _audit(audit_log, "deidentify", batch, project_key, plan, files.height, len(written_ids), len(failed), outcome)
@@ -338,18 +336,62 @@ def _audit(
     )
 
 
+def _rows_by_file(table: pl.DataFrame) -> Any:
+    """``file_id -> [(tag_path, tag, vr, action, new_value), …]`` in plan order, for the work items."""
+    cols = table.select("file_id", "tag_path", "tag", "vr", "action", "new_value")
+    ids = cols["file_id"]
+    runs = int(ids.ne_missing(ids.shift(1)).sum()) if cols.height else 0
+    if runs != ids.n_unique():  # rows of a file not together: group them (not the usual case)
+        parts = cols.partition_by("file_id", as_dict=True, maintain_order=True, include_key=False)
+        return lambda file_id: parts[(file_id,)].rows() if (file_id,) in parts else []
+    rows = list(zip(*(cols[c].to_list() for c in ("tag_path", "tag", "vr", "action", "new_value")), strict=True))
+    bounds = cols.select(
+        "file_id", pl.int_range(pl.len(), dtype=pl.Int64).alias("_i")
+    ).group_by("file_id").agg(pl.col("_i").min().alias("start"), pl.len().alias("n"))
+    where = {fid: (start, start + n) for fid, start, n in bounds.iter_rows()}
+
+    def rows_of(file_id: int) -> list[Any]:
+        found = where.get(file_id)
+        return rows[found[0] : found[1]] if found else []
+
+    return rows_of
+
+
 def _leak_gate(
-    ok_files: pl.DataFrame, batch_uri: str, plan: Plan, jobs: int | None, storage_options: dict[str, Any] | None
+    ok_files: pl.DataFrame,
+    batch_uri: str,
+    plan: Plan,
+    jobs: int | None,
+    storage_options: dict[str, Any] | None,
+    checked: list[Any] | None = None,
 ) -> pl.DataFrame:
-    """Scan what was written and run the cheap PHI checks (see :mod:`dicomframe.leaks`)."""
+    """Run the cheap PHI checks (see :mod:`dicomframe.leaks`) on what was written.
+
+    ``checked`` holds Arrow element tables of outputs that the workers read from the
+    very bytes they wrote (local outputs, see :func:`dicomframe.apply.apply_chunk`);
+    every other output is read back here with a scan.
+    """
     from .apply import RETRY_ATTEMPTS, RETRY_FIRST_S, RETRY_MAX_S
     from .leaks import FINDINGS_SCHEMA, gate
     from .scanner import scan
 
     if ok_files.height == 0:
         return pl.DataFrame(schema=FINDINGS_SCHEMA)
-    pending = [batch_uri + key for key in ok_files["out_key"].to_list()]
     parts: list[pl.DataFrame] = []
+    done: set[int] = set()
+    if checked:
+        import pyarrow as pa
+
+        elements = pl.from_arrow(pa.concat_tables(checked))
+        assert isinstance(elements, pl.DataFrame)
+        done = set(elements["file_id"].unique().to_list())
+        names = ok_files.select("file_id", pl.col("out_key").alias("output"))
+        parts.append(gate(elements, plan).join(names, on="file_id", how="left").drop("file_id"))
+    pending = [
+        batch_uri + key for fid, key in ok_files.select("file_id", "out_key").iter_rows() if fid not in done
+    ]
+    if not pending:
+        return parts[0]
     # an output that cannot be read back is read again (transient faults), never let through unchecked
     for attempt in range(RETRY_ATTEMPTS):
         out_scan = scan(pending, jobs=jobs, storage_options=storage_options, progress=False)
@@ -459,7 +501,11 @@ def _run_apply(
     additions: dict[str, Any],
     metadata: dict[str, str],
     progress: bool | None = None,
+    checked: list[Any] | None = None,
 ) -> list[Any]:
+    """Apply the work items; with ``checked``, collect there the element tables of the outputs
+    that the workers read from the bytes they wrote (for the leak gate)."""
+    from ._worker import _rows_to_arrow
     from .apply import apply_chunk
     from .parallel import default_jobs, ordered_map
     from .scanner import IN_PROCESS_FILES, Progress, auto_progress
@@ -479,7 +525,8 @@ def _run_apply(
         from concurrent.futures import ThreadPoolExecutor
 
         threads = ThreadPoolExecutor(max_workers=n_jobs)
-        parts: Any = threads.map(lambda c: apply_chunk(c, src_fs, out_fs, additions, metadata), chunks)
+        check = checked is not None
+        parts: Any = threads.map(lambda c: apply_chunk(c, src_fs, out_fs, additions, metadata, check), chunks)
     else:
         parts = ordered_map(
             apply_chunk,
@@ -489,12 +536,23 @@ def _run_apply(
             out_fs,
             additions,
             metadata,
+            checked is not None,
             in_process=memory or small,
             what="de-identification",
         )
     try:
         for part in parts:
-            results.extend(part)
+            ids: list[int] = []
+            rows: list[Any] = []
+            for result in part:
+                if len(result) > 6:
+                    if result[6] is not None and checked is not None:
+                        ids.extend([result[0]] * len(result[6]))
+                        rows.extend(result[6])
+                    result = result[:6]
+                results.append(result)
+            if rows and checked is not None:
+                checked.append(_rows_to_arrow(ids, rows))
             bar.update(len(results), sum(1 for r in results if r[1] != "written"))
     finally:
         if threads is not None:

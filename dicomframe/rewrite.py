@@ -82,6 +82,7 @@ __all__ = [
     "NewElement",
     "Set",
     "rewrite",
+    "rewrite_pieces",
 ]
 
 #: dicomframe's Implementation Class UID, written in every file's meta header.
@@ -155,6 +156,8 @@ _TEXT_VRS = frozenset(
 _INT_VRS = frozenset(("US", "SS", "UL", "SL", "SV", "UV"))
 #: the meta elements a caller (or a Set on group 0002) may give
 _META_OVERRIDES = (0x00020002, 0x00020003)
+#: pieces of the output at least this long stay views of the input (see rewrite_pieces)
+_VIEW_MIN = 64 * 1024
 
 #: explicit VR code (the two VR bytes read as a 16-bit int) -> (is SQ, 4-byte length, is UN)
 _VR_CODES: dict[str, tuple[bool, bool, bool]] = {
@@ -872,6 +875,18 @@ def rewrite(
     >>> [elem.keyword for elem in ds]
     ['PatientID', 'PatientIdentityRemoved']
     """
+    return b"".join(rewrite_pieces(data, edits, meta=meta))
+
+
+def rewrite_pieces(
+    data: bytes, edits: Mapping[str, Edit], *, meta: Mapping[int, str] | None = None
+) -> list[bytes | memoryview]:
+    """:func:`rewrite`, as pieces whose concatenation is the new file.
+
+    Large pieces (the pixel data, mostly) are views of ``data``, not copies: hash
+    and write them one after the other (e.g. ``os.writev``) to save copying the file.
+    Same parameters and errors as :func:`rewrite`.
+    """
     if not isinstance(data, bytes):
         data = bytes(data)
     size = len(data)
@@ -952,9 +967,29 @@ def rewrite(
     if deflated:
         packer = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
         body = b"".join([packer.compress(piece) for piece in pieces] + [packer.flush()])
-        return head + body
-    pieces.insert(0, head)
-    return b"".join(pieces)
+        return [head + body]
+    return _coalesce(head, pieces)
+
+
+def _coalesce(head: bytes, pieces: list[bytes | memoryview]) -> list[bytes | memoryview]:
+    """``head`` and ``pieces`` as few pieces: small ones joined, large views of the input kept.
+
+    Large pieces (pixel data, mostly) stay views of the input, so nothing copies them
+    before they are hashed and written.
+    """
+    out: list[bytes | memoryview] = []
+    small: list[bytes | memoryview] = [head]
+    for piece in pieces:
+        if len(piece) >= _VIEW_MIN:
+            if small:
+                out.append(b"".join(small))
+                small = []
+            out.append(piece)
+        else:
+            small.append(piece)
+    if small:
+        out.append(b"".join(small))
+    return out
 
 
 def _prepare_sets(w: _Rewriter, edits: Mapping[str, Edit], overrides: dict[int, bytes]) -> None:
