@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -45,6 +46,9 @@ WorkItem = tuple[int, str, str, list[tuple[str, int, str, str, "str | None"]], "
 ApplyResult = tuple[int, str, "str | None", int, "str | None", bool]
 T = TypeVar("T")
 _KEEP = Keep()
+#: creating and renaming files in one folder from several threads at once only makes
+#: the kernel spin on the folder's lock: this process does it one thread at a time
+_CREATE = threading.Lock()
 
 
 def edits_for(
@@ -251,11 +255,12 @@ def write_atomic(
         parent = path.rsplit("/", 1)[0]
         tmp = f"{parent}/.{path.rsplit('/', 1)[-1]}.{uuid.uuid4().hex[:8]}.tmp"
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-        try:
-            fd = os.open(tmp, flags, 0o666)
-        except FileNotFoundError:
-            os.makedirs(parent, exist_ok=True)
-            fd = os.open(tmp, flags, 0o666)
+        with _CREATE:
+            try:
+                fd = os.open(tmp, flags, 0o666)
+            except FileNotFoundError:
+                os.makedirs(parent, exist_ok=True)
+                fd = os.open(tmp, flags, 0o666)
         try:
             _write_all(fd, pieces)
         except BaseException:
@@ -266,7 +271,8 @@ def write_atomic(
                 pass
             raise
         os.close(fd)
-        os.replace(tmp, path)
+        with _CREATE:
+            os.replace(tmp, path)
         return
     body = pieces[0] if len(pieces) == 1 and isinstance(pieces[0], bytes) else b"".join(pieces)
     # an object-store PUT is atomic (readers see all or nothing), and idempotent: safe to retry

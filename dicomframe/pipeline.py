@@ -28,6 +28,7 @@ twice) and finishes the batch; the result equals an uninterrupted run.
 from __future__ import annotations
 
 import datetime as _dt
+import gc
 import json
 import os
 import time
@@ -176,6 +177,40 @@ def deidentify(
     >>> result.ok, result.written                                                           # doctest: +SKIP
     (True, 70)
     """
+    # the plan rows, work items and element rows are many small acyclic objects: the
+    # cyclic garbage collector would only walk them again and again as they pile up
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _deidentify(
+            src, dst, key=key, vault=vault, profile=profile, org=org, batch_id=batch_id,
+            priority=priority, jobs=jobs, dry_run=dry_run, date_shift=date_shift,
+            storage_options=storage_options, progress=progress, audit_log=audit_log,
+            manifest_parquet=manifest_parquet,
+        )  # fmt: skip
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _deidentify(
+    src: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    dst: str | os.PathLike[str],
+    *,
+    key: ProjectKey | str | os.PathLike[str],
+    vault: str | os.PathLike[str],
+    profile: str,
+    org: str,
+    batch_id: str | None,
+    priority: str,
+    jobs: int | None,
+    dry_run: bool,
+    date_shift: DateShift | None,
+    storage_options: dict[str, Any] | None,
+    progress: bool | None,
+    audit_log: str | os.PathLike[str] | None,
+    manifest_parquet: bool,
+) -> DeidentifyResult:
     from .scanner import scan
 
     started = time.perf_counter()

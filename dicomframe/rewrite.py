@@ -73,6 +73,11 @@ from ._parse import (
 from .errors import ParseError, UserInputError
 from .tags import VRS, format_tag, vr_for
 
+try:
+    from . import _cwalk  # the C accelerator (optional: built when a compiler is present)
+except ImportError:  # pragma: no cover - exercised on machines without a compiler
+    _cwalk = None  # type: ignore[assignment]
+
 __all__ = [
     "IMPLEMENTATION_CLASS_UID",
     "IMPLEMENTATION_VERSION_NAME",
@@ -824,7 +829,11 @@ def _ascii_uid(value: object, what: str) -> bytes:
 
 
 def rewrite(
-    data: bytes, edits: Mapping[str, Edit], *, meta: Mapping[int, str] | None = None
+    data: bytes,
+    edits: Mapping[str, Edit],
+    *,
+    meta: Mapping[int, str] | None = None,
+    accelerate: bool = True,
 ) -> bytes:
     """Rewrite one DICOM file: keep, set or insert what ``edits`` says; remove the rest.
 
@@ -843,6 +852,9 @@ def rewrite(
     meta
         Overrides for MediaStorageSOPClassUID (``0x00020002``) and
         MediaStorageSOPInstanceUID (``0x00020003``).
+    accelerate
+        Walk explicit VR little endian data sets with the C accelerator when it is
+        built (same output; anything unusual goes to the Python walker, the reference).
 
     Returns
     -------
@@ -875,17 +887,23 @@ def rewrite(
     >>> [elem.keyword for elem in ds]
     ['PatientID', 'PatientIdentityRemoved']
     """
-    return b"".join(rewrite_pieces(data, edits, meta=meta))
+    return b"".join(rewrite_pieces(data, edits, meta=meta, accelerate=accelerate))
 
 
 def rewrite_pieces(
-    data: bytes, edits: Mapping[str, Edit], *, meta: Mapping[int, str] | None = None
+    data: bytes,
+    edits: Mapping[str, Edit],
+    *,
+    meta: Mapping[int, str] | None = None,
+    accelerate: bool = True,
 ) -> list[bytes | memoryview]:
     """:func:`rewrite`, as pieces whose concatenation is the new file.
 
     Large pieces (the pixel data, mostly) are views of ``data``, not copies: hash
     and write them one after the other (e.g. ``os.writev``) to save copying the file.
-    Same parameters and errors as :func:`rewrite`.
+    Same parameters and errors as :func:`rewrite`; with ``accelerate`` (the default)
+    an explicit VR little endian data set is walked by the C accelerator when it is
+    built, with the same result (anything unusual is left to the Python walker).
     """
     if not isinstance(data, bytes):
         data = bytes(data)
@@ -941,15 +959,33 @@ def rewrite_pieces(
                 )
             overrides[key] = _ascii_uid(value, f"meta[{format_tag(key)}]")
 
-    try:
-        end, pieces = w.dataset(pos, _INF, "", 0, explicit, False)
-    except RecursionError:
-        raise ParseError(
-            "corrupt",
-            "sequences are nested too deeply to be a real DICOM file; the file is damaged",
-        ) from None
-    if pieces is None:  # nothing changed: the whole data set is copied as it is
-        pieces = [w.mv[pos:end]]
+    fast = None
+    if accelerate and _cwalk is not None and enc is _LE and explicit and not deflated:
+        fast = _cwalk.rewrite(
+            data, pos, edits, Keep, w.sets, w.inserts, w.native, _VIEW_MIN, vr_for, _private_vr
+        )
+    if fast is not None:
+        # the C walker's result: apply what it noted, as the Python walker would have
+        spans, end, visited, kept, sop_class, sop_instance = fast
+        for prefix in visited:
+            del w.inserts[prefix]
+        w.kept_seqs.update(kept)
+        if sop_class is not None:
+            w.sop[0x0016] = sop_class
+        if sop_instance is not None:
+            w.sop[0x0018] = sop_instance
+        mv = w.mv
+        pieces = [mv[p[0] : p[1]] if type(p) is tuple else p for p in spans]
+    else:
+        try:
+            end, pieces = w.dataset(pos, _INF, "", 0, explicit, False)
+        except RecursionError:
+            raise ParseError(
+                "corrupt",
+                "sequences are nested too deeply to be a real DICOM file; the file is damaged",
+            ) from None
+        if pieces is None:  # nothing changed: the whole data set is copied as it is
+            pieces = [w.mv[pos:end]]
     _check_unplaced_inserts(w)
 
     def uid(elem: int, dataset_elem: int) -> bytes | None:
