@@ -46,9 +46,9 @@ WorkItem = tuple[int, str, str, list[tuple[str, int, str, str, "str | None"]], "
 ApplyResult = tuple[int, str, "str | None", int, "str | None", bool]
 T = TypeVar("T")
 _KEEP = Keep()
-#: creating and renaming files in one folder from several threads at once only makes
-#: the kernel spin on the folder's lock: this process does it one thread at a time
-_CREATE = threading.Lock()
+#: name prefix of the per-thread folders that local temporary files are made in
+TMP_DIR_PREFIX = ".tmp-"
+_THREAD = threading.local()
 
 
 def edits_for(
@@ -240,6 +240,7 @@ def write_atomic(
     *,
     content_type: str | None = None,
     metadata: dict[str, str] | None = None,
+    tmp_root: str | None = None,
 ) -> None:
     """Write ``data`` so that ``path`` appears complete or not at all.
 
@@ -249,18 +250,25 @@ def write_atomic(
     On object stores the content type and metadata are set where the store
     supports them (S3, Azure Blob, GCS), and transient faults are retried
     (:func:`with_retries`); a local file is written to a temporary name and renamed.
+    The temporary file is made beside ``path``, or with ``tmp_root`` (a folder on
+    the same file system) in this thread's own folder under it (see
+    :func:`remove_tmp_dirs`): files made at once in one folder wait for each
+    other in the kernel, whatever the number of threads.
     """
     pieces = [data] if isinstance(data, bytes | bytearray | memoryview) else list(data)
     if fs is None or _is_local(fs):
         parent = path.rsplit("/", 1)[0]
-        tmp = f"{parent}/.{path.rsplit('/', 1)[-1]}.{uuid.uuid4().hex[:8]}.tmp"
+        name = f".{path.rsplit('/', 1)[-1]}.{uuid.uuid4().hex[:8]}.tmp"
+        tmp_dir = _thread_tmp_dir(tmp_root) if tmp_root is not None else parent
+        tmp = f"{tmp_dir}/{name}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-        with _CREATE:
-            try:
-                fd = os.open(tmp, flags, 0o666)
-            except FileNotFoundError:
-                os.makedirs(parent, exist_ok=True)
-                fd = os.open(tmp, flags, 0o666)
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except FileNotFoundError:
+            os.makedirs(tmp_dir, exist_ok=True)
+            fd = os.open(tmp, flags, 0o666)
+        if tmp_dir != parent:
+            os.makedirs(parent, exist_ok=True)
         try:
             _write_all(fd, pieces)
         except BaseException:
@@ -271,12 +279,57 @@ def write_atomic(
                 pass
             raise
         os.close(fd)
-        with _CREATE:
+        try:
             os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
+            raise
         return
     body = pieces[0] if len(pieces) == 1 and isinstance(pieces[0], bytes) else b"".join(pieces)
     # an object-store PUT is atomic (readers see all or nothing), and idempotent: safe to retry
     with_retries(lambda: _put(fs, path, body, content_type, metadata), _url(fs, path), "writing")
+
+
+def _thread_tmp_dir(tmp_root: str) -> str:
+    """This thread's folder for temporary files under ``tmp_root``."""
+    made = getattr(_THREAD, "dirs", None)
+    if made is None:
+        made = _THREAD.dirs = {}
+    found = made.get(tmp_root)
+    if found is None:
+        found = f"{tmp_root.rstrip('/')}/{TMP_DIR_PREFIX}{os.getpid()}-{threading.get_ident()}"
+        os.makedirs(found, exist_ok=True)
+        made[tmp_root] = found
+    return found
+
+
+def remove_tmp_dirs(tmp_root: str) -> None:
+    """Remove the (empty) per-thread temporary folders under ``tmp_root``, and their leftovers.
+
+    Temporary files are never visible under an output's name: what a killed run
+    left there is incomplete and goes.
+    """
+    try:
+        names = os.listdir(tmp_root)
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith(TMP_DIR_PREFIX):
+            continue
+        folder = os.path.join(tmp_root, name)
+        try:
+            for leftover in os.listdir(folder):
+                if leftover.startswith(".") and leftover.endswith(".tmp"):
+                    os.remove(os.path.join(folder, leftover))
+            os.rmdir(folder)
+        except OSError:
+            continue
+    dirs = getattr(_THREAD, "dirs", None)
+    if dirs:
+        dirs.pop(tmp_root, None)
 
 
 def _write_all(fd: int, pieces: Sequence[bytes | bytearray | memoryview]) -> None:
@@ -305,6 +358,7 @@ def apply_chunk(
     additions: dict[str, Any],
     metadata: dict[str, str] | None = None,
     check: bool = False,
+    tmp_root: str | None = None,
 ) -> list[ApplyResult]:
     """De-identify a chunk of files.
 
@@ -317,6 +371,7 @@ def apply_chunk(
     With ``check``, a local output written now gets a seventh field: the element
     rows of the written bytes (the header walker's, as a scan of the output would
     give), for the leak gate; ``None`` when they could not be had that way.
+    ``tmp_root``: see :func:`write_atomic`.
     """
     results: list[ApplyResult] = []
     local = out_fs is None or _is_local(out_fs)
@@ -340,7 +395,10 @@ def apply_chunk(
             reused = existing is not None and existing == size
             if not reused:
                 checked = _output_rows(pieces, size) if check and local else None
-                write_atomic(out_fs, out_path, pieces, content_type=DICOM_CONTENT_TYPE, metadata=metadata)
+                write_atomic(
+                    out_fs, out_path, pieces, content_type=DICOM_CONTENT_TYPE, metadata=metadata,
+                    tmp_root=tmp_root if local else None,
+                )  # fmt: skip
                 if check:
                     results.append((file_id, "written", None, size, digest, reused, checked))  # type: ignore[arg-type]
                     continue

@@ -285,7 +285,7 @@ def _deidentify(
     uploaded = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     metadata = {"batch_id": batch, "priority": priority.upper(), "uploaded_at": uploaded}
     checked: list[Any] = []
-    results = _run_apply(items, source_fs, out_fs, jobs, plan.additions, metadata, progress, checked)
+    results = _run_apply(items, source_fs, out_fs, jobs, plan.additions, metadata, progress, checked, batch_root)
     status = {r[0]: r[1:] for r in results}
     written_ids = [fid for fid, r in status.items() if r[0] == "written"]
     skipped = sum(1 for r in status.values() if r[0] == "written" and r[4])
@@ -537,11 +537,13 @@ def _run_apply(
     metadata: dict[str, str],
     progress: bool | None = None,
     checked: list[Any] | None = None,
+    batch_root: str | None = None,
 ) -> list[Any]:
     """Apply the work items; with ``checked``, collect there the element tables of the outputs
-    that the workers read from the bytes they wrote (for the leak gate)."""
+    that the workers read from the bytes they wrote (for the leak gate). Local temporary
+    files are made in per-thread folders under ``batch_root``, removed at the end."""
     from ._worker import _rows_to_arrow
-    from .apply import apply_chunk
+    from .apply import _is_local, apply_chunk, remove_tmp_dirs
     from .parallel import default_jobs, ordered_map
     from .scanner import IN_PROCESS_FILES, Progress, auto_progress
 
@@ -552,6 +554,7 @@ def _run_apply(
     # worker processes pay off once the work outweighs their start-up (about 0.3 s)
     small = len(items) < IN_PROCESS_FILES
     results: list[Any] = []
+    tmp_root = batch_root if batch_root is not None and (out_fs is None or _is_local(out_fs)) else None
     bar = Progress(len(items), auto_progress() if progress is None else progress, "writing")
     threads = None
     if (memory or small) and n_jobs > 1:
@@ -561,7 +564,9 @@ def _run_apply(
 
         threads = ThreadPoolExecutor(max_workers=n_jobs)
         check = checked is not None
-        parts: Any = threads.map(lambda c: apply_chunk(c, src_fs, out_fs, additions, metadata, check), chunks)
+        parts: Any = threads.map(
+            lambda c: apply_chunk(c, src_fs, out_fs, additions, metadata, check, tmp_root), chunks
+        )
     else:
         parts = ordered_map(
             apply_chunk,
@@ -572,6 +577,7 @@ def _run_apply(
             additions,
             metadata,
             checked is not None,
+            tmp_root,
             in_process=memory or small,
             what="de-identification",
         )
@@ -592,6 +598,8 @@ def _run_apply(
     finally:
         if threads is not None:
             threads.shutdown(cancel_futures=True)
+        if tmp_root is not None:
+            remove_tmp_dirs(tmp_root)
         bar.close()
     return results
 
