@@ -1028,6 +1028,12 @@ def _coalesce(head: bytes, pieces: list[bytes | memoryview]) -> list[bytes | mem
     return out
 
 
+#: validated Set paths -> (data set prefix, tag), and encoded str Sets; cleared when full
+_PATHS: dict[str, tuple[str, int]] = {}
+_ENCODED: dict[tuple[int, str, str, bool, str], bytes] = {}
+_CACHE_MAX = 1 << 16
+
+
 def _prepare_sets(w: _Rewriter, edits: Mapping[str, Edit], overrides: dict[int, bytes]) -> None:
     """Validate and encode every Set once; note the ones to insert by data set prefix."""
     sets = w.sets
@@ -1042,13 +1048,19 @@ def _prepare_sets(w: _Rewriter, edits: Mapping[str, Edit], overrides: dict[int, 
                 f"the edit for {path!r} is a {type(edit).__name__}: use Keep() or Set(vr, value)"
             )
         assert isinstance(edit, Set)
-        if not isinstance(path, str) or not _SET_PATH.fullmatch(path):
-            raise UserInputError(
-                f"cannot Set {path!r}: a tag path is 8 upper-case hex digits per level, "
-                "items as [n], levels joined by '.', e.g. 0040A730[0].0040A123"
-            )
-        cut = path.rfind(".") + 1
-        prefix, tag = path[:cut], int(path[cut:], 16)
+        known = _PATHS.get(path) if type(path) is str else None
+        if known is None:
+            if not isinstance(path, str) or not _SET_PATH.fullmatch(path):
+                raise UserInputError(
+                    f"cannot Set {path!r}: a tag path is 8 upper-case hex digits per level, "
+                    "items as [n], levels joined by '.', e.g. 0040A730[0].0040A123"
+                )
+            cut = path.rfind(".") + 1
+            known = (path[:cut], int(path[cut:], 16))
+            if len(_PATHS) >= _CACHE_MAX:
+                _PATHS.clear()
+            _PATHS[path] = known
+        prefix, tag = known
         group, elem = tag >> 16, tag & 0xFFFF
         if group == 0xFFFE:
             raise UserInputError(
@@ -1058,7 +1070,19 @@ def _prepare_sets(w: _Rewriter, edits: Mapping[str, Edit], overrides: dict[int, 
             if tag in _META_OVERRIDES:
                 overrides[tag] = _ascii_uid(edit.value, f"the Set of {path}")
             continue  # file meta is regenerated, group lengths are always removed
-        sets[path] = _encode_element(path, tag, edit.vr, edit.value, w.explicit, w.enc)
+        value = edit.value
+        if type(value) is str:
+            # files of a batch share many new values (dummies, method text): encode each once
+            key = (tag, edit.vr, value, w.explicit, w.enc.e)
+            encoded = _ENCODED.get(key)
+            if encoded is None:
+                encoded = _encode_element(path, tag, edit.vr, value, w.explicit, w.enc)
+                if len(_ENCODED) >= _CACHE_MAX:
+                    _ENCODED.clear()
+                _ENCODED[key] = encoded
+            sets[path] = encoded
+        else:
+            sets[path] = _encode_element(path, tag, edit.vr, value, w.explicit, w.enc)
         inserts.setdefault(prefix, []).append((tag, path))
         if not prefix and tag in (0x00080016, 0x00080018) and isinstance(edit.value, str):
             # a replaced SOP Class / Instance UID must not survive in the meta header
