@@ -372,8 +372,17 @@ def _audit(
 
 
 def _rows_by_file(table: pl.DataFrame) -> Any:
-    """``file_id -> [(tag_path, tag, vr, action, new_value), …]`` in plan order, for the work items."""
-    cols = table.select("file_id", "tag_path", "tag", "vr", "action", "new_value")
+    """``file_id -> [(tag_path, tag, vr, action, new_value), …]`` in plan order, for the work items.
+
+    Only what :func:`dicomframe.apply.edits_for` reads: removed rows (X) are left out,
+    and kept rows carry no new value (except the meta SOP Instance UID, which it reads).
+    """
+    action = pl.col("action")
+    cols = table.select(
+        "file_id", "tag_path", "tag", "vr", "action",
+        pl.when((action == "K") & (pl.col("tag") != 0x00020003)).then(None).otherwise(pl.col("new_value"))
+        .alias("new_value"),
+    ).filter(action != "X")  # fmt: skip
     ids = cols["file_id"]
     runs = int(ids.ne_missing(ids.shift(1)).sum()) if cols.height else 0
     if runs != ids.n_unique():  # rows of a file not together: group them (not the usual case)
