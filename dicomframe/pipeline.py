@@ -421,30 +421,42 @@ def _leak_gate(
 
     if ok_files.height == 0:
         return pl.DataFrame(schema=FINDINGS_SCHEMA)
-    parts: list[pl.DataFrame] = []
+    # outputs in the order a scan of them reads them (the first of repeated names)
+    outputs = ok_files["out_key"].unique(maintain_order=True)
+    position = pl.DataFrame({"output": outputs, "_pos": pl.int_range(outputs.len(), dtype=pl.Int64, eager=True)})
+    ahead: pl.DataFrame | None = None
     done: set[int] = set()
     if checked:
         import pyarrow as pa
 
+        # an output that several inputs were written to holds the last write only: read it back
+        shared = ok_files.filter(pl.col("out_key").is_duplicated())["file_id"]
         elements = pl.from_arrow(pa.concat_tables(checked))
         assert isinstance(elements, pl.DataFrame)
+        if shared.len():
+            elements = elements.filter(~pl.col("file_id").is_in(shared.implode()))
         done = set(elements["file_id"].unique().to_list())
-        names = ok_files.select("file_id", pl.col("out_key").alias("output"))
-        parts.append(gate(elements, plan).join(names, on="file_id", how="left").drop("file_id"))
+        ahead = _by_position(elements, ok_files.select("file_id", pl.col("out_key").alias("output")), position)
     pending = [
         batch_uri + key for fid, key in ok_files.select("file_id", "out_key").iter_rows() if fid not in done
     ]
+    parts: list[pl.DataFrame] = []
+    names = position.select(pl.col("_pos").alias("file_id"), "output")
     if not pending:
-        return parts[0]
+        assert ahead is not None
+        return gate(ahead.sort("file_id", maintain_order=True), plan).join(names, on="file_id", how="left").drop("file_id")
     # an output that cannot be read back is read again (transient faults), never let through unchecked
     for attempt in range(RETRY_ATTEMPTS):
         out_scan = scan(pending, jobs=jobs, storage_options=storage_options, progress=False)
+        elements = None
         if out_scan.instances.height:
-            names = out_scan.instances.select(
-                "file_id", pl.col("path").str.slice(len(batch_uri)).alias("output")
-            )
-            findings = gate(out_scan.elements, plan)
-            parts.append(findings.join(names, on="file_id", how="left").drop("file_id"))
+            read = out_scan.instances.select("file_id", pl.col("path").str.slice(len(batch_uri)).alias("output"))
+            elements = _by_position(out_scan.elements, read, position)
+        if ahead is not None:  # checked in the workers: one gate, in the order of a scan of all
+            elements = ahead if elements is None else pl.concat([ahead, elements]).sort("file_id", maintain_order=True)
+            ahead = None
+        if elements is not None:
+            parts.append(gate(elements, plan).join(names, on="file_id", how="left").drop("file_id"))
         unread = {_strip_protocol(p) for p in out_scan.errors["path"].to_list()}
         pending = [p for p in pending if _strip_protocol(p) in unread]
         if not pending:
@@ -457,6 +469,16 @@ def _leak_gate(
             "same command (finished files are not written again)"
         )
     return pl.concat(parts) if parts else pl.DataFrame(schema=FINDINGS_SCHEMA)
+
+
+def _by_position(elements: pl.DataFrame, names: pl.DataFrame, position: pl.DataFrame) -> pl.DataFrame:
+    """Element rows with ``file_id`` replaced by the output's position (see ``_leak_gate``)."""
+    ids = names.join(position, on="output", how="left").select("file_id", "_pos")
+    return (
+        elements.join(ids, on="file_id", how="left", maintain_order="left")
+        .with_columns(pl.col("_pos").alias("file_id"))
+        .drop("_pos")
+    )
 
 
 def _strip_protocol(path: str) -> str:
