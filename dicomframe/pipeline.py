@@ -444,7 +444,9 @@ def _leak_gate(
     names = position.select(pl.col("_pos").alias("file_id"), "output")
     if not pending:
         assert ahead is not None
-        return gate(ahead.sort("file_id", maintain_order=True), plan).join(names, on="file_id", how="left").drop("file_id")
+        if not ahead["file_id"].is_sorted():
+            ahead = ahead.sort("file_id", maintain_order=True)
+        return gate(ahead, plan).join(names, on="file_id", how="left").drop("file_id")
     # an output that cannot be read back is read again (transient faults), never let through unchecked
     for attempt in range(RETRY_ATTEMPTS):
         out_scan = scan(pending, jobs=jobs, storage_options=storage_options, progress=False)
@@ -474,10 +476,9 @@ def _leak_gate(
 def _by_position(elements: pl.DataFrame, names: pl.DataFrame, position: pl.DataFrame) -> pl.DataFrame:
     """Element rows with ``file_id`` replaced by the output's position (see ``_leak_gate``)."""
     ids = names.join(position, on="output", how="left").select("file_id", "_pos")
-    return (
-        elements.join(ids, on="file_id", how="left", maintain_order="left")
-        .with_columns(pl.col("_pos").alias("file_id"))
-        .drop("_pos")
+    to_position = dict(zip(ids["file_id"].to_list(), ids["_pos"].to_list(), strict=True))
+    return elements.with_columns(
+        pl.col("file_id").replace_strict(to_position, default=None, return_dtype=pl.Int64)
     )
 
 
