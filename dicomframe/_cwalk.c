@@ -1038,10 +1038,11 @@ static int rw_expected(R *r, uint64_t *out) {
             return RW_BAIL; /* int('') raises: Python decides */
         }
     }
-    uint64_t n;
-    if (__builtin_mul_overflow((uint64_t)rows, (uint64_t)cols, &n) || __builtin_mul_overflow(n, (uint64_t)samples, &n) ||
-        __builtin_mul_overflow(n, frames, &n) || __builtin_mul_overflow(n, (uint64_t)bits, &n) || n > UINT64_MAX - 7)
-        return RW_BAIL;
+    uint64_t n = 1, factors[5] = {(uint64_t)rows, (uint64_t)cols, (uint64_t)samples, frames, (uint64_t)bits};
+    for (int i = 0; i < 5; i++) {
+        if (factors[i] && n > (UINT64_MAX - 7) / factors[i]) return RW_BAIL; /* Python decides */
+        n *= factors[i];
+    }
     n = (n + 7) / 8;
     *out = n + (n & 1);
     return 0;
@@ -1530,6 +1531,43 @@ done:
     return result;
 }
 
+
+/* ---- make_files: empty files made ahead for the writers (see apply.TmpFiles) ----
+ * make_files(prefix, start, count) creates prefix + "<i>.ahead" for i in start..start+count-1
+ * (O_CREAT | O_EXCL, mode 0666 minus umask) without holding the GIL; returns how many
+ * were made (fewer on the first error, which is not raised: the writers make their own). */
+#ifndef _WIN32
+#include <fcntl.h>
+#include <unistd.h>
+#ifndef O_CLOEXEC
+#define O_CLOEXEC 0
+#endif
+#endif
+
+static PyObject *py_make_files(PyObject *Py_UNUSED(self), PyObject *args) {
+    const char *prefix;
+    Py_ssize_t plen, start, count, made = 0;
+    if (!PyArg_ParseTuple(args, "s#nn", &prefix, &plen, &start, &count)) return NULL;
+#ifdef _WIN32
+    return PyLong_FromSsize_t(0); /* the writers make their own */
+#endif
+    if (plen > 3900 || start < 0 || count < 0) return PyLong_FromSsize_t(0);
+    char path[4096];
+    memcpy(path, prefix, (size_t)plen);
+#ifndef _WIN32
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = start; i < start + count; i++) {
+        snprintf(path + plen, sizeof path - (size_t)plen, "%zd.ahead", i);
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd < 0) break;
+        close(fd);
+        made++;
+    }
+    Py_END_ALLOW_THREADS
+#endif
+    return PyLong_FromSsize_t(made);
+}
+
 static PyMethodDef methods[] = {
     {"walk", (PyCFunction)(void (*)(void))py_walk, METH_VARARGS | METH_KEYWORDS,
      "Walk a little-endian dataset into rows (see _parse.py)."},
@@ -1537,6 +1575,8 @@ static PyMethodDef methods[] = {
      "Arrow string buffers (validity, offsets, data, null_count) of a sequence of str/None."},
     {"rewrite", py_rewrite, METH_VARARGS,
      "The rewritten pieces of an explicit VR little endian data set, or None (see rewrite.py)."},
+    {"make_files", py_make_files, METH_VARARGS,
+     "Create empty files prefix + '<i>.ahead' without the GIL; return how many were made."},
     {"int_column", py_int_column, METH_VARARGS,
      "Arrow fixed-width integer buffers (validity, data, null_count) of a sequence of int/bool/None."},
     {NULL, NULL, 0, NULL},

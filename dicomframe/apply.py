@@ -8,6 +8,7 @@ which keeps pixel data byte for byte and drops anything the plan does not keep.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import logging
 import os
@@ -258,17 +259,24 @@ def write_atomic(
     pieces = [data] if isinstance(data, bytes | bytearray | memoryview) else list(data)
     if fs is None or _is_local(fs):
         parent = path.rsplit("/", 1)[0]
-        name = f".{path.rsplit('/', 1)[-1]}.{uuid.uuid4().hex[:8]}.tmp"
-        tmp_dir = _thread_tmp_dir(tmp_root) if tmp_root is not None else parent
-        tmp = f"{tmp_dir}/{name}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-        try:
-            fd = os.open(tmp, flags, 0o666)
-        except FileNotFoundError:
-            os.makedirs(tmp_dir, exist_ok=True)
-            fd = os.open(tmp, flags, 0o666)
-        if tmp_dir != parent:
-            os.makedirs(parent, exist_ok=True)
+        fd = -1
+        ahead = _AHEAD.get(tmp_root.rstrip("/")) if tmp_root is not None and _AHEAD else None
+        tmp = ahead.take() if ahead is not None else None
+        if tmp is not None:
+            try:
+                fd = os.open(tmp, flags & ~os.O_CREAT)
+            except OSError:
+                fd = -1
+        if fd < 0:
+            name = f".{path.rsplit('/', 1)[-1]}.{uuid.uuid4().hex[:8]}.tmp"
+            tmp_dir = _thread_tmp_dir(tmp_root) if tmp_root is not None else parent
+            tmp = f"{tmp_dir}/{name}"
+            try:
+                fd = os.open(tmp, flags, 0o666)
+            except FileNotFoundError:
+                os.makedirs(tmp_dir, exist_ok=True)
+                fd = os.open(tmp, flags, 0o666)
         try:
             _write_all(fd, pieces)
         except BaseException:
@@ -280,7 +288,13 @@ def write_atomic(
             raise
         os.close(fd)
         try:
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except FileNotFoundError:
+                if tmp_root is None or os.path.isdir(parent):
+                    raise
+                os.makedirs(parent, exist_ok=True)  # the temporary file was made elsewhere
+                os.replace(tmp, path)
         except BaseException:
             try:
                 os.remove(tmp)
@@ -291,6 +305,82 @@ def write_atomic(
     body = pieces[0] if len(pieces) == 1 and isinstance(pieces[0], bytes) else b"".join(pieces)
     # an object-store PUT is atomic (readers see all or nothing), and idempotent: safe to retry
     with_retries(lambda: _put(fs, path, body, content_type, metadata), _url(fs, path), "writing")
+
+
+class TmpFiles:
+    """Empty temporary files made ahead, in a background thread, for :func:`write_atomic`.
+
+    Making a file is the slow part of writing a small one on some file systems (finding a
+    free inode among recently deleted ones); made while this process plans, they cost the
+    writers nothing later. A writer given ``tmp_root`` takes one, or makes its own when
+    none is left. ``stop`` ends the making; :func:`remove_tmp_dirs` removes what was not used.
+    """
+
+    def __init__(self, tmp_root: str, count: int) -> None:
+        self.tmp_root = tmp_root.rstrip("/")
+        self.folder = f"{self.tmp_root}/{TMP_DIR_PREFIX}{os.getpid()}-ahead"
+        self.count = count
+        self.ready: collections.deque[str] = collections.deque()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._make, name="dicomframe-tmpfiles", daemon=True)
+
+    def start(self) -> TmpFiles:
+        _AHEAD[self.tmp_root] = self
+        self._thread.start()
+        return self
+
+    def limit(self, count: int) -> None:
+        """Make at most ``count`` files in all (the number is known once the files are listed)."""
+        self.count = min(self.count, count)
+
+    def _make(self) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+        prefix = f"{self.folder}/."
+        try:
+            os.makedirs(self.folder, exist_ok=True)
+            done = 0
+            while done < self.count and not self._stop.is_set():
+                batch = max(0, min(_AHEAD_BATCH, self.count - done))
+                if _cwalk is not None:  # without the GIL: this process goes on planning meanwhile
+                    made = _cwalk.make_files(prefix, done, batch)
+                else:
+                    made = 0
+                    for i in range(done, done + batch):
+                        os.close(os.open(f"{prefix}{i}.ahead", flags, 0o666))
+                        made += 1
+                self.ready.extend(f"{prefix}{i}.ahead" for i in range(done, done + made))
+                done += made
+                if made < batch:
+                    return
+        except OSError:
+            return  # the writers make their own files
+
+    def take(self) -> str | None:
+        try:
+            return self.ready.popleft()
+        except IndexError:
+            return None
+
+    def stop(self) -> None:
+        """Make no more files (those made stay available)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def close(self) -> None:
+        self.stop()
+        if _AHEAD.get(self.tmp_root) is self:
+            del _AHEAD[self.tmp_root]
+
+
+#: files made ahead, by tmp_root (this process only)
+_AHEAD: dict[str, TmpFiles] = {}
+_AHEAD_BATCH = 32
+
+try:
+    from . import _cwalk
+except ImportError:  # pragma: no cover - no compiler on this machine
+    _cwalk = None  # type: ignore[assignment]
 
 
 def _thread_tmp_dir(tmp_root: str) -> str:
@@ -322,7 +412,7 @@ def remove_tmp_dirs(tmp_root: str) -> None:
         folder = os.path.join(tmp_root, name)
         try:
             for leftover in os.listdir(folder):
-                if leftover.startswith(".") and leftover.endswith(".tmp"):
+                if leftover.startswith(".") and leftover.endswith((".tmp", ".ahead")):
                     os.remove(os.path.join(folder, leftover))
             os.rmdir(folder)
         except OSError:

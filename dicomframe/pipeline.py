@@ -181,14 +181,17 @@ def deidentify(
     # cyclic garbage collector would only walk them again and again as they pile up
     was_enabled = gc.isenabled()
     gc.disable()
+    cleanup: list[Any] = []
     try:
         return _deidentify(
             src, dst, key=key, vault=vault, profile=profile, org=org, batch_id=batch_id,
             priority=priority, jobs=jobs, dry_run=dry_run, date_shift=date_shift,
             storage_options=storage_options, progress=progress, audit_log=audit_log,
-            manifest_parquet=manifest_parquet,
+            manifest_parquet=manifest_parquet, cleanup=cleanup,
         )  # fmt: skip
     finally:
+        for fn in reversed(cleanup):
+            fn()
         if was_enabled:
             gc.enable()
 
@@ -210,6 +213,7 @@ def _deidentify(
     progress: bool | None,
     audit_log: str | os.PathLike[str] | None,
     manifest_parquet: bool,
+    cleanup: list[Any],
 ) -> DeidentifyResult:
     from .scanner import scan
 
@@ -231,7 +235,14 @@ def _deidentify(
     batch_uri = _join(dst_text, batch) + "/"
     if not dry_run:
         _check_destination(out_fs, out_root, dst_text)
+    ahead = None if dry_run else _make_tmp_files_ahead(out_fs, batch_root, jobs, cleanup)
     scanned = scan(src, jobs=jobs, storage_options=storage_options, progress=progress)
+    if ahead is not None:
+        from .scanner import IN_PROCESS_FILES
+
+        ahead.limit(scanned.instances.height)
+        if not 1 < scanned.instances.height < IN_PROCESS_FILES:
+            ahead.stop()  # one file, or worker processes: they make their own
     plan = make_plan(scanned, profile, project_key, org=org, date_shift=date_shift)
 
     failed: list[dict[str, Any]] = [
@@ -369,6 +380,42 @@ def _audit(
         outcome=outcome,
         details={"profile": plan.profile.name, "key_id": key.key_id, "org": plan.org},
     )
+
+
+def _make_tmp_files_ahead(out_fs: Any, batch_root: str, jobs: int | None, cleanup: list[Any]) -> Any:
+    """Local output: make the writers' temporary files while this process scans and plans.
+
+    Creating a file is a large part of writing one on some file systems (ext4 looks
+    for a free inode past the recently deleted ones); a background thread does it
+    meanwhile, without the GIL, on the core that the scan leaves idle. Returns the
+    :class:`dicomframe.apply.TmpFiles` (None when not worth it) and registers in
+    ``cleanup`` the removal of what is left unused, and of the folders it made
+    when nothing was written into them.
+    """
+    from .apply import TmpFiles, _is_local, remove_tmp_dirs
+    from .parallel import default_jobs
+    from .scanner import IN_PROCESS_FILES
+
+    if (jobs or default_jobs()) <= 1 or not _is_local(out_fs):
+        return None
+    made: list[str] = []
+    folder = batch_root
+    while folder and not os.path.isdir(folder) and folder != os.path.dirname(folder):
+        made.append(folder)
+        folder = os.path.dirname(folder)
+    ahead = TmpFiles(batch_root, IN_PROCESS_FILES).start()
+
+    def finish() -> None:
+        ahead.close()
+        remove_tmp_dirs(batch_root)
+        for path in made:  # deepest first; a folder holding outputs stays
+            try:
+                os.rmdir(path)
+            except OSError:
+                break
+
+    cleanup.append(finish)
+    return ahead
 
 
 def _rows_by_file(table: pl.DataFrame) -> Any:
@@ -587,6 +634,11 @@ def _run_apply(
     small = len(items) < IN_PROCESS_FILES
     results: list[Any] = []
     tmp_root = batch_root if batch_root is not None and (out_fs is None or _is_local(out_fs)) else None
+    from .apply import _AHEAD
+
+    ahead = _AHEAD.get(tmp_root.rstrip("/")) if tmp_root is not None else None
+    if ahead is not None:
+        ahead.stop()  # the writers make the rest: one more thread making files only slows them
     bar = Progress(len(items), auto_progress() if progress is None else progress, "writing")
     threads = None
     if (memory or small) and n_jobs > 1:

@@ -63,3 +63,27 @@ def test_an_output_written_from_several_inputs_is_read_back(tmp_path: Path) -> N
     assert len(outputs) <= 1
     assert len(list((tmp_path / "out" / "dst").rglob("*.dcm"))) == 1
     assert isinstance(result.findings, pl.DataFrame)
+
+
+def test_files_made_ahead_leave_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dicomframe.pipeline
+
+    ahead = _run(SAMPLES / "cohort", tmp_path / "ahead")
+    assert ahead.ok and ahead.written
+    names = [p.name for p in (tmp_path / "ahead" / "dst").rglob("*")]
+    assert not [n for n in names if n.startswith(".")]  # no temporary folder or file left
+    with monkeypatch.context() as patch:
+        patch.setattr(dicomframe.pipeline, "_make_tmp_files_ahead", lambda *args: None)
+        without = _run(SAMPLES / "cohort", tmp_path / "without")
+    assert _outputs(tmp_path / "ahead" / "dst") == _outputs(tmp_path / "without" / "dst")
+
+
+def test_a_run_that_fails_after_the_scan_leaves_no_output_folder(tmp_path: Path) -> None:
+    from dicomframe.errors import DicomframeError
+
+    with pytest.raises(DicomframeError):
+        deidentify(
+            SAMPLES / "cohort", tmp_path / "dst", key=KEY, vault=tmp_path / "vault", batch_id="b1",
+            profile="no-such-profile", jobs=2, progress=False,
+        )  # fmt: skip
+    assert not (tmp_path / "dst").exists()
