@@ -316,12 +316,15 @@ class TmpFiles:
     none is left. ``stop`` ends the making; :func:`remove_tmp_dirs` removes what was not used.
     """
 
-    def __init__(self, tmp_root: str, count: int) -> None:
+    def __init__(self, tmp_root: str, count: int, first: int = 128) -> None:
         self.tmp_root = tmp_root.rstrip("/")
         self.folder = f"{self.tmp_root}/{TMP_DIR_PREFIX}{os.getpid()}-ahead"
+        #: at most this many in all; until ``limit`` tells the real number, at most ``first``
         self.count = count
+        self.allowed = min(first, count)
         self.ready: collections.deque[str] = collections.deque()
         self._stop = threading.Event()
+        self._more = threading.Event()
         self._thread = threading.Thread(target=self._make, name="dicomframe-tmpfiles", daemon=True)
 
     def start(self) -> TmpFiles:
@@ -330,8 +333,9 @@ class TmpFiles:
         return self
 
     def limit(self, count: int) -> None:
-        """Make at most ``count`` files in all (the number is known once the files are listed)."""
-        self.count = min(self.count, count)
+        """The number of files wanted, once the inputs are listed (at most the initial count)."""
+        self.count = self.allowed = min(self.count, count)
+        self._more.set()
 
     def _make(self) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
@@ -340,7 +344,11 @@ class TmpFiles:
             os.makedirs(self.folder, exist_ok=True)
             done = 0
             while done < self.count and not self._stop.is_set():
-                batch = max(0, min(_AHEAD_BATCH, self.count - done))
+                if done >= self.allowed:  # wait for the real number
+                    self._more.wait()
+                    self._more.clear()
+                    continue
+                batch = min(_AHEAD_BATCH, self.allowed - done)
                 if _cwalk is not None:  # without the GIL: this process goes on planning meanwhile
                     made = _cwalk.make_files(prefix, done, batch)
                 else:
@@ -364,6 +372,7 @@ class TmpFiles:
     def stop(self) -> None:
         """Make no more files (those made stay available)."""
         self._stop.set()
+        self._more.set()
         if self._thread.is_alive():
             self._thread.join()
 
