@@ -25,7 +25,10 @@ blocks) is de-identified in up to three ways, in the same run:
 ``dicomframe``
     ``dicomframe.pipeline.deidentify(corpus, out, key=<key file>, vault=<vault>,
     profile="default", jobs=J, progress=False)``: scan, plan (profile ⋈ elements),
-    rewrite with J worker processes, manifest and vault mapping. The key file is made
+    rewrite, sha256 and write (J threads in the measuring process for a batch of fewer
+    than ``dicomframe.scanner.IN_PROCESS_FILES`` files, as here; J worker processes for
+    larger ones), the leak gate (local outputs are checked on the bytes written, in the
+    writers, rather than read back), vault mapping and manifests. The key file is made
     once with ``dicomframe.keys.generate_key_file`` (mode 0600) and cached in the
     workdir. The child checks that ``result.failed`` is empty.
 

@@ -912,11 +912,671 @@ fail:
     return NULL;
 }
 
+
+/* ---- rewrite: the data set walk of rewrite.py's _Rewriter, explicit VR little endian ----
+ *
+ * rewrite(data, pos, edits, keep_type, sets, inserts, native, view_min, vr_for, private_vr) mirrors
+ * _Rewriter.dataset / sequence / pixel_end for an explicit VR little endian data set
+ * and returns (pieces, visited, kept, sop_class, sop_instance), or None whenever the
+ * Python walker could decide otherwise or would raise (UN sequences, unknown VRs, truncation,
+ * damage, nesting deeper than MAX_DEPTH): the caller then runs the Python walker, which
+ * stays the reference. Nothing visible is changed before success: `visited` lists the
+ * prefixes whose pending inserts were used (the caller pops them), `kept` the kept
+ * sequences. pieces are bytes (small pieces joined) and (start, stop) ranges of data of
+ * at least view_min bytes; their concatenation is the rewritten data set.
+ */
+
+enum { RW_BAIL = -1, RW_PYERR = -2 };
+#define RW_INF ((Py_ssize_t)1 << 62)
+#define RW_MAX_DEPTH 48
+#define RW_MAX_PATH 1024
+
+typedef struct {
+    int kind; /* 0 range, 1 object (borrowed, kept alive by the sets dict), 2 literal */
+    Py_ssize_t a, b;
+    PyObject *obj;
+    unsigned char lit[12];
+    int litn;
+} RPiece;
+
+typedef struct {
+    const unsigned char *d;
+    Py_ssize_t size;
+    PyObject *edits, *keep_type, *sets, *inserts;
+    PyObject *vr_for, *private_vr; /* callables, for UN elements (as _Rewriter.un_is_sq) */
+    PyObject *visited; /* set of prefixes whose inserts were taken */
+    PyObject *kept;    /* list of kept sequence paths */
+    int native;
+    RPiece *p;
+    Py_ssize_t np, cap;
+    /* top-level group 0028 elements used by the pixel check: 0002 0008 0010 0011 0100 */
+    Py_ssize_t img_off[5], img_len[5];
+    int img_set[5];
+    Py_ssize_t sop_off[2], sop_len[2];
+    int sop_set[2];
+} R;
+
+static int rw_push(R *r, int kind, Py_ssize_t a, Py_ssize_t b, PyObject *obj, const unsigned char *lit, int litn) {
+    if (r->np == r->cap) {
+        Py_ssize_t cap = r->cap ? r->cap * 2 : 64;
+        RPiece *p = PyMem_Realloc(r->p, (size_t)cap * sizeof(RPiece));
+        if (!p) {
+            PyErr_NoMemory();
+            return RW_PYERR;
+        }
+        r->p = p;
+        r->cap = cap;
+    }
+    RPiece *q = &r->p[r->np++];
+    q->kind = kind;
+    q->a = a;
+    q->b = b;
+    q->obj = obj;
+    q->litn = litn;
+    if (litn) memcpy(q->lit, lit, (size_t)litn);
+    return 0;
+}
+
+static const unsigned char RW_ITEM[8] = {0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF};
+static const unsigned char RW_ITEM_END[8] = {0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0};
+static const unsigned char RW_SEQ_END[8] = {0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0};
+
+#define RW_FLUSH()                                                          \
+    do {                                                                    \
+        if (run >= 0) {                                                     \
+            if (rw_push(r, 0, run, pos, NULL, NULL, 0) < 0) return RW_PYERR; \
+            run = -1;                                                       \
+        }                                                                   \
+    } while (0)
+
+/* the Set bytes of a path (prepared by rewrite.py), pushed */
+static int rw_push_set(R *r, PyObject *path) {
+    PyObject *b = PyDict_GetItemWithError(r->sets, path);
+    if (!b) return PyErr_Occurred() ? RW_PYERR : RW_BAIL;
+    if (!PyBytes_Check(b)) return RW_BAIL;
+    return rw_push(r, 1, 0, PyBytes_GET_SIZE(b), b, NULL, 0);
+}
+
+static int rw_image_slot(uint16_t elem) {
+    switch (elem) {
+    case 0x0002: return 0;
+    case 0x0008: return 1;
+    case 0x0010: return 2;
+    case 0x0011: return 3;
+    case 0x0100: return 4;
+    default: return -1;
+    }
+}
+
+/* us(): the first US value of a top-level group 0028 element, or dflt (-1: none) */
+static long rw_us(R *r, int slot, long dflt) {
+    if (!r->img_set[slot] || r->img_len[slot] < 2 || r->img_off[slot] + 2 > r->size) return dflt;
+    return rd16(r->d + r->img_off[slot]);
+}
+
+/* expected native pixel bytes: >= 0, -1 unknown, RW_BAIL -> leave to Python */
+static int rw_expected(R *r, uint64_t *out) {
+    long rows = rw_us(r, 2, -1), cols = rw_us(r, 3, -1), bits = rw_us(r, 4, -1);
+    if (rows <= 0 || cols <= 0 || bits <= 0) return -1; /* None or 0: unknown */
+    long samples = rw_us(r, 0, 1);
+    if (samples <= 0) samples = 1;
+    uint64_t frames = 1;
+    if (r->img_set[1]) {
+        Py_ssize_t a = r->img_off[1], b = a + r->img_len[1];
+        if (b > r->size) return RW_BAIL;
+        while (a < b && (r->d[a] == ' ' || r->d[a] == 0)) a++;
+        while (b > a && (r->d[b - 1] == ' ' || r->d[b - 1] == 0)) b--;
+        if (a < b) {
+            if (b - a > 9) return RW_BAIL;
+            uint64_t v = 0;
+            for (Py_ssize_t i = a; i < b; i++) {
+                if (r->d[i] < '0' || r->d[i] > '9') return RW_BAIL; /* int() decides */
+                v = v * 10 + (uint64_t)(r->d[i] - '0');
+            }
+            frames = v > 1 ? v : 1;
+        } else {
+            return RW_BAIL; /* int('') raises: Python decides */
+        }
+    }
+    uint64_t n = 1, factors[5] = {(uint64_t)rows, (uint64_t)cols, (uint64_t)samples, frames, (uint64_t)bits};
+    for (int i = 0; i < 5; i++) {
+        if (factors[i] && n > (UINT64_MAX - 7) / factors[i]) return RW_BAIL; /* Python decides */
+        n *= factors[i];
+    }
+    n = (n + 7) / 8;
+    *out = n + (n & 1);
+    return 0;
+}
+
+static int rw_pixel_end(R *r, Py_ssize_t vpos, uint32_t length, Py_ssize_t *epos) {
+    if (length != UNDEFINED) {
+        if (vpos + (Py_ssize_t)length > r->size) return RW_BAIL;
+        if (r->native) {
+            uint64_t expected;
+            int e = rw_expected(r, &expected);
+            if (e == RW_BAIL) return RW_BAIL;
+            if (e == 0 && (uint64_t)length < expected) return RW_BAIL;
+        }
+        *epos = vpos + (Py_ssize_t)length;
+        return 0;
+    }
+    Py_ssize_t pos = vpos;
+    for (;;) {
+        if (pos + 8 > r->size) return RW_BAIL;
+        uint32_t ftag = ((uint32_t)rd16(r->d + pos) << 16) | rd16(r->d + pos + 2);
+        uint32_t flen = rd32(r->d + pos + 4);
+        if (ftag == 0xFFFEE0DDu) {
+            *epos = pos + 8;
+            return 0;
+        }
+        if (ftag != 0xFFFEE000u || flen == UNDEFINED) return RW_BAIL;
+        if (pos + 8 + (Py_ssize_t)flen > r->size) return RW_BAIL;
+        pos += 8 + (Py_ssize_t)flen;
+    }
+}
+
+static int rw_fragments_end(R *r, Py_ssize_t pos, Py_ssize_t *epos) {
+    for (;;) {
+        if (pos + 8 > r->size) return RW_BAIL;
+        uint32_t ftag = ((uint32_t)rd16(r->d + pos) << 16) | rd16(r->d + pos + 2);
+        uint32_t flen = rd32(r->d + pos + 4);
+        if (ftag == 0xFFFEE0DDu) {
+            *epos = pos + 8;
+            return 0;
+        }
+        if (ftag != 0xFFFEE000u || flen == UNDEFINED) return RW_BAIL;
+        pos += 8 + (Py_ssize_t)flen;
+    }
+}
+
+static int rw_sequence(R *r, Py_ssize_t pos, uint32_t length, int depth, const char *path, Py_ssize_t plen,
+                       int skip, Py_ssize_t *out_end);
+
+#define RW_MAX_CREATORS 64
+typedef struct {
+    uint32_t key[RW_MAX_CREATORS];
+    Py_ssize_t off[RW_MAX_CREATORS], len[RW_MAX_CREATORS];
+    int n;
+} Creators;
+
+/* is a callable's answer the str "SQ"? 1, 0, or RW_PYERR */
+static int rw_answer_is_sq(PyObject *answer) {
+    if (!answer) return RW_PYERR;
+    int is_sq = PyUnicode_Check(answer) && PyUnicode_CompareWithASCIIString(answer, "SQ") == 0;
+    Py_DECREF(answer);
+    return is_sq;
+}
+
+/* _Rewriter.un_is_sq for an explicit UN element of defined length: 1, 0, RW_BAIL or RW_PYERR */
+static int rw_un_is_sq(R *r, uint16_t group, uint16_t elem, Creators *cr) {
+    if (!(group & 1)) {
+        if (!elem) return 0;
+        return rw_answer_is_sq(PyObject_CallFunction(r->vr_for, "k", (unsigned long)(((uint32_t)group << 16) | elem)));
+    }
+    if (elem <= 0xFF) return 0;
+    uint32_t key = ((uint32_t)group << 8) | (elem >> 8);
+    for (int i = cr->n - 1; i >= 0; i--) {
+        if (cr->key[i] != key) continue;
+        Py_ssize_t a = cr->off[i], b = a + cr->len[i];
+        if (b > r->size) return RW_BAIL;
+        while (b > a && (r->d[b - 1] == ' ' || r->d[b - 1] == 0)) b--;
+        while (a < b && (r->d[a] == ' ' || r->d[a] == 0)) a++;
+        PyObject *creator = PyUnicode_DecodeLatin1((const char *)r->d + a, b - a, NULL);
+        if (!creator) return RW_PYERR;
+        return rw_answer_is_sq(PyObject_CallFunction(r->private_vr, "HHN", group, elem, creator));
+    }
+    return 0; /* no creator: not a sequence */
+}
+
+/* one data set: returns 1 changed, 0 unchanged, RW_BAIL or RW_PYERR; *io_pos in: start, out: end */
+static int rw_dataset(R *r, Py_ssize_t pos, Py_ssize_t end, const char *prefix, Py_ssize_t plen, int depth, int skip,
+                      Py_ssize_t *out_end) {
+    const unsigned char *d = r->d;
+    Py_ssize_t size = r->size;
+    int top = depth == 0;
+    int changed = 0, trailing = 0;
+    Py_ssize_t run = -1;
+    char path[RW_MAX_PATH];
+    PyObject *pending = NULL; /* borrowed list of (tag, path), taken from the end */
+    Py_ssize_t k = -1;
+    uint32_t done[64];
+    int ndone = 0;
+    Creators creators;
+    creators.n = 0;
+    (void)trailing;
+    if (depth > RW_MAX_DEPTH || plen + 32 > RW_MAX_PATH) return RW_BAIL;
+    memcpy(path, prefix, (size_t)plen);
+    if (!skip) {
+        PyObject *key = PyUnicode_FromStringAndSize(prefix, plen);
+        if (!key) return RW_PYERR;
+        int seen = PySet_Contains(r->visited, key);
+        if (seen < 0) {
+            Py_DECREF(key);
+            return RW_PYERR;
+        }
+        if (!seen) {
+            pending = PyDict_GetItemWithError(r->inserts, key);
+            if (!pending && PyErr_Occurred()) {
+                Py_DECREF(key);
+                return RW_PYERR;
+            }
+            if (pending) {
+                if (!PyList_Check(pending) || PySet_Add(r->visited, key) < 0) {
+                    Py_DECREF(key);
+                    return PyErr_Occurred() ? RW_PYERR : RW_BAIL;
+                }
+                k = PyList_GET_SIZE(pending) - 1;
+                if (k >= 0) changed = 1;
+            }
+        }
+        Py_DECREF(key);
+    }
+    while (pos < end) {
+        if (pos + 8 > size) {
+            if (top && end >= RW_INF) {
+                if (pos >= size) break;
+                int zero = 1;
+                for (Py_ssize_t i = pos; i < size; i++)
+                    if (d[i]) {
+                        zero = 0;
+                        break;
+                    }
+                if (zero) {
+                    changed = 1;
+                    RW_FLUSH();
+                    pos = size;
+                    break;
+                }
+            }
+            return RW_BAIL;
+        }
+        uint16_t group = rd16(d + pos), elem = rd16(d + pos + 2);
+        uint32_t tag = ((uint32_t)group << 16) | elem;
+        if (group == 0xFFFE) {
+            if (tag == 0xFFFEE00Du) {
+                if (end >= RW_INF) {
+                    RW_FLUSH();
+                    if (top) changed = 1;
+                    end = pos + 8;
+                    pos = end;
+                    break;
+                }
+                changed = 1;
+            } else if (tag == 0xFFFEE0DDu && top) {
+                changed = 1;
+            } else {
+                return RW_BAIL;
+            }
+            RW_FLUSH();
+            pos += 8;
+            continue;
+        }
+        int vi = vr_index_of(d + pos + 4);
+        if (vi < 0) return RW_BAIL; /* unknown or blank VR: Python decides */
+        int is_sq = VRS[vi].kind == K_SQ;
+        uint32_t length;
+        Py_ssize_t vpos;
+        if (VRS[vi].long_form) {
+            if (pos + 12 > size) return RW_BAIL;
+            length = rd32(d + pos + 8);
+            vpos = pos + 12;
+        } else {
+            length = rd16(d + pos + 6);
+            vpos = pos + 8;
+        }
+        if (vi == VR_UN) {
+            /* a UN sequence holds implicit VR items: the Python walker does those */
+            if (length == UNDEFINED) return RW_BAIL;
+            int un_sq = rw_un_is_sq(r, group, elem, &creators);
+            if (un_sq != 0) return un_sq > 0 ? RW_BAIL : un_sq;
+        }
+        if ((group & 1) && elem >= 0x10 && elem <= 0xFF && length <= 0xFFFF) {
+            uint32_t key = ((uint32_t)group << 8) | elem;
+            int i;
+            for (i = 0; i < creators.n && creators.key[i] != key; i++)
+                ;
+            if (i == creators.n) {
+                if (creators.n == RW_MAX_CREATORS) return RW_BAIL;
+                creators.n++;
+            }
+            creators.key[i] = key;
+            creators.off[i] = vpos;
+            creators.len[i] = length;
+        }
+        if (top) {
+            if (group == 0x0028) {
+                int slot = rw_image_slot(elem);
+                if (slot >= 0) {
+                    r->img_set[slot] = 1;
+                    r->img_off[slot] = vpos;
+                    r->img_len[slot] = length;
+                }
+            } else if (group == 0x0008 && (elem == 0x0016 || elem == 0x0018)) {
+                int s = elem == 0x0016 ? 0 : 1;
+                r->sop_set[s] = 1;
+                r->sop_off[s] = vpos;
+                r->sop_len[s] = length;
+            }
+        }
+        PyObject *pathobj = NULL, *edit = NULL;
+        Py_ssize_t pl = plen;
+        if (!(elem == 0 || skip || (top && group == 0x0002))) {
+            snprintf(path + plen, 9, "%08X", tag);
+            pl = plen + 8;
+            pathobj = PyUnicode_FromStringAndSize(path, pl);
+            if (!pathobj) return RW_PYERR;
+            edit = PyDict_GetItemWithError(r->edits, pathobj);
+            if (!edit && PyErr_Occurred()) goto pyerr;
+        }
+#define RW_FAIL(code)            \
+    do {                         \
+        Py_XDECREF(pathobj);     \
+        return (code);           \
+    } while (0)
+        if (k >= 0) {
+            while (k >= 0) {
+                PyObject *t = PyList_GET_ITEM(pending, k);
+                if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 2) RW_FAIL(RW_BAIL);
+                unsigned long ins = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(t, 0));
+                if (ins == (unsigned long)-1 && PyErr_Occurred()) RW_FAIL(RW_PYERR);
+                if (ins >= tag) break;
+                if (run >= 0) {
+                    if (rw_push(r, 0, run, pos, NULL, NULL, 0) < 0) RW_FAIL(RW_PYERR);
+                    run = -1;
+                }
+                int e = rw_push_set(r, PyTuple_GET_ITEM(t, 1));
+                if (e < 0) RW_FAIL(e);
+                if (ndone == 64) RW_FAIL(RW_BAIL);
+                done[ndone++] = (uint32_t)ins;
+                k--;
+            }
+            if (k >= 0) {
+                PyObject *t = PyList_GET_ITEM(pending, k);
+                unsigned long ins = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(t, 0));
+                if (ins == (unsigned long)-1 && PyErr_Occurred()) RW_FAIL(RW_PYERR);
+                if (ins == tag) k--;
+            }
+        }
+        int keep = edit != NULL && (PyObject *)Py_TYPE(edit) == r->keep_type;
+        int seq_changed = 0;
+        Py_ssize_t epos;
+        if (top && (tag == 0x7FE00010u || tag == 0x7FE00008u || tag == 0x7FE00009u)) {
+            if (rw_pixel_end(r, vpos, length, &epos) < 0) RW_FAIL(RW_BAIL);
+            trailing = 1;
+        } else if (is_sq) {
+            if (keep) {
+                if (PyList_Append(r->kept, pathobj) < 0) RW_FAIL(RW_PYERR);
+                if (run >= 0) { /* same bytes whether the run is split here or not */
+                    if (rw_push(r, 0, run, pos, NULL, NULL, 0) < 0) RW_FAIL(RW_PYERR);
+                    run = -1;
+                }
+                Py_ssize_t mark = r->np;
+                unsigned char head[12];
+                memcpy(head, d + pos, 4);
+                memcpy(head + 4, "SQ\0\0\xff\xff\xff\xff", 8);
+                if (rw_push(r, 2, 0, 0, NULL, head, 12) < 0) RW_FAIL(RW_PYERR);
+                int c = rw_sequence(r, vpos, length, depth + 1, path, pl, 0, &epos);
+                if (c < 0) RW_FAIL(c);
+                if (c) {
+                    if (rw_push(r, 2, 0, 0, NULL, RW_SEQ_END, 8) < 0) RW_FAIL(RW_PYERR);
+                    seq_changed = 1;
+                    changed = 1;
+                } else {
+                    r->np = mark;
+                }
+            } else if (length != UNDEFINED) {
+                epos = vpos + (Py_ssize_t)length;
+                if (epos > size) RW_FAIL(RW_BAIL);
+            } else {
+                Py_ssize_t mark = r->np;
+                int c = rw_sequence(r, vpos, length, depth + 1, path, pl, 1, &epos);
+                if (c < 0) RW_FAIL(c);
+                r->np = mark;
+            }
+        } else if (length == UNDEFINED) {
+            if (rw_fragments_end(r, vpos, &epos) < 0) RW_FAIL(RW_BAIL);
+        } else {
+            epos = vpos + (Py_ssize_t)length;
+            if (epos > size) RW_FAIL(RW_BAIL);
+        }
+        if (keep) {
+            if (!seq_changed && run < 0) run = pos;
+        } else {
+            if (run >= 0) {
+                if (rw_push(r, 0, run, pos, NULL, NULL, 0) < 0) RW_FAIL(RW_PYERR);
+                run = -1;
+            }
+            changed = 1;
+            if (edit != NULL) {
+                int seen = 0;
+                for (int i = 0; i < ndone; i++)
+                    if (done[i] == tag) seen = 1;
+                if (!seen) {
+                    int e = rw_push_set(r, pathobj);
+                    if (e < 0) RW_FAIL(e);
+                }
+            }
+        }
+        Py_XDECREF(pathobj);
+        pos = epos;
+        continue;
+    pyerr:
+        Py_XDECREF(pathobj);
+        return RW_PYERR;
+#undef RW_FAIL
+    }
+    if (end < RW_INF && pos > end) return RW_BAIL;
+    RW_FLUSH();
+    while (k >= 0) {
+        PyObject *t = PyList_GET_ITEM(pending, k);
+        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 2) return RW_BAIL;
+        int e = rw_push_set(r, PyTuple_GET_ITEM(t, 1));
+        if (e < 0) return e;
+        k--;
+    }
+    *out_end = pos;
+    return changed;
+}
+
+static int rw_sequence(R *r, Py_ssize_t pos, uint32_t length, int depth, const char *path, Py_ssize_t plen,
+                       int skip, Py_ssize_t *out_end) {
+    Py_ssize_t end = length == UNDEFINED ? RW_INF : pos + (Py_ssize_t)length;
+    if (end < RW_INF && end > r->size) return RW_BAIL;
+    if (plen + 32 > RW_MAX_PATH) return RW_BAIL;
+    char prefix[RW_MAX_PATH];
+    memcpy(prefix, path, (size_t)plen);
+    int changed = 0;
+    long n = 0;
+    while (pos < end) {
+        if (pos + 8 > r->size) return RW_BAIL;
+        uint32_t itag = ((uint32_t)rd16(r->d + pos) << 16) | rd16(r->d + pos + 2);
+        uint32_t ilen = rd32(r->d + pos + 4);
+        if (itag == 0xFFFEE0DDu) {
+            pos += 8;
+            break;
+        }
+        if (itag != 0xFFFEE000u) return RW_BAIL;
+        Py_ssize_t start = pos;
+        pos += 8;
+        int m = snprintf(prefix + plen, 24, "[%ld].", n);
+        Py_ssize_t mark = r->np;
+        if (rw_push(r, 2, 0, 0, NULL, RW_ITEM, 8) < 0) return RW_PYERR;
+        int c;
+        if (ilen == UNDEFINED) {
+            c = rw_dataset(r, pos, RW_INF, prefix, plen + m, depth, skip, &pos);
+        } else {
+            Py_ssize_t ignored;
+            c = rw_dataset(r, pos, pos + (Py_ssize_t)ilen, prefix, plen + m, depth, skip, &ignored);
+            pos += (Py_ssize_t)ilen;
+        }
+        if (c < 0) return c;
+        n++;
+        if (skip) {
+            r->np = mark;
+            continue;
+        }
+        if (!c) {
+            r->np = mark;
+            if (rw_push(r, 0, start, pos, NULL, NULL, 0) < 0) return RW_PYERR;
+        } else {
+            if (rw_push(r, 2, 0, 0, NULL, RW_ITEM_END, 8) < 0) return RW_PYERR;
+            changed = 1;
+        }
+    }
+    *out_end = pos;
+    return changed;
+}
+
+static PyObject *rw_span(R *r, int which) {
+    if (!r->sop_set[which]) Py_RETURN_NONE;
+    return Py_BuildValue("(nn)", r->sop_off[which], r->sop_len[which]);
+}
+
+static PyObject *py_rewrite(PyObject *Py_UNUSED(self), PyObject *args) {
+    Py_buffer view;
+    Py_ssize_t pos, view_min;
+    int native;
+    R r;
+    memset(&r, 0, sizeof r);
+    if (!PyArg_ParseTuple(args, "y*nO!OO!O!pnOO", &view, &pos, &PyDict_Type, &r.edits, &r.keep_type, &PyDict_Type,
+                          &r.sets, &PyDict_Type, &r.inserts, &native, &view_min, &r.vr_for, &r.private_vr))
+        return NULL;
+    PyObject *result = NULL, *pieces = NULL;
+    Buf small = {NULL, 0, 0};
+    r.d = view.buf;
+    r.size = view.len;
+    r.native = native;
+    r.visited = PySet_New(NULL);
+    r.kept = PyList_New(0);
+    if (!r.visited || !r.kept) goto done;
+    if (pos < 0 || pos > r.size) {
+        result = Py_None;
+        Py_INCREF(result);
+        goto done;
+    }
+    Py_ssize_t end;
+    int c = rw_dataset(&r, pos, RW_INF, "", 0, 0, 0, &end);
+    if (c == RW_PYERR) goto done;
+    if (c == RW_BAIL) {
+        result = Py_None;
+        Py_INCREF(result);
+        goto done;
+    }
+    if (c == 0) {
+        r.np = 0;
+        if (rw_push(&r, 0, pos, end, NULL, NULL, 0) < 0) goto done;
+    }
+    pieces = PyList_New(0);
+    if (!pieces) goto done;
+    for (Py_ssize_t i = 0; i < r.np; i++) {
+        RPiece *q = &r.p[i];
+        const char *src;
+        Py_ssize_t n;
+        if (q->kind == 0) {
+            n = q->b - q->a;
+            if (n >= view_min) {
+                if (small.len) {
+                    PyObject *b = buf_bytes(&small);
+                    small.len = small.cap = 0;
+                    if (!b || PyList_Append(pieces, b) < 0) {
+                        Py_XDECREF(b);
+                        goto done;
+                    }
+                    Py_DECREF(b);
+                }
+                PyObject *span = Py_BuildValue("(nn)", q->a, q->b);
+                if (!span || PyList_Append(pieces, span) < 0) {
+                    Py_XDECREF(span);
+                    goto done;
+                }
+                Py_DECREF(span);
+                continue;
+            }
+            src = (const char *)r.d + q->a;
+        } else if (q->kind == 1) {
+            src = PyBytes_AS_STRING(q->obj);
+            n = PyBytes_GET_SIZE(q->obj);
+        } else {
+            src = (const char *)q->lit;
+            n = q->litn;
+        }
+        if (n > 0) {
+            if (buf_reserve(&small, (size_t)n) < 0) goto done;
+            memcpy(small.data + small.len, src, (size_t)n);
+            small.len += (size_t)n;
+        }
+    }
+    if (small.len) {
+        PyObject *b = buf_bytes(&small);
+        small.len = small.cap = 0;
+        if (!b || PyList_Append(pieces, b) < 0) {
+            Py_XDECREF(b);
+            goto done;
+        }
+        Py_DECREF(b);
+    }
+    {
+        PyObject *visited = PySequence_List(r.visited);
+        if (!visited) goto done;
+        result = Py_BuildValue("(NnNONN)", pieces, end, visited, r.kept, rw_span(&r, 0), rw_span(&r, 1));
+        pieces = NULL;
+    }
+done:
+    Py_XDECREF(pieces);
+    Py_XDECREF(r.visited);
+    Py_XDECREF(r.kept);
+    PyMem_Free(small.data);
+    PyMem_Free(r.p);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+
+/* ---- make_files: empty files made ahead for the writers (see apply.TmpFiles) ----
+ * make_files(prefix, start, count) creates prefix + "<i>.ahead" for i in start..start+count-1
+ * (O_CREAT | O_EXCL, mode 0666 minus umask) without holding the GIL; returns how many
+ * were made (fewer on the first error, which is not raised: the writers make their own). */
+#ifndef _WIN32
+#include <fcntl.h>
+#include <unistd.h>
+#ifndef O_CLOEXEC
+#define O_CLOEXEC 0
+#endif
+#endif
+
+static PyObject *py_make_files(PyObject *Py_UNUSED(self), PyObject *args) {
+    const char *prefix;
+    Py_ssize_t plen, start, count, made = 0;
+    if (!PyArg_ParseTuple(args, "s#nn", &prefix, &plen, &start, &count)) return NULL;
+#ifdef _WIN32
+    return PyLong_FromSsize_t(0); /* the writers make their own */
+#endif
+    if (plen > 3900 || start < 0 || count < 0) return PyLong_FromSsize_t(0);
+    char path[4096];
+    memcpy(path, prefix, (size_t)plen);
+#ifndef _WIN32
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = start; i < start + count; i++) {
+        snprintf(path + plen, sizeof path - (size_t)plen, "%zd.ahead", i);
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd < 0) break;
+        close(fd);
+        made++;
+    }
+    Py_END_ALLOW_THREADS
+#endif
+    return PyLong_FromSsize_t(made);
+}
+
 static PyMethodDef methods[] = {
     {"walk", (PyCFunction)(void (*)(void))py_walk, METH_VARARGS | METH_KEYWORDS,
      "Walk a little-endian dataset into rows (see _parse.py)."},
     {"string_column", py_string_column, METH_VARARGS,
      "Arrow string buffers (validity, offsets, data, null_count) of a sequence of str/None."},
+    {"rewrite", py_rewrite, METH_VARARGS,
+     "The rewritten pieces of an explicit VR little endian data set, or None (see rewrite.py)."},
+    {"make_files", py_make_files, METH_VARARGS,
+     "Create empty files prefix + '<i>.ahead' without the GIL; return how many were made."},
     {"int_column", py_int_column, METH_VARARGS,
      "Arrow fixed-width integer buffers (validity, data, null_count) of a sequence of int/bool/None."},
     {NULL, NULL, 0, NULL},

@@ -8,17 +8,19 @@ which keeps pixel data byte for byte and drops anything the plan does not keep.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import logging
 import os
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from .errors import ParseError, PixelCleanError, StorageError, UserInputError
-from .rewrite import Keep, NewElement, Set, rewrite
+from .rewrite import Keep, NewElement, Set, rewrite_pieces
 
 __all__ = [
     "DICOM_CONTENT_TYPE",
@@ -49,6 +51,9 @@ WorkItem = tuple[
 ApplyResult = tuple[int, str, "str | None", int, "str | None", bool]
 T = TypeVar("T")
 _KEEP = Keep()
+#: name prefix of the per-thread folders that local temporary files are made in
+TMP_DIR_PREFIX = ".tmp-"
+_THREAD = threading.local()
 
 
 def edits_for(
@@ -236,31 +241,217 @@ def _put(fs: Any, path: str, data: bytes, content_type: str | None, metadata: di
 def write_atomic(
     fs: Any,
     path: str,
-    data: bytes,
+    data: bytes | Sequence[bytes | memoryview],
     *,
     content_type: str | None = None,
     metadata: dict[str, str] | None = None,
+    tmp_root: str | None = None,
 ) -> None:
     """Write ``data`` so that ``path`` appears complete or not at all.
+
+    ``data`` is the content, or a list of pieces to write one after the other
+    (locally with one ``writev``, without joining them first).
 
     On object stores the content type and metadata are set where the store
     supports them (S3, Azure Blob, GCS), and transient faults are retried
     (:func:`with_retries`); a local file is written to a temporary name and renamed.
+    The temporary file is made beside ``path``, or with ``tmp_root`` (a folder on
+    the same file system) in this thread's own folder under it (see
+    :func:`remove_tmp_dirs`): files made at once in one folder wait for each
+    other in the kernel, whatever the number of threads.
     """
+    pieces = [data] if isinstance(data, bytes | bytearray | memoryview) else list(data)
     if fs is None or _is_local(fs):
         parent = path.rsplit("/", 1)[0]
-        tmp = f"{parent}/.{path.rsplit('/', 1)[-1]}.{uuid.uuid4().hex[:8]}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+        fd = -1
+        ahead = _AHEAD.get(tmp_root.rstrip("/")) if tmp_root is not None and _AHEAD else None
+        tmp = ahead.take() if ahead is not None else None
+        if tmp is not None:
+            try:
+                fd = os.open(tmp, flags & ~os.O_CREAT)
+            except OSError:
+                fd = -1
+        if fd < 0:
+            name = f".{path.rsplit('/', 1)[-1]}.{uuid.uuid4().hex[:8]}.tmp"
+            tmp_dir = _thread_tmp_dir(tmp_root) if tmp_root is not None else parent
+            tmp = f"{tmp_dir}/{name}"
+            try:
+                fd = os.open(tmp, flags, 0o666)
+            except FileNotFoundError:
+                os.makedirs(tmp_dir, exist_ok=True)
+                fd = os.open(tmp, flags, 0o666)
         try:
-            fh = open(tmp, "wb")  # noqa: SIM115 - closed below
-        except FileNotFoundError:
-            os.makedirs(parent, exist_ok=True)
-            fh = open(tmp, "wb")  # noqa: SIM115
-        with fh:
-            fh.write(data)
-        os.replace(tmp, path)
+            _write_all(fd, pieces)
+        except BaseException:
+            os.close(fd)
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
+            raise
+        os.close(fd)
+        try:
+            try:
+                os.replace(tmp, path)
+            except FileNotFoundError:
+                if tmp_root is None or os.path.isdir(parent):
+                    raise
+                os.makedirs(parent, exist_ok=True)  # the temporary file was made elsewhere
+                os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
+            raise
         return
+    body = pieces[0] if len(pieces) == 1 and isinstance(pieces[0], bytes) else b"".join(pieces)
     # an object-store PUT is atomic (readers see all or nothing), and idempotent: safe to retry
-    with_retries(lambda: _put(fs, path, data, content_type, metadata), _url(fs, path), "writing")
+    with_retries(lambda: _put(fs, path, body, content_type, metadata), _url(fs, path), "writing")
+
+
+class TmpFiles:
+    """Empty temporary files made ahead, in a background thread, for :func:`write_atomic`.
+
+    Making a file is the slow part of writing a small one on some file systems (finding a
+    free inode among recently deleted ones); made while this process plans, they cost the
+    writers nothing later. A writer given ``tmp_root`` takes one, or makes its own when
+    none is left. ``stop`` ends the making; :func:`remove_tmp_dirs` removes what was not used.
+    """
+
+    def __init__(self, tmp_root: str, count: int, first: int = 128) -> None:
+        self.tmp_root = tmp_root.rstrip("/")
+        self.folder = f"{self.tmp_root}/{TMP_DIR_PREFIX}{os.getpid()}-ahead"
+        #: at most this many in all; until ``limit`` tells the real number, at most ``first``
+        self.count = count
+        self.allowed = min(first, count)
+        self.ready: collections.deque[str] = collections.deque()
+        self._stop = threading.Event()
+        self._more = threading.Event()
+        self._thread = threading.Thread(target=self._make, name="dicomframe-tmpfiles", daemon=True)
+
+    def start(self) -> TmpFiles:
+        _AHEAD[self.tmp_root] = self
+        self._thread.start()
+        return self
+
+    def limit(self, count: int) -> None:
+        """The number of files wanted, once the inputs are listed (at most the initial count)."""
+        self.count = self.allowed = min(self.count, count)
+        self._more.set()
+
+    def _make(self) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+        prefix = f"{self.folder}/."
+        try:
+            os.makedirs(self.folder, exist_ok=True)
+            done = 0
+            while done < self.count and not self._stop.is_set():
+                if done >= self.allowed:  # wait for the real number
+                    self._more.wait()
+                    self._more.clear()
+                    continue
+                batch = min(_AHEAD_BATCH, self.allowed - done)
+                if _cwalk is not None:  # without the GIL: this process goes on planning meanwhile
+                    made = _cwalk.make_files(prefix, done, batch)
+                else:
+                    made = 0
+                    for i in range(done, done + batch):
+                        os.close(os.open(f"{prefix}{i}.ahead", flags, 0o666))
+                        made += 1
+                self.ready.extend(f"{prefix}{i}.ahead" for i in range(done, done + made))
+                done += made
+                if made < batch:
+                    return
+        except OSError:
+            return  # the writers make their own files
+
+    def take(self) -> str | None:
+        try:
+            return self.ready.popleft()
+        except IndexError:
+            return None
+
+    def stop(self) -> None:
+        """Make no more files (those made stay available)."""
+        self._stop.set()
+        self._more.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def close(self) -> None:
+        self.stop()
+        if _AHEAD.get(self.tmp_root) is self:
+            del _AHEAD[self.tmp_root]
+
+
+#: files made ahead, by tmp_root (this process only)
+_AHEAD: dict[str, TmpFiles] = {}
+_AHEAD_BATCH = 32
+
+try:
+    from . import _cwalk
+except ImportError:  # pragma: no cover - no compiler on this machine
+    _cwalk = None  # type: ignore[assignment]
+
+
+def _thread_tmp_dir(tmp_root: str) -> str:
+    """This thread's folder for temporary files under ``tmp_root``."""
+    made = getattr(_THREAD, "dirs", None)
+    if made is None:
+        made = _THREAD.dirs = {}
+    found = made.get(tmp_root)
+    if found is None:
+        found = f"{tmp_root.rstrip('/')}/{TMP_DIR_PREFIX}{os.getpid()}-{threading.get_ident()}"
+        os.makedirs(found, exist_ok=True)
+        made[tmp_root] = found
+    return found
+
+
+def remove_tmp_dirs(tmp_root: str) -> None:
+    """Remove the (empty) per-thread temporary folders under ``tmp_root``, and their leftovers.
+
+    Temporary files are never visible under an output's name: what a killed run
+    left there is incomplete and goes.
+    """
+    try:
+        names = os.listdir(tmp_root)
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith(TMP_DIR_PREFIX):
+            continue
+        folder = os.path.join(tmp_root, name)
+        try:
+            for leftover in os.listdir(folder):
+                if leftover.startswith(".") and leftover.endswith((".tmp", ".ahead")):
+                    os.remove(os.path.join(folder, leftover))
+            os.rmdir(folder)
+        except OSError:
+            continue
+    dirs = getattr(_THREAD, "dirs", None)
+    if dirs:
+        dirs.pop(tmp_root, None)
+
+
+def _write_all(fd: int, pieces: Sequence[bytes | bytearray | memoryview]) -> None:
+    """Write every piece, in order (short writes continued)."""
+    views = [memoryview(p).cast("B") for p in pieces if len(p)]
+    if not hasattr(os, "writev"):  # pragma: no cover - not POSIX
+        for view in views:
+            while len(view):
+                view = view[os.write(fd, view) :]
+        return
+    while views:
+        done = os.writev(fd, views[:1024])
+        if done <= 0:
+            raise OSError("the write made no progress")
+        while views and done >= len(views[0]):
+            done -= len(views[0])
+            views.pop(0)
+        if done:
+            views[0] = views[0][done:]
 
 
 def apply_chunk(
@@ -269,6 +460,8 @@ def apply_chunk(
     out_fs: Any,
     additions: dict[str, Any],
     metadata: dict[str, str] | None = None,
+    check: bool = False,
+    tmp_root: str | None = None,
 ) -> list[ApplyResult]:
     """De-identify a chunk of files.
 
@@ -277,29 +470,48 @@ def apply_chunk(
     after an interruption: outputs are deterministic under one key) is not
     written again (``reused``). A :class:`StorageError` (refused access, missing
     bucket, a service that keeps failing) stops the run.
+
+    With ``check``, a local output written now gets a seventh field: the element
+    rows of the written bytes (the header walker's, as a scan of the output would
+    give), for the leak gate; ``None`` when they could not be had that way.
+    ``tmp_root``: see :func:`write_atomic`.
     """
     results: list[ApplyResult] = []
-    for file_id, src_path, out_path, rows, existing, pixels in items:
+    local = out_fs is None or _is_local(out_fs)
+    for file_id, src_path, out_path, rows, existing, *rest in items:
+        pixels = rest[0] if rest else None
         try:
             edits, meta = edits_for(rows, additions)
             if src_fs is None:
-                with open(src_path, "rb") as fh:
+                with open(src_path, "rb", buffering=0) as fh:
                     data = fh.read()
             else:
                 data = with_retries(
                     lambda: src_fs.cat_file(src_path), _url(src_fs, src_path.split("/", 1)[0]), "reading from"
                 )
-            out = rewrite(data, edits, meta=meta)
+            pieces = rewrite_pieces(data, edits, meta=meta)
             if pixels is not None:  # decode, black out, re-encode: only the images that ask
                 from .pixelclean import clean_part10
 
                 regions, detect = pixels
-                out = clean_part10(out, regions, ocr=detect)
-            digest = hashlib.sha256(out).hexdigest()
-            reused = existing is not None and existing == len(out)
+                pieces = [clean_part10(b"".join(pieces), regions, ocr=detect)]
+            hasher = hashlib.sha256()
+            size = 0
+            for piece in pieces:
+                hasher.update(piece)
+                size += len(piece)
+            digest = hasher.hexdigest()
+            reused = existing is not None and existing == size
             if not reused:
-                write_atomic(out_fs, out_path, out, content_type=DICOM_CONTENT_TYPE, metadata=metadata)
-            results.append((file_id, "written", None, len(out), digest, reused))
+                checked = _output_rows(pieces, size) if check and local else None
+                write_atomic(
+                    out_fs, out_path, pieces, content_type=DICOM_CONTENT_TYPE, metadata=metadata,
+                    tmp_root=tmp_root if local else None,
+                )  # fmt: skip
+                if check:
+                    results.append((file_id, "written", None, size, digest, reused, checked))  # type: ignore[arg-type]
+                    continue
+            results.append((file_id, "written", None, size, digest, reused))
         except ParseError as exc:
             results.append((file_id, exc.kind, str(exc), 0, None, False))
         except PixelCleanError as exc:
@@ -316,3 +528,33 @@ def apply_chunk(
                 (file_id, "corrupt", f"could not be rewritten ({type(exc).__name__}); the file is damaged", 0, None, False)
             )
     return results
+
+
+class _PiecesReader:
+    """A range reader (see :mod:`dicomframe._parse`) over the pieces of an output."""
+
+    def __init__(self, pieces: Sequence[bytes | memoryview], size: int) -> None:
+        self.pieces = pieces
+        self.size = size
+
+    def read(self, start: int, stop: int) -> bytes:
+        out = []
+        at = 0
+        for piece in self.pieces:
+            end = at + len(piece)
+            if end > start and at < stop:
+                out.append(piece[max(start - at, 0) : min(stop, end) - at])
+            if end >= stop:
+                break
+            at = end
+        return b"".join(out)
+
+
+def _output_rows(pieces: Sequence[bytes | memoryview], size: int) -> list[Any] | None:
+    """The element rows of an output as a scan of it would read them (None: leave it to a scan)."""
+    from ._parse import parse_file
+
+    try:
+        return parse_file(_PiecesReader(pieces, size))[0]
+    except Exception:  # noqa: BLE001 - the read-back scan decides (and reports) instead
+        return None

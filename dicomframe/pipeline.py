@@ -28,6 +28,7 @@ twice) and finishes the batch; the result equals an uninterrupted run.
 from __future__ import annotations
 
 import datetime as _dt
+import gc
 import json
 import os
 import time
@@ -192,6 +193,45 @@ def deidentify(
     >>> result.ok, result.written                                                           # doctest: +SKIP
     (True, 70)
     """
+    # the plan rows, work items and element rows are many small acyclic objects: the
+    # cyclic garbage collector would only walk them again and again as they pile up
+    was_enabled = gc.isenabled()
+    gc.disable()
+    cleanup: list[Any] = []
+    try:
+        return _deidentify(
+            src, dst, key=key, vault=vault, profile=profile, org=org, batch_id=batch_id,
+            priority=priority, jobs=jobs, dry_run=dry_run, date_shift=date_shift,
+            storage_options=storage_options, progress=progress, audit_log=audit_log,
+            manifest_parquet=manifest_parquet, pixel_clean=pixel_clean, cleanup=cleanup,
+        )  # fmt: skip
+    finally:
+        for fn in reversed(cleanup):
+            fn()
+        if was_enabled:
+            gc.enable()
+
+
+def _deidentify(
+    src: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    dst: str | os.PathLike[str],
+    *,
+    key: ProjectKey | str | os.PathLike[str],
+    vault: str | os.PathLike[str],
+    profile: str,
+    org: str,
+    batch_id: str | None,
+    priority: str,
+    jobs: int | None,
+    dry_run: bool,
+    date_shift: DateShift | None,
+    storage_options: dict[str, Any] | None,
+    progress: bool | None,
+    audit_log: str | os.PathLike[str] | None,
+    manifest_parquet: bool,
+    pixel_clean: str,
+    cleanup: list[Any],
+) -> DeidentifyResult:
     from .scanner import scan
 
     started = time.perf_counter()
@@ -212,7 +252,14 @@ def deidentify(
     batch_uri = _join(dst_text, batch) + "/"
     if not dry_run:
         _check_destination(out_fs, out_root, dst_text)
+    ahead = None if dry_run else _make_tmp_files_ahead(out_fs, batch_root, jobs, cleanup)
     scanned = scan(src, jobs=jobs, storage_options=storage_options, progress=progress)
+    if ahead is not None:
+        from .scanner import IN_PROCESS_FILES
+
+        ahead.limit(scanned.instances.height)
+        if not 1 < scanned.instances.height < IN_PROCESS_FILES:
+            ahead.stop()  # one file, or worker processes: they make their own
     plan = make_plan(scanned, profile, project_key, org=org, date_shift=date_shift, pixel_clean=pixel_clean)
 
     failed: list[dict[str, Any]] = [
@@ -275,21 +322,19 @@ def deidentify(
                 )
     unchecked = {f["input"] for f in failed if f["kind"] == "pixel_clean_failed"}
     items = []
-    table = plan.table.select("file_id", "tag_path", "tag", "vr", "action", "new_value").partition_by(
-        "file_id", as_dict=True, maintain_order=True, include_key=False
-    )
+    rows_of = _rows_by_file(plan.table)
     source_fs = _source_fs(src, storage_options)
     named = files.filter(pl.col("out_key").is_not_null() & ~pl.col("file_id").is_in(list(unchecked)))
     existing = _existing_outputs(out_fs, batch_root, dst_text)
     for file_id, out_key, path, job, regions in named.select(
         "file_id", "out_key", "path", "pixel_clean", "regions"
     ).iter_rows():
-        rows = table[(file_id,)].rows()
         pixels = None if job is None else ([tuple(r) for r in regions or []], job == "ocr")
-        items.append((file_id, path, _join(batch_root, out_key), rows, existing.get(out_key), pixels))
+        items.append((file_id, path, _join(batch_root, out_key), rows_of(file_id), existing.get(out_key), pixels))
     uploaded = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     metadata = {"batch_id": batch, "priority": priority.upper(), "uploaded_at": uploaded}
-    results = _run_apply(items, source_fs, out_fs, jobs, plan.additions, metadata, progress)
+    checked: list[Any] = []
+    results = _run_apply(items, source_fs, out_fs, jobs, plan.additions, metadata, progress, checked, batch_root)
     status = {r[0]: r[1:] for r in results}
     status.update({fid: ("pixel_clean_failed", None, 0, None, False) for fid in unchecked})
     written_ids = [fid for fid, r in status.items() if r[0] == "written"]
@@ -309,7 +354,7 @@ def deidentify(
     mapping_uri = _write_mapping(
         vault_text, batch, files, scanned, org, submitted, project_key, storage_options
     )
-    findings = _leak_gate(ok_files, batch_uri, plan, jobs, storage_options)
+    findings = _leak_gate(ok_files, batch_uri, plan, jobs, storage_options, checked)
     manifest_uri = parquet_uri = None
     outcome = "ok" if not failed and findings.height == 0 else ("gate_failed" if findings.height else "partial")
     _audit(audit_log, "deidentify", batch, project_key, plan, files.height, len(written_ids), len(failed), outcome)
@@ -376,27 +421,130 @@ def _audit(
     )
 
 
+def _make_tmp_files_ahead(out_fs: Any, batch_root: str, jobs: int | None, cleanup: list[Any]) -> Any:
+    """Local output: make the writers' temporary files while this process scans and plans.
+
+    Creating a file is a large part of writing one on some file systems (ext4 looks
+    for a free inode past the recently deleted ones); a background thread does it
+    meanwhile, without the GIL, on the core that the scan leaves idle. Returns the
+    :class:`dicomframe.apply.TmpFiles` (None when not worth it) and registers in
+    ``cleanup`` the removal of what is left unused, and of the folders it made
+    when nothing was written into them.
+    """
+    from .apply import TmpFiles, _is_local, remove_tmp_dirs
+    from .parallel import default_jobs
+    from .scanner import IN_PROCESS_FILES
+
+    if (jobs or default_jobs()) <= 1 or not _is_local(out_fs):
+        return None
+    made: list[str] = []
+    folder = batch_root
+    while folder and not os.path.isdir(folder) and folder != os.path.dirname(folder):
+        made.append(folder)
+        folder = os.path.dirname(folder)
+    ahead = TmpFiles(batch_root, IN_PROCESS_FILES).start()
+
+    def finish() -> None:
+        ahead.close()
+        remove_tmp_dirs(batch_root)
+        for path in made:  # deepest first; a folder holding outputs stays
+            try:
+                os.rmdir(path)
+            except OSError:
+                break
+
+    cleanup.append(finish)
+    return ahead
+
+
+def _rows_by_file(table: pl.DataFrame) -> Any:
+    """``file_id -> [(tag_path, tag, vr, action, new_value), …]`` in plan order, for the work items.
+
+    Only what :func:`dicomframe.apply.edits_for` reads: removed rows (X) are left out,
+    and kept rows carry no new value (except the meta SOP Instance UID, which it reads).
+    """
+    action = pl.col("action")
+    cols = table.select(
+        "file_id", "tag_path", "tag", "vr", "action",
+        pl.when((action == "K") & (pl.col("tag") != 0x00020003)).then(None).otherwise(pl.col("new_value"))
+        .alias("new_value"),
+    ).filter(action != "X")  # fmt: skip
+    ids = cols["file_id"]
+    runs = int(ids.ne_missing(ids.shift(1)).sum()) if cols.height else 0
+    if runs != ids.n_unique():  # rows of a file not together: group them (not the usual case)
+        parts = cols.partition_by("file_id", as_dict=True, maintain_order=True, include_key=False)
+        return lambda file_id: parts[(file_id,)].rows() if (file_id,) in parts else []
+    rows = list(zip(*(cols[c].to_list() for c in ("tag_path", "tag", "vr", "action", "new_value")), strict=True))
+    bounds = cols.select(
+        "file_id", pl.int_range(pl.len(), dtype=pl.Int64).alias("_i")
+    ).group_by("file_id").agg(pl.col("_i").min().alias("start"), pl.len().alias("n"))
+    where = {fid: (start, start + n) for fid, start, n in bounds.iter_rows()}
+
+    def rows_of(file_id: int) -> list[Any]:
+        found = where.get(file_id)
+        return rows[found[0] : found[1]] if found else []
+
+    return rows_of
+
+
 def _leak_gate(
-    ok_files: pl.DataFrame, batch_uri: str, plan: Plan, jobs: int | None, storage_options: dict[str, Any] | None
+    ok_files: pl.DataFrame,
+    batch_uri: str,
+    plan: Plan,
+    jobs: int | None,
+    storage_options: dict[str, Any] | None,
+    checked: list[Any] | None = None,
 ) -> pl.DataFrame:
-    """Scan what was written and run the cheap PHI checks (see :mod:`dicomframe.leaks`)."""
+    """Run the cheap PHI checks (see :mod:`dicomframe.leaks`) on what was written.
+
+    ``checked`` holds Arrow element tables of outputs that the workers read from the
+    very bytes they wrote (local outputs, see :func:`dicomframe.apply.apply_chunk`);
+    every other output is read back here with a scan.
+    """
     from .apply import RETRY_ATTEMPTS, RETRY_FIRST_S, RETRY_MAX_S
     from .leaks import FINDINGS_SCHEMA, gate
     from .scanner import scan
 
     if ok_files.height == 0:
         return pl.DataFrame(schema=FINDINGS_SCHEMA)
-    pending = [batch_uri + key for key in ok_files["out_key"].to_list()]
+    # outputs in the order a scan of them reads them (the first of repeated names)
+    outputs = ok_files["out_key"].unique(maintain_order=True)
+    position = pl.DataFrame({"output": outputs, "_pos": pl.int_range(outputs.len(), dtype=pl.Int64, eager=True)})
+    ahead: pl.DataFrame | None = None
+    done: set[int] = set()
+    if checked:
+        import pyarrow as pa
+
+        # an output that several inputs were written to holds the last write only: read it back
+        shared = ok_files.filter(pl.col("out_key").is_duplicated())["file_id"]
+        elements = pl.from_arrow(pa.concat_tables(checked))
+        assert isinstance(elements, pl.DataFrame)
+        if shared.len():
+            elements = elements.filter(~pl.col("file_id").is_in(shared.implode()))
+        done = set(elements["file_id"].unique().to_list())
+        ahead = _by_position(elements, ok_files.select("file_id", pl.col("out_key").alias("output")), position)
+    pending = [
+        batch_uri + key for fid, key in ok_files.select("file_id", "out_key").iter_rows() if fid not in done
+    ]
     parts: list[pl.DataFrame] = []
+    names = position.select(pl.col("_pos").alias("file_id"), "output")
+    if not pending:
+        assert ahead is not None
+        if not ahead["file_id"].is_sorted():
+            ahead = ahead.sort("file_id", maintain_order=True)
+        return gate(ahead, plan).join(names, on="file_id", how="left").drop("file_id")
     # an output that cannot be read back is read again (transient faults), never let through unchecked
     for attempt in range(RETRY_ATTEMPTS):
         out_scan = scan(pending, jobs=jobs, storage_options=storage_options, progress=False)
+        elements = None
         if out_scan.instances.height:
-            names = out_scan.instances.select(
-                "file_id", pl.col("path").str.slice(len(batch_uri)).alias("output")
-            )
-            findings = gate(out_scan.elements, plan)
-            parts.append(findings.join(names, on="file_id", how="left").drop("file_id"))
+            read = out_scan.instances.select("file_id", pl.col("path").str.slice(len(batch_uri)).alias("output"))
+            elements = _by_position(out_scan.elements, read, position)
+        if ahead is not None:  # checked in the workers: one gate, in the order of a scan of all
+            elements = ahead if elements is None else pl.concat([ahead, elements]).sort("file_id", maintain_order=True)
+            ahead = None
+        if elements is not None:
+            parts.append(gate(elements, plan).join(names, on="file_id", how="left").drop("file_id"))
         unread = {_strip_protocol(p) for p in out_scan.errors["path"].to_list()}
         pending = [p for p in pending if _strip_protocol(p) in unread]
         if not pending:
@@ -409,6 +557,15 @@ def _leak_gate(
             "same command (finished files are not written again)"
         )
     return pl.concat(parts) if parts else pl.DataFrame(schema=FINDINGS_SCHEMA)
+
+
+def _by_position(elements: pl.DataFrame, names: pl.DataFrame, position: pl.DataFrame) -> pl.DataFrame:
+    """Element rows with ``file_id`` replaced by the output's position (see ``_leak_gate``)."""
+    ids = names.join(position, on="output", how="left").select("file_id", "_pos")
+    to_position = dict(zip(ids["file_id"].to_list(), ids["_pos"].to_list(), strict=True))
+    return elements.with_columns(
+        pl.col("file_id").replace_strict(to_position, default=None, return_dtype=pl.Int64)
+    )
 
 
 def _strip_protocol(path: str) -> str:
@@ -497,8 +654,14 @@ def _run_apply(
     additions: dict[str, Any],
     metadata: dict[str, str],
     progress: bool | None = None,
+    checked: list[Any] | None = None,
+    batch_root: str | None = None,
 ) -> list[Any]:
-    from .apply import apply_chunk
+    """Apply the work items; with ``checked``, collect there the element tables of the outputs
+    that the workers read from the bytes they wrote (for the leak gate). Local temporary
+    files are made in per-thread folders under ``batch_root``, removed at the end."""
+    from ._worker import _rows_to_arrow
+    from .apply import _is_local, apply_chunk, remove_tmp_dirs
     from .parallel import default_jobs, ordered_map
     from .scanner import IN_PROCESS_FILES, Progress, auto_progress
 
@@ -509,6 +672,12 @@ def _run_apply(
     # worker processes pay off once the work outweighs their start-up (about 0.3 s)
     small = len(items) < IN_PROCESS_FILES
     results: list[Any] = []
+    tmp_root = batch_root if batch_root is not None and (out_fs is None or _is_local(out_fs)) else None
+    from .apply import _AHEAD
+
+    ahead = _AHEAD.get(tmp_root.rstrip("/")) if tmp_root is not None else None
+    if ahead is not None:
+        ahead.stop()  # the writers make the rest: one more thread making files only slows them
     bar = Progress(len(items), auto_progress() if progress is None else progress, "writing")
     threads = None
     if (memory or small) and n_jobs > 1:
@@ -517,7 +686,10 @@ def _run_apply(
         from concurrent.futures import ThreadPoolExecutor
 
         threads = ThreadPoolExecutor(max_workers=n_jobs)
-        parts: Any = threads.map(lambda c: apply_chunk(c, src_fs, out_fs, additions, metadata), chunks)
+        check = checked is not None
+        parts: Any = threads.map(
+            lambda c: apply_chunk(c, src_fs, out_fs, additions, metadata, check, tmp_root), chunks
+        )
     else:
         parts = ordered_map(
             apply_chunk,
@@ -527,16 +699,30 @@ def _run_apply(
             out_fs,
             additions,
             metadata,
+            checked is not None,
+            tmp_root,
             in_process=memory or small,
             what="de-identification",
         )
     try:
         for part in parts:
-            results.extend(part)
+            ids: list[int] = []
+            rows: list[Any] = []
+            for result in part:
+                if len(result) > 6:
+                    if result[6] is not None and checked is not None:
+                        ids.extend([result[0]] * len(result[6]))
+                        rows.extend(result[6])
+                    result = result[:6]
+                results.append(result)
+            if rows and checked is not None:
+                checked.append(_rows_to_arrow(ids, rows))
             bar.update(len(results), sum(1 for r in results if r[1] != "written"))
     finally:
         if threads is not None:
             threads.shutdown(cancel_futures=True)
+        if tmp_root is not None:
+            remove_tmp_dirs(tmp_root)
         bar.close()
     return results
 

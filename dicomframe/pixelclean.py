@@ -361,7 +361,7 @@ def clean_dataset(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if ts.is_compressed:
-                ds.decompress(as_rgb=True)
+                ds.decompress(as_rgb=True, generate_instance_uid=False)
             arr = ds.pixel_array
     except Exception as exc:  # noqa: BLE001 - a decoder is missing or the data is damaged
         raise PixelCleanError(

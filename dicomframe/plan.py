@@ -600,9 +600,9 @@ def _new_values(plan: pl.DataFrame, elements: pl.DataFrame, key: ProjectKey) -> 
             .otherwise(dummy)
         )
         .when((action == "C") & (vr == "DA"))
-        .then(shift_da(value, pl.col("date_offset_days")))
+        .then(pl.col("_shifted"))
         .when((action == "C") & (vr == "DT"))
-        .then(shift_dt(value, pl.col("date_offset_days")))
+        .then(pl.col("_shifted"))
         .when((action == "C") & (vr == "TM"))
         .then(value)  # Retain Longitudinal Temporal Information: times of day are kept
         .when((action == "C") & vr.is_in(["PN", "AE"]))
@@ -611,7 +611,18 @@ def _new_values(plan: pl.DataFrame, elements: pl.DataFrame, key: ProjectKey) -> 
         .then(value)
         .otherwise(pl.lit(None, pl.String))
     )
-    plan = plan.with_columns(new_value=new_value)
+    # dates are shifted on the rows that need it only (when/then evaluates every branch
+    # on every row); the shift is elementwise, so the values are the same
+    offset = pl.col("date_offset_days")
+    plan = plan.with_row_index("_plan_row")
+    shifted = pl.concat(
+        [
+            plan.filter((action == "C") & (vr == "DA")).select("_plan_row", shift_da(value, offset).alias("_shifted")),
+            plan.filter((action == "C") & (vr == "DT")).select("_plan_row", shift_dt(value, offset).alias("_shifted")),
+        ]
+    )
+    plan = plan.join(shifted, on="_plan_row", how="left", maintain_order="left")
+    plan = plan.with_columns(new_value=new_value).drop("_plan_row", "_shifted")
     # D on a bulk or unknown VR, C on something that cannot be cleaned: fail closed
     plan = plan.with_columns(
         action=pl.when(

@@ -73,6 +73,11 @@ from ._parse import (
 from .errors import ParseError, UserInputError
 from .tags import VRS, format_tag, vr_for
 
+try:
+    from . import _cwalk  # the C accelerator (optional: built when a compiler is present)
+except ImportError:  # pragma: no cover - exercised on machines without a compiler
+    _cwalk = None  # type: ignore[assignment]
+
 __all__ = [
     "IMPLEMENTATION_CLASS_UID",
     "IMPLEMENTATION_VERSION_NAME",
@@ -82,6 +87,7 @@ __all__ = [
     "NewElement",
     "Set",
     "rewrite",
+    "rewrite_pieces",
 ]
 
 #: dicomframe's Implementation Class UID, written in every file's meta header.
@@ -155,6 +161,8 @@ _TEXT_VRS = frozenset(
 _INT_VRS = frozenset(("US", "SS", "UL", "SL", "SV", "UV"))
 #: the meta elements a caller (or a Set on group 0002) may give
 _META_OVERRIDES = (0x00020002, 0x00020003)
+#: pieces of the output at least this long stay views of the input (see rewrite_pieces)
+_VIEW_MIN = 64 * 1024
 
 #: explicit VR code (the two VR bytes read as a 16-bit int) -> (is SQ, 4-byte length, is UN)
 _VR_CODES: dict[str, tuple[bool, bool, bool]] = {
@@ -821,7 +829,11 @@ def _ascii_uid(value: object, what: str) -> bytes:
 
 
 def rewrite(
-    data: bytes, edits: Mapping[str, Edit], *, meta: Mapping[int, str] | None = None
+    data: bytes,
+    edits: Mapping[str, Edit],
+    *,
+    meta: Mapping[int, str] | None = None,
+    accelerate: bool = True,
 ) -> bytes:
     """Rewrite one DICOM file: keep, set or insert what ``edits`` says; remove the rest.
 
@@ -840,6 +852,9 @@ def rewrite(
     meta
         Overrides for MediaStorageSOPClassUID (``0x00020002``) and
         MediaStorageSOPInstanceUID (``0x00020003``).
+    accelerate
+        Walk explicit VR little endian data sets with the C accelerator when it is
+        built (same output; anything unusual goes to the Python walker, the reference).
 
     Returns
     -------
@@ -871,6 +886,24 @@ def rewrite(
     >>> ds = pydicom.dcmread(io.BytesIO(out))
     >>> [elem.keyword for elem in ds]
     ['PatientID', 'PatientIdentityRemoved']
+    """
+    return b"".join(rewrite_pieces(data, edits, meta=meta, accelerate=accelerate))
+
+
+def rewrite_pieces(
+    data: bytes,
+    edits: Mapping[str, Edit],
+    *,
+    meta: Mapping[int, str] | None = None,
+    accelerate: bool = True,
+) -> list[bytes | memoryview]:
+    """:func:`rewrite`, as pieces whose concatenation is the new file.
+
+    Large pieces (the pixel data, mostly) are views of ``data``, not copies: hash
+    and write them one after the other (e.g. ``os.writev``) to save copying the file.
+    Same parameters and errors as :func:`rewrite`; with ``accelerate`` (the default)
+    an explicit VR little endian data set is walked by the C accelerator when it is
+    built, with the same result (anything unusual is left to the Python walker).
     """
     if not isinstance(data, bytes):
         data = bytes(data)
@@ -926,15 +959,33 @@ def rewrite(
                 )
             overrides[key] = _ascii_uid(value, f"meta[{format_tag(key)}]")
 
-    try:
-        end, pieces = w.dataset(pos, _INF, "", 0, explicit, False)
-    except RecursionError:
-        raise ParseError(
-            "corrupt",
-            "sequences are nested too deeply to be a real DICOM file; the file is damaged",
-        ) from None
-    if pieces is None:  # nothing changed: the whole data set is copied as it is
-        pieces = [w.mv[pos:end]]
+    fast = None
+    if accelerate and _cwalk is not None and enc is _LE and explicit and not deflated:
+        fast = _cwalk.rewrite(
+            data, pos, edits, Keep, w.sets, w.inserts, w.native, _VIEW_MIN, vr_for, _private_vr
+        )
+    if fast is not None:
+        # the C walker's result: apply what it noted, as the Python walker would have
+        spans, end, visited, kept, sop_class, sop_instance = fast
+        for prefix in visited:
+            del w.inserts[prefix]
+        w.kept_seqs.update(kept)
+        if sop_class is not None:
+            w.sop[0x0016] = sop_class
+        if sop_instance is not None:
+            w.sop[0x0018] = sop_instance
+        mv = w.mv
+        pieces = [mv[p[0] : p[1]] if type(p) is tuple else p for p in spans]
+    else:
+        try:
+            end, pieces = w.dataset(pos, _INF, "", 0, explicit, False)
+        except RecursionError:
+            raise ParseError(
+                "corrupt",
+                "sequences are nested too deeply to be a real DICOM file; the file is damaged",
+            ) from None
+        if pieces is None:  # nothing changed: the whole data set is copied as it is
+            pieces = [w.mv[pos:end]]
     _check_unplaced_inserts(w)
 
     def uid(elem: int, dataset_elem: int) -> bytes | None:
@@ -952,9 +1003,35 @@ def rewrite(
     if deflated:
         packer = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
         body = b"".join([packer.compress(piece) for piece in pieces] + [packer.flush()])
-        return head + body
-    pieces.insert(0, head)
-    return b"".join(pieces)
+        return [head + body]
+    return _coalesce(head, pieces)
+
+
+def _coalesce(head: bytes, pieces: list[bytes | memoryview]) -> list[bytes | memoryview]:
+    """``head`` and ``pieces`` as few pieces: small ones joined, large views of the input kept.
+
+    Large pieces (pixel data, mostly) stay views of the input, so nothing copies them
+    before they are hashed and written.
+    """
+    out: list[bytes | memoryview] = []
+    small: list[bytes | memoryview] = [head]
+    for piece in pieces:
+        if len(piece) >= _VIEW_MIN:
+            if small:
+                out.append(b"".join(small))
+                small = []
+            out.append(piece)
+        else:
+            small.append(piece)
+    if small:
+        out.append(b"".join(small))
+    return out
+
+
+#: validated Set paths -> (data set prefix, tag), and encoded str Sets; cleared when full
+_PATHS: dict[str, tuple[str, int]] = {}
+_ENCODED: dict[tuple[int, str, str, bool, str], bytes] = {}
+_CACHE_MAX = 1 << 16
 
 
 def _prepare_sets(w: _Rewriter, edits: Mapping[str, Edit], overrides: dict[int, bytes]) -> None:
@@ -971,13 +1048,19 @@ def _prepare_sets(w: _Rewriter, edits: Mapping[str, Edit], overrides: dict[int, 
                 f"the edit for {path!r} is a {type(edit).__name__}: use Keep() or Set(vr, value)"
             )
         assert isinstance(edit, Set)
-        if not isinstance(path, str) or not _SET_PATH.fullmatch(path):
-            raise UserInputError(
-                f"cannot Set {path!r}: a tag path is 8 upper-case hex digits per level, "
-                "items as [n], levels joined by '.', e.g. 0040A730[0].0040A123"
-            )
-        cut = path.rfind(".") + 1
-        prefix, tag = path[:cut], int(path[cut:], 16)
+        known = _PATHS.get(path) if type(path) is str else None
+        if known is None:
+            if not isinstance(path, str) or not _SET_PATH.fullmatch(path):
+                raise UserInputError(
+                    f"cannot Set {path!r}: a tag path is 8 upper-case hex digits per level, "
+                    "items as [n], levels joined by '.', e.g. 0040A730[0].0040A123"
+                )
+            cut = path.rfind(".") + 1
+            known = (path[:cut], int(path[cut:], 16))
+            if len(_PATHS) >= _CACHE_MAX:
+                _PATHS.clear()
+            _PATHS[path] = known
+        prefix, tag = known
         group, elem = tag >> 16, tag & 0xFFFF
         if group == 0xFFFE:
             raise UserInputError(
@@ -987,7 +1070,19 @@ def _prepare_sets(w: _Rewriter, edits: Mapping[str, Edit], overrides: dict[int, 
             if tag in _META_OVERRIDES:
                 overrides[tag] = _ascii_uid(edit.value, f"the Set of {path}")
             continue  # file meta is regenerated, group lengths are always removed
-        sets[path] = _encode_element(path, tag, edit.vr, edit.value, w.explicit, w.enc)
+        value = edit.value
+        if type(value) is str:
+            # files of a batch share many new values (dummies, method text): encode each once
+            key = (tag, edit.vr, value, w.explicit, w.enc.e)
+            encoded = _ENCODED.get(key)
+            if encoded is None:
+                encoded = _encode_element(path, tag, edit.vr, value, w.explicit, w.enc)
+                if len(_ENCODED) >= _CACHE_MAX:
+                    _ENCODED.clear()
+                _ENCODED[key] = encoded
+            sets[path] = encoded
+        else:
+            sets[path] = _encode_element(path, tag, edit.vr, value, w.explicit, w.enc)
         inserts.setdefault(prefix, []).append((tag, path))
         if not prefix and tag in (0x00080016, 0x00080018) and isinstance(edit.value, str):
             # a replaced SOP Class / Instance UID must not survive in the meta header

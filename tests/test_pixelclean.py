@@ -184,7 +184,7 @@ def test_every_corpus_image_at_risk_is_cleaned_into_readable_dicom(tmp_path: Pat
     # the corpus holds one instance in two encodings (same SOP Instance UID, so one output): skip those
     unique = mapping.filter(pl.len().over("output_path") == 1)
     assert unique.height >= 10
-    for original, output in unique.select("original_path", "output_path").iter_rows():
+    for original, output, sop in unique.select("original_path", "output_path", "sop_instance_uid").iter_rows():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             old = pydicom.dcmread(original, force=True)
@@ -192,6 +192,8 @@ def test_every_corpus_image_at_risk_is_cleaned_into_readable_dicom(tmp_path: Pat
                 old.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
             new = pydicom.dcmread(tmp_path / "out" / "b" / output)
             before, after = old.pixel_array, new.pixel_array
+        # decoding and encoding again must not make a new instance: the UID is the keyed one
+        assert new.SOPInstanceUID == sop == new.file_meta.MediaStorageSOPInstanceUID
         assert new.BurnedInAnnotation == "NO"
         assert "113101" in {i.CodeValue for i in new.DeidentificationMethodCodeSequence}
         assert before.shape == after.shape

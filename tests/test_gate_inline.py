@@ -1,0 +1,97 @@
+"""The leak gate on the bytes the workers wrote equals the gate on a read-back scan.
+
+Local outputs are checked from the very bytes written (no second read of every
+file); everything else is read back. Both must give the same findings, in the
+same order, and the same batch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+import dicomframe.apply
+from dicomframe.keys import ProjectKey
+from dicomframe.pipeline import deidentify
+
+from .conftest import CORPUS, SAMPLES
+
+KEY = ProjectKey.from_bytes(bytes(range(32)))
+
+
+def _run(src: Path, out: Path) -> Any:
+    return deidentify(src, out / "dst", key=KEY, vault=out / "vault", batch_id="b1", jobs=2, progress=False)
+
+
+def _outputs(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.dcm"))}
+
+
+@pytest.mark.parametrize("src", [CORPUS, SAMPLES / "cohort"], ids=["corpus", "cohort"])
+def test_the_gate_on_written_bytes_equals_the_gate_on_a_read_back(
+    src: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not src.exists():
+        pytest.skip("corpus missing")
+    inline = _run(src, tmp_path / "inline")
+    with monkeypatch.context() as patch:
+        patch.setattr(dicomframe.apply, "_output_rows", lambda pieces, size: None)  # read everything back
+        read_back = _run(src, tmp_path / "read_back")
+    assert inline.findings is not None and read_back.findings is not None
+    assert_frame_equal(inline.findings, read_back.findings)
+    assert inline.committed == read_back.committed
+    # an instance present twice in the input (same SOP Instance UID, e.g. in two encodings)
+    # writes one output twice: which write lands last depends on thread timing
+    from dicomframe.vault import read_mapping
+
+    mapping = read_mapping(tmp_path / "inline" / "vault", "b1", KEY).filter(pl.col("status") == "written")
+    shared = {f"b1/{o}" for o in mapping.filter(pl.col("output_path").is_duplicated())["output_path"].to_list()}
+    inline_out = {k: v for k, v in _outputs(tmp_path / "inline" / "dst").items() if k not in shared}
+    read_back_out = {k: v for k, v in _outputs(tmp_path / "read_back" / "dst").items() if k not in shared}
+    assert inline_out == read_back_out
+    # the writers' temporary folders are gone
+    assert not [p for p in (tmp_path / "inline" / "dst").rglob(".tmp-*")]
+
+
+def test_an_output_written_from_several_inputs_is_read_back(tmp_path: Path) -> None:
+    """Two copies of one instance write one output: the gate checks the file that is there, once."""
+    src = tmp_path / "src"
+    src.mkdir()
+    data = (CORPUS / "pydicom" / "CT_small.dcm").read_bytes()
+    (src / "a.dcm").write_bytes(data)
+    (src / "b.dcm").write_bytes(data)
+    result = _run(src, tmp_path / "out")
+    assert result.written == 2
+    assert result.findings is not None
+    outputs = result.findings["output"].unique().to_list() if result.findings.height else []
+    assert len(outputs) <= 1
+    assert len(list((tmp_path / "out" / "dst").rglob("*.dcm"))) == 1
+    assert isinstance(result.findings, pl.DataFrame)
+
+
+def test_files_made_ahead_leave_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dicomframe.pipeline
+
+    ahead = _run(SAMPLES / "cohort", tmp_path / "ahead")
+    assert ahead.ok and ahead.written
+    names = [p.name for p in (tmp_path / "ahead" / "dst").rglob("*")]
+    assert not [n for n in names if n.startswith(".")]  # no temporary folder or file left
+    with monkeypatch.context() as patch:
+        patch.setattr(dicomframe.pipeline, "_make_tmp_files_ahead", lambda *args: None)
+        without = _run(SAMPLES / "cohort", tmp_path / "without")
+    assert _outputs(tmp_path / "ahead" / "dst") == _outputs(tmp_path / "without" / "dst")
+
+
+def test_a_run_that_fails_after_the_scan_leaves_no_output_folder(tmp_path: Path) -> None:
+    from dicomframe.errors import DicomframeError
+
+    with pytest.raises(DicomframeError):
+        deidentify(
+            SAMPLES / "cohort", tmp_path / "dst", key=KEY, vault=tmp_path / "vault", batch_id="b1",
+            profile="no-such-profile", jobs=2, progress=False,
+        )  # fmt: skip
+    assert not (tmp_path / "dst").exists()

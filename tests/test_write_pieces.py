@@ -1,0 +1,61 @@
+"""Local writes of pieces: one writev, short writes continued, temporary files cleaned up."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import dicomframe.apply
+from dicomframe.apply import remove_tmp_dirs, write_atomic
+
+PIECES = [b"head" * 100, memoryview(bytes(range(256)) * 600)[10:], b"", b"tail"]
+CONTENT = b"".join(PIECES)
+
+
+def test_pieces_are_written_in_order(tmp_path: Path) -> None:
+    target = tmp_path / "a" / "b" / "out.dcm"
+    write_atomic(None, str(target), PIECES)
+    assert target.read_bytes() == CONTENT
+    assert [p.name for p in target.parent.iterdir()] == ["out.dcm"]
+
+
+def test_short_writes_are_continued(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = os.writev
+
+    def short(fd: int, buffers: list[memoryview]) -> int:
+        first = memoryview(buffers[0])[:777]
+        return real(fd, [first])
+
+    monkeypatch.setattr(os, "writev", short)
+    target = tmp_path / "out.dcm"
+    write_atomic(None, str(target), PIECES)
+    assert target.read_bytes() == CONTENT
+
+
+def test_per_thread_temporary_folders_are_removed(tmp_path: Path) -> None:
+    root = tmp_path / "batch"
+    target = root / "study" / "series" / "x.dcm"
+    write_atomic(None, str(target), PIECES, tmp_root=str(root))
+    assert target.read_bytes() == CONTENT
+    assert any(p.name.startswith(dicomframe.apply.TMP_DIR_PREFIX) for p in root.iterdir())
+    # a leftover of a killed run goes too
+    folder = next(p for p in root.iterdir() if p.name.startswith(dicomframe.apply.TMP_DIR_PREFIX))
+    (folder / ".y.dcm.1234abcd.tmp").write_bytes(b"half")
+    remove_tmp_dirs(str(root))
+    assert sorted(p.name for p in root.iterdir()) == ["study"]
+    # and the next write in this thread makes its folder again
+    write_atomic(None, str(root / "study" / "series" / "y.dcm"), [b"x"], tmp_root=str(root))
+    assert (root / "study" / "series" / "y.dcm").read_bytes() == b"x"
+
+
+def test_a_failed_write_leaves_no_temporary_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def failing(fd: int, buffers: list[memoryview]) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "writev", failing)
+    target = tmp_path / "out.dcm"
+    with pytest.raises(OSError):
+        write_atomic(None, str(target), PIECES)
+    assert list(tmp_path.iterdir()) == []
