@@ -134,12 +134,16 @@ def test_manifest_parquet_has_one_row_per_file_with_its_sha256(reference: Path) 
 
 def _crash_after(monkeypatch: pytest.MonkeyPatch, budget: int) -> None:
     """Make the apply step die (like a killed process) after ``budget`` files."""
+    import threading
+
     original = dicomframe.apply.apply_chunk
     left = [budget]
+    lock = threading.Lock()  # chunks run on several threads: take the budget atomically
 
     def crashing(items: Any, *args: Any) -> Any:
-        part = list(items)[: left[0]]
-        left[0] -= len(part)
+        with lock:
+            part = list(items)[: left[0]]
+            left[0] -= len(part)
         done = original(part, *args) if part else []
         if len(part) < len(items):
             raise RuntimeError("simulated crash")
