@@ -77,7 +77,7 @@ def scan(
     ] = None,
     jobs: Annotated[
         int | None,
-        typer.Option("--jobs", "-j", help="Worker processes [default: all cores].", show_default=False),
+        typer.Option("--jobs", "-j", help="Worker processes \\[default: all cores].", show_default=False),
     ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
     show_paths: Annotated[
@@ -179,9 +179,9 @@ def deidentify(
         ),
     ] = "default",
     org: Annotated[str, typer.Option("--org", help="Organisation prefix for templates ({org}).")] = "DICOMFRAME",
-    batch_id: Annotated[str | None, typer.Option("--batch-id", help="Batch id [default: generated].", show_default=False)] = None,
+    batch_id: Annotated[str | None, typer.Option("--batch-id", help="Batch id \\[default: generated].", show_default=False)] = None,
     priority: Annotated[str, typer.Option("--priority", help="STAT, URGENT or ROUTINE (in the manifest).")] = "ROUTINE",
-    jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="Worker processes [default: all cores].", show_default=False)] = None,
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="Worker processes \\[default: all cores].", show_default=False)] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan only: print the summary, write the plan to the vault, write nothing under DST.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
     audit_log: Annotated[
@@ -197,7 +197,7 @@ def deidentify(
         str,
         typer.Option(
             "--pixel-clean",
-            help="Burned-in text. auto: black out the profile's [[pixel]] device rectangles, and the text "
+            help="Burned-in text. auto: black out the profile's \\[\\[pixel]] device rectangles, and the text "
             "found by OCR on other images at risk (ultrasound, secondary capture, BurnedInAnnotation YES); "
             "without OCR installed those images fail instead of leaking. rules: rectangles only. "
             "off: pixel data untouched. Cleaned images get code 113101 (Clean Pixel Data).",
