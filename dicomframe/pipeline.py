@@ -627,11 +627,13 @@ def _run_apply(
     from .scanner import IN_PROCESS_FILES, Progress, auto_progress
 
     n_jobs = jobs or default_jobs()
-    size = max(4, min(64, len(items) // (n_jobs * 4) or 4))
-    chunks = [items[i : i + size] for i in range(0, len(items), size)]
     memory = "memory" in str(getattr(out_fs, "protocol", "")) or "memory" in str(getattr(src_fs, "protocol", ""))
     # worker processes pay off once the work outweighs their start-up (about 0.3 s)
     small = len(items) < IN_PROCESS_FILES
+    # threads share the chunks at no cost: small ones keep both busy to the end
+    most = 16 if (memory or small) and n_jobs > 1 else 64
+    size = max(4, min(most, len(items) // (n_jobs * 4) or 4))
+    chunks = [items[i : i + size] for i in range(0, len(items), size)]
     results: list[Any] = []
     tmp_root = batch_root if batch_root is not None and (out_fs is None or _is_local(out_fs)) else None
     ahead = _AHEAD.get(tmp_root.rstrip("/")) if tmp_root is not None else None
