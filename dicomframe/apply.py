@@ -292,9 +292,11 @@ def write_atomic(
             try:
                 os.replace(tmp, path)
             except FileNotFoundError:
-                if tmp_root is None or os.path.isdir(parent):
+                if tmp_root is None:
                     raise
-                os.makedirs(parent, exist_ok=True)  # the temporary file was made elsewhere
+                # the temporary file was made elsewhere: the output's folder may not exist yet
+                # (another thread may be making it right now: exist_ok)
+                os.makedirs(parent, exist_ok=True)
                 os.replace(tmp, path)
         except BaseException:
             try:
