@@ -266,10 +266,11 @@ def write_atomic(
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
         fd = -1
         ahead = _AHEAD.get(tmp_root.rstrip("/")) if tmp_root is not None and _AHEAD else None
-        tmp = ahead.take() if ahead is not None else None
-        if tmp is not None:
+        made = ahead.take() if ahead is not None else None
+        tmp = made or ""
+        if made is not None:
             try:
-                fd = os.open(tmp, flags & ~os.O_CREAT)
+                fd = os.open(made, flags & ~os.O_CREAT)
             except OSError:
                 fd = -1
         if fd < 0:
@@ -295,9 +296,11 @@ def write_atomic(
             try:
                 os.replace(tmp, path)
             except FileNotFoundError:
-                if tmp_root is None or os.path.isdir(parent):
+                if tmp_root is None:
                     raise
-                os.makedirs(parent, exist_ok=True)  # the temporary file was made elsewhere
+                # the temporary file was made elsewhere: the output's folder may not exist yet
+                # (another thread may be making it right now: exist_ok)
+                os.makedirs(parent, exist_ok=True)
                 os.replace(tmp, path)
         except BaseException:
             try:
@@ -393,7 +396,7 @@ _AHEAD_BATCH = 32
 try:
     from . import _cwalk
 except ImportError:  # pragma: no cover - no compiler on this machine
-    _cwalk = None  # type: ignore[assignment]
+    _cwalk = None
 
 
 def _thread_tmp_dir(tmp_root: str) -> str:

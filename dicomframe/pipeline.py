@@ -510,39 +510,39 @@ def _leak_gate(
     # outputs in the order a scan of them reads them (the first of repeated names)
     outputs = ok_files["out_key"].unique(maintain_order=True)
     position = pl.DataFrame({"output": outputs, "_pos": pl.int_range(outputs.len(), dtype=pl.Int64, eager=True)})
-    ahead: pl.DataFrame | None = None
+    inline: pl.DataFrame | None = None
     done: set[int] = set()
     if checked:
         import pyarrow as pa
 
         # an output that several inputs were written to holds the last write only: read it back
         shared = ok_files.filter(pl.col("out_key").is_duplicated())["file_id"]
-        elements = pl.from_arrow(pa.concat_tables(checked))
-        assert isinstance(elements, pl.DataFrame)
+        written = pl.from_arrow(pa.concat_tables(checked))
+        assert isinstance(written, pl.DataFrame)
         if shared.len():
-            elements = elements.filter(~pl.col("file_id").is_in(shared.implode()))
-        done = set(elements["file_id"].unique().to_list())
-        ahead = _by_position(elements, ok_files.select("file_id", pl.col("out_key").alias("output")), position)
+            written = written.filter(~pl.col("file_id").is_in(shared.implode()))
+        done = set(written["file_id"].unique().to_list())
+        inline = _by_position(written, ok_files.select("file_id", pl.col("out_key").alias("output")), position)
     pending = [
         batch_uri + key for fid, key in ok_files.select("file_id", "out_key").iter_rows() if fid not in done
     ]
     parts: list[pl.DataFrame] = []
     names = position.select(pl.col("_pos").alias("file_id"), "output")
     if not pending:
-        assert ahead is not None
-        if not ahead["file_id"].is_sorted():
-            ahead = ahead.sort("file_id", maintain_order=True)
-        return gate(ahead, plan).join(names, on="file_id", how="left").drop("file_id")
+        assert inline is not None
+        if not inline["file_id"].is_sorted():
+            inline = inline.sort("file_id", maintain_order=True)
+        return gate(inline, plan).join(names, on="file_id", how="left").drop("file_id")
     # an output that cannot be read back is read again (transient faults), never let through unchecked
     for attempt in range(RETRY_ATTEMPTS):
         out_scan = scan(pending, jobs=jobs, storage_options=storage_options, progress=False)
-        elements = None
+        elements: pl.DataFrame | None = None
         if out_scan.instances.height:
             read = out_scan.instances.select("file_id", pl.col("path").str.slice(len(batch_uri)).alias("output"))
             elements = _by_position(out_scan.elements, read, position)
-        if ahead is not None:  # checked in the workers: one gate, in the order of a scan of all
-            elements = ahead if elements is None else pl.concat([ahead, elements]).sort("file_id", maintain_order=True)
-            ahead = None
+        if inline is not None:  # checked in the workers: one gate, in the order of a scan of all
+            elements = inline if elements is None else pl.concat([inline, elements]).sort("file_id", maintain_order=True)
+            inline = None
         if elements is not None:
             parts.append(gate(elements, plan).join(names, on="file_id", how="left").drop("file_id"))
         unread = {_strip_protocol(p) for p in out_scan.errors["path"].to_list()}
@@ -661,20 +661,20 @@ def _run_apply(
     that the workers read from the bytes they wrote (for the leak gate). Local temporary
     files are made in per-thread folders under ``batch_root``, removed at the end."""
     from ._worker import _rows_to_arrow
-    from .apply import _is_local, apply_chunk, remove_tmp_dirs
+    from .apply import _AHEAD, _is_local, apply_chunk, remove_tmp_dirs
     from .parallel import default_jobs, ordered_map
     from .scanner import IN_PROCESS_FILES, Progress, auto_progress
 
     n_jobs = jobs or default_jobs()
-    size = max(4, min(64, len(items) // (n_jobs * 4) or 4))
-    chunks = [items[i : i + size] for i in range(0, len(items), size)]
     memory = "memory" in str(getattr(out_fs, "protocol", "")) or "memory" in str(getattr(src_fs, "protocol", ""))
     # worker processes pay off once the work outweighs their start-up (about 0.3 s)
     small = len(items) < IN_PROCESS_FILES
+    # threads share the chunks at no cost: small ones keep both busy to the end
+    most = 16 if (memory or small) and n_jobs > 1 else 64
+    size = max(4, min(most, len(items) // (n_jobs * 4) or 4))
+    chunks = [items[i : i + size] for i in range(0, len(items), size)]
     results: list[Any] = []
     tmp_root = batch_root if batch_root is not None and (out_fs is None or _is_local(out_fs)) else None
-    from .apply import _AHEAD
-
     ahead = _AHEAD.get(tmp_root.rstrip("/")) if tmp_root is not None else None
     if ahead is not None:
         ahead.stop()  # the writers make the rest: one more thread making files only slows them

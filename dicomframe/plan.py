@@ -707,7 +707,10 @@ def make_plan(
     shift = date_shift or DateShift()
     instances = scan.instances
     context = _file_context(instances, key, shift, org)
-    elements = scan.elements.join(instances.select("file_id"), on="file_id", how="semi").with_row_index("_row")
+    elements = scan.elements
+    if not elements["file_id"].is_in(instances["file_id"].implode()).all():
+        elements = elements.join(instances.select("file_id"), on="file_id", how="semi")
+    elements = elements.with_row_index("_row")
     matched = _match_actions(elements, prof)
     decided = _private_and_unknown(matched, prof)
     if Option.CLEAN_STRUCTURED_CONTENT in prof.options:

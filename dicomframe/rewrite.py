@@ -76,7 +76,7 @@ from .tags import VRS, format_tag, vr_for
 try:
     from . import _cwalk  # the C accelerator (optional: built when a compiler is present)
 except ImportError:  # pragma: no cover - exercised on machines without a compiler
-    _cwalk = None  # type: ignore[assignment]
+    _cwalk = None
 
 __all__ = [
     "IMPLEMENTATION_CLASS_UID",
@@ -1073,13 +1073,13 @@ def _prepare_sets(w: _Rewriter, edits: Mapping[str, Edit], overrides: dict[int, 
         value = edit.value
         if type(value) is str:
             # files of a batch share many new values (dummies, method text): encode each once
-            key = (tag, edit.vr, value, w.explicit, w.enc.e)
-            encoded = _ENCODED.get(key)
+            cache_key = (tag, edit.vr, value, w.explicit, w.enc.e)
+            encoded = _ENCODED.get(cache_key)
             if encoded is None:
                 encoded = _encode_element(path, tag, edit.vr, value, w.explicit, w.enc)
                 if len(_ENCODED) >= _CACHE_MAX:
                     _ENCODED.clear()
-                _ENCODED[key] = encoded
+                _ENCODED[cache_key] = encoded
             sets[path] = encoded
         else:
             sets[path] = _encode_element(path, tag, edit.vr, value, w.explicit, w.enc)

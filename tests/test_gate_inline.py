@@ -83,6 +83,7 @@ def test_files_made_ahead_leave_nothing_behind(tmp_path: Path, monkeypatch: pyte
     with monkeypatch.context() as patch:
         patch.setattr(dicomframe.pipeline, "_make_tmp_files_ahead", lambda *args: None)
         without = _run(SAMPLES / "cohort", tmp_path / "without")
+    assert without.ok
     assert _outputs(tmp_path / "ahead" / "dst") == _outputs(tmp_path / "without" / "dst")
 
 

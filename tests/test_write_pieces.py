@@ -59,3 +59,22 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path: Path, monkeypatch: py
     with pytest.raises(OSError):
         write_atomic(None, str(target), PIECES)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_threads_writing_into_new_folders_all_succeed(tmp_path: Path) -> None:
+    """Outputs of one new folder written at once from several threads (the folder made by one of them)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    root = tmp_path / "batch"
+
+    def write(i: int) -> None:
+        write_atomic(None, str(root / f"study{i % 3}" / f"series{i % 7}" / f"{i}.dcm"), [b"x" * i], tmp_root=str(root))
+
+    for _ in range(5):
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(write, range(200)))
+        assert len(list(root.rglob("*.dcm"))) == 200
+        remove_tmp_dirs(str(root))
+        import shutil
+
+        shutil.rmtree(root)
