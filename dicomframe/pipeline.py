@@ -270,8 +270,13 @@ def _deidentify(
     files = plan.files.join(
         scanned.instances.select("file_id", "path"), on="file_id", how="left"
     ).with_columns(
-        out_key=pl.concat_str(
-            [pl.col("study_uid"), pl.col("series_uid"), pl.col("sop_uid") + ".dcm"], separator="/"
+        # an empty UID names nothing: such an input is refused like one without the UID
+        out_key=pl.when(
+            pl.all_horizontal(
+                [pl.col(c).fill_null("").str.strip_chars().str.len_chars() > 0 for c in ("study_uid", "series_uid", "sop_uid")]
+            )
+        ).then(
+            pl.concat_str([pl.col("study_uid"), pl.col("series_uid"), pl.col("sop_uid") + ".dcm"], separator="/")
         )
     )
     if dry_run:

@@ -316,3 +316,17 @@ def test_batch_to_a_memory_filesystem_matches_the_local_batch(batch) -> None:
         assert fs.cat_file(name) == (out / rel).read_bytes()
     assert fs.exists("/mem-batches/b1/manifest.json")
     assert not [p for p in fs.find("/mem-batches") if "mapping" in p]
+
+
+def test_an_empty_sop_instance_uid_is_refused_not_written_as_dot_dcm(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(CORPUS / "pydicom" / "CT_small.dcm")
+        ds.SOPInstanceUID = ""
+        ds.save_as(src / "empty_uid.dcm")
+    (src / "ok.dcm").write_bytes((CORPUS / "pydicom" / "MR_small.dcm").read_bytes())
+    result = deidentify(src, tmp_path / "out", key=KEY, vault=tmp_path / "v", batch_id="b", progress=False)
+    assert result.written == 1 and [f["kind"] for f in result.failed] == ["invalid"]
+    assert not list((tmp_path / "out").rglob(".dcm"))
