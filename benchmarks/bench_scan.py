@@ -164,8 +164,11 @@ def _child(kind: str, folder: str, out_dir: str, jobs: int) -> None:
 class PeakRss(threading.Thread):
     """Sample the summed RSS of a process tree every ``interval`` seconds."""
 
-    def __init__(self, pid: int, interval: float = SAMPLE_INTERVAL_S) -> None:
+    def __init__(self, pid: int, interval: float = SAMPLE_INTERVAL_S, pss: bool = True) -> None:
         super().__init__(daemon=True)
+        #: PSS needs /proc/PID/smaps, which holds the process's memory-map lock while it is
+        #: read: every 10 ms that slows a large, busy process down. RSS alone (statm) does not.
+        self._pss = pss
         import psutil
 
         self._psutil = psutil
@@ -188,9 +191,12 @@ class PeakRss(threading.Thread):
             total_pss = 0
             for proc in procs:
                 try:
-                    info = proc.memory_full_info()
-                    total += info.rss
-                    total_pss += info.pss
+                    if self._pss:
+                        info = proc.memory_full_info()
+                        total += info.rss
+                        total_pss += info.pss
+                    else:
+                        total += proc.memory_info().rss
                 except psutil.Error:
                     pass
             self.peak = max(self.peak, total)
