@@ -32,8 +32,9 @@ Modes (``deidentify(pixel_clean=...)``, ``--pixel-clean``):
     Pixel data is never touched.
 
 A cleaned image gets BurnedInAnnotation = NO and code 113101 (Clean Pixel Data
-Option) in the De-identification Method Code Sequence. Only cleaned images are
-decoded; they are re-encoded in their own transfer syntax when it is lossless
+Option) in the De-identification Method Code Sequence. Only images with boxes to
+black out are decoded (an image where detection finds no text keeps its pixel
+bytes, and is marked all the same); they are re-encoded in their own transfer syntax when it is lossless
 and an encoder is installed (RLE Lossless always is), else written as Explicit
 VR Little Endian (a lossy JPEG is not compressed a second time). Pixel values
 and found text never reach logs or messages.
@@ -344,7 +345,6 @@ def clean_dataset(
     cannot be decoded or re-encoded.
     """
     import numpy as np
-    from pydicom.dataset import Dataset as _Dataset
     from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 
     ts = ds.file_meta.TransferSyntaxUID
@@ -357,6 +357,9 @@ def clean_dataset(
         except DicomframeError as exc:
             raise PixelCleanError(f"text detection failed: {exc}") from None
         boxes += text_regions(image, words)
+    if not boxes:  # looked at, nothing to black out: the pixel data stays as it is, byte for byte
+        _mark_cleaned(ds)
+        return 0
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -407,6 +410,14 @@ def clean_dataset(
         raise PixelCleanError(f"cleaned pixel data cannot be re-encoded ({type(exc).__name__})") from None
     if ts.is_compressed and not lossless_source:
         ds.LossyImageCompression = "01"  # it was lossy once; writing it uncompressed does not undo that
+    _mark_cleaned(ds)
+    return len(boxes)
+
+
+def _mark_cleaned(ds: Dataset) -> None:
+    """BurnedInAnnotation NO, and 113101 (Clean Pixel Data) in the method code sequence."""
+    from pydicom.dataset import Dataset as _Dataset
+
     ds.BurnedInAnnotation = "NO"
     codes = ds.get("DeidentificationMethodCodeSequence")
     if codes is not None and not any(str(item.get("CodeValue", "")) == CLEAN_PIXEL_CODE for item in codes):
@@ -419,7 +430,6 @@ def clean_dataset(
     note = "; pixels cleaned"
     if method and note not in method and len(method) + len(note) <= 64:  # LO: the code sequence says it anyway
         ds.DeidentificationMethod = method + note
-    return len(boxes)
 
 
 def _native_bytes(arr: np.ndarray, ds: Dataset, ts: Any) -> bytes:

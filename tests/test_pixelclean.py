@@ -330,3 +330,15 @@ def test_an_image_that_cannot_be_decoded_fails_closed_and_the_rest_is_written(tm
     assert "Roe" not in failure["reason"] and "Ulla" not in failure["reason"]
     manifest = json.loads((tmp_path / "out" / "b" / "manifest.json").read_text())
     assert manifest["total_images"] == 1 and manifest["failed"][0]["kind"] == "pixel_clean_failed"
+
+
+@needs_ocr
+def test_an_image_at_risk_without_text_keeps_its_pixel_bytes(tmp_path: Path) -> None:
+    """Text detection ran and found nothing: marked as looked at, pixels not decoded or re-encoded."""
+    _us_image(tmp_path / "in" / "a.dcm", manufacturer="OTHER")
+    old = pydicom.dcmread(tmp_path / "in" / "a.dcm")
+    result = deidentify(tmp_path / "in", tmp_path / "out", key=KEY, vault=tmp_path / "v", batch_id="b", progress=False)
+    assert result.ok and result.plan.files["pixel_clean"].to_list() == ["ocr"]
+    new = pydicom.dcmread(next((tmp_path / "out" / "b").rglob("*.dcm")))
+    assert new.PixelData == old.PixelData
+    assert new.BurnedInAnnotation == "NO" and "113101" in {i.CodeValue for i in new.DeidentificationMethodCodeSequence}
