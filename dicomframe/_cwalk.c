@@ -1048,6 +1048,8 @@ static int rw_expected(R *r, uint64_t *out) {
     return 0;
 }
 
+static int rw_fragments_end(R *r, Py_ssize_t pos, Py_ssize_t *epos);
+
 static int rw_pixel_end(R *r, Py_ssize_t vpos, uint32_t length, Py_ssize_t *epos) {
     if (length != UNDEFINED) {
         if (vpos + (Py_ssize_t)length > r->size) return RW_BAIL;
@@ -1060,21 +1062,10 @@ static int rw_pixel_end(R *r, Py_ssize_t vpos, uint32_t length, Py_ssize_t *epos
         *epos = vpos + (Py_ssize_t)length;
         return 0;
     }
-    Py_ssize_t pos = vpos;
-    for (;;) {
-        if (pos + 8 > r->size) return RW_BAIL;
-        uint32_t ftag = ((uint32_t)rd16(r->d + pos) << 16) | rd16(r->d + pos + 2);
-        uint32_t flen = rd32(r->d + pos + 4);
-        if (ftag == 0xFFFEE0DDu) {
-            *epos = pos + 8;
-            return 0;
-        }
-        if (ftag != 0xFFFEE000u || flen == UNDEFINED) return RW_BAIL;
-        if (pos + 8 + (Py_ssize_t)flen > r->size) return RW_BAIL;
-        pos += 8 + (Py_ssize_t)flen;
-    }
+    return rw_fragments_end(r, vpos, epos);
 }
 
+/* End of encapsulated fragments (items up to the sequence delimiter); RW_BAIL when damaged. */
 static int rw_fragments_end(R *r, Py_ssize_t pos, Py_ssize_t *epos) {
     for (;;) {
         if (pos + 8 > r->size) return RW_BAIL;
@@ -1085,6 +1076,7 @@ static int rw_fragments_end(R *r, Py_ssize_t pos, Py_ssize_t *epos) {
             return 0;
         }
         if (ftag != 0xFFFEE000u || flen == UNDEFINED) return RW_BAIL;
+        if (pos + 8 + (Py_ssize_t)flen > r->size) return RW_BAIL;
         pos += 8 + (Py_ssize_t)flen;
     }
 }
