@@ -481,8 +481,7 @@ def apply_chunk(
     """
     results: list[ApplyResult] = []
     local = out_fs is None or _is_local(out_fs)
-    for file_id, src_path, out_path, rows, existing, *rest in items:
-        pixels = rest[0] if rest else None
+    for file_id, src_path, out_path, rows, existing, pixels in items:
         try:
             edits, meta = edits_for(rows, additions)
             if src_fs is None:

@@ -114,6 +114,11 @@ def render_frame(ds: Dataset, frame: int = 0) -> np.ndarray:
     return _to_uint8(arr, ds)
 
 
+def _grey(image: np.ndarray) -> np.ndarray:
+    """An 8-bit frame as one channel: colour frames by their brightest channel."""
+    return image if image.ndim == 2 else image[..., :3].max(axis=2)
+
+
 def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
     ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
     iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
@@ -121,7 +126,7 @@ def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> floa
     return ix * iy / smaller if smaller else 0.0
 
 
-def _renderings(image: np.ndarray) -> list[tuple[Any, int, int]]:
+def _renderings(image: np.ndarray, grey: np.ndarray) -> list[tuple[Any, int, int]]:
     """The frame as tesseract reads it best: (PIL image, scale, border) per pass.
 
     Pass 1: the frame itself, enlarged (nearest) when small. Pass 2: the
@@ -132,7 +137,6 @@ def _renderings(image: np.ndarray) -> list[tuple[Any, int, int]]:
     import numpy as np
     from PIL import Image, ImageFilter, ImageOps
 
-    grey = image if image.ndim == 2 else image[..., :3].max(axis=2)
     pil = Image.fromarray(image)
     # small frames: tesseract reads text best at 20-40 px high; enlarge, then scale boxes back
     scale = max(1, min(4, 1000 // max(pil.size)))
@@ -150,8 +154,10 @@ def _renderings(image: np.ndarray) -> list[tuple[Any, int, int]]:
 
 
 def _ocr_image(pytesseract: Any, image: np.ndarray) -> list[tuple[int, int, int, int, str, float]]:
+    """Words tesseract reads in a frame that look like drawn text (see :func:`is_text_like`)."""
+    grey = _grey(image)
     boxes: list[tuple[int, int, int, int, str, float]] = []
-    for pil, scale, border in _renderings(image):
+    for pil, scale, border in _renderings(image, grey):
         data = pytesseract.image_to_data(pil, config="--psm 11", output_type=pytesseract.Output.DICT)
         for i, word in enumerate(data["text"]):
             word = (word or "").strip()
@@ -169,16 +175,20 @@ def _ocr_image(pytesseract: Any, image: np.ndarray) -> list[tuple[int, int, int,
                     boxes[same[0]] = (*box, word, conf)
                 continue
             boxes.append((*box, word, conf))
-    return boxes
+    spread = float(grey.max()) - float(grey.min())
+    return [b for b in boxes if _contrasted(grey, spread, b[:4])]  # type: ignore[arg-type]
+
+
+def _contrasted(grey: np.ndarray, spread: float, box: tuple[int, int, int, int]) -> bool:
+    left, top, width, height = box
+    patch = grey[max(0, top) : top + height, max(0, left) : left + width]
+    return bool(patch.size) and spread > 0 and float(patch.std()) >= MIN_CONTRAST * spread
 
 
 def is_text_like(image: np.ndarray, box: tuple[int, int, int, int]) -> bool:
     """True when the box holds high-contrast marks, as drawn text does (see :data:`MIN_CONTRAST`)."""
-    left, top, width, height = box
-    grey = image if image.ndim == 2 else image[..., :3].max(axis=2)
-    patch = grey[max(0, top) : top + height, max(0, left) : left + width]
-    spread = float(grey.max()) - float(grey.min())
-    return bool(patch.size) and spread > 0 and float(patch.std()) >= MIN_CONTRAST * spread
+    grey = _grey(image)
+    return _contrasted(grey, float(grey.max()) - float(grey.min()), box)
 
 
 def find_text(
@@ -221,8 +231,6 @@ def find_text(
             rows.append({"frame": frame, "reason": str(exc)})
             continue
         for left, top, width, height, text, conf in _ocr_image(tess, image):
-            if not is_text_like(image, (left, top, width, height)):
-                continue
             rows.append(
                 {"frame": frame, "left": left, "top": top, "width": width, "height": height, "text": text, "confidence": conf}
             )

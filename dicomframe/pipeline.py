@@ -97,6 +97,7 @@ class DeidentifyResult:
         return ", ".join(f"{n:,} by {'text detection' if k == 'ocr' else 'device rule'}" for k, n in sorted(counts.iter_rows()))
 
     def rows(self) -> list[tuple[str, str]]:
+        pixels = self._pixel_counts()
         out = [
             ("batch id", self.batch_id),
             ("batch", self.batch_uri),
@@ -104,7 +105,7 @@ class DeidentifyResult:
             ("files written" if not self.dry_run else "files planned", f"{self.written:,}"),
             ("failed", f"{len(self.failed):,}"),
             *([("already there (resumed)", f"{self.skipped:,}")] if self.skipped else []),
-            *([("pixels cleaned" if not self.dry_run else "pixels to clean", self._pixel_counts())] if self._pixel_counts() else []),
+            *([("pixels cleaned" if not self.dry_run else "pixels to clean", pixels)] if pixels else []),
             ("elapsed", f"{self.elapsed_s:.2f} s"),
             ("throughput", f"{self.files_per_second:,.0f} files/s"),
         ]
@@ -309,7 +310,7 @@ def _deidentify(
             }
         )
     needs_ocr = files.filter((pl.col("pixel_clean") == "ocr") & pl.col("out_key").is_not_null())
-    if needs_ocr.height and not dry_run:
+    if needs_ocr.height:
         from .pixelclean import ocr_available
 
         if not ocr_available():
@@ -341,12 +342,13 @@ def _deidentify(
     checked: list[Any] = []
     results = _run_apply(items, source_fs, out_fs, jobs, plan.additions, metadata, progress, checked, batch_root)
     status = {r[0]: r[1:] for r in results}
-    status.update({fid: ("pixel_clean_failed", None, 0, None, False) for fid in unchecked})
     written_ids = [fid for fid, r in status.items() if r[0] == "written"]
     skipped = sum(1 for r in status.values() if r[0] == "written" and r[4])
     for fid, (st, reason, *_) in status.items():
-        if st != "written" and fid not in unchecked:
+        if st != "written":
             failed.append({"input": int(fid), "reason": reason, "kind": st})
+    # inputs refused before writing (listed in ``failed`` already): their status for the mapping
+    status.update({fid: ("pixel_clean_failed", None, 0, None, False) for fid in unchecked})
     files = files.with_columns(
         status=pl.col("file_id").replace_strict({k: v[0] for k, v in status.items()}, default="invalid"),
         bytes=pl.col("file_id").replace_strict({k: v[2] for k, v in status.items()}, default=0),

@@ -43,9 +43,9 @@ and found text never reach logs or messages.
 from __future__ import annotations
 
 import io
-import os
 import warnings
 from dataclasses import dataclass
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from .errors import DicomframeError, PixelCleanError, ProfileError
@@ -240,10 +240,6 @@ def pixel_jobs(instances: pl.DataFrame, rules: tuple[PixelRule, ...], mode: str 
 # --------------------------------------------------------------------------- finding text
 
 
-def _grey(image: np.ndarray) -> np.ndarray:
-    return image if image.ndim == 2 else image[..., :3].max(axis=2)
-
-
 def _runs(flags: Any) -> list[tuple[int, int]]:
     """[start, stop) of the runs of True in a 1-D boolean array."""
     import numpy as np
@@ -312,11 +308,10 @@ def text_regions(image: np.ndarray, words: list[tuple[int, int, int, int]]) -> l
 
 
 def _ocr_words(ds: Dataset, frame: int) -> tuple[list[tuple[int, int, int, int]], np.ndarray]:
-    from .ocr import _ocr_image, _pytesseract, is_text_like, render_frame
+    from .ocr import _ocr_image, _pytesseract, render_frame
 
     image = render_frame(ds, frame)
-    words = [(l, t, w, h) for l, t, w, h, _text, _conf in _ocr_image(_pytesseract(), image)]
-    return [b for b in words if is_text_like(image, b)], image
+    return [(l, t, w, h) for l, t, w, h, _text, _conf in _ocr_image(_pytesseract(), image)], image
 
 
 # --------------------------------------------------------------------------- cleaning
@@ -447,6 +442,7 @@ def _native_bytes(arr: np.ndarray, ds: Dataset, ts: Any) -> bytes:
     return data + b"\0" if len(data) % 2 else data
 
 
+@cache
 def _clean_pixel_meaning() -> str:
     import polars as pl
 
@@ -485,5 +481,3 @@ def ocr_available() -> bool:
         return False
     return True
 
-
-os.environ.setdefault("OMP_THREAD_LIMIT", "1")

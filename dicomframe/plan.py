@@ -339,7 +339,8 @@ def _private_and_unknown(matched: pl.DataFrame, profile: Profile) -> pl.DataFram
 #: sequences whose items are content items (concept name + value): the Clean Structured
 #: Content option cleans them item by item (Table E.3.4-1)
 _CONTENT_ITEM_SEQUENCES = ("0040A730", "00400612", "00400610", "00400555", "0040B020")
-_ITEM_ROOT = re.compile(r"^(.*(?:" + "|".join(_CONTENT_ITEM_SEQUENCES) + r")\[\d+\])\.")
+#: the path of the innermost content item an element is in (greedy: the last such item)
+_ITEM_ROOT = r"^(.*(?:" + "|".join(_CONTENT_ITEM_SEQUENCES) + r")\[\d+\])\."
 #: attributes of a content item that carry its value (the rest is structure)
 _ITEM_VALUES = ("0040A160", "00700006", "0040A123", "0040A121", "0040A122", "0040A120", "0040A124", "0040A13A")
 #: attributes of a content item kept as structure (the first tag of their path inside the item);
@@ -387,7 +388,7 @@ def _clean_structured_content(plan: pl.DataFrame, profile: Profile) -> pl.DataFr
     inside = pl.lit(False)
     for prefix in starts["tag_path"].unique().to_list():
         inside = inside | pl.col("tag_path").str.starts_with(prefix + "[")
-    plan = plan.with_columns(_inside=inside, _root=pl.col("tag_path").str.extract(_ITEM_ROOT.pattern, 1))
+    plan = plan.with_columns(_inside=inside, _root=pl.col("tag_path").str.extract(_ITEM_ROOT, 1))
     rows = plan.filter(pl.col("_inside") & pl.col("_root").is_not_null())
     rel = pl.col("tag_path").str.slice(pl.col("_root").str.len_chars() + 1)
     rows = rows.with_columns(_rel=rel, _first=rel.str.slice(0, 8))
