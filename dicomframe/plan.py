@@ -154,6 +154,11 @@ class Plan:
         (``rule:<name>``, ``ocr`` or null) with the rule's ``regions``.
     profile
         The profile the plan was made with.
+    totals
+        :meth:`summary` of a plan whose element rows were not kept: a de-identification
+        run in parts (batches over :data:`dicomframe.pipeline.PART_FILES` inputs) keeps
+        the files and this summary only, so its memory stays flat; ``table`` is then
+        empty (``--dry-run`` or :func:`make_plan` give the rows).
     """
 
     table: pl.DataFrame
@@ -162,9 +167,12 @@ class Plan:
     org: str
     key_id: str
     additions: dict[str, Any] = field(default_factory=dict)
+    totals: pl.DataFrame | None = field(default=None, repr=False)
 
     def summary(self) -> pl.DataFrame:
         """Elements per action and source (what the plan does, in a few rows)."""
+        if self.totals is not None:
+            return self.totals
         return (
             self.table.group_by("action", "source")
             .agg(pl.len().alias("elements"), pl.col("file_id").n_unique().alias("files"))
@@ -180,12 +188,16 @@ class Plan:
         self.table.write_parquet(path)
 
     def __repr__(self) -> str:
-        counts = dict(self.table.group_by("action").len().iter_rows())
+        summary = self.summary()
+        counts = dict(summary.group_by("action").agg(pl.col("elements").sum()).iter_rows())
         text = ", ".join(f"{a}={counts[a]}" for a in sorted(counts))
         return (
             f"Plan(profile={self.profile.name!r}, files={self.files.height}, "
-            f"elements={self.table.height}, actions: {text})"
+            f"elements={self._elements()}, actions: {text})"
         )
+
+    def _elements(self) -> int:
+        return int(self.totals["elements"].sum()) if self.totals is not None else self.table.height
 
     def _repr_html_(self) -> str:
         rows = "".join(
@@ -194,7 +206,7 @@ class Plan:
         )
         return (
             f"<div><b>dicomframe plan</b> — profile <code>{self.profile.name}</code>, "
-            f"{self.files.height:,} files, {self.table.height:,} elements"
+            f"{self.files.height:,} files, {self._elements():,} elements"
             "<table><tr><th>action</th><th>source</th><th>elements</th><th>files</th></tr>"
             f"{rows}</table></div>"
         )

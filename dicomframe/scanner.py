@@ -402,7 +402,7 @@ def _iter_chunks(source: Source, jobs: int, chunk_size: int) -> Iterator[Chunk]:
 
 
 def scan(
-    src: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    src: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | Source,
     *,
     jobs: int | None = None,
     output: str | os.PathLike[str] | None = None,
@@ -453,7 +453,8 @@ def scan(
     'PN'
     """
     started = time.perf_counter()
-    source = resolve_source(src, storage_options)
+    # a Source already resolved (a part of a listing: de-identification in parts) keeps its file ids
+    source = src if isinstance(src, Source) else resolve_source(src, storage_options)
     n_jobs = jobs if jobs is not None else default_jobs()
     if n_jobs < 1:
         raise UserInputError(f"--jobs must be at least 1 (got {n_jobs})")
