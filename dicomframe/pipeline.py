@@ -12,7 +12,8 @@ Output names come from the new UIDs only, never from input names or folders.
 Files that cannot be read or written are listed in the run result and the
 manifest (by input number and reason; their paths, which often hold patient
 names, are kept in the vault mapping only) and the run exits non-zero; all
-other files are still written.
+other files are still written. Two inputs of one instance (same UIDs) are written
+once, from the first in listing order; the other is a ``duplicate`` in the mapping.
 
 On object stores, DICOM objects carry the content type ``application/dicom``
 and the metadata ``batch_id``, ``priority`` and ``uploaded_at``; transient faults
@@ -79,6 +80,9 @@ class DeidentifyResult:
     #: outputs found complete from an earlier, interrupted run of the same batch (not written again)
     skipped: int = 0
     manifest_parquet_uri: str | None = None
+    #: inputs holding an instance already written from an earlier input (same UIDs): not
+    #: written again, marked ``duplicate`` in the mapping
+    duplicates: int = 0
 
     @property
     def committed(self) -> bool:
@@ -87,7 +91,7 @@ class DeidentifyResult:
 
     @property
     def files_per_second(self) -> float:
-        total = self.written + len(self.failed)
+        total = self.written + len(self.failed) + self.duplicates
         return total / self.elapsed_s if self.elapsed_s > 0 else float("nan")
 
     @property
@@ -110,6 +114,7 @@ class DeidentifyResult:
             ("files written" if not self.dry_run else "files planned", f"{self.written:,}"),
             ("failed", f"{len(self.failed):,}"),
             *([("already there (resumed)", f"{self.skipped:,}")] if self.skipped else []),
+            *([("duplicates (same instance UIDs, written once)", f"{self.duplicates:,}")] if self.duplicates else []),
             *([("pixels cleaned" if not self.dry_run else "pixels to clean", pixels)] if pixels else []),
             ("elapsed", f"{self.elapsed_s:.2f} s"),
             ("throughput", f"{self.files_per_second:,.0f} files/s"),
@@ -349,6 +354,7 @@ def _deidentify(
         findings=findings,
         skipped=run.skipped,
         manifest_parquet_uri=parquet_uri,
+        duplicates=run.duplicates,
     )
 
 
@@ -424,7 +430,10 @@ class _Run:
     failed: list[dict[str, Any]] = field(default_factory=list)
     written: int = 0
     skipped: int = 0
+    duplicates: int = 0
     done: int = 0
+    #: output keys taken by an input (of this or an earlier part)
+    outputs: set[str] = field(default_factory=set)
     _files: list[pl.DataFrame] = field(default_factory=list)
     _plan_files: list[pl.DataFrame] = field(default_factory=list)
     _errors: list[pl.DataFrame] = field(default_factory=list)
@@ -456,6 +465,13 @@ class _Run:
         items = []
         rows_of = _rows_by_file(plan.table)
         named = files.filter(pl.col("out_key").is_not_null() & ~pl.col("file_id").is_in(list(unchecked)))
+        # two inputs of one instance (the same UIDs: a copy, or one instance in two encodings)
+        # name one output: the first in listing order is written, in this and every run; the
+        # others are duplicates (listed in the mapping, not failures)
+        first = named["out_key"].is_first_distinct() & ~named["out_key"].is_in(list(self.outputs))
+        duplicates = named.filter(~first)["file_id"].to_list()
+        named = named.filter(first)
+        self.outputs.update(named["out_key"].to_list())
         for file_id, out_key, path, job, regions in named.select(
             "file_id", "out_key", "path", "pixel_clean", "regions"
         ).iter_rows():
@@ -478,6 +494,8 @@ class _Run:
                 failed.append({"input": int(fid), "reason": reason, "kind": st})
         # inputs refused before writing (listed in ``failed`` already): their status for the mapping
         status.update({fid: ("pixel_clean_failed", None, 0, None, False) for fid in unchecked})
+        status.update({fid: ("duplicate", None, 0, None, False) for fid in duplicates})
+        self.duplicates += len(duplicates)
         files = files.with_columns(
             status=pl.col("file_id").replace_strict({k: v[0] for k, v in status.items()}, default="invalid"),
             bytes=pl.col("file_id").replace_strict({k: v[2] for k, v in status.items()}, default=0),

@@ -17,17 +17,16 @@ from dicomframe.vault import read_mapping
 from .conftest import SAMPLES
 
 KEY = ProjectKey.from_bytes(bytes(range(32)))
-DAMAGED = [SAMPLES / "odd" / n for n in ("empty.dcm", "notes.txt", "truncated_header.dcm", "truncated_pixels.dcm")]
 
 
 def _run(root: Path, part_files: int | None, monkeypatch: pytest.MonkeyPatch):
     with monkeypatch.context() as m:
         if part_files is not None:
             m.setattr(dicomframe.pipeline, "PART_FILES", part_files)
-        # the cohort and damaged inputs: failures are spread over the parts too (not the
-        # odd copies of cohort files: two inputs of one SOP Instance UID write one output)
+        # the cohort and the odd inputs: damaged files, and copies of cohort instances (the
+        # same UIDs: written once, from the first input), spread over the parts
         result = deidentify(
-            [SAMPLES / "cohort", *DAMAGED], root / "out", key=KEY, vault=root / "vault",
+            [SAMPLES / "cohort", SAMPLES / "odd"], root / "out", key=KEY, vault=root / "vault",
             batch_id="b", progress=False, jobs=2,
         )  # fmt: skip
     out = root / "out" / "b"
@@ -44,7 +43,9 @@ def _run(root: Path, part_files: int | None, monkeypatch: pytest.MonkeyPatch):
 def test_a_batch_in_parts_equals_the_batch_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     whole, whole_files, whole_manifest, whole_mapping = _run(tmp_path / "whole", None, monkeypatch)
     parts, part_files, part_manifest, part_mapping = _run(tmp_path / "parts", 7, monkeypatch)
-    assert whole.written == parts.written >= 70 and whole.failed
+    assert whole.written == parts.written == 70 and whole.failed
+    assert whole.duplicates == parts.duplicates == 3  # the odd copies of cohort instances
+    assert whole_manifest["total_images"] == 70 == len({f for s in whole_manifest["studies"] for f in s["files"]})
     assert whole_files == part_files  # every output byte, and manifest.parquet (its sha256 column too)
     assert whole_manifest == part_manifest
     assert whole_mapping.equals(part_mapping)
