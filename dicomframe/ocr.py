@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 
@@ -192,9 +193,14 @@ def is_text_like(image: np.ndarray, box: tuple[int, int, int, int]) -> bool:
 
 
 def find_text(
-    path_or_dataset: str | os.PathLike[str] | Dataset, *, frames: int | None = 1
+    path_or_dataset: str | os.PathLike[str] | Dataset,
+    *,
+    frames: int | Sequence[int] | Literal["sample"] | None = 1,
 ) -> pl.DataFrame:
-    """Text boxes tesseract finds in the first ``frames`` frames (``None``: all frames).
+    """Text boxes tesseract finds in the first ``frames`` frames (``None``: all frames;
+    a list: those frames, 0-based, the ones past the last frame left out; ``"sample"``:
+    the first, middle and last, which pixel clean reads, see
+    :func:`dicomframe.pixelclean.ocr_frames`).
 
     Returns one row per word: ``file``, ``frame`` (0-based), ``left``, ``top``,
     ``width``, ``height`` (pixels of the frame), ``text`` (the found text: may be
@@ -223,8 +229,15 @@ def find_text(
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         return _frame(name, [{"frame": None, "reason": "no pixel data"}])
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
-    wanted = n_frames if frames is None else min(frames, n_frames)
-    for frame in range(wanted):
+    if frames == "sample":
+        from .pixelclean import ocr_frames
+
+        frames = ocr_frames(n_frames)
+    if frames is None or isinstance(frames, int):
+        wanted: Sequence[int] = range(n_frames if frames is None else min(frames, n_frames))
+    else:
+        wanted = [f for f in frames if 0 <= f < n_frames]
+    for frame in wanted:
         try:
             image = render_frame(ds, frame)
         except DicomframeError as exc:

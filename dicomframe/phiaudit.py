@@ -232,7 +232,8 @@ def _burned_in_text(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
     rows: list[dict[str, Any]] = []
     for file_id, path in targets.iter_rows():
         try:
-            boxes = find_text(_read_for_ocr(path, ctx), frames=ctx.get("ocr_frames", 1))
+            # the frames pixel clean reads (first, middle, last), unless the caller asked for others
+            boxes = find_text(_read_for_ocr(path, ctx), frames=ctx.get("ocr_frames", "sample"))
         except OSError as exc:
             boxes = pl.DataFrame(
                 {"frame": [None], "text": [None], "reason": [f"not readable ({type(exc).__name__})"]}

@@ -12,8 +12,9 @@ Two sources of regions, used together:
       match = { Manufacturer = "ACME", ManufacturerModelName = "Sono 5", Rows = 480, Columns = 640 }
       regions = [[0, 0, 640, 48]]        # [left, top, width, height] in pixels
 
-* **Detected text** (``ocr``): tesseract reads the first frame of each image at
-  risk of burned-in text (see :func:`risk_expr`); every word that looks like
+* **Detected text** (``ocr``): tesseract reads each image at risk of burned-in
+  text (see :func:`risk_expr`), on its first, middle and last frame
+  (:func:`ocr_frames`; the boxes of all three go on every frame); every word that looks like
   drawn text (high contrast, see :func:`dicomframe.ocr.is_text_like`) is blacked
   out, and so is every other text-line-shaped region drawn in the same colour
   as those words (digits and small fonts that tesseract cannot read, but that an
@@ -307,6 +308,13 @@ def text_regions(image: np.ndarray, words: list[tuple[int, int, int, int]]) -> l
     return list(dict.fromkeys([*words, *_same_colour_lines(image, words)]))
 
 
+def ocr_frames(n_frames: int) -> list[int]:
+    """The frames text detection reads (0-based): the first, middle and last of a
+    multi-frame image. Their boxes, together, are blacked out on every frame: a cine
+    loop's banner that changes or appears after the first frame is covered too."""
+    return sorted({0, n_frames // 2, max(0, n_frames - 1)})
+
+
 def _ocr_words(ds: Dataset, frame: int) -> tuple[list[tuple[int, int, int, int]], np.ndarray]:
     from .ocr import _ocr_image, _pytesseract, render_frame
 
@@ -347,11 +355,12 @@ def clean_dataset(
         raise PixelCleanError("no PixelData to clean (float pixel data is not supported)")
     boxes = list(regions or [])
     if ocr:
-        try:
-            words, image = _ocr_words(ds, 0)
-        except DicomframeError as exc:
-            raise PixelCleanError(f"text detection failed: {exc}") from None
-        boxes += text_regions(image, words)
+        for frame in ocr_frames(int(ds.get("NumberOfFrames", 1) or 1)):
+            try:
+                words, image = _ocr_words(ds, frame)
+            except DicomframeError as exc:
+                raise PixelCleanError(f"text detection failed: {exc}") from None
+            boxes += [b for b in text_regions(image, words) if b not in boxes]
     if not boxes:  # looked at, nothing to black out: the pixel data stays as it is, byte for byte
         _mark_cleaned(ds)
         return 0

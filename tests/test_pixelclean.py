@@ -342,3 +342,35 @@ def test_an_image_at_risk_without_text_keeps_its_pixel_bytes(tmp_path: Path) -> 
     new = pydicom.dcmread(next((tmp_path / "out" / "b").rglob("*.dcm")))
     assert new.PixelData == old.PixelData
     assert new.BurnedInAnnotation == "NO" and "113101" in {i.CodeValue for i in new.DeidentificationMethodCodeSequence}
+
+
+@needs_ocr
+def test_text_that_appears_in_a_later_frame_of_a_cine_loop_is_blacked_out(tmp_path: Path) -> None:
+    """Detection reads the first, middle and last frame; their boxes go on every frame."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    frames = []
+    for index in range(5):
+        image = Image.new("L", (480, 160), 30)
+        if index == 4:  # the name shows up at the end of the loop only
+            ImageDraw.Draw(image).text((20, 50), "ROE ULLA", fill=255, font=ImageFont.load_default(size=40))
+        frames.append(np.asarray(image, dtype=np.uint8))
+    src = tmp_path / "in" / "cine.dcm"
+    _us_image(src, manufacturer="OTHER")
+    ds = pydicom.dcmread(src)
+    ds.Rows, ds.Columns, ds.NumberOfFrames = 160, 480, 5
+    ds.PixelData = np.stack(frames).tobytes()
+    ds.save_as(src, enforce_file_format=True)
+    result = deidentify(tmp_path / "in", tmp_path / "out", key=KEY, vault=tmp_path / "v", batch_id="b", progress=False)
+    assert result.ok and result.plan.files["pixel_clean"].to_list() == ["ocr"]
+    cleaned = pydicom.dcmread(next((tmp_path / "out" / "b").rglob("*.dcm"))).pixel_array
+    assert cleaned.shape == (5, 160, 480)
+    text = frames[4] == 255
+    assert (cleaned[4][text] == 0).all()  # every pixel of the drawn name is black
+    assert (cleaned[0][text] == 0).all()  # and the same box on the other frames
+    assert (cleaned[:, 130:, :] == 30).all()  # the rest of the image is untouched
+    from dicomframe.ocr import find_text
+
+    # the audit reads the same frames: it sees the name in the input, and nothing in the output
+    assert 4 in find_text(src, frames="sample")["frame"].to_list()
+    assert find_text(next((tmp_path / "out" / "b").rglob("*.dcm")), frames="sample")["text"].drop_nulls().len() == 0
