@@ -161,11 +161,11 @@ def _uid_roots(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
 
 
 def _burned_in_risk(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
-    from .pixelclean import risk_expr
+    from .pixelclean import burned_in_flag, risk_expr
 
     inst = scan.instances
     cols = set(inst.columns)
-    burned = pl.col("BurnedInAnnotation").fill_null("") == "YES" if "BurnedInAnnotation" in cols else pl.lit(False)
+    burned = burned_in_flag(cols) == "YES"  # the same reading of the flag as the risk rule's
     modality = pl.col("Modality").fill_null("") if "Modality" in cols else pl.lit("")
     rows = inst.filter(risk_expr(cols)).with_columns(
         tag_path=pl.lit("7FE00010"), keyword=pl.lit("PixelData"), vr=pl.lit(None, pl.String)

@@ -184,12 +184,21 @@ def risk_expr(columns: set[str] | list[str]) -> pl.Expr:
     import polars as pl
 
     cols = set(columns)
-    flag = pl.col("BurnedInAnnotation").fill_null("").str.strip_chars().str.to_uppercase() if "BurnedInAnnotation" in cols else pl.lit("")
+    flag = burned_in_flag(cols)
     modality = pl.col("Modality").fill_null("") if "Modality" in cols else pl.lit("")
     sop = pl.col("sop_class_uid").fill_null("") if "sop_class_uid" in cols else pl.lit("")
     has_pixels = _has_pixels(cols)
     risky = (flag == "YES") | ((flag != "NO") & (modality.is_in(RISKY_MODALITIES) | sop.is_in(SECONDARY_CAPTURE)))
     return risky & has_pixels
+
+
+def burned_in_flag(columns: set[str] | list[str]) -> pl.Expr:
+    """BurnedInAnnotation as written, trimmed and upper-cased ("" when absent)."""
+    import polars as pl
+
+    if "BurnedInAnnotation" not in set(columns):
+        return pl.lit("")
+    return pl.col("BurnedInAnnotation").fill_null("").str.strip_chars().str.to_uppercase()
 
 
 def _has_pixels(cols: set[str]) -> pl.Expr:
