@@ -175,22 +175,26 @@ def test_a_local_rerun_after_a_crash_finishes_the_batch(
 
 
 @pytest.mark.s3
+@pytest.mark.parametrize("part_files", [None, 16], ids=["at-once", "in-parts"])
 def test_an_s3_rerun_after_a_crash_uploads_only_what_is_missing(
-    s3_bucket: str, tmp_path: Path, reference: Path, monkeypatch: pytest.MonkeyPatch
+    s3_bucket: str, tmp_path: Path, reference: Path, monkeypatch: pytest.MonkeyPatch, part_files: int | None
 ) -> None:
-    dst = f"s3://{s3_bucket}/batches"
+    prefix = f"batches-{part_files or 'all'}"
+    dst = f"s3://{s3_bucket}/{prefix}"
     kwargs: dict[str, Any] = dict(key=KEY, vault=tmp_path / "v", batch_id="b1", progress=False)
+    if part_files is not None:  # a batch in parts: the crash comes in the third part
+        monkeypatch.setattr(dicomframe.pipeline, "PART_FILES", part_files)
     with monkeypatch.context() as patch:
         _crash_after(patch, 35)
         with pytest.raises(RuntimeError, match="simulated crash"):
             deidentify(SAMPLES / "cohort", dst, **kwargs)
     fs = _s3()
-    assert not fs.exists(f"{s3_bucket}/batches/b1/manifest.json")
-    assert len(_s3_objects(s3_bucket, "batches/b1")) == 35
+    assert not fs.exists(f"{s3_bucket}/{prefix}/b1/manifest.json")
+    assert len(_s3_objects(s3_bucket, f"{prefix}/b1")) == 35
     result = deidentify(SAMPLES / "cohort", dst, **kwargs)
     assert result.ok and result.skipped == 35 and result.written == 70
-    assert _s3_objects(s3_bucket, "batches/b1") == _local_objects(reference)
-    assert _manifest_without_time(_s3().cat_file(f"{s3_bucket}/batches/b1/manifest.json")) == _manifest_without_time(
+    assert _s3_objects(s3_bucket, f"{prefix}/b1") == _local_objects(reference)
+    assert _manifest_without_time(_s3().cat_file(f"{s3_bucket}/{prefix}/b1/manifest.json")) == _manifest_without_time(
         (reference / "manifest.json").read_bytes()
     )
 
