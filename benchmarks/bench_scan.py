@@ -39,7 +39,10 @@ How
   its worker processes. Interpreter start-up is excluded.
 * Peak memory is the peak of the **sum of PSS (proportional set size) of the
   subprocess and all its descendants** (dicomframe's workers), sampled every 10 ms
-  by a psutil thread in this parent process. PSS charges each shared page (the
+  by a psutil thread in this parent process, in one extra **memory run** per kind
+  after the timed runs, whose time is not used: reading PSS (``/proc/PID/smaps``)
+  holds the process's memory-map lock and slows a large process (see
+  ``bench_deidentify.py``). Timed runs sample RSS only (``statm``, no lock). PSS charges each shared page (the
   Python, Arrow and pydicom libraries that forked workers share) to the processes
   sharing it in proportion, so the sum is the memory the process tree really
   uses; for a single process (the baseline) PSS ≈ RSS. The summed RSS is printed
@@ -229,8 +232,9 @@ class Run:
         return self.files / self.seconds if self.seconds > 0 else float("nan")
 
 
-def measure(kind: str, folder: Path, out_dir: Path, jobs: int) -> Run:
-    """Run one measurement in a fresh interpreter and sample its memory."""
+def measure(kind: str, folder: Path, out_dir: Path, jobs: int, pss: bool = False) -> Run:
+    """Run one measurement in a fresh interpreter and sample its memory (RSS; PSS too
+    with ``pss``, which slows the measured process: see :class:`PeakRss`)."""
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
     code = (
@@ -240,7 +244,7 @@ def measure(kind: str, folder: Path, out_dir: Path, jobs: int) -> Run:
     proc = subprocess.Popen(
         [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    sampler = PeakRss(proc.pid)
+    sampler = PeakRss(proc.pid, pss=pss)
     sampler.start()
     stdout, stderr = proc.communicate()
     sampler.stop()
@@ -282,15 +286,19 @@ class CorpusResult:
     bytes: int
     folder: str
     runs: dict[str, list[Run]] = field(default_factory=dict)
+    #: one extra run per kind that samples PSS (its time is not used)
+    memory_runs: dict[str, Run] = field(default_factory=dict)
 
     def best(self, kind: str) -> Run:
         return min(self.runs[kind], key=lambda r: r.seconds)
 
     def peak(self, kind: str) -> int:
-        return max(r.peak_pss for r in self.runs[kind])
+        runs = [*self.runs[kind], *([self.memory_runs[kind]] if kind in self.memory_runs else [])]
+        return max(r.peak_pss for r in runs)
 
     def peak_rss(self, kind: str) -> int:
-        return max(r.peak_rss for r in self.runs[kind])
+        runs = [*self.runs[kind], *([self.memory_runs[kind]] if kind in self.memory_runs else [])]
+        return max(r.peak_rss for r in runs)
 
     def ratio(self, kind: str = "dicomframe") -> float:
         return self.best(kind).files_per_s / self.best("baseline").files_per_s
@@ -403,8 +411,12 @@ def bench_corpus(name: str, n_files: int, size: int, workdir: Path, jobs: int, r
             result.runs.setdefault(kind, []).append(run)
             _log(
                 f"[{name}] {kind:<15} run {i + 1}/{repeat}: {run.seconds:7.2f} s, "
-                f"{run.files_per_s:8,.0f} files/s, peak PSS {_mb(run.peak_pss)} (RSS sum {_mb(run.peak_rss)})"
+                f"{run.files_per_s:8,.0f} files/s, peak RSS sum {_mb(run.peak_rss)}"
             )
+    for kind in KINDS:
+        run = measure(kind, corpus_root(folder), out_root / kind, jobs, pss=True)
+        result.memory_runs[kind] = run
+        _log(f"[{name}] {kind:<15} memory run: peak PSS {_mb(run.peak_pss)} (RSS sum {_mb(run.peak_rss)}), time not used")
     return result
 
 
