@@ -18,7 +18,7 @@ import polars as pl
 from .plan import _IDENTIFYING, Plan
 from .profiles import Option, safe_private_table
 
-__all__ = ["gate", "mask", "findings_from", "FINDINGS_SCHEMA"]
+__all__ = ["FINDINGS_SCHEMA", "findings_from", "gate", "mask"]
 
 FINDINGS_SCHEMA = {
     "file_id": pl.Int64,

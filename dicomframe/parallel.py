@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from .errors import DicomframeError
 
-__all__ = ["ordered_map", "default_jobs", "can_spawn_workers", "worker_context"]
+__all__ = ["can_spawn_workers", "default_jobs", "ordered_map", "worker_context"]
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .keys import ProjectKey
     from .scanner import ScanResult
 
-__all__ = ["audit", "audit_scan", "RULES", "Rule", "SEVERITIES"]
+__all__ = ["RULES", "SEVERITIES", "Rule", "audit", "audit_scan"]
 
 SEVERITIES = ("low", "medium", "high")
 _TEXT_VRS = ("LO", "SH", "ST", "LT", "UT", "UC")
@@ -90,7 +90,7 @@ def _profile_violations(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
         .select("tag", pl.col("action").cast(pl.String))
         .unique("tag", keep="last")
     )
-    present = scan.elements.filter(((pl.col("tag") // 65536) != 2)).join(actions, on="tag")
+    present = scan.elements.filter((pl.col("tag") // 65536) != 2).join(actions, on="tag")
     removed = present.filter(pl.col("action") == "X")
     emptied = present.filter((pl.col("action") == "Z") & (pl.col("value").fill_null("") != "") & (pl.col("vr") != "SQ"))
     return pl.concat(

@@ -88,11 +88,11 @@ __all__ = [
     "MAPPING_COLUMNS",
     "list_batches",
     "read_mapping",
+    "read_plan",
     "reidentify",
     "reidentify_study",
     "write_mapping",
     "write_plan",
-    "read_plan",
 ]
 
 #: columns every mapping table has (more are allowed and kept)

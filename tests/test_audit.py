@@ -11,8 +11,8 @@ import pydicom
 import pytest
 
 import dicomframe as dcf
-from dicomframe.phiaudit import RULES, audit_scan
 from dicomframe.keys import ProjectKey
+from dicomframe.phiaudit import RULES, audit_scan
 from dicomframe.pipeline import deidentify
 
 from .conftest import SAMPLES
@@ -103,7 +103,7 @@ def test_unknown_rule_is_a_clear_error(outputs) -> None:
 def test_cli_audit_exit_codes(outputs, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     from dicomframe.cli import main
 
-    naive, out, vault = outputs
+    naive, out, _vault = outputs
 
     def run(*args: str) -> int:
         with pytest.raises(SystemExit) as exc:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
-import logging
 import os
 import random
 import signal
@@ -20,7 +19,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 import polars as pl
@@ -155,7 +154,7 @@ def _crash_after(monkeypatch: pytest.MonkeyPatch, budget: int) -> None:
 def test_a_local_rerun_after_a_crash_finishes_the_batch(
     tmp_path: Path, reference: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    kwargs: dict[str, Any] = dict(key=KEY, vault=tmp_path / "v", batch_id="b1", progress=False, manifest_parquet=True)
+    kwargs: dict[str, Any] = {"key": KEY, "vault": tmp_path / "v", "batch_id": "b1", "progress": False, "manifest_parquet": True}
     with monkeypatch.context() as patch:
         _crash_after(patch, 35)
         with pytest.raises(RuntimeError, match="simulated crash"):
@@ -181,7 +180,7 @@ def test_an_s3_rerun_after_a_crash_uploads_only_what_is_missing(
 ) -> None:
     prefix = f"batches-{part_files or 'all'}"
     dst = f"s3://{s3_bucket}/{prefix}"
-    kwargs: dict[str, Any] = dict(key=KEY, vault=tmp_path / "v", batch_id="b1", progress=False)
+    kwargs: dict[str, Any] = {"key": KEY, "vault": tmp_path / "v", "batch_id": "b1", "progress": False}
     if part_files is not None:  # a batch in parts: the crash comes in the third part
         monkeypatch.setattr(dicomframe.pipeline, "PART_FILES", part_files)
     with monkeypatch.context() as patch:
@@ -234,7 +233,7 @@ class FaultProxy:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
             def _body(self) -> bytes:
@@ -316,7 +315,7 @@ class FaultProxy:
             self.counts[kind] += 1
             return kind
 
-    def __enter__(self) -> FaultProxy:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -410,7 +409,7 @@ def test_kill_9_during_an_s3_upload_then_rerun_gives_the_uninterrupted_batch(
     before = uploaded()
     assert process.returncode == -signal.SIGKILL
     assert 10 <= len(before) < 70 and "batches/k1/manifest.json" not in before
-    rerun = subprocess.run(cmd, env=dict(os.environ), capture_output=True, text=True, timeout=120)
+    rerun = subprocess.run(cmd, env=dict(os.environ), capture_output=True, text=True, timeout=120, check=False)
     assert rerun.returncode == 0, rerun.stderr
     assert "already there (resumed)" in rerun.stdout
     client.close()

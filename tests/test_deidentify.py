@@ -52,7 +52,7 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, object]
 
 
 def test_the_cohort_is_written_with_a_manifest(batch) -> None:
-    out, vault, result = batch
+    out, _vault, result = batch
     assert result.ok and result.written == 70
     manifest = json.loads((out / "manifest.json").read_text())
     for field in ("version", "batch_id", "priority", "submitted_at", "total_studies", "total_images", "studies"):
@@ -71,7 +71,7 @@ def test_the_cohort_is_written_with_a_manifest(batch) -> None:
 
 
 def test_outputs_are_valid_dicom_with_untouched_pixels(batch) -> None:
-    out, vault, result = batch
+    out, vault, _result = batch
     mapping = read_mapping(vault.parent, "b1", KEY).filter(pl.col("status") == "written")
     assert mapping.height == 70
     for original, output in mapping.select("original_path", "output_path").iter_rows():
@@ -97,7 +97,7 @@ def test_outputs_are_valid_dicom_with_untouched_pixels(batch) -> None:
 
 
 def test_no_planted_value_survives_in_any_output_byte(batch) -> None:
-    out, vault, result = batch
+    out, _vault, _result = batch
     planted = [v.encode("utf-8") for v in _planted()] + [v.encode("latin-1", "ignore") for v in _planted()]
     planted = [p for p in set(planted) if len(p) >= 4]
     for path in out.rglob("*"):
@@ -111,7 +111,7 @@ def test_no_planted_value_survives_in_any_output_byte(batch) -> None:
 
 
 def test_vault_holds_the_mapping_and_not_the_output(batch) -> None:
-    out, vault, result = batch
+    out, vault, _result = batch
     mapping = read_mapping(vault.parent, "b1", KEY)
     assert {"original_patient_id", "pseudonymous_patient_id", "date_offset_days", "cloud_study_id"} <= set(
         mapping.columns
@@ -122,7 +122,7 @@ def test_vault_holds_the_mapping_and_not_the_output(batch) -> None:
 
 
 def test_same_key_gives_byte_identical_outputs(tmp_path: Path, batch) -> None:
-    out, vault, result = batch
+    out, _vault, _result = batch
     again = deidentify(SAMPLES / "cohort", tmp_path / "out", key=KEY, vault=tmp_path / "v", batch_id="b1", progress=False)
     assert again.ok
     for path in out.rglob("*.dcm"):
@@ -209,7 +209,7 @@ def test_cli_keygen_and_deidentify(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_batch_to_s3_matches_the_local_batch(s3_bucket: str, tmp_path: Path, batch) -> None:
     import s3fs
 
-    out, vault, local = batch
+    out, _vault, _local = batch
     result = deidentify(
         SAMPLES / "cohort", f"s3://{s3_bucket}/batches", key=KEY, vault=tmp_path / "v", batch_id="b1", progress=False
     )
@@ -266,7 +266,7 @@ def test_runs_are_recorded_in_the_audit_log(tmp_path: Path) -> None:
 def test_every_study_round_trips_through_the_vault(batch) -> None:
     from dicomframe.vault import read_mapping, reidentify_study
 
-    out, vault, result = batch
+    out, vault, _result = batch
     manifest = json.loads((out / "manifest.json").read_text())
     planted = json.loads((SAMPLES / "PLANTED_PHI.json").read_text())["patients"]
     originals = {
@@ -305,7 +305,7 @@ def test_batch_to_a_memory_filesystem_matches_the_local_batch(batch) -> None:
     """The generic fsspec path (stands in for stores without a local emulator, e.g. GCS)."""
     import fsspec
 
-    out, vault, local = batch
+    out, _vault, _local = batch
     result = deidentify(SAMPLES / "cohort", "memory://mem-batches", key=KEY, vault="memory://mem-vault", batch_id="b1", progress=False)
     assert result.ok and result.committed
     fs = fsspec.filesystem("memory")

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 import dicomframe as dcf
-import dicomframe.frames  # noqa: F401  (registers .dicom)
+import dicomframe.frames
 from dicomframe.errors import UserInputError
 from dicomframe.frames import PN_COMPONENTS
 

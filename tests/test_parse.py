@@ -139,7 +139,7 @@ def test_deep_nesting_is_flattened_with_paths(ts: str) -> None:
     rows, _ = parse_file(BytesReader(_nested_dataset(12, ts)))
     deepest = [r for r in rows if r[1] == 0x0040A160]
     assert len(deepest) == 1
-    path, _, vr, vm, value, _, depth, _, _ = deepest[0]
+    path, _, vr, _vm, value, _, depth, _, _ = deepest[0]
     assert value == "deepest" and vr == "UT" and depth == 12
     assert path == "0040A730[0]." * 12 + "0040A160"
     sequences = [r for r in rows if r[2] == "SQ"]
@@ -215,7 +215,7 @@ def test_garbage_never_crashes_a_batch(tmp_path_factory: pytest.TempPathFactory,
     path = tmp_path_factory.mktemp("fuzz") / "f"
     path.write_bytes(data)
     try:
-        rows, info = read_file_rows(FileRef(0, str(path), len(data)), None)
+        _rows, _info = read_file_rows(FileRef(0, str(path), len(data)), None)
     except ParseError as exc:
         assert exc.kind in {"truncated", "not_dicom", "empty", "corrupt", "unreadable"}
         assert str(exc)
