@@ -254,8 +254,8 @@ def deidentify(
         )
         for column in ("output", "tag_path", "keyword", "rule", "evidence", "suggested_action"):
             gate.add_column(column, overflow="fold")
-        for row in result.findings.head(30).iter_rows(named=True):
-            gate.add_row(*[str(row.get(c) or "") for c in ("output", "tag_path", "keyword", "rule", "evidence", "suggested_action")])
+        for finding in result.findings.head(30).iter_rows(named=True):
+            gate.add_row(*[str(finding.get(c) or "") for c in ("output", "tag_path", "keyword", "rule", "evidence", "suggested_action")])
         _out.print(gate)
         _out.print("  fix the profile (see `--dry-run` and the plan) and run the same command again")
         code = 1

@@ -432,7 +432,9 @@ def _register_pandas() -> None:
 
         def _polars(self) -> pl.Series:
             name = self._s.name if isinstance(self._s.name, str) else "values"
-            return pl.from_pandas(self._s.rename(name).reset_index(drop=True))
+            series = pl.from_pandas(self._s.rename(name).reset_index(drop=True))
+            assert isinstance(series, pl.Series)
+            return series
 
         def _back(self, values: pl.Series) -> pd.Series:
             out = values.to_pandas(use_pyarrow_extension_array=True)
@@ -442,15 +444,15 @@ def _register_pandas() -> None:
 
         def tag_keyword(self) -> pd.Series:
             """Keywords of integer tags; see the polars ``Series.dicom.tag_keyword``."""
-            return self._back(self._polars().dicom.tag_keyword())
+            return self._back(DicomSeriesNamespace(self._polars()).tag_keyword())
 
         def format_tag(self) -> pd.Series:
             """Tags as ``"(gggg,eeee)"``; see the polars ``Series.dicom.format_tag``."""
-            return self._back(self._polars().dicom.format_tag())
+            return self._back(DicomSeriesNamespace(self._polars()).format_tag())
 
         def parse_pn(self) -> pd.DataFrame:
             """Person Names → a DataFrame with columns family, given, middle, prefix, suffix."""
-            out = _to_pandas(self._polars().dicom.parse_pn().struct.unnest())
+            out = _to_pandas(DicomSeriesNamespace(self._polars()).parse_pn().struct.unnest())
             out.index = self._s.index
             return out
 
@@ -466,23 +468,23 @@ def _register_pandas() -> None:
 
         def summary(self) -> pd.DataFrame:
             """See the polars ``DataFrame.dicom.summary``."""
-            return _to_pandas(self._polars().dicom.summary())
+            return _to_pandas(DicomFrameNamespace(self._polars()).summary())
 
         def studies(self) -> pd.DataFrame:
             """See the polars ``DataFrame.dicom.studies``."""
-            return _to_pandas(self._polars().dicom.studies())
+            return _to_pandas(DicomFrameNamespace(self._polars()).studies())
 
         def devices(self) -> pd.DataFrame:
             """See the polars ``DataFrame.dicom.devices``."""
-            return _to_pandas(self._polars().dicom.devices())
+            return _to_pandas(DicomFrameNamespace(self._polars()).devices())
 
         def person_names(self) -> pd.DataFrame:
             """See the polars ``DataFrame.dicom.person_names``."""
-            return _to_pandas(self._polars().dicom.person_names())
+            return _to_pandas(DicomFrameNamespace(self._polars()).person_names())
 
         def names_in_text(self, **kwargs: Any) -> pd.DataFrame:
             """See the polars ``DataFrame.dicom.names_in_text``."""
-            return _to_pandas(self._polars().dicom.names_in_text(**kwargs))
+            return _to_pandas(DicomFrameNamespace(self._polars()).names_in_text(**kwargs))
 
 
 def _pandas_available() -> bool:

@@ -170,14 +170,14 @@ def _ocr_image(pytesseract: Any, image: np.ndarray) -> list[tuple[int, int, int,
             if height < MIN_HEIGHT:  # speckle read as letters
                 continue
             box = (max(0, left), max(0, top), width, height)
-            same = [n for n, b in enumerate(boxes) if _overlap(b[:4], box) >= 0.5]  # type: ignore[arg-type]
+            same = [n for n, b in enumerate(boxes) if _overlap(b[:4], box) >= 0.5]
             if same:  # both passes read this word: keep the surer reading
                 if boxes[same[0]][5] < conf:
                     boxes[same[0]] = (*box, word, conf)
                 continue
             boxes.append((*box, word, conf))
     spread = float(grey.max()) - float(grey.min())
-    return [b for b in boxes if _contrasted(grey, spread, b[:4])]  # type: ignore[arg-type]
+    return [b for b in boxes if _contrasted(grey, spread, b[:4])]
 
 
 def _contrasted(grey: np.ndarray, spread: float, box: tuple[int, int, int, int]) -> bool:

@@ -47,7 +47,7 @@ import io
 import warnings
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import DicomframeError, PixelCleanError, ProfileError
 
@@ -168,7 +168,7 @@ class PixelRule:
         return cls(
             name=str(entry.get("name", "")),
             match=tuple(sorted(match.items())),
-            regions=tuple(tuple(r) for r in regions),  # type: ignore[misc]
+            regions=tuple(tuple(r) for r in regions),
         )
 
 
@@ -219,7 +219,7 @@ def pixel_jobs(instances: pl.DataFrame, rules: tuple[PixelRule, ...], mode: str 
     """
     import polars as pl
 
-    schema = {"file_id": pl.Int64, "pixel_clean": pl.String, "regions": pl.List(pl.List(pl.Int32))}
+    schema: dict[str, Any] = {"file_id": pl.Int64, "pixel_clean": pl.String, "regions": pl.List(pl.List(pl.Int32))}
     if mode not in MODES:
         raise ProfileError(f"pixel clean mode must be one of {', '.join(MODES)} (got {mode!r})")
     if mode == "off" or instances.height == 0:
@@ -336,7 +336,7 @@ def _ocr_words(ds: Dataset, frame: int) -> tuple[list[tuple[int, int, int, int]]
 
 def _encoders_for(ts: Any) -> bool:
     try:
-        from pydicom.pixels import get_encoder
+        from pydicom.pixels.encoders.base import get_encoder
 
         return bool(get_encoder(ts).is_available)
     except Exception:  # noqa: BLE001 - no encoder for this syntax
@@ -455,7 +455,7 @@ def _native_bytes(arr: np.ndarray, ds: Dataset, ts: Any) -> bytes:
     if bits == 1:
         return pack_bits(arr)
     dtype = np.dtype(f"{'i' if int(ds.get('PixelRepresentation', 0)) else 'u'}{bits // 8}")
-    order = ">" if ts == ExplicitVRBigEndian else "<"
+    order: Literal[">", "<"] = ">" if ts == ExplicitVRBigEndian else "<"
     data = np.ascontiguousarray(arr).astype(dtype.newbyteorder(order)).tobytes()
     return data + b"\0" if len(data) % 2 else data
 

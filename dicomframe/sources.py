@@ -11,7 +11,7 @@ import glob as _glob
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from .errors import MissingExtraError, SourceNotFoundError, StorageError, UserInputError
 
@@ -92,7 +92,7 @@ def _local_files(src: str) -> list[tuple[str, int]]:
     if os.path.isfile(src):
         return [(src, os.path.getsize(src))]
     if _GLOB_CHARS & set(src):
-        out = []
+        out: list[tuple[str, int]] = []
         for path in sorted(_glob.glob(src, recursive=True)):
             if os.path.isdir(path):
                 out.extend(_walk_local(path))
@@ -226,7 +226,11 @@ def resolve_source(
     >>> len(src.files), src.files[0].file_id
     (1, 0)
     """
-    items: list[str] = [os.fspath(s) for s in src] if _is_list(src) else [os.fspath(src)]  # type: ignore[arg-type]
+    items: list[str] = (
+        [os.fspath(s) for s in cast("Sequence[str | os.PathLike[str]]", src)]
+        if _is_list(src)
+        else [os.fspath(cast("str | os.PathLike[str]", src))]
+    )
     if not items:
         raise UserInputError("no source given: pass a folder, a file, a glob or a URL")
     urls = [s for s in items if _is_url(s) and not s.lower().startswith("file://")]
@@ -248,14 +252,14 @@ def resolve_source(
             local = item[7:] if item.lower().startswith("file://") else item
             found.extend(_local_files(local))
     seen: set[str] = set()
-    unique = []
+    unique: list[tuple[str, int]] = []
     for path, size in found:
         if path not in seen:
             seen.add(path)
             unique.append((path, size))
-    files = [FileRef(i, path, size) for i, (path, size) in enumerate(unique)]
+    refs = [FileRef(i, path, size) for i, (path, size) in enumerate(unique)]
     root = items[0] if len(items) == 1 else ""
-    return Source(files=files, fs=fs, protocol=protocol, root=root)
+    return Source(files=refs, fs=fs, protocol=protocol, root=root)
 
 
 def _is_list(src: object) -> bool:

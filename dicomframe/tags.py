@@ -17,7 +17,7 @@ import re
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from pydicom.datadict import DicomDictionary, RepeatersDictionary
+from pydicom._dicom_dict import DicomDictionary, RepeatersDictionary  # the data dictionary's tables
 
 from .errors import UserInputError
 
