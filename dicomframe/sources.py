@@ -172,7 +172,7 @@ def _remote_files(url: str, storage_options: dict[str, Any] | None) -> tuple[Any
             f"access denied to {url!r}: check the credentials and the permissions "
             "on the bucket or container"
         ) from None
-    except Exception as exc:  # back-ends raise their own types (botocore, azure, aiohttp)
+    except Exception as exc:  # noqa: BLE001 - back-ends raise their own types (botocore, azure, aiohttp)
         raise StorageError(_storage_message(url, protocol, exc)) from None
     if found is not None:
         return fs, found
