@@ -305,6 +305,7 @@ def _deidentify(
             del scanned
             if len(parts) > 1:  # the element rows of a part are not kept (memory stays flat)
                 plan = replace(plan, table=plan.table.clear())
+                gc.collect()  # the collector is off during a run (see deidentify): what a part left in cycles goes
     finally:
         whole.close()
     assert plan is not None
