@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from .errors import ParseError, PixelCleanError, StorageError, UserInputError
-from .rewrite import Keep, NewElement, Set, rewrite_pieces
+from .rewrite import Keep, NewElement, Set, _rewrite_pieces
 
 __all__ = [
     "DICOM_CONTENT_TYPE",
@@ -60,9 +60,50 @@ def edits_for(
     rows: Sequence[tuple[str, int, str, str, str | None]], additions: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[int, str]]:
     """Rewrite edits and file-meta overrides from one file's plan rows."""
+    return _edits(rows, _addition_edits(additions), {})
+
+
+def _addition_edits(additions: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The edits dicomframe adds to every file (identity removed, method, temporal flag)."""
+    return [
+        ("00120062", Set("CS", "YES")),
+        ("00120063", Set("LO", additions["method_text"][:64])),
+        (
+            "00120064",
+            Set(
+                "SQ",
+                [
+                    [
+                        NewElement(0x00080100, "SH", code),
+                        NewElement(0x00080102, "SH", scheme),
+                        NewElement(0x00080104, "LO", meaning[:64]),
+                    ]
+                    for code, scheme, meaning in additions["method_codes"]
+                ],
+            ),
+        ),
+        ("00280303", Set("CS", additions["temporal"])),
+    ]
+
+
+def _edits(
+    rows: Sequence[tuple[str, int, str, str, str | None]],
+    added: list[tuple[str, Any]],
+    made: dict[tuple[str, str], Set],
+) -> tuple[dict[str, Any], dict[int, str]]:
+    """:func:`edits_for` with the additions' edits given; ``made``: Sets of str values made
+    before (equal values, immutable: shared)."""
     edits: dict[str, Any] = {}
     meta: dict[int, str] = {}
+    keep = _KEEP
     for path, tag, vr, action, new_value in rows:
+        if action == "K":
+            if tag >> 16 == 0x0002:
+                if tag == 0x00020003 and new_value:
+                    meta[0x00020003] = new_value
+                continue
+            edits[path] = keep
+            continue
         if action == "X":
             continue
         if tag >> 16 == 0x0002:
@@ -70,25 +111,15 @@ def edits_for(
                 meta[0x00020003] = new_value
             continue
         if vr == "SQ":
-            edits[path] = Set("SQ", []) if action == "Z" else _KEEP
-        elif action == "K":
-            edits[path] = _KEEP
+            edits[path] = Set("SQ", []) if action == "Z" else keep
         else:
-            edits[path] = Set(vr, new_value if new_value is not None else "")
-    edits["00120062"] = Set("CS", "YES")
-    edits["00120063"] = Set("LO", additions["method_text"][:64])
-    edits["00120064"] = Set(
-        "SQ",
-        [
-            [
-                NewElement(0x00080100, "SH", code),
-                NewElement(0x00080102, "SH", scheme),
-                NewElement(0x00080104, "LO", meaning[:64]),
-            ]
-            for code, scheme, meaning in additions["method_codes"]
-        ],
-    )
-    edits["00280303"] = Set("CS", additions["temporal"])
+            value = new_value if new_value is not None else ""
+            edit = made.get((vr, value))
+            if edit is None:
+                edit = made[(vr, value)] = Set(vr, value)
+            edits[path] = edit
+    for path, edit in added:
+        edits[path] = edit
     return edits, meta
 
 
@@ -481,9 +512,14 @@ def apply_chunk(
     """
     results: list[ApplyResult] = []
     local = out_fs is None or _is_local(out_fs)
+    # what every file of the chunk shares: made once (the same objects, never changed, so
+    # the rewriter encodes the new sequence once)
+    added = _addition_edits(additions)
+    made: dict[tuple[str, str], Set] = {}
+    memo: dict[int, Any] = {}
     for file_id, src_path, out_path, rows, existing, pixels in items:
         try:
-            edits, meta = edits_for(rows, additions)
+            edits, meta = _edits(rows, added, made)
             if src_fs is None:
                 with open(src_path, "rb", buffering=0) as fh:
                     data = fh.read()
@@ -491,7 +527,7 @@ def apply_chunk(
                 data = with_retries(
                     lambda: src_fs.cat_file(src_path), _url(src_fs, src_path.split("/", 1)[0]), "reading from"
                 )
-            pieces = rewrite_pieces(data, edits, meta=meta)
+            pieces = _rewrite_pieces(data, edits, meta, True, memo)
             if pixels is not None:  # decode, black out, re-encode: only the images that ask
                 from .pixelclean import clean_part10
 
