@@ -559,16 +559,67 @@ def _identifier_patterns(elements: pl.DataFrame) -> dict[int, re.Pattern[str] | 
     return patterns
 
 
-def _new_values(plan: pl.DataFrame, elements: pl.DataFrame, key: ProjectKey) -> pl.DataFrame:
+def _new_values(
+    plan: pl.DataFrame, context: pl.DataFrame, elements: pl.DataFrame, key: ProjectKey
+) -> pl.DataFrame:
+    """Add ``new_value`` (and turn to X what cannot be given one): see the module docstring.
+
+    A kept row (K) keeps its value and a removed one (X) gets none; every other row
+    (a small part of the plan) gets its new value computed in :func:`_changed_values`,
+    with its file's context, and put back in its place.
+    """
+    action = pl.col("action")
+    changed = ~action.is_in(["K", "X"]).fill_null(False)  # null: decided below, fail closed
+    where = plan.select(changed.alias("_changed")).to_series()
+    rows = plan.filter(where).join(context, on="file_id", how="left", maintain_order="left")
+    rows, cleaned_frame = _changed_values(rows, elements, key)
+    at = where.arg_true()
+    new_value = (
+        plan.select(pl.when(action == "K").then(pl.col("value")).otherwise(pl.lit(None, pl.String)))
+        .to_series()
+        .scatter(at, rows["new_value"])
+    )
+    plan = plan.with_columns(
+        plan["action"].scatter(at, rows["action"]).alias("action"), new_value.alias("new_value")
+    )
+    if cleaned_frame is not None:
+        # two cleaned rows with one (file, path): an element repeated in its file; the join
+        # gives each its rows, as it always has
+        vr = pl.col("vr")
+        clean = (pl.col("action") == "C") & vr.is_in(_TEXT_VRS)
+        plan = plan.join(cleaned_frame, on=["file_id", "tag_path"], how="left").with_columns(
+            new_value=pl.when(clean).then(pl.col("_clean")).otherwise(pl.col("new_value"))
+        )
+        plan = plan.drop("_clean")
+        limit = vr.replace_strict(_MAX_LENGTH, default=None, return_dtype=pl.Int64)
+        plan = plan.with_columns(
+            new_value=pl.when(limit.is_not_null() & (pl.col("action") != "K"))
+            .then(pl.col("new_value").str.slice(0, limit))
+            .otherwise(pl.col("new_value"))
+        )
+    return plan
+
+
+def _changed_values(
+    plan: pl.DataFrame, elements: pl.DataFrame, key: ProjectKey
+) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """New values (and actions) of the rows that are neither kept nor removed, with their context.
+
+    Returns the rows with ``new_value``, and, in the rare case of two cleaned rows with one
+    (file, path), the cleaned values as a frame to join on those (else None).
+    """
     action = pl.col("action")
     vr = pl.col("vr")
     value = pl.col("value")
     dummy = vr.replace_strict(DUMMIES, default=None, return_dtype=pl.String)
 
     uid_rows = (action.is_in(["U", "D"])) & (vr == "UI")
-    uid_values = plan.filter(uid_rows)["value"]
-    uid_map = pl.DataFrame({"value": uid_values, "_new_uid": map_uids(uid_values, key)}).unique("value")
-    plan = plan.join(uid_map, on="value", how="left")
+    uid_where = plan.select(uid_rows.fill_null(False)).to_series()
+    new_uid = pl.Series("_new_uid", [None] * plan.height, pl.String)
+    if uid_where.any():
+        # each UID row's new UID (map_uids hashes each distinct value once)
+        new_uid = new_uid.scatter(uid_where.arg_true(), map_uids(plan.filter(uid_where)["value"], key))
+    plan = plan.with_columns(new_uid)
 
     fields = plan.select("org", "cloud_study_id", "patient_token", "study_token")
     templates = pl.Series("_template_value", [None] * plan.height, pl.String)
@@ -638,17 +689,19 @@ def _new_values(plan: pl.DataFrame, elements: pl.DataFrame, key: ProjectKey) -> 
     )
     # clean descriptors and free text: scrub the file's own identifiers, dates and IDs
     clean = (pl.col("action") == "C") & vr.is_in(_TEXT_VRS)
-    rows = plan.filter(clean)
+    clean_where = plan.select(clean.fill_null(False)).to_series()
+    rows = plan.filter(clean_where)
+    cleaned_frame = None
     if rows.height:
-        patterns = _identifier_patterns(elements.join(rows.select("file_id").unique(), on="file_id", how="semi"))
-        cleaned = _scrub(rows.select("file_id", "value").iter_rows(), patterns)
-        cleaned_frame = rows.select("file_id", "tag_path").with_columns(
-            pl.Series("_clean", cleaned, pl.String)
-        )
-        plan = plan.join(cleaned_frame, on=["file_id", "tag_path"], how="left").with_columns(
-            new_value=pl.when(clean).then(pl.col("_clean")).otherwise(pl.col("new_value"))
-        )
-        plan = plan.drop("_clean")
+        files = rows.select("file_id").unique()
+        if files.height < elements.select(pl.col("file_id").n_unique()).item():
+            elements = elements.join(files, on="file_id", how="semi")
+        patterns = _identifier_patterns(elements)
+        cleaned = pl.Series("_clean", _scrub(rows.select("file_id", "value").iter_rows(), patterns), pl.String)
+        if rows.select(pl.struct("file_id", "tag_path").is_duplicated().any()).item():
+            cleaned_frame = rows.select("file_id", "tag_path").with_columns(cleaned)
+        else:
+            plan = plan.with_columns(plan["new_value"].scatter(clean_where.arg_true(), cleaned))
     # every value written must fit its VR's length
     limit = vr.replace_strict(_MAX_LENGTH, default=None, return_dtype=pl.Int64)
     plan = plan.with_columns(
@@ -656,7 +709,7 @@ def _new_values(plan: pl.DataFrame, elements: pl.DataFrame, key: ProjectKey) -> 
         .then(pl.col("new_value").str.slice(0, limit))
         .otherwise(pl.col("new_value"))
     )
-    return plan.drop("_new_uid", "_template_value")
+    return plan.drop("_new_uid", "_template_value"), cleaned_frame
 
 
 def make_plan(
@@ -717,8 +770,7 @@ def make_plan(
     if Option.CLEAN_STRUCTURED_CONTENT in prof.options:
         decided = _clean_structured_content(decided, prof)
     decided = _remove_inside_removed(decided)
-    with_ctx = decided.join(context, on="file_id", how="left")
-    table = _new_values(with_ctx, elements, key)
+    table = _new_values(decided, context, elements, key)
     table = table.sort("_row").select(PLAN_COLUMNS)  # joins do not keep row order: restore it
     files = _files_table(table, context)
     jobs = pixel_jobs(instances, prof.pixel_rules, pixel_clean)
