@@ -287,12 +287,16 @@ def _private_and_unknown(matched: pl.DataFrame, profile: Profile) -> pl.DataFram
         .with_columns(_safe=pl.lit(True))
     )
     keep_safe = Option.RETAIN_SAFE_PRIVATE in profile.options
-    out = matched.with_columns(_g=group.cast(pl.UInt32), _e=(elem % 256).cast(pl.UInt32)).join(
-        safe, on=["private_creator", "_g", "_e"], how="left"
-    )
+    if keep_safe:
+        out = matched.with_columns(_g=group.cast(pl.UInt32), _e=(elem % 256).cast(pl.UInt32)).join(
+            safe, on=["private_creator", "_g", "_e"], how="left"
+        )
+        safe_hit = pl.col("_safe").fill_null(False)
+    else:  # nothing is kept for being safe: no need to look
+        out = matched.with_columns(_safe=pl.lit(None, pl.Boolean), _g=pl.lit(0, pl.UInt32), _e=pl.lit(0, pl.UInt32))
+        safe_hit = pl.lit(False)
     private_data = odd & ~is_creator & (elem > 0xFF)
     from_private_row = pl.col("source").is_in(["basic", "retain_safe_private"])
-    safe_hit = pl.lit(keep_safe) & pl.col("_safe").fill_null(False)
     unlisted = pl.col("action").is_null()
     # (condition, action, source), first match wins
     decisions = [
@@ -309,6 +313,7 @@ def _private_and_unknown(matched: pl.DataFrame, profile: Profile) -> pl.DataFram
         decided_source = pl.when(condition).then(pl.lit(source)).otherwise(decided_source)
     out = out.with_columns(action=decided, source=decided_source).drop("_safe", "_g", "_e")
     # a private creator is kept exactly when a data element of its block is kept
+    # (looked up for the creator rows only, and put back by position)
     parent = pl.col("tag_path").str.replace(r"[0-9A-F]{8}$", "")
     kept_blocks = (
         out.filter(private_data & (pl.col("action") != "X"))
@@ -320,10 +325,20 @@ def _private_and_unknown(matched: pl.DataFrame, profile: Profile) -> pl.DataFram
         .unique()
         .with_columns(_kept=pl.lit(True))
     )
-    out = out.with_columns(
-        _parent=parent,
-        _block=((pl.col("tag") // 65536) * 256 + pl.col("tag") % 256),
-    ).join(kept_blocks, on=["file_id", "_parent", "_block"], how="left")
+    kept = pl.repeat(None, out.height, dtype=pl.Boolean, eager=True).alias("_kept")
+    creators = out.select(is_creator).to_series()
+    if kept_blocks.height and creators.any():
+        found = (
+            out.filter(creators)
+            .select(
+                "file_id",
+                parent.alias("_parent"),
+                ((pl.col("tag") // 65536) * 256 + pl.col("tag") % 256).alias("_block"),
+            )
+            .join(kept_blocks, on=["file_id", "_parent", "_block"], how="left", maintain_order="left")
+        )
+        kept = kept.scatter(creators.arg_true(), found["_kept"])
+    out = out.with_columns(kept)
     creator_rule = pl.col("source").str.starts_with("custom")
     out = out.with_columns(
         action=pl.when(is_creator & ~creator_rule)
@@ -333,7 +348,7 @@ def _private_and_unknown(matched: pl.DataFrame, profile: Profile) -> pl.DataFram
         .then(pl.lit("private creator"))
         .otherwise(pl.col("source")),
     )
-    return out.drop("_parent", "_block", "_kept")
+    return out.drop("_kept")
 
 
 #: sequences whose items are content items (concept name + value): the Clean Structured
@@ -548,10 +563,16 @@ def _identifier_patterns(elements: pl.DataFrame) -> dict[int, re.Pattern[str] | 
         .unique()
     )
     patterns: dict[int, re.Pattern[str] | None] = {}
-    grouped = terms.group_by("file_id").agg(pl.col("part").unique())
+    # each file's terms longest first, then in code point order (UTF-8 byte order)
+    grouped = (
+        terms.with_columns(_len=pl.col("part").str.len_chars())
+        .sort(["file_id", "_len", "part"], descending=[False, True, False])
+        .group_by("file_id", maintain_order=True)
+        .agg("part")
+    )
     compiled: dict[tuple[str, ...], re.Pattern[str]] = {}  # files of one patient share terms
     for file_id, parts in grouped.iter_rows():
-        key = tuple(sorted(parts, key=lambda p: (-len(p), p)))
+        key = tuple(parts)
         if key not in compiled:
             alternation = "|".join(re.escape(p) for p in key)
             compiled[key] = re.compile(rf"(?i)(?<![A-Za-z0-9])(?:{alternation})(?![A-Za-z0-9])")
