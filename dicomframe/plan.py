@@ -499,6 +499,20 @@ def _remove_inside_removed(plan: pl.DataFrame) -> pl.DataFrame:
     max_depth = int(plan["depth"].max() or 0)
     if max_depth == 0:
         return plan
+    # only the rows inside sequences can change, and only sequences decide: the rest is left out
+    involved = plan.select(((pl.col("depth") > 0) | (pl.col("vr") == "SQ")).fill_null(True)).to_series()
+    done = _inside_removed(plan.filter(involved), max_depth, True)
+    if done is None:  # a sequence repeated in its file: the joins give its rows as they always have
+        done = _inside_removed(plan, max_depth, False)
+        assert done is not None
+        return done
+    at = involved.arg_true()
+    return plan.with_columns(plan["action"].scatter(at, done["action"]), plan["source"].scatter(at, done["source"]))
+
+
+def _inside_removed(plan: pl.DataFrame, max_depth: int, part: bool) -> pl.DataFrame | None:
+    """:func:`_remove_inside_removed` on ``plan``; with ``part`` (a part of the plan, rows kept
+    in order), None when a removed sequence's path is there twice in a file."""
     parent = pl.col("tag_path").str.replace(r"\[\d+\]\.[0-9A-F]{8}$", "")
     # X and Z drop the items; D and C keep the items but not what is in them: the
     # standard's row covers the whole sequence (the C sequences of Clean Structured
@@ -517,8 +531,10 @@ def _remove_inside_removed(plan: pl.DataFrame) -> pl.DataFrame:
         )
         if gone.height == 0:
             continue
+        if part and gone.select(pl.struct("file_id", "_parent").is_duplicated().any()).item():
+            return None
         plan = (
-            plan.join(gone, on=["file_id", "_parent"], how="left")
+            plan.join(gone, on=["file_id", "_parent"], how="left", maintain_order="left" if part else None)
             .with_columns(
                 _hit=(pl.col("depth") == depth) & pl.col("_parent_gone").fill_null(False)
             )
