@@ -16,7 +16,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from .errors import ParseError, PixelCleanError, StorageError, UserInputError
@@ -25,6 +25,7 @@ from .rewrite import Keep, NewElement, Set, _rewrite_pieces
 __all__ = [
     "DICOM_CONTENT_TYPE",
     "RETRY_ATTEMPTS",
+    "PlanRows",
     "WorkItem",
     "apply_chunk",
     "edits_for",
@@ -47,6 +48,47 @@ WorkItem = tuple[
     int, str, str, list[tuple[str, int, str, str, "str | None"]], "int | None",
     "tuple[list[tuple[int, int, int, int]], bool] | None",
 ]
+
+
+class PlanRows(Sequence[tuple[str, int, str, str, "str | None"]]):
+    """One file's plan rows ``(tag_path, tag, vr, action, new_value)``, held as five columns.
+
+    What :func:`dicomframe.pipeline.deidentify` gives the writers: made from slices of the
+    plan's columns without a tuple per row; iterating it gives the rows.
+    """
+
+    __slots__ = ("columns",)
+
+    def __init__(
+        self, paths: list[str], tags: list[int], vrs: list[str], actions: list[str], values: list[str | None]
+    ) -> None:
+        self.columns = (paths, tags, vrs, actions, values)
+
+    def __len__(self) -> int:
+        return len(self.columns[0])
+
+    def __iter__(self) -> Iterator[tuple[str, int, str, str, str | None]]:
+        return zip(*self.columns, strict=True)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return list(zip(*(c[index] for c in self.columns), strict=True))
+        return tuple(c[index] for c in self.columns)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PlanRows):
+            return self.columns == other.columns
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"PlanRows({list(self)!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (PlanRows, self.columns)
+
+
 #: (file_id, status, reason, bytes, sha256 of the output, already there: not uploaded again)
 ApplyResult = tuple[int, str, "str | None", int, "str | None", bool]
 T = TypeVar("T")

@@ -465,7 +465,8 @@ def _make_tmp_files_ahead(out_fs: Any, batch_root: str, jobs: int | None, cleanu
 
 
 def _rows_by_file(table: pl.DataFrame) -> Any:
-    """``file_id -> [(tag_path, tag, vr, action, new_value), …]`` in plan order, for the work items.
+    """``file_id -> [(tag_path, tag, vr, action, new_value), …]`` in plan order, for the work items
+    (a :class:`dicomframe.apply.PlanRows`: the rows as slices of the plan's columns).
 
     Only what :func:`dicomframe.apply.edits_for` reads: removed rows (X) are left out,
     and kept rows carry no new value (except the meta SOP Instance UID, which it reads).
@@ -481,15 +482,20 @@ def _rows_by_file(table: pl.DataFrame) -> Any:
     if runs != ids.n_unique():  # rows of a file not together: group them (not the usual case)
         parts = cols.partition_by("file_id", as_dict=True, maintain_order=True, include_key=False)
         return lambda file_id: parts[(file_id,)].rows() if (file_id,) in parts else []
-    rows = list(zip(*(cols[c].to_list() for c in ("tag_path", "tag", "vr", "action", "new_value")), strict=True))
+    from .apply import PlanRows
+
+    paths, tags, vrs, actions, values = (cols[c].to_list() for c in ("tag_path", "tag", "vr", "action", "new_value"))
     bounds = cols.select(
         "file_id", pl.int_range(pl.len(), dtype=pl.Int64).alias("_i")
     ).group_by("file_id").agg(pl.col("_i").min().alias("start"), pl.len().alias("n"))
     where = {fid: (start, start + n) for fid, start, n in bounds.iter_rows()}
 
-    def rows_of(file_id: int) -> list[Any]:
+    def rows_of(file_id: int) -> Any:
         found = where.get(file_id)
-        return rows[found[0] : found[1]] if found else []
+        if not found:
+            return []
+        a, b = found  # a file's rows as columns: no tuple per row
+        return PlanRows(paths[a:b], tags[a:b], vrs[a:b], actions[a:b], values[a:b])
 
     return rows_of
 

@@ -78,3 +78,22 @@ def test_threads_writing_into_new_folders_all_succeed(tmp_path: Path) -> None:
         import shutil
 
         shutil.rmtree(root)
+
+
+def test_plan_rows_held_as_columns_are_the_rows_and_travel_to_worker_processes() -> None:
+    """The writers' rows of one file, as slices of the plan's columns: same rows, same edits."""
+    import pickle
+
+    from dicomframe.apply import PlanRows, edits_for
+
+    rows = [
+        ("00100010", 0x00100010, "PN", "Z", ""),
+        ("00080018", 0x00080018, "UI", "U", "2.25.1"),
+        ("00081140", 0x00081140, "SQ", "K", None),
+        ("00020003", 0x00020003, "UI", "K", "2.25.1"),
+    ]
+    held = PlanRows(*(list(c) for c in zip(*rows, strict=True)))
+    assert list(held) == rows and held == rows and len(held) == 4 and held[1] == rows[1] and held[1:3] == rows[1:3]
+    assert pickle.loads(pickle.dumps(held)) == held
+    additions = {"method_text": "t", "method_codes": [("113100", "DCM", "Basic")], "temporal": "MODIFIED"}
+    assert edits_for(held, additions) == edits_for(rows, additions)
