@@ -787,11 +787,21 @@ static PyObject *buf_bytes(Buf *b) {
     return o;
 }
 
-/* item i of seq, or seq[i].get(key) when key is given (borrowed or new ref in *owned) */
+/* item i of seq, or seq[i].get(key) when key is given, or seq[i][key] when key is an int and
+ * the items are tuples (borrowed or new ref in *owned) */
 static PyObject *item_of(PyObject *fast, Py_ssize_t i, PyObject *key, PyObject **owned) {
     PyObject *it = PySequence_Fast_GET_ITEM(fast, i);
     *owned = NULL;
     if (key == NULL) return it;
+    if (PyLong_CheckExact(key)) {
+        Py_ssize_t k = PyLong_AsSsize_t(key);
+        if (k == -1 && PyErr_Occurred()) return NULL;
+        if (!PyTuple_Check(it) || k < 0 || k >= PyTuple_GET_SIZE(it)) {
+            PyErr_SetString(PyExc_TypeError, "items must be tuples holding the field at the index given");
+            return NULL;
+        }
+        return PyTuple_GET_ITEM(it, k);
+    }
     if (!PyDict_Check(it)) {
         PyErr_SetString(PyExc_TypeError, "items must be dicts when a key is given");
         return NULL;
@@ -1665,7 +1675,8 @@ static PyMethodDef methods[] = {
     {"walk", (PyCFunction)(void (*)(void))py_walk, METH_VARARGS | METH_KEYWORDS,
      "Walk a little-endian dataset into rows (see _parse.py)."},
     {"string_column", py_string_column, METH_VARARGS,
-     "Arrow string buffers (validity, offsets, data, null_count) of a sequence of str/None."},
+     "Arrow string buffers (validity, offsets, data, null_count) of a sequence of str/None (or of "
+     "item.get(key) of dicts, or item[key] of tuples when key is an int)."},
     {"rewrite", py_rewrite, METH_VARARGS,
      "The rewritten pieces of an explicit VR little endian data set, or None (see rewrite.py)."},
     {"make_files", py_make_files, METH_VARARGS,
