@@ -165,6 +165,28 @@ def _edits(
     return edits, meta
 
 
+class LocalFS:
+    """The local file system: fsspec's ``LocalFileSystem``, imported on first use.
+
+    A local batch writes, renames and lists with :mod:`os`; fsspec (whose import reads
+    the entry points of every installed package, ~40 ms) is loaded only when something
+    asks it for more.
+    """
+
+    protocol = ("file", "local")
+
+    def __getattr__(self, name: str) -> Any:
+        import fsspec
+
+        return getattr(fsspec.filesystem("file"), name)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (LocalFS, ())
+
+    def __repr__(self) -> str:
+        return "LocalFS()"
+
+
 def _is_local(fs: Any) -> bool:
     protocol = getattr(fs, "protocol", "file")
     protocols = (protocol,) if isinstance(protocol, str) else tuple(protocol)

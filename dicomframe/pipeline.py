@@ -126,9 +126,9 @@ def _fs(url: str, storage_options: dict[str, Any] | None) -> tuple[Any, str]:
     from .sources import get_filesystem
 
     if "://" not in url:
-        import fsspec
+        from .apply import LocalFS
 
-        return fsspec.filesystem("file"), os.path.abspath(url)
+        return LocalFS(), os.path.abspath(url)
     return get_filesystem(url, storage_options)
 
 
@@ -609,6 +609,12 @@ def _existing_outputs(out_fs: Any, batch_root: str, dst_text: str) -> dict[str, 
     url = dst_text.rstrip("/") + "/" + batch_root.rsplit("/", 1)[-1] + "/"
     if _is_local(out_fs):
         if not os.path.isdir(batch_root):
+            return {}
+        from .apply import TMP_DIR_PREFIX
+
+        if all(name.startswith(TMP_DIR_PREFIX) for name in os.listdir(batch_root)):
+            # only temporary folders (this run's files made ahead, or a killed run's): no
+            # outputs yet; what a killed run left in them goes with them at the end
             return {}
     else:
         out_fs.invalidate_cache(batch_root)
