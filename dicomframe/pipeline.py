@@ -665,6 +665,10 @@ def _source_fs(src: Any, storage_options: dict[str, Any] | None) -> Any:
     return None
 
 
+#: read-back element rows converted to Arrow at once (see _run_apply)
+_CHECKED_BATCH_ROWS = 1 << 16
+
+
 def _run_apply(
     items: list[Any],
     src_fs: Any,
@@ -723,10 +727,12 @@ def _run_apply(
             in_process=memory or small,
             what="de-identification",
         )
+    # read-back rows become Arrow tables in a few large batches: each conversion lets go of
+    # the GIL several times (Arrow kernels), and while writers run, each time costs a wait
+    ids: list[int] = []
+    rows: list[Any] = []
     try:
         for part in parts:
-            ids: list[int] = []
-            rows: list[Any] = []
             for result in part:
                 if len(result) > 6:
                     if result[6] is not None and checked is not None:
@@ -734,9 +740,12 @@ def _run_apply(
                         rows.extend(result[6])
                     result = result[:6]
                 results.append(result)
-            if rows and checked is not None:
+            if len(rows) >= _CHECKED_BATCH_ROWS and checked is not None:
                 checked.append(_rows_to_arrow(ids, rows))
+                ids, rows = [], []
             bar.update(len(results), sum(1 for r in results if r[1] != "written"))
+        if rows and checked is not None:
+            checked.append(_rows_to_arrow(ids, rows))
     finally:
         if threads is not None:
             threads.shutdown(cancel_futures=True)
