@@ -657,6 +657,6 @@ def _output_rows(pieces: Sequence[bytes | memoryview], size: int) -> list[Any] |
     from ._parse import parse_file
 
     try:
-        return parse_file(_PiecesReader(pieces, size))[0]
+        return parse_file(_PiecesReader(pieces, size), attributes=False)[0]
     except Exception:  # noqa: BLE001 - the read-back scan decides (and reports) instead
         return None
