@@ -787,11 +787,21 @@ static PyObject *buf_bytes(Buf *b) {
     return o;
 }
 
-/* item i of seq, or seq[i].get(key) when key is given (borrowed or new ref in *owned) */
+/* item i of seq, or seq[i].get(key) when key is given, or seq[i][key] when key is an int and
+ * the items are tuples (borrowed or new ref in *owned) */
 static PyObject *item_of(PyObject *fast, Py_ssize_t i, PyObject *key, PyObject **owned) {
     PyObject *it = PySequence_Fast_GET_ITEM(fast, i);
     *owned = NULL;
     if (key == NULL) return it;
+    if (PyLong_CheckExact(key)) {
+        Py_ssize_t k = PyLong_AsSsize_t(key);
+        if (k == -1 && PyErr_Occurred()) return NULL;
+        if (!PyTuple_Check(it) || k < 0 || k >= PyTuple_GET_SIZE(it)) {
+            PyErr_SetString(PyExc_TypeError, "items must be tuples holding the field at the index given");
+            return NULL;
+        }
+        return PyTuple_GET_ITEM(it, k);
+    }
     if (!PyDict_Check(it)) {
         PyErr_SetString(PyExc_TypeError, "items must be dicts when a key is given");
         return NULL;
@@ -1560,17 +1570,121 @@ static PyObject *py_make_files(PyObject *Py_UNUSED(self), PyObject *args) {
     return PyLong_FromSsize_t(made);
 }
 
+/* ---- prepare_sets: the common case of rewrite._prepare_sets ----
+ * prepare_sets(edits, keep_type, set_type, paths, encoded, explicit, e, sets, inserts) walks the
+ * edits in order and does, for each top-level Set of a str value whose path is in ``paths``
+ * (rewrite._PATHS, with what == 0) and whose element is in ``encoded`` (rewrite._ENCODED, key
+ * (tag, vr, value, explicit, e)), what _prepare_sets does: sets[path] = the bytes, and
+ * (tag, path) appended to inserts[""]. Keep edits are skipped. Every other edit is returned,
+ * as (path, edit) in edits order, for _prepare_sets to do: none of those done here can fail. */
+static PyObject *S_VR, *S_VALUE;
+
+static PyObject *py_prepare_sets(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *edits, *keep_type, *set_type, *paths, *encoded, *explicit, *e, *sets, *inserts;
+    if (!PyArg_ParseTuple(args, "O!OOO!O!OOO!O!", &PyDict_Type, &edits, &keep_type, &set_type, &PyDict_Type, &paths,
+                          &PyDict_Type, &encoded, &explicit, &e, &PyDict_Type, &sets, &PyDict_Type, &inserts))
+        return NULL;
+    PyObject *rest = PyList_New(0);
+    if (!rest) return NULL;
+    PyObject *top = NULL; /* borrowed: inserts[""] */
+    Py_ssize_t pos = 0;
+    PyObject *path, *edit;
+    while (PyDict_Next(edits, &pos, &path, &edit)) {
+        if ((PyObject *)Py_TYPE(edit) == keep_type) continue;
+        int done = 0;
+        if ((PyObject *)Py_TYPE(edit) == set_type && PyUnicode_CheckExact(path)) {
+            PyObject *known = PyDict_GetItemWithError(paths, path);
+            if (!known && PyErr_Occurred()) goto fail;
+            if (known && PyTuple_CheckExact(known) && PyTuple_GET_SIZE(known) == 4) {
+                PyObject *prefix = PyTuple_GET_ITEM(known, 0), *what = PyTuple_GET_ITEM(known, 2);
+                if (PyUnicode_CheckExact(prefix) && PyUnicode_GET_LENGTH(prefix) == 0 && PyLong_CheckExact(what) &&
+                    PyLong_AsLong(what) == 0) {
+                    PyObject *vr = PyObject_GetAttr(edit, S_VR);
+                    if (!vr) goto fail;
+                    PyObject *value = PyObject_GetAttr(edit, S_VALUE);
+                    if (!value) {
+                        Py_DECREF(vr);
+                        goto fail;
+                    }
+                    if (PyUnicode_CheckExact(value)) {
+                        PyObject *key = PyTuple_Pack(5, PyTuple_GET_ITEM(known, 1), vr, value, explicit, e);
+                        PyObject *bytes = key ? PyDict_GetItemWithError(encoded, key) : NULL;
+                        Py_XDECREF(key);
+                        if (!bytes && PyErr_Occurred()) {
+                            Py_DECREF(vr);
+                            Py_DECREF(value);
+                            goto fail;
+                        }
+                        if (bytes) {
+                            if (!top) {
+                                top = PyDict_GetItemWithError(inserts, EMPTY_STR);
+                                if (!top) {
+                                    if (PyErr_Occurred()) {
+                                        Py_DECREF(vr);
+                                        Py_DECREF(value);
+                                        goto fail;
+                                    }
+                                    PyObject *list = PyList_New(0);
+                                    if (!list || PyDict_SetItem(inserts, EMPTY_STR, list) < 0) {
+                                        Py_XDECREF(list);
+                                        Py_DECREF(vr);
+                                        Py_DECREF(value);
+                                        goto fail;
+                                    }
+                                    Py_DECREF(list); /* the dict holds it */
+                                    top = list;
+                                }
+                                if (!PyList_Check(top)) {
+                                    PyErr_SetString(PyExc_TypeError, "inserts[''] is not a list");
+                                    Py_DECREF(vr);
+                                    Py_DECREF(value);
+                                    goto fail;
+                                }
+                            }
+                            if (PyDict_SetItem(sets, path, bytes) < 0 || PyList_Append(top, PyTuple_GET_ITEM(known, 3)) < 0) {
+                                Py_DECREF(vr);
+                                Py_DECREF(value);
+                                goto fail;
+                            }
+                            done = 1;
+                        }
+                    }
+                    Py_DECREF(vr);
+                    Py_DECREF(value);
+                } else if (PyErr_Occurred()) {
+                    goto fail;
+                }
+            }
+        }
+        if (!done) {
+            PyObject *pair = PyTuple_Pack(2, path, edit);
+            if (!pair || PyList_Append(rest, pair) < 0) {
+                Py_XDECREF(pair);
+                goto fail;
+            }
+            Py_DECREF(pair);
+        }
+    }
+    return rest;
+fail:
+    Py_DECREF(rest);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"walk", (PyCFunction)(void (*)(void))py_walk, METH_VARARGS | METH_KEYWORDS,
      "Walk a little-endian dataset into rows (see _parse.py)."},
     {"string_column", py_string_column, METH_VARARGS,
-     "Arrow string buffers (validity, offsets, data, null_count) of a sequence of str/None."},
+     "Arrow string buffers (validity, offsets, data, null_count) of a sequence of str/None (or of "
+     "item.get(key) of dicts, or item[key] of tuples when key is an int)."},
     {"rewrite", py_rewrite, METH_VARARGS,
      "The rewritten pieces of an explicit VR little endian data set, or None (see rewrite.py)."},
     {"make_files", py_make_files, METH_VARARGS,
      "Create empty files prefix + '<i>.ahead' without the GIL; return how many were made."},
     {"int_column", py_int_column, METH_VARARGS,
      "Arrow fixed-width integer buffers (validity, data, null_count) of a sequence of int/bool/None."},
+    {"prepare_sets", py_prepare_sets, METH_VARARGS,
+     "The common case of rewrite._prepare_sets; returns the (path, edit) pairs left to it."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1594,6 +1708,9 @@ PyMODINIT_FUNC PyInit__cwalk(void) {
     VR_OW = VR_INDEX[('O' - 'A') * 26 + ('W' - 'A')];
     EMPTY_STR = PyUnicode_FromString("");
     if (!EMPTY_STR) return NULL;
+    S_VR = PyUnicode_InternFromString("vr");
+    S_VALUE = PyUnicode_InternFromString("value");
+    if (!S_VR || !S_VALUE) return NULL;
     WalkError = PyErr_NewException("dicomframe._cwalk.WalkError", NULL, NULL);
     if (!WalkError) return NULL;
     Py_INCREF(WalkError);

@@ -669,9 +669,12 @@ def _walk_c(
 
 
 def parse_file(
-    reader: RangeReader, first_read: int = FIRST_READ, *, accelerate: bool = True
+    reader: RangeReader, first_read: int = FIRST_READ, *, accelerate: bool = True, attributes: bool = True
 ) -> tuple[list[Row], FileInfo]:
     """Walk one file's header. Raise :class:`ParseError` for a damaged or non-DICOM file.
+
+    With ``attributes=False`` the C walker does not collect ``info.attributes`` (left None:
+    for callers that read the rows only).
 
     Examples
     --------
@@ -739,7 +742,7 @@ def parse_file(
     if use_c and w.little:
         n_meta = len(w.rows)
         try:
-            record: dict[str, str | None] = {}
+            record: dict[str, str | None] | None = {} if attributes else None
             _walk_c(w, pos, explicit, False, record)
             info.attributes = record
         except _Unsupported:

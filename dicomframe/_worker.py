@@ -201,8 +201,9 @@ except ImportError:  # pragma: no cover - no compiler on this machine
 _WIDTH = {pa.int64(): 8, pa.uint32(): 4, pa.int32(): 4, pa.int16(): 2, pa.bool_(): 1}
 
 
-def column(values: Sequence[Any], type_: pa.DataType, key: str | None = None) -> pa.Array:
-    """An Arrow array from Python values (or from ``item.get(key)`` of dicts).
+def column(values: Sequence[Any], type_: pa.DataType, key: str | int | None = None) -> pa.Array:
+    """An Arrow array from Python values (or from ``item.get(key)`` of dicts; with the C helper
+    only, from ``item[key]`` of tuples when ``key`` is an int).
 
     The C helper writes the Arrow buffers directly: faster than pyarrow's
     conversion of Python objects, which also imports pandas (40 MB) when it is
@@ -240,6 +241,8 @@ def _scalar(value: int, type_: pa.DataType) -> pa.Scalar:
 
 
 _PRIVATE_BIT = _scalar(0x00010000, pa.uint32())
+_UNDEFINED_INT64 = _scalar(_UNDEFINED, pa.int64())
+_MINUS_ONE = _scalar(-1, pa.int64())
 _ZERO = _scalar(0, pa.uint32())
 _KEYWORD_TAGS = column(sorted(KEYWORDS), pa.uint32())
 _KEYWORD_NAMES = column([KEYWORDS[t] for t in sorted(KEYWORDS)], pa.string())
@@ -267,6 +270,11 @@ def _keywords(tags: pa.Array) -> pa.Array:
 def _rows_to_arrow(file_ids: list[int], rows: list[Row]) -> pa.Table:
     if not rows:
         return empty_table(ELEMENTS_ARROW)
+    if _cwalk is not None:
+        try:
+            return _row_fields_to_arrow(file_ids, rows)
+        except TypeError:  # not rows of tuples: as below (which says what is wrong)
+            pass
     paths, tags, vrs, vms, values, creators, depths, lengths, offsets = zip(*rows, strict=True)
     tag_array = column(tags, pa.uint32())
     length = column([-1 if n == _UNDEFINED else n for n in lengths], pa.int64())
@@ -283,6 +291,29 @@ def _rows_to_arrow(file_ids: list[int], rows: list[Row]) -> pa.Table:
             column(depths, pa.int16()),
             length,
             column(offsets, pa.int64()),
+        ],
+        schema=ELEMENTS_ARROW,
+    )
+
+
+def _row_fields_to_arrow(file_ids: list[int], rows: list[Row]) -> pa.Table:
+    """:func:`_rows_to_arrow` with the C helper reading each field straight from the row
+    tuples (no transposed copy of them); TypeError when the rows are not tuples."""
+    lengths = column(rows, pa.int64(), 7)
+    tag_array = column(rows, pa.uint32(), 1)
+    return pa.table(
+        [
+            column(file_ids, pa.int64()),
+            column(rows, pa.string(), 0),
+            tag_array,
+            _keywords(tag_array),
+            column(rows, pa.string(), 2),
+            column(rows, pa.int32(), 3),
+            column(rows, pa.string(), 4),
+            column(rows, pa.string(), 5),
+            column(rows, pa.int16(), 6),
+            pc.if_else(pc.equal(lengths, _UNDEFINED_INT64), _MINUS_ONE, lengths),  # undefined: -1
+            column(rows, pa.int64(), 8),
         ],
         schema=ELEMENTS_ARROW,
     )

@@ -16,15 +16,16 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from .errors import ParseError, PixelCleanError, StorageError, UserInputError
-from .rewrite import Keep, NewElement, Set, rewrite_pieces
+from .rewrite import Keep, NewElement, Set, _rewrite_pieces
 
 __all__ = [
     "DICOM_CONTENT_TYPE",
     "RETRY_ATTEMPTS",
+    "PlanRows",
     "WorkItem",
     "apply_chunk",
     "edits_for",
@@ -47,6 +48,47 @@ WorkItem = tuple[
     int, str, str, list[tuple[str, int, str, str, "str | None"]], "int | None",
     "tuple[list[tuple[int, int, int, int]], bool] | None",
 ]
+
+
+class PlanRows(Sequence[tuple[str, int, str, str, "str | None"]]):
+    """One file's plan rows ``(tag_path, tag, vr, action, new_value)``, held as five columns.
+
+    What :func:`dicomframe.pipeline.deidentify` gives the writers: made from slices of the
+    plan's columns without a tuple per row; iterating it gives the rows.
+    """
+
+    __slots__ = ("columns",)
+
+    def __init__(
+        self, paths: list[str], tags: list[int], vrs: list[str], actions: list[str], values: list[str | None]
+    ) -> None:
+        self.columns = (paths, tags, vrs, actions, values)
+
+    def __len__(self) -> int:
+        return len(self.columns[0])
+
+    def __iter__(self) -> Iterator[tuple[str, int, str, str, str | None]]:
+        return zip(*self.columns, strict=True)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return list(zip(*(c[index] for c in self.columns), strict=True))
+        return tuple(c[index] for c in self.columns)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PlanRows):
+            return self.columns == other.columns
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"PlanRows({list(self)!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (PlanRows, self.columns)
+
+
 #: (file_id, status, reason, bytes, sha256 of the output, already there: not uploaded again)
 ApplyResult = tuple[int, str, "str | None", int, "str | None", bool]
 T = TypeVar("T")
@@ -60,9 +102,50 @@ def edits_for(
     rows: Sequence[tuple[str, int, str, str, str | None]], additions: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[int, str]]:
     """Rewrite edits and file-meta overrides from one file's plan rows."""
+    return _edits(rows, _addition_edits(additions), {})
+
+
+def _addition_edits(additions: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The edits dicomframe adds to every file (identity removed, method, temporal flag)."""
+    return [
+        ("00120062", Set("CS", "YES")),
+        ("00120063", Set("LO", additions["method_text"][:64])),
+        (
+            "00120064",
+            Set(
+                "SQ",
+                [
+                    [
+                        NewElement(0x00080100, "SH", code),
+                        NewElement(0x00080102, "SH", scheme),
+                        NewElement(0x00080104, "LO", meaning[:64]),
+                    ]
+                    for code, scheme, meaning in additions["method_codes"]
+                ],
+            ),
+        ),
+        ("00280303", Set("CS", additions["temporal"])),
+    ]
+
+
+def _edits(
+    rows: Sequence[tuple[str, int, str, str, str | None]],
+    added: list[tuple[str, Any]],
+    made: dict[tuple[str, str], Set],
+) -> tuple[dict[str, Any], dict[int, str]]:
+    """:func:`edits_for` with the additions' edits given; ``made``: Sets of str values made
+    before (equal values, immutable: shared)."""
     edits: dict[str, Any] = {}
     meta: dict[int, str] = {}
+    keep = _KEEP
     for path, tag, vr, action, new_value in rows:
+        if action == "K":
+            if tag >> 16 == 0x0002:
+                if tag == 0x00020003 and new_value:
+                    meta[0x00020003] = new_value
+                continue
+            edits[path] = keep
+            continue
         if action == "X":
             continue
         if tag >> 16 == 0x0002:
@@ -70,26 +153,38 @@ def edits_for(
                 meta[0x00020003] = new_value
             continue
         if vr == "SQ":
-            edits[path] = Set("SQ", []) if action == "Z" else _KEEP
-        elif action == "K":
-            edits[path] = _KEEP
+            edits[path] = Set("SQ", []) if action == "Z" else keep
         else:
-            edits[path] = Set(vr, new_value if new_value is not None else "")
-    edits["00120062"] = Set("CS", "YES")
-    edits["00120063"] = Set("LO", additions["method_text"][:64])
-    edits["00120064"] = Set(
-        "SQ",
-        [
-            [
-                NewElement(0x00080100, "SH", code),
-                NewElement(0x00080102, "SH", scheme),
-                NewElement(0x00080104, "LO", meaning[:64]),
-            ]
-            for code, scheme, meaning in additions["method_codes"]
-        ],
-    )
-    edits["00280303"] = Set("CS", additions["temporal"])
+            value = new_value if new_value is not None else ""
+            edit = made.get((vr, value))
+            if edit is None:
+                edit = made[(vr, value)] = Set(vr, value)
+            edits[path] = edit
+    for path, edit in added:
+        edits[path] = edit
     return edits, meta
+
+
+class LocalFS:
+    """The local file system: fsspec's ``LocalFileSystem``, imported on first use.
+
+    A local batch writes, renames and lists with :mod:`os`; fsspec (whose import reads
+    the entry points of every installed package, ~40 ms) is loaded only when something
+    asks it for more.
+    """
+
+    protocol = ("file", "local")
+
+    def __getattr__(self, name: str) -> Any:
+        import fsspec
+
+        return getattr(fsspec.filesystem("file"), name)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (LocalFS, ())
+
+    def __repr__(self) -> str:
+        return "LocalFS()"
 
 
 def _is_local(fs: Any) -> bool:
@@ -481,9 +576,14 @@ def apply_chunk(
     """
     results: list[ApplyResult] = []
     local = out_fs is None or _is_local(out_fs)
+    # what every file of the chunk shares: made once (the same objects, never changed, so
+    # the rewriter encodes the new sequence once)
+    added = _addition_edits(additions)
+    made: dict[tuple[str, str], Set] = {}
+    memo: dict[int, Any] = {}
     for file_id, src_path, out_path, rows, existing, pixels in items:
         try:
-            edits, meta = edits_for(rows, additions)
+            edits, meta = _edits(rows, added, made)
             if src_fs is None:
                 with open(src_path, "rb", buffering=0) as fh:
                     data = fh.read()
@@ -491,7 +591,7 @@ def apply_chunk(
                 data = with_retries(
                     lambda: src_fs.cat_file(src_path), _url(src_fs, src_path.split("/", 1)[0]), "reading from"
                 )
-            pieces = rewrite_pieces(data, edits, meta=meta)
+            pieces = _rewrite_pieces(data, edits, meta, True, memo)
             if pixels is not None:  # decode, black out, re-encode: only the images that ask
                 from .pixelclean import clean_part10
 
@@ -557,6 +657,6 @@ def _output_rows(pieces: Sequence[bytes | memoryview], size: int) -> list[Any] |
     from ._parse import parse_file
 
     try:
-        return parse_file(_PiecesReader(pieces, size))[0]
+        return parse_file(_PiecesReader(pieces, size), attributes=False)[0]
     except Exception:  # noqa: BLE001 - the read-back scan decides (and reports) instead
         return None

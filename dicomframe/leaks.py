@@ -72,7 +72,9 @@ def findings_from(
 
 def _originals(plan: Plan) -> tuple[list[str], list[str], list[str]]:
     """Whole identifying values, person-name parts, and replaced instance UIDs of the input."""
-    present = plan.table.filter(pl.col("value").is_not_null() & (pl.col("value") != ""))
+    present = plan.table.select("value", "action", "keyword", "vr").filter(  # the columns read below
+        pl.col("value").is_not_null() & (pl.col("value") != "")
+    )
     changed = present.filter(pl.col("action") != "K")
     # what the profile changes must not survive; the patient's own identifiers never may
     ident = pl.concat(

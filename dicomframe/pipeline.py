@@ -136,9 +136,9 @@ def _fs(url: str, storage_options: dict[str, Any] | None) -> tuple[Any, str]:
     from .sources import get_filesystem
 
     if "://" not in url:
-        import fsspec
+        from .apply import LocalFS
 
-        return fsspec.filesystem("file"), os.path.abspath(url)
+        return LocalFS(), os.path.abspath(url)
     return get_filesystem(url, storage_options)
 
 
@@ -604,7 +604,8 @@ def _make_tmp_files_ahead(out_fs: Any, batch_root: str, jobs: int | None, cleanu
 
 
 def _rows_by_file(table: pl.DataFrame) -> Any:
-    """``file_id -> [(tag_path, tag, vr, action, new_value), …]`` in plan order, for the work items.
+    """``file_id -> [(tag_path, tag, vr, action, new_value), …]`` in plan order, for the work items
+    (a :class:`dicomframe.apply.PlanRows`: the rows as slices of the plan's columns).
 
     Only what :func:`dicomframe.apply.edits_for` reads: removed rows (X) are left out,
     and kept rows carry no new value (except the meta SOP Instance UID, which it reads).
@@ -620,15 +621,20 @@ def _rows_by_file(table: pl.DataFrame) -> Any:
     if runs != ids.n_unique():  # rows of a file not together: group them (not the usual case)
         parts = cols.partition_by("file_id", as_dict=True, maintain_order=True, include_key=False)
         return lambda file_id: parts[(file_id,)].rows() if (file_id,) in parts else []
-    rows = list(zip(*(cols[c].to_list() for c in ("tag_path", "tag", "vr", "action", "new_value")), strict=True))
+    from .apply import PlanRows
+
+    paths, tags, vrs, actions, values = (cols[c].to_list() for c in ("tag_path", "tag", "vr", "action", "new_value"))
     bounds = cols.select(
         "file_id", pl.int_range(pl.len(), dtype=pl.Int64).alias("_i")
     ).group_by("file_id").agg(pl.col("_i").min().alias("start"), pl.len().alias("n"))
     where = {fid: (start, start + n) for fid, start, n in bounds.iter_rows()}
 
-    def rows_of(file_id: int) -> list[Any]:
+    def rows_of(file_id: int) -> Any:
         found = where.get(file_id)
-        return rows[found[0] : found[1]] if found else []
+        if not found:
+            return []
+        a, b = found  # a file's rows as columns: no tuple per row
+        return PlanRows(paths[a:b], tags[a:b], vrs[a:b], actions[a:b], values[a:b])
 
     return rows_of
 
@@ -743,6 +749,12 @@ def _existing_outputs(out_fs: Any, batch_root: str, dst_text: str) -> dict[str, 
     if _is_local(out_fs):
         if not os.path.isdir(batch_root):
             return {}
+        from .apply import TMP_DIR_PREFIX
+
+        if all(name.startswith(TMP_DIR_PREFIX) for name in os.listdir(batch_root)):
+            # only temporary folders (this run's files made ahead, or a killed run's): no
+            # outputs yet; what a killed run left in them goes with them at the end
+            return {}
     else:
         out_fs.invalidate_cache(batch_root)
 
@@ -790,6 +802,10 @@ def _source_fs(src: Any, storage_options: dict[str, Any] | None) -> Any:
 
         return get_filesystem(text, storage_options)[0]
     return None
+
+
+#: read-back element rows converted to Arrow at once (see _run_apply)
+_CHECKED_BATCH_ROWS = 1 << 16
 
 
 def _run_apply(
@@ -855,10 +871,12 @@ def _run_apply(
             in_process=memory or small,
             what="de-identification",
         )
+    # read-back rows become Arrow tables in a few large batches: each conversion lets go of
+    # the GIL several times (Arrow kernels), and while writers run, each time costs a wait
+    ids: list[int] = []
+    rows: list[Any] = []
     try:
         for part in parts:
-            ids: list[int] = []
-            rows: list[Any] = []
             for result in part:
                 if len(result) > 6:
                     if result[6] is not None and checked is not None:
@@ -866,12 +884,15 @@ def _run_apply(
                         rows.extend(result[6])
                     result = result[:6]
                 results.append(result)
-            if rows and checked is not None:
+            if len(rows) >= _CHECKED_BATCH_ROWS and checked is not None:
                 checked.append(_rows_to_arrow(ids, rows))
+                ids, rows = [], []
             errors = sum(1 for r in results if r[1] != "written")
             bar.update(len(results), errors)
             if whole is not None:
                 whole.update(done_before + len(results), errors_before + errors)
+        if rows and checked is not None:
+            checked.append(_rows_to_arrow(ids, rows))
     finally:
         if threads is not None:
             threads.shutdown(cancel_futures=True)

@@ -299,12 +299,16 @@ def _private_and_unknown(matched: pl.DataFrame, profile: Profile) -> pl.DataFram
         .with_columns(_safe=pl.lit(True))
     )
     keep_safe = Option.RETAIN_SAFE_PRIVATE in profile.options
-    out = matched.with_columns(_g=group.cast(pl.UInt32), _e=(elem % 256).cast(pl.UInt32)).join(
-        safe, on=["private_creator", "_g", "_e"], how="left"
-    )
+    if keep_safe:
+        out = matched.with_columns(_g=group.cast(pl.UInt32), _e=(elem % 256).cast(pl.UInt32)).join(
+            safe, on=["private_creator", "_g", "_e"], how="left"
+        )
+        safe_hit = pl.col("_safe").fill_null(False)
+    else:  # nothing is kept for being safe: no need to look
+        out = matched.with_columns(_safe=pl.lit(None, pl.Boolean), _g=pl.lit(0, pl.UInt32), _e=pl.lit(0, pl.UInt32))
+        safe_hit = pl.lit(False)
     private_data = odd & ~is_creator & (elem > 0xFF)
     from_private_row = pl.col("source").is_in(["basic", "retain_safe_private"])
-    safe_hit = pl.lit(keep_safe) & pl.col("_safe").fill_null(False)
     unlisted = pl.col("action").is_null()
     # (condition, action, source), first match wins
     decisions = [
@@ -321,6 +325,7 @@ def _private_and_unknown(matched: pl.DataFrame, profile: Profile) -> pl.DataFram
         decided_source = pl.when(condition).then(pl.lit(source)).otherwise(decided_source)
     out = out.with_columns(action=decided, source=decided_source).drop("_safe", "_g", "_e")
     # a private creator is kept exactly when a data element of its block is kept
+    # (looked up for the creator rows only, and put back by position)
     parent = pl.col("tag_path").str.replace(r"[0-9A-F]{8}$", "")
     kept_blocks = (
         out.filter(private_data & (pl.col("action") != "X"))
@@ -332,10 +337,20 @@ def _private_and_unknown(matched: pl.DataFrame, profile: Profile) -> pl.DataFram
         .unique()
         .with_columns(_kept=pl.lit(True))
     )
-    out = out.with_columns(
-        _parent=parent,
-        _block=((pl.col("tag") // 65536) * 256 + pl.col("tag") % 256),
-    ).join(kept_blocks, on=["file_id", "_parent", "_block"], how="left")
+    kept = pl.repeat(None, out.height, dtype=pl.Boolean, eager=True).alias("_kept")
+    creators = out.select(is_creator).to_series()
+    if kept_blocks.height and creators.any():
+        found = (
+            out.filter(creators)
+            .select(
+                "file_id",
+                parent.alias("_parent"),
+                ((pl.col("tag") // 65536) * 256 + pl.col("tag") % 256).alias("_block"),
+            )
+            .join(kept_blocks, on=["file_id", "_parent", "_block"], how="left", maintain_order="left")
+        )
+        kept = kept.scatter(creators.arg_true(), found["_kept"])
+    out = out.with_columns(kept)
     creator_rule = pl.col("source").str.starts_with("custom")
     out = out.with_columns(
         action=pl.when(is_creator & ~creator_rule)
@@ -345,7 +360,7 @@ def _private_and_unknown(matched: pl.DataFrame, profile: Profile) -> pl.DataFram
         .then(pl.lit("private creator"))
         .otherwise(pl.col("source")),
     )
-    return out.drop("_parent", "_block", "_kept")
+    return out.drop("_kept")
 
 
 #: sequences whose items are content items (concept name + value): the Clean Structured
@@ -496,6 +511,20 @@ def _remove_inside_removed(plan: pl.DataFrame) -> pl.DataFrame:
     max_depth = int(plan["depth"].max() or 0)
     if max_depth == 0:
         return plan
+    # only the rows inside sequences can change, and only sequences decide: the rest is left out
+    involved = plan.select(((pl.col("depth") > 0) | (pl.col("vr") == "SQ")).fill_null(True)).to_series()
+    done = _inside_removed(plan.filter(involved), max_depth, True)
+    if done is None:  # a sequence repeated in its file: the joins give its rows as they always have
+        done = _inside_removed(plan, max_depth, False)
+        assert done is not None
+        return done
+    at = involved.arg_true()
+    return plan.with_columns(plan["action"].scatter(at, done["action"]), plan["source"].scatter(at, done["source"]))
+
+
+def _inside_removed(plan: pl.DataFrame, max_depth: int, part: bool) -> pl.DataFrame | None:
+    """:func:`_remove_inside_removed` on ``plan``; with ``part`` (a part of the plan, rows kept
+    in order), None when a removed sequence's path is there twice in a file."""
     parent = pl.col("tag_path").str.replace(r"\[\d+\]\.[0-9A-F]{8}$", "")
     # X and Z drop the items; D and C keep the items but not what is in them: the
     # standard's row covers the whole sequence (the C sequences of Clean Structured
@@ -514,8 +543,10 @@ def _remove_inside_removed(plan: pl.DataFrame) -> pl.DataFrame:
         )
         if gone.height == 0:
             continue
+        if part and gone.select(pl.struct("file_id", "_parent").is_duplicated().any()).item():
+            return None
         plan = (
-            plan.join(gone, on=["file_id", "_parent"], how="left")
+            plan.join(gone, on=["file_id", "_parent"], how="left", maintain_order="left" if part else None)
             .with_columns(
                 _hit=(pl.col("depth") == depth) & pl.col("_parent_gone").fill_null(False)
             )
@@ -560,10 +591,16 @@ def _identifier_patterns(elements: pl.DataFrame) -> dict[int, re.Pattern[str] | 
         .unique()
     )
     patterns: dict[int, re.Pattern[str] | None] = {}
-    grouped = terms.group_by("file_id").agg(pl.col("part").unique())
+    # each file's terms longest first, then in code point order (UTF-8 byte order)
+    grouped = (
+        terms.with_columns(_len=pl.col("part").str.len_chars())
+        .sort(["file_id", "_len", "part"], descending=[False, True, False])
+        .group_by("file_id", maintain_order=True)
+        .agg("part")
+    )
     compiled: dict[tuple[str, ...], re.Pattern[str]] = {}  # files of one patient share terms
     for file_id, parts in grouped.iter_rows():
-        key = tuple(sorted(parts, key=lambda p: (-len(p), p)))
+        key = tuple(parts)
         if key not in compiled:
             alternation = "|".join(re.escape(p) for p in key)
             compiled[key] = re.compile(rf"(?i)(?<![A-Za-z0-9])(?:{alternation})(?![A-Za-z0-9])")
@@ -571,16 +608,67 @@ def _identifier_patterns(elements: pl.DataFrame) -> dict[int, re.Pattern[str] | 
     return patterns
 
 
-def _new_values(plan: pl.DataFrame, elements: pl.DataFrame, key: ProjectKey) -> pl.DataFrame:
+def _new_values(
+    plan: pl.DataFrame, context: pl.DataFrame, elements: pl.DataFrame, key: ProjectKey
+) -> pl.DataFrame:
+    """Add ``new_value`` (and turn to X what cannot be given one): see the module docstring.
+
+    A kept row (K) keeps its value and a removed one (X) gets none; every other row
+    (a small part of the plan) gets its new value computed in :func:`_changed_values`,
+    with its file's context, and put back in its place.
+    """
+    action = pl.col("action")
+    changed = ~action.is_in(["K", "X"]).fill_null(False)  # null: decided below, fail closed
+    where = plan.select(changed.alias("_changed")).to_series()
+    rows = plan.filter(where).join(context, on="file_id", how="left", maintain_order="left")
+    rows, cleaned_frame = _changed_values(rows, elements, key)
+    at = where.arg_true()
+    new_value = (
+        plan.select(pl.when(action == "K").then(pl.col("value")).otherwise(pl.lit(None, pl.String)))
+        .to_series()
+        .scatter(at, rows["new_value"])
+    )
+    plan = plan.with_columns(
+        plan["action"].scatter(at, rows["action"]).alias("action"), new_value.alias("new_value")
+    )
+    if cleaned_frame is not None:
+        # two cleaned rows with one (file, path): an element repeated in its file; the join
+        # gives each its rows, as it always has
+        vr = pl.col("vr")
+        clean = (pl.col("action") == "C") & vr.is_in(_TEXT_VRS)
+        plan = plan.join(cleaned_frame, on=["file_id", "tag_path"], how="left").with_columns(
+            new_value=pl.when(clean).then(pl.col("_clean")).otherwise(pl.col("new_value"))
+        )
+        plan = plan.drop("_clean")
+        limit = vr.replace_strict(_MAX_LENGTH, default=None, return_dtype=pl.Int64)
+        plan = plan.with_columns(
+            new_value=pl.when(limit.is_not_null() & (pl.col("action") != "K"))
+            .then(pl.col("new_value").str.slice(0, limit))
+            .otherwise(pl.col("new_value"))
+        )
+    return plan
+
+
+def _changed_values(
+    plan: pl.DataFrame, elements: pl.DataFrame, key: ProjectKey
+) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """New values (and actions) of the rows that are neither kept nor removed, with their context.
+
+    Returns the rows with ``new_value``, and, in the rare case of two cleaned rows with one
+    (file, path), the cleaned values as a frame to join on those (else None).
+    """
     action = pl.col("action")
     vr = pl.col("vr")
     value = pl.col("value")
     dummy = vr.replace_strict(DUMMIES, default=None, return_dtype=pl.String)
 
     uid_rows = (action.is_in(["U", "D"])) & (vr == "UI")
-    uid_values = plan.filter(uid_rows)["value"]
-    uid_map = pl.DataFrame({"value": uid_values, "_new_uid": map_uids(uid_values, key)}).unique("value")
-    plan = plan.join(uid_map, on="value", how="left")
+    uid_where = plan.select(uid_rows.fill_null(False)).to_series()
+    new_uid = pl.Series("_new_uid", [None] * plan.height, pl.String)
+    if uid_where.any():
+        # each UID row's new UID (map_uids hashes each distinct value once)
+        new_uid = new_uid.scatter(uid_where.arg_true(), map_uids(plan.filter(uid_where)["value"], key))
+    plan = plan.with_columns(new_uid)
 
     fields = plan.select("org", "cloud_study_id", "patient_token", "study_token")
     templates = pl.Series("_template_value", [None] * plan.height, pl.String)
@@ -650,17 +738,19 @@ def _new_values(plan: pl.DataFrame, elements: pl.DataFrame, key: ProjectKey) -> 
     )
     # clean descriptors and free text: scrub the file's own identifiers, dates and IDs
     clean = (pl.col("action") == "C") & vr.is_in(_TEXT_VRS)
-    rows = plan.filter(clean)
+    clean_where = plan.select(clean.fill_null(False)).to_series()
+    rows = plan.filter(clean_where)
+    cleaned_frame = None
     if rows.height:
-        patterns = _identifier_patterns(elements.join(rows.select("file_id").unique(), on="file_id", how="semi"))
-        cleaned = _scrub(rows.select("file_id", "value").iter_rows(), patterns)
-        cleaned_frame = rows.select("file_id", "tag_path").with_columns(
-            pl.Series("_clean", cleaned, pl.String)
-        )
-        plan = plan.join(cleaned_frame, on=["file_id", "tag_path"], how="left").with_columns(
-            new_value=pl.when(clean).then(pl.col("_clean")).otherwise(pl.col("new_value"))
-        )
-        plan = plan.drop("_clean")
+        files = rows.select("file_id").unique()
+        if files.height < elements.select(pl.col("file_id").n_unique()).item():
+            elements = elements.join(files, on="file_id", how="semi")
+        patterns = _identifier_patterns(elements)
+        cleaned = pl.Series("_clean", _scrub(rows.select("file_id", "value").iter_rows(), patterns), pl.String)
+        if rows.select(pl.struct("file_id", "tag_path").is_duplicated().any()).item():
+            cleaned_frame = rows.select("file_id", "tag_path").with_columns(cleaned)
+        else:
+            plan = plan.with_columns(plan["new_value"].scatter(clean_where.arg_true(), cleaned))
     # every value written must fit its VR's length
     limit = vr.replace_strict(_MAX_LENGTH, default=None, return_dtype=pl.Int64)
     plan = plan.with_columns(
@@ -668,7 +758,7 @@ def _new_values(plan: pl.DataFrame, elements: pl.DataFrame, key: ProjectKey) -> 
         .then(pl.col("new_value").str.slice(0, limit))
         .otherwise(pl.col("new_value"))
     )
-    return plan.drop("_new_uid", "_template_value")
+    return plan.drop("_new_uid", "_template_value"), cleaned_frame
 
 
 def make_plan(
@@ -729,8 +819,7 @@ def make_plan(
     if Option.CLEAN_STRUCTURED_CONTENT in prof.options:
         decided = _clean_structured_content(decided, prof)
     decided = _remove_inside_removed(decided)
-    with_ctx = decided.join(context, on="file_id", how="left")
-    table = _new_values(with_ctx, elements, key)
+    table = _new_values(decided, context, elements, key)
     table = table.sort("_row").select(PLAN_COLUMNS)  # joins do not keep row order: restore it
     files = _files_table(table, context)
     jobs = pixel_jobs(instances, prof.pixel_rules, pixel_clean)

@@ -53,6 +53,7 @@ import struct
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ._parse import (
     _HEX8,
@@ -905,6 +906,19 @@ def rewrite_pieces(
     an explicit VR little endian data set is walked by the C accelerator when it is
     built, with the same result (anything unusual is left to the Python walker).
     """
+    return _rewrite_pieces(data, edits, meta, accelerate, None)
+
+
+def _rewrite_pieces(
+    data: bytes,
+    edits: Mapping[str, Edit],
+    meta: Mapping[int, str] | None,
+    accelerate: bool,
+    memo: dict[int, Any] | None,
+) -> list[bytes | memoryview]:
+    """:func:`rewrite_pieces`; ``memo`` (a dict the caller keeps, or None) keeps the encoding of
+    each Set whose value is not a str (e.g. a new sequence), by the Set's identity: for a
+    caller that passes the very same Set objects, unchanged, for many files."""
     if not isinstance(data, bytes):
         data = bytes(data)
     size = len(data)
@@ -949,7 +963,7 @@ def rewrite_pieces(
 
     w = _Rewriter(data, edits, enc, explicit, ts in _NATIVE_SYNTAXES)
     overrides: dict[int, bytes] = {}
-    _prepare_sets(w, edits, overrides)
+    _prepare_sets(w, edits, overrides, memo)
     if meta:
         for key, value in meta.items():
             if key not in _META_OVERRIDES:
@@ -1028,18 +1042,64 @@ def _coalesce(head: bytes, pieces: list[bytes | memoryview]) -> list[bytes | mem
     return out
 
 
-#: validated Set paths -> (data set prefix, tag), and encoded str Sets; cleared when full
-_PATHS: dict[str, tuple[str, int]] = {}
+_prepare_c = getattr(_cwalk, "prepare_sets", None)
+#: validated Set paths -> (data set prefix, tag, what, (tag, path)); ``what``: 0 an element to
+#: set or insert, 1 an item delimiter (refused), 2 a group length or a top-level group 0002
+#: element (never written), 3 the top-level SOP Class / Instance UID. Cleared when full.
+_PATHS: dict[str, tuple[str, int, int, tuple[int, str]]] = {}
+#: encoded str Sets: (tag, vr, value, explicit, byte order) -> element bytes; cleared when full
 _ENCODED: dict[tuple[int, str, str, bool, str], bytes] = {}
 _CACHE_MAX = 1 << 16
 
 
-def _prepare_sets(w: _Rewriter, edits: Mapping[str, Edit], overrides: dict[int, bytes]) -> None:
-    """Validate and encode every Set once; note the ones to insert by data set prefix."""
+def _known_path(path: object) -> tuple[str, int, int, tuple[int, str]]:
+    """Validate a Set path once: see :data:`_PATHS`."""
+    if not isinstance(path, str) or not _SET_PATH.fullmatch(path):
+        raise UserInputError(
+            f"cannot Set {path!r}: a tag path is 8 upper-case hex digits per level, "
+            "items as [n], levels joined by '.', e.g. 0040A730[0].0040A123"
+        )
+    cut = path.rfind(".") + 1
+    prefix, tag = path[:cut], int(path[cut:], 16)
+    group, elem = tag >> 16, tag & 0xFFFF
+    if group == 0xFFFE:
+        what = 1
+    elif elem == 0 or (group == 0x0002 and not prefix):
+        what = 2
+    elif not prefix and tag in (0x00080016, 0x00080018):
+        what = 3
+    else:
+        what = 0
+    known = (prefix, tag, what, (tag, path))
+    if type(path) is str:  # not a str subclass: those are validated every time
+        if len(_PATHS) >= _CACHE_MAX:
+            _PATHS.clear()
+        _PATHS[path] = known
+    return known
+
+
+def _prepare_sets(
+    w: _Rewriter, edits: Mapping[str, Edit], overrides: dict[int, bytes], memo: dict[int, Any] | None = None
+) -> None:
+    """Validate and encode every Set once; note the ones to insert by data set prefix.
+
+    ``memo``: encodings of Sets whose value is not a str, by the identity of the Set
+    (see :func:`_rewrite_pieces`).
+    """
     sets = w.sets
     inserts = w.inserts
+    explicit = w.explicit
+    enc = w.enc
+    e = enc.e
+    paths_get = _PATHS.get
+    encoded_get = _ENCODED.get
     from_dataset: dict[int, bytes] = {}  # meta UIDs implied by a Set of 00080016 / 00080018
-    for path, edit in edits.items():
+    todo: Any = edits.items()
+    if _prepare_c is not None and type(edits) is dict:
+        # the C accelerator does the top-level Sets whose path and bytes are known (none of
+        # those can fail) and leaves the rest, in order, to the loop below
+        todo = _prepare_c(edits, Keep, Set, _PATHS, _ENCODED, explicit, e, sets, inserts)
+    for path, edit in todo:
         kind = type(edit)
         if kind is Keep:
             continue
@@ -1048,46 +1108,47 @@ def _prepare_sets(w: _Rewriter, edits: Mapping[str, Edit], overrides: dict[int, 
                 f"the edit for {path!r} is a {type(edit).__name__}: use Keep() or Set(vr, value)"
             )
         assert isinstance(edit, Set)
-        known = _PATHS.get(path) if type(path) is str else None
+        known = paths_get(path) if type(path) is str else None
         if known is None:
-            if not isinstance(path, str) or not _SET_PATH.fullmatch(path):
+            known = _known_path(path)
+        prefix, tag, what, item = known
+        if what:
+            if what == 1:
                 raise UserInputError(
-                    f"cannot Set {path!r}: a tag path is 8 upper-case hex digits per level, "
-                    "items as [n], levels joined by '.', e.g. 0040A730[0].0040A123"
+                    f"cannot Set {path}: (FFFE,xxxx) are item delimiters, not elements"
                 )
-            cut = path.rfind(".") + 1
-            known = (path[:cut], int(path[cut:], 16))
-            if len(_PATHS) >= _CACHE_MAX:
-                _PATHS.clear()
-            _PATHS[path] = known
-        prefix, tag = known
-        group, elem = tag >> 16, tag & 0xFFFF
-        if group == 0xFFFE:
-            raise UserInputError(
-                f"cannot Set {path}: (FFFE,xxxx) are item delimiters, not elements"
-            )
-        if elem == 0 or (group == 0x0002 and not prefix):
-            if tag in _META_OVERRIDES:
-                overrides[tag] = _ascii_uid(edit.value, f"the Set of {path}")
-            continue  # file meta is regenerated, group lengths are always removed
+            if what == 2:
+                if tag in _META_OVERRIDES:
+                    overrides[tag] = _ascii_uid(edit.value, f"the Set of {path}")
+                continue  # file meta is regenerated, group lengths are always removed
         value = edit.value
         if type(value) is str:
             # files of a batch share many new values (dummies, method text): encode each once
-            cache_key = (tag, edit.vr, value, w.explicit, w.enc.e)
-            encoded = _ENCODED.get(cache_key)
+            cache_key = (tag, edit.vr, value, explicit, e)
+            encoded = encoded_get(cache_key)
             if encoded is None:
-                encoded = _encode_element(path, tag, edit.vr, value, w.explicit, w.enc)
+                encoded = _encode_element(path, tag, edit.vr, value, explicit, enc)
                 if len(_ENCODED) >= _CACHE_MAX:
                     _ENCODED.clear()
                 _ENCODED[cache_key] = encoded
             sets[path] = encoded
+        elif memo is not None:
+            found = memo.get(id(edit))
+            if found is None or found[0] is not edit or found[1] != (path, explicit, e):
+                found = (edit, (path, explicit, e), _encode_element(path, tag, edit.vr, value, explicit, enc))
+                memo[id(edit)] = found
+            sets[path] = found[2]
         else:
-            sets[path] = _encode_element(path, tag, edit.vr, value, w.explicit, w.enc)
-        inserts.setdefault(prefix, []).append((tag, path))
-        if not prefix and tag in (0x00080016, 0x00080018) and isinstance(edit.value, str):
+            sets[path] = _encode_element(path, tag, edit.vr, value, explicit, enc)
+        pending = inserts.get(prefix)
+        if pending is None:
+            inserts[prefix] = [item]
+        else:
+            pending.append(item)
+        if what == 3 and isinstance(value, str):
             # a replaced SOP Class / Instance UID must not survive in the meta header
             meta_key = 0x00020002 if tag == 0x00080016 else 0x00020003
-            from_dataset[meta_key] = _ascii_uid(edit.value, f"the Set of {path}")
+            from_dataset[meta_key] = _ascii_uid(value, f"the Set of {path}")
     for key, value in from_dataset.items():
         overrides.setdefault(key, value)
     for pending in inserts.values():

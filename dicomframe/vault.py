@@ -689,9 +689,9 @@ class _Store:
         if not text:
             raise UserInputError("the vault location is empty: give a folder or a URL")
         if "://" not in text:
-            import fsspec
+            from .apply import LocalFS  # fsspec's local file system, imported when first used
 
-            return cls(fsspec.filesystem("file"), os.path.abspath(text), text)
+            return cls(LocalFS(), os.path.abspath(text), text)
         from .sources import get_filesystem
 
         fs, root = get_filesystem(text, storage_options)

@@ -219,3 +219,24 @@ def test_garbage_never_crashes_a_batch(tmp_path_factory: pytest.TempPathFactory,
     except ParseError as exc:
         assert exc.kind in {"truncated", "not_dicom", "empty", "corrupt", "unreadable"}
         assert str(exc)
+
+
+def test_rows_read_without_the_attributes_are_the_same_rows() -> None:
+    """The writers' read-back (attributes=False) gives the rows a scan gives, for every corpus file."""
+    from dicomframe._parse import BytesReader, parse_file
+    from dicomframe.errors import ParseError
+
+    from .conftest import corpus_dicom_files
+
+    compared = 0
+    for path in corpus_dicom_files():
+        data = path.read_bytes()
+        try:
+            rows, info = parse_file(BytesReader(data))
+        except ParseError:
+            continue
+        bare, bare_info = parse_file(BytesReader(data), attributes=False)
+        assert bare == rows and bare_info.attributes is None
+        assert (bare_info.transfer_syntax, bare_info.pixel_data_offset) == (info.transfer_syntax, info.pixel_data_offset)
+        compared += 1
+    assert compared > 50

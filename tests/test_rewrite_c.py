@@ -215,3 +215,71 @@ def test_random_edits_and_damaged_copies_give_the_same_result(
     if rng.random() < 0.2:
         data += bytes(rng.choice([0, 1, 3, 8])) if rng.random() < 0.5 else b"\x01\x02\x03"
     _same(data, edits)
+
+
+def _prepared(data: bytes, edits: dict[str, Edit], use_c: bool, monkeypatch: pytest.MonkeyPatch) -> Any:
+    import dicomframe.rewrite as rw
+
+    if not use_c:
+        monkeypatch.setattr(rw, "_prepare_c", None)
+    w = rw._Rewriter(data, edits, rw._LE, True, True)
+    overrides: dict[int, bytes] = {}
+    try:
+        rw._prepare_sets(w, edits, overrides)
+    except DicomframeError as exc:
+        return (type(exc).__name__, str(exc))
+    finally:
+        monkeypatch.undo()
+    return w.sets, {k: sorted(v) for k, v in w.inserts.items()}, overrides
+
+
+@pytest.mark.parametrize("path", ALL_FILES[::7], ids=_id)
+def test_the_c_preparation_of_sets_matches_python(
+    path: Path, planned: dict[str, tuple[list[Any], dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Set values encoded, insert lists and meta overrides: the same with and without C
+    (the second time the encodings come from the cache, which the C part reads)."""
+    found = planned.get(str(path.resolve()))
+    if found is None:
+        pytest.skip("the scan refuses this file")
+    rows, additions = found
+    edits, _ = edits_for(rows, additions)
+    edits["00080018"] = Set("UI", "1.2.3.4")
+    edits["0040A730[0].0040A123"] = Set("PN", "Inserted")
+    for _ in range(2):
+        assert _prepared(b"", edits, True, monkeypatch) == _prepared(b"", edits, False, monkeypatch)
+    edits["FFFEE000"] = Set("UI", "1.2")  # refused the same way
+    assert _prepared(b"", edits, True, monkeypatch) == _prepared(b"", edits, False, monkeypatch)
+
+
+def test_a_chunk_of_files_sharing_the_additions_gets_the_bytes_of_one_file_at_a_time(
+    planned: dict[str, tuple[list[Any], dict[str, Any]]],
+) -> None:
+    """apply_chunk makes the additions' edits once per chunk and keeps their encoding: same bytes."""
+    from dicomframe.apply import _addition_edits, _edits
+    from dicomframe.rewrite import _rewrite_pieces
+
+    added = _addition_edits(ADDITIONS)
+    made: dict[Any, Any] = {}
+    memo: dict[int, Any] = {}
+    checked = 0
+    for path in ALL_FILES:
+        found = planned.get(str(path.resolve()))
+        if found is None:
+            continue
+        rows, _ = found
+        data = path.read_bytes()
+        edits, meta = edits_for(rows, ADDITIONS)
+        shared, shared_meta = _edits(rows, added, made)
+        assert shared == edits and list(shared) == list(edits) and shared_meta == meta
+        try:
+            expected: Any = rewrite(data, edits, meta=meta)
+        except DicomframeError as exc:
+            expected = str(exc)
+        try:
+            got: Any = b"".join(_rewrite_pieces(data, shared, shared_meta, True, memo))
+        except DicomframeError as exc:
+            got = str(exc)
+        assert got == expected
+        checked += 1
+    assert checked > 20

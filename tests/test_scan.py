@@ -6,15 +6,18 @@ import datetime as dt
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pydicom
 import pytest
 
 import dicomframe as dcf
+from dicomframe._parse import BytesReader, parse_file
+from dicomframe.errors import DicomframeError
 from dicomframe.scanner import FAILURE_KINDS, output_paths
 
-from .conftest import CORPUS, corpus_manifest
+from .conftest import CORPUS, corpus_dicom_files, corpus_manifest
 
 
 def _reference(path: str) -> pydicom.Dataset:
@@ -286,3 +289,29 @@ def test_parquet_outputs_query_with_polars_lazily(tmp_path: Path) -> None:
     )
     assert names.height > 0
     assert os.path.getsize(out) > 0
+
+
+def test_element_tables_read_from_the_row_tuples_equal_those_from_the_transposed_rows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The C helper reading each field from the rows gives the table the pure Python way gives
+    (undefined lengths as -1, nulls kept), for every file of the corpus at once."""
+    import dicomframe._worker as worker
+
+    if worker._cwalk is None:
+        pytest.skip("the C accelerator is not built")
+    ids: list[int] = []
+    rows: list[Any] = []
+    for i, path in enumerate(corpus_dicom_files()):
+        try:
+            found = parse_file(BytesReader(path.read_bytes()))[0]
+        except DicomframeError:
+            continue
+        ids.extend([i] * len(found))
+        rows.extend(found)
+    assert any(r[7] == 0xFFFFFFFF for r in rows) and any(r[5] is None for r in rows)
+    fast = worker._rows_to_arrow(ids, rows)
+    monkeypatch.setattr(worker, "_row_fields_to_arrow", lambda *a: (_ for _ in ()).throw(TypeError()))
+    slow = worker._rows_to_arrow(ids, rows)
+    assert fast.equals(slow)
+    assert worker._rows_to_arrow(ids[:1], [list(rows[0])]).equals(slow.slice(0, 1))  # lists: the Python way

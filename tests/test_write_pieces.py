@@ -78,3 +78,56 @@ def test_threads_writing_into_new_folders_all_succeed(tmp_path: Path) -> None:
         import shutil
 
         shutil.rmtree(root)
+
+
+def test_plan_rows_held_as_columns_are_the_rows_and_travel_to_worker_processes() -> None:
+    """The writers' rows of one file, as slices of the plan's columns: same rows, same edits."""
+    import pickle
+
+    from dicomframe.apply import PlanRows, edits_for
+
+    rows = [
+        ("00100010", 0x00100010, "PN", "Z", ""),
+        ("00080018", 0x00080018, "UI", "U", "2.25.1"),
+        ("00081140", 0x00081140, "SQ", "K", None),
+        ("00020003", 0x00020003, "UI", "K", "2.25.1"),
+    ]
+    held = PlanRows(*(list(c) for c in zip(*rows, strict=True)))
+    assert list(held) == rows and held == rows and len(held) == 4 and held[1] == rows[1] and held[1:3] == rows[1:3]
+    assert pickle.loads(pickle.dumps(held)) == held
+    additions = {"method_text": "t", "method_codes": [("113100", "DCM", "Basic")], "temporal": "MODIFIED"}
+    assert edits_for(held, additions) == edits_for(rows, additions)
+
+
+def test_the_local_file_system_is_fsspecs_loaded_when_first_asked(tmp_path: Path) -> None:
+    """A local batch uses os for its writes; fsspec answers the rest, the same way."""
+    import pickle
+
+    import fsspec
+
+    from dicomframe.apply import LocalFS, _is_local
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.dcm").write_bytes(b"1234")
+    fs = LocalFS()
+    assert _is_local(fs) and fs.protocol == fsspec.filesystem("file").protocol
+    assert fs.find(str(tmp_path), detail=True) == fsspec.filesystem("file").find(str(tmp_path), detail=True)
+    assert fs.exists(str(tmp_path / "a" / "x.dcm")) and isinstance(pickle.loads(pickle.dumps(fs)), LocalFS)
+
+
+def test_a_killed_runs_temporary_folder_alone_is_no_earlier_output(tmp_path: Path) -> None:
+    """A batch folder holding only temporary folders has no outputs; what they hold goes at the end."""
+    from dicomframe.keys import ProjectKey
+    from dicomframe.pipeline import deidentify
+
+    from .conftest import SAMPLES
+
+    leftover = tmp_path / "out" / "b1" / f"{dicomframe.apply.TMP_DIR_PREFIX}1-2"
+    leftover.mkdir(parents=True)
+    (leftover / ".x.dcm.0000abcd.tmp").write_bytes(b"half")
+    result = deidentify(
+        SAMPLES / "cohort" / "DOE_JANE_MRN1234567", tmp_path / "out", key=ProjectKey.from_bytes(bytes(32)),
+        vault=tmp_path / "v", batch_id="b1", progress=False,
+    )  # fmt: skip
+    assert result.ok and result.skipped == 0 and result.written > 0
+    assert not list((tmp_path / "out" / "b1").rglob("*.tmp")) and not leftover.exists()
