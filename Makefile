@@ -15,14 +15,14 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 
-# installed marker: re-run pip only when pyproject.toml changes; the `ocr` extra and the
+# installed marker: re-run pip only when pyproject.toml or the C extension changes; the `ocr` extra and the
 # tesseract program: pixel clean finds burned-in text with them (see --pixel-clean)
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+$(VENV)/.installed: pyproject.toml setup.py dicomframe/_cwalk.c | $(BIN)/python
 	$(PIP) install -e '.[ocr]'
 	@bash scripts/services.sh ocr
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-test: pyproject.toml setup.py dicomframe/_cwalk.c | $(BIN)/python
 	$(PIP) install -e '.[test,ocr]'
 	touch $@ $(VENV)/.installed
 
