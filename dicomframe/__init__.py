@@ -53,6 +53,8 @@ __all__ = [
     "StorageError",
     "UserInputError",
     "__version__",
+    "audit",
+    "deidentify",
     "format_tag",
     "keyword_for",
     "parse_tag",

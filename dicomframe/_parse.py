@@ -582,7 +582,7 @@ def _looks_explicit(buf: bytes, pos: int) -> bool:
 try:
     from . import _cwalk  # the C accelerator (optional: built when a compiler is present)
 except ImportError:  # pragma: no cover - exercised on machines without a compiler
-    _cwalk = None  # type: ignore[assignment]
+    _cwalk = None
 
 #: implicit VR of each public tag, ambiguities resolved as _resolve_ambiguous does
 #: ("US or SS" is kept: it depends on PixelRepresentation, which the walker tracks)
@@ -829,7 +829,7 @@ def pydicom_rows(fileobj: BinaryIO) -> tuple[list[Row], FileInfo]:
             "truncated",
             "file ends inside an element: the file is truncated; copy it again from the source",
         ) from None
-    except Exception as exc:  # pydicom raises many types; the message may hold values
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types; the message may hold values
         raise ParseError(
             "corrupt",
             f"pydicom could not parse the file ({type(exc).__name__}); "
@@ -896,7 +896,7 @@ def _pydicom_value(elem: Any, vr: str) -> tuple[str | None, int]:
         return None, 1
     if kind == _K_AT:
         vals = list(val) if isinstance(val, list | tuple) or hasattr(val, "__iter__") else [val]
-        if not isinstance(val, list | tuple) and not type(val).__name__ == "MultiValue":
+        if not isinstance(val, list | tuple) and type(val).__name__ != "MultiValue":
             vals = [val]
         return "\\".join(f"{int(v):08X}" for v in vals), len(vals)
     if type(val).__name__ == "MultiValue" or isinstance(val, list | tuple):

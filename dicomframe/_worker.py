@@ -93,7 +93,7 @@ def read_file_rows(ref: FileRef, fs: Any) -> tuple[list[Row], FileInfo]:
             first_error = exc
         except (OSError, TimeoutError) as exc:
             raise ParseError("unreadable", f"reading failed ({type(exc).__name__}); re-run the scan") from None
-        except Exception:  # an encoding the fast walker does not handle: use pydicom
+        except Exception:  # noqa: BLE001 - an encoding the fast walker does not handle: use pydicom
             first_error = None
         fh.seek(0)
         try:
@@ -196,7 +196,7 @@ def _records_to_arrow(records: list[dict[str, Any]]) -> pa.Table:
 try:
     from . import _cwalk
 except ImportError:  # pragma: no cover - no compiler on this machine
-    _cwalk = None  # type: ignore[assignment]
+    _cwalk = None
 
 _WIDTH = {pa.int64(): 8, pa.uint32(): 4, pa.int32(): 4, pa.int16(): 2, pa.bool_(): 1}
 
@@ -210,7 +210,7 @@ def column(values: Sequence[Any], type_: pa.DataType, key: str | int | None = No
     installed, in every worker.
     """
     if _cwalk is None:
-        items = values if key is None else [v.get(key) for v in values]  # type: ignore[attr-defined]
+        items = values if key is None else [v.get(key) for v in values]
         return pa.array(items, type_)
     if pa.types.is_string(type_):
         validity, offsets, data, nulls = _cwalk.string_column(values, key)

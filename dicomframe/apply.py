@@ -588,8 +588,10 @@ def apply_chunk(
                 with open(src_path, "rb", buffering=0) as fh:
                     data = fh.read()
             else:
-                data = with_retries(
-                    lambda: src_fs.cat_file(src_path), _url(src_fs, src_path.split("/", 1)[0]), "reading from"
+                data = with_retries(  # the lambda runs before the loop moves on
+                    lambda: src_fs.cat_file(src_path),  # noqa: B023
+                    _url(src_fs, src_path.split("/", 1)[0]),
+                    "reading from",
                 )
             pieces = _rewrite_pieces(data, edits, meta, True, memo)
             if pixels is not None:  # decode, black out, re-encode: only the images that ask

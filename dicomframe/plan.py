@@ -508,7 +508,8 @@ def _clean_structured_content(plan: pl.DataFrame, profile: Profile) -> pl.DataFr
 
 def _remove_inside_removed(plan: pl.DataFrame) -> pl.DataFrame:
     """Anything inside a removed (X) or emptied (Z) sequence goes too."""
-    max_depth = int(plan["depth"].max() or 0)
+    deepest = plan["depth"].max()
+    max_depth = int(deepest) if isinstance(deepest, int | float) else 0
     if max_depth == 0:
         return plan
     # only the rows inside sequences can change, and only sequences decide: the rest is left out

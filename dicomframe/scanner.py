@@ -233,7 +233,7 @@ class _AtomicParquet:
         parent = self.path.rsplit("/", 1)[0] if "/" in self.path else "."
         try:
             self.fs.makedirs(parent, exist_ok=True)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any back-end's error: a message without values
             raise StorageError(f"cannot create the output folder for {target!r} ({type(exc).__name__})") from None
         self.tmp = f"{parent}/.{self.path.rsplit('/', 1)[-1]}.{uuid.uuid4().hex[:8]}.tmp"
         self.fh = self.fs.open(self.tmp, "wb")
@@ -333,7 +333,7 @@ def _order_columns(table: pa.Table) -> pa.Table:
 
 def _errors_table(rows: list[tuple[Any, ...]]) -> pa.Table:
     rows = sorted(rows, key=lambda r: r[0])
-    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in ERRORS_ARROW]
+    columns: list[Any] = list(zip(*rows, strict=True)) if rows else [[] for _ in ERRORS_ARROW]
     return pa.Table.from_arrays(
         [column(list(values), f.type) for values, f in zip(columns, ERRORS_ARROW, strict=True)],
         schema=ERRORS_ARROW,
@@ -375,7 +375,7 @@ def auto_progress() -> bool:
     import sys
 
     try:
-        from IPython import get_ipython  # type: ignore[attr-defined]
+        from IPython import get_ipython
 
         if get_ipython() is not None:
             return True

@@ -195,8 +195,8 @@ def _to_datetime(text: pa.Array) -> pa.Array:
     return pc.cast(_where(pc.and_(pc.is_valid(date), pc.is_valid(micros)), stamp, pa.int64()), pa.timestamp("us"))
 
 
-def _constant(value: str | int, n: int, type_: pa.DataType = pa.string()) -> pa.Array:
-    return column([value] * n, type_)
+def _constant(value: str | int, n: int, type_: pa.DataType | None = None) -> pa.Array:
+    return column([value] * n, pa.string() if type_ is None else type_)
 
 
 _CASTS = {
