@@ -466,6 +466,8 @@ class _Run:
         items = []
         rows_of = _rows_by_file(plan.table)
         named = files.filter(pl.col("out_key").is_not_null() & ~pl.col("file_id").is_in(list(unchecked)))
+        if not named["file_id"].is_sorted():
+            named = named.sort("file_id")  # listing order
         # two inputs of one instance (the same UIDs: a copy, or one instance in two encodings)
         # name one output: the first in listing order is written, in this and every run; the
         # others are duplicates (listed in the mapping, not failures)
