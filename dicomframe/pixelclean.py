@@ -396,8 +396,8 @@ def clean_dataset(
     stored = int(ds.get("BitsStored", ds.get("BitsAllocated", 8)) or 8)
     signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
     low, high = (-(1 << (stored - 1)), (1 << (stored - 1)) - 1) if signed else (0, (1 << stored) - 1)
-    # black: the darkest value the image can store (the brightest for MONOCHROME1); a palette's lowest index
-    black: Any = high if photometric == "MONOCHROME1" else (arr.min() if photometric == "PALETTE COLOR" else low)
+    # black: the darkest value the image can store (the brightest for MONOCHROME1); a palette's darkest entry
+    black: Any = high if photometric == "MONOCHROME1" else (_darkest_index(ds, arr) if photometric == "PALETTE COLOR" else low)
     for left, top, width, height in boxes:
         x0, y0 = max(0, left - PAD), max(0, top - PAD)
         x1, y1 = min(cols, left + width + PAD), min(rows, top + height + PAD)
@@ -425,6 +425,26 @@ def clean_dataset(
         ds.LossyImageCompression = "01"  # it was lossy once; writing it uncompressed does not undo that
     _mark_cleaned(ds)
     return len(boxes)
+
+
+def _darkest_index(ds: Dataset, arr: np.ndarray) -> int:
+    """The palette index whose colour is darkest (its lowest R+G+B); the image's lowest
+    index when the palette cannot be read."""
+    import numpy as np
+
+    try:
+        from pydicom.pixels.processing import apply_color_lut
+
+        entries, first, _bits = (int(v) for v in ds.RedPaletteColorLookupTableDescriptor)
+        entries = entries or 65536  # 0 means 2**16 entries
+        index = np.arange(first, first + entries, dtype=np.int64)
+        index = index[(index >= 0) & (index <= np.iinfo(arr.dtype).max)].astype(arr.dtype)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            colours = np.asarray(apply_color_lut(index, ds), dtype=np.int64)
+        return int(index[int(colours.reshape(len(index), -1).sum(axis=1).argmin())])
+    except Exception:  # noqa: BLE001 - a missing or damaged palette: the lowest index used
+        return int(arr.min())
 
 
 def _mark_cleaned(ds: Dataset) -> None:

@@ -374,3 +374,34 @@ def test_text_that_appears_in_a_later_frame_of_a_cine_loop_is_blacked_out(tmp_pa
     # the audit reads the same frames: it sees the name in the input, and nothing in the output
     assert 4 in find_text(src, frames="sample")["frame"].to_list()
     assert find_text(next((tmp_path / "out" / "b").rglob("*.dcm")), frames="sample")["text"].drop_nulls().len() == 0
+
+
+def test_a_palette_image_is_blacked_out_with_its_darkest_entry(tmp_path: Path) -> None:
+    """Index 0 of this palette is white: the rectangle gets the index whose colour is black."""
+    from pydicom.data import get_testdata_file
+    from pydicom.pixels import apply_color_lut
+
+    ds = pydicom.dcmread(get_testdata_file("examples_palette.dcm"))
+    for colour in ("Red", "Green", "Blue"):
+        name = f"{colour}PaletteColorLookupTableData"
+        lut = np.frombuffer(ds[name].value, dtype="<u2")[::-1].copy()  # the darkest entry is now the last
+        ds[name].value = lut.tobytes()
+    ds.Manufacturer, ds.ManufacturerModelName = "ACME", "Palette 1"
+    src = tmp_path / "in" / "palette.dcm"
+    src.parent.mkdir(parents=True)
+    ds.save_as(src, enforce_file_format=True)
+    rule = f"""
+[[pixel]]
+name = "palette banner"
+match = {{ Manufacturer = "ACME", ManufacturerModelName = "Palette 1" }}
+regions = [[0, 0, {int(ds.Columns)}, 20]]
+"""
+    result = deidentify(
+        tmp_path / "in", tmp_path / "out", key=KEY, vault=tmp_path / "v", batch_id="b",
+        profile=str(_profile(tmp_path, rule)), progress=False,
+    )  # fmt: skip
+    assert result.ok and result.plan.files["pixel_clean"].to_list() == ["rule:palette banner"]
+    out = pydicom.dcmread(next((tmp_path / "out" / "b").rglob("*.dcm")))
+    banner = apply_color_lut(out.pixel_array, out)[:20]
+    assert (banner == 0).all()  # black, as shown through the palette
+    assert (out.pixel_array[:20] == 255).all()
