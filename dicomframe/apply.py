@@ -569,9 +569,11 @@ def apply_chunk(
     written again (``reused``). A :class:`StorageError` (refused access, missing
     bucket, a service that keeps failing) stops the run.
 
-    With ``check``, a local output written now gets a seventh field: the element
-    rows of the written bytes (the header walker's, as a scan of the output would
-    give), for the leak gate; ``None`` when they could not be had that way.
+    With ``check``, an output written now gets a seventh field: the element rows of
+    the written bytes (the header walker's, as a scan of the output would give), for
+    the leak gate; ``None`` when they could not be had that way. A local file and an
+    object-store PUT (atomic: the object is the body sent) hold exactly those bytes;
+    outputs not written now (``reused``) are read back by the gate.
     ``tmp_root``: see :func:`write_atomic`.
     """
     results: list[ApplyResult] = []
@@ -607,7 +609,7 @@ def apply_chunk(
             digest = hasher.hexdigest()
             reused = existing is not None and existing == size
             if not reused:
-                checked = _output_rows(pieces, size) if check and local else None
+                checked = _output_rows(pieces, size) if check else None
                 write_atomic(
                     out_fs, out_path, pieces, content_type=DICOM_CONTENT_TYPE, metadata=metadata,
                     tmp_root=tmp_root if local else None,

@@ -54,6 +54,10 @@ __all__ = ["PART_FILES", "PRIORITIES", "DeidentifyResult", "deidentify"]
 #: size: peak RSS ~400-440 MB for 3,000 to 10,000 inputs, against 1.6 GB at once for 10,000)
 PART_FILES = 1000
 
+#: writer threads for an object-store destination (S3, Azure Blob, GCS): uploads wait on
+#: the network, so more of them than cores keep it busy (each holds one file in memory)
+REMOTE_WRITERS = 8
+
 PRIORITIES = ("STAT", "URGENT", "ROUTINE")
 MANIFEST_VERSION = "1.0"
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
@@ -652,7 +656,7 @@ def _leak_gate(
     """Run the cheap PHI checks (see :mod:`dicomframe.leaks`) on what was written.
 
     ``checked`` holds Arrow element tables of outputs that the workers read from the
-    very bytes they wrote (local outputs, see :func:`dicomframe.apply.apply_chunk`);
+    very bytes they wrote (files and object-store PUTs, see :func:`dicomframe.apply.apply_chunk`);
     every other output is read back here with a scan.
     """
     from .apply import RETRY_ATTEMPTS, RETRY_FIRST_S, RETRY_MAX_S
@@ -692,7 +696,13 @@ def _leak_gate(
         out_scan = scan(pending, jobs=jobs, storage_options=storage_options, progress=False)
         elements: pl.DataFrame | None = None
         if out_scan.instances.height:
-            read = out_scan.instances.select("file_id", pl.col("path").str.slice(len(batch_uri)).alias("output"))
+            # the scan names objects without their scheme (``bucket/…``), files by their path
+            prefix = _strip_protocol(batch_uri)
+            read = out_scan.instances.select(
+                "file_id",
+                pl.col("path").str.split("://").list.last().str.strip_chars_start("/")
+                .str.strip_prefix(prefix).alias("output"),
+            )  # fmt: skip
             elements = _by_position(out_scan.elements, read, position)
         if inline is not None:  # checked in the workers: one gate, in the order of a scan of all
             elements = inline if elements is None else pl.concat([inline, elements]).sort("file_id", maintain_order=True)
@@ -838,12 +848,15 @@ def _run_apply(
     memory = "memory" in str(getattr(out_fs, "protocol", "")) or "memory" in str(getattr(src_fs, "protocol", ""))
     # worker processes pay off once the work outweighs their start-up (about 0.3 s)
     small = len(items) < IN_PROCESS_FILES
-    # threads share the chunks at no cost: small ones keep both busy to the end
+    local_out = out_fs is None or _is_local(out_fs)
+    # an object store is waited on, not computed for: more writers than cores keep uploads going
+    writers = n_jobs if local_out or memory else max(n_jobs, REMOTE_WRITERS)
+    # threads share the chunks at no cost: small ones keep every writer busy to the end
     most = 16 if (memory or small) and n_jobs > 1 else 64
-    size = max(4, min(most, len(items) // (n_jobs * 4) or 4))
+    size = max(4, min(most, len(items) // (writers * 4) or 4))
     chunks = [items[i : i + size] for i in range(0, len(items), size)]
     results: list[Any] = []
-    tmp_root = batch_root if batch_root is not None and (out_fs is None or _is_local(out_fs)) else None
+    tmp_root = batch_root if batch_root is not None and local_out else None
     ahead = _AHEAD.get(tmp_root.rstrip("/")) if tmp_root is not None else None
     if ahead is not None:
         ahead.stop()  # the writers make the rest: one more thread making files only slows them
@@ -854,7 +867,7 @@ def _run_apply(
         # and writing the pixel bytes release the GIL
         from concurrent.futures import ThreadPoolExecutor
 
-        threads = ThreadPoolExecutor(max_workers=n_jobs)
+        threads = ThreadPoolExecutor(max_workers=writers)
         check = checked is not None
         parts: Any = threads.map(
             lambda c: apply_chunk(c, src_fs, out_fs, additions, metadata, check, tmp_root), chunks

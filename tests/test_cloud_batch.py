@@ -461,3 +461,31 @@ def test_batch_to_azure_blob_matches_the_local_batch(
     assert props.content_settings.content_type == "application/dicom"
     assert props.metadata["batch_id"] == "b1" and props.metadata["priority"] == "ROUTINE"
     assert manifest_props.content_settings.content_type == "application/json"
+
+
+@pytest.mark.s3
+def test_the_gate_on_bytes_put_to_s3_equals_the_gate_on_a_read_back(
+    s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Objects PUT now are checked on the body sent (an S3 PUT stores exactly it); the same
+    findings as reading every object back."""
+    from polars.testing import assert_frame_equal
+
+    from dicomframe.profiles import Profile, Rule
+
+    leaky = Profile.preset("default").with_rules(
+        Rule(keyword="PatientName", action="K"), Rule(private_creator="ACME_HOSPITAL_PRIVATE", action="K")
+    )
+    runs = {}
+    for name in ("inline", "read_back"):
+        with monkeypatch.context() as patch:
+            if name == "read_back":
+                patch.setattr(dicomframe.apply, "_output_rows", lambda pieces, size: None)
+            runs[name] = deidentify(
+                SAMPLES / "cohort", f"s3://{s3_bucket}/{name}", key=KEY, vault=tmp_path / name, profile=leaky,
+                batch_id="g1", progress=False,
+            )  # fmt: skip
+    inline, read_back = runs["inline"], runs["read_back"]
+    assert inline.findings is not None and read_back.findings is not None
+    assert inline.findings.height > 0 and not inline.committed and not read_back.committed
+    assert_frame_equal(inline.findings, read_back.findings)
