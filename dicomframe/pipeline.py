@@ -54,8 +54,9 @@ __all__ = ["PART_FILES", "PRIORITIES", "DeidentifyResult", "deidentify"]
 #: size: peak RSS ~400-440 MB for 3,000 to 10,000 inputs, against 1.6 GB at once for 10,000)
 PART_FILES = 1000
 
-#: writer threads for an object-store destination (S3, Azure Blob, GCS): uploads wait on
-#: the network, so more of them than cores keep it busy (each holds one file in memory)
+#: writer threads when the source or the destination is an object store (S3, Azure Blob,
+#: GCS): they wait on the network, so more of them than cores keep it busy (each holds
+#: one file in memory)
 REMOTE_WRITERS = 8
 
 PRIORITIES = ("STAT", "URGENT", "ROUTINE")
@@ -849,8 +850,10 @@ def _run_apply(
     # worker processes pay off once the work outweighs their start-up (about 0.3 s)
     small = len(items) < IN_PROCESS_FILES
     local_out = out_fs is None or _is_local(out_fs)
-    # an object store is waited on, not computed for: more writers than cores keep uploads going
-    writers = n_jobs if local_out or memory else max(n_jobs, REMOTE_WRITERS)
+    # an object store is waited on, not computed for: more writers than cores keep its
+    # downloads and uploads going
+    remote = not memory and (not local_out or (src_fs is not None and not _is_local(src_fs)))
+    writers = max(n_jobs, REMOTE_WRITERS) if remote else n_jobs
     # threads share the chunks at no cost: small ones keep every writer busy to the end
     most = 16 if (memory or small) and n_jobs > 1 else 64
     size = max(4, min(most, len(items) // (writers * 4) or 4))

@@ -489,3 +489,22 @@ def test_the_gate_on_bytes_put_to_s3_equals_the_gate_on_a_read_back(
     assert inline.findings is not None and read_back.findings is not None
     assert inline.findings.height > 0 and not inline.committed and not read_back.committed
     assert_frame_equal(inline.findings, read_back.findings)
+
+
+@pytest.mark.s3
+def test_a_cohort_read_from_s3_gives_the_local_batch(s3_bucket: str, tmp_path: Path, reference: Path) -> None:
+    """SRC as an s3:// URL: the same outputs, byte for byte, as from the local folder."""
+    fs = _s3()
+    for path in sorted((SAMPLES / "cohort").rglob("*")):
+        if path.is_file():
+            fs.pipe_file(f"{s3_bucket}/incoming/{path.relative_to(SAMPLES / 'cohort').as_posix()}", path.read_bytes())
+    result = deidentify(
+        f"s3://{s3_bucket}/incoming", tmp_path / "out", key=KEY, vault=tmp_path / "v", batch_id="b1", progress=False,
+        manifest_parquet=True,
+    )  # fmt: skip
+    assert result.ok and result.written == 70
+    batch = tmp_path / "out" / "b1"
+    assert _local_objects(batch) == _local_objects(reference)
+    assert _manifest_without_time((batch / "manifest.json").read_bytes()) == _manifest_without_time(
+        (reference / "manifest.json").read_bytes()
+    )
