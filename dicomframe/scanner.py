@@ -42,6 +42,8 @@ __all__ = ["FAILURE_KINDS", "ScanResult", "ScanSummary", "scan"]
 #: local scans of fewer files than this run in this process: starting worker
 #: processes costs more (about 0.3 s) than parsing them (about 0.1 ms per file)
 IN_PROCESS_FILES = 3000
+#: threads that read headers from an object store at once (see :func:`_remote_threads`)
+REMOTE_THREADS = 8
 #: Arrow memory for the scan's own buffers: the system allocator returns freed
 #: memory at once (the default pool keeps tens of MB cached); the process-wide
 #: default pool is left alone
@@ -384,10 +386,32 @@ def auto_progress() -> bool:
     return sys.stderr.isatty()
 
 
+def _remote_threads(source: Source, jobs: int) -> int:
+    """Threads for a scan of an object store in this process (0: not such a scan).
+
+    Reading a header from an object store is mostly waiting for the service: fewer
+    files than :data:`IN_PROCESS_FILES` are read by threads here, several requests at
+    once, rather than by worker processes that each wait in turn."""
+    if source.is_local or source.shares_memory_only or jobs <= 1 or len(source.files) >= IN_PROCESS_FILES:
+        return 0
+    return max(jobs, REMOTE_THREADS)
+
+
 def _iter_chunks(source: Source, jobs: int, chunk_size: int) -> Iterator[Chunk]:
     chunks = list(_chunks(source.files, chunk_size))
     small = len(source.files) < IN_PROCESS_FILES and source.is_local
+    threads = _remote_threads(source, jobs)
     try:
+        if threads and len(chunks) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            env = storage_environment()
+            pool = ThreadPoolExecutor(max_workers=threads)
+            try:
+                yield from pool.map(lambda chunk: scan_chunk(chunk, source.fs, env), chunks)
+            finally:
+                pool.shutdown(cancel_futures=True)
+            return
         yield from ordered_map(
             scan_chunk,
             chunks,
@@ -460,7 +484,8 @@ def scan(
         raise UserInputError(f"--jobs must be at least 1 (got {n_jobs})")
     total = len(source.files)
     # small chunks keep memory flat (a chunk in flight is ~80 kB per file of Python objects)
-    size = chunk_size or max(8, min(64, total // (n_jobs * 8) or 8))
+    readers = _remote_threads(source, n_jobs) or n_jobs
+    size = chunk_size or max(8, min(64, total // (readers * 8) or 8))
     show = auto_progress() if progress is None else progress
 
     paths = output_paths(os.fspath(output)) if output is not None else {}

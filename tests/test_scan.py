@@ -222,12 +222,18 @@ def test_s3_scan_through_a_real_server(s3_bucket: str, tmp_path: Path) -> None:
     for name in names:
         fs.pipe(f"{s3_bucket}/incoming/study 1/{name}", (CORPUS / "pydicom" / name).read_bytes())
     local = dcf.scan([CORPUS / "pydicom" / n for n in names], progress=False)
-    remote = dcf.scan(f"s3://{s3_bucket}/incoming", jobs=2, chunk_size=1, progress=False)  # remote: pool
+    remote = dcf.scan(f"s3://{s3_bucket}/incoming", jobs=2, chunk_size=1, progress=False)  # threads here
     assert remote.instances.height == 3 and remote.errors["kind"].to_list() == ["not_dicom"]
     cols = [c for c in local.instances.columns if c not in ("path", "file_id")]
     assert remote.instances.select(cols).sort("SOPInstanceUID").equals(
         local.instances.select(cols).sort("SOPInstanceUID")
     )
+    import dicomframe.scanner
+
+    with pytest.MonkeyPatch.context() as patch:  # worker processes, as for a large bucket
+        patch.setattr(dicomframe.scanner, "IN_PROCESS_FILES", 0)
+        pooled = dcf.scan(f"s3://{s3_bucket}/incoming", jobs=2, chunk_size=1, progress=False)
+    assert pooled.instances.equals(remote.instances) and pooled.elements.equals(remote.elements)
     # the tables can be written back to the bucket
     out = f"s3://{s3_bucket}/scans/cohort.parquet"
     dcf.scan(f"s3://{s3_bucket}/incoming", output=out, jobs=1, progress=False)
