@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gc
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,8 +117,11 @@ def storage_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)}
 
 
-def scan_chunk(refs: Sequence[FileRef], fs: Any, env: dict[str, str] | None = None) -> Chunk:
-    """Parse a chunk of files into Arrow tables (runs in a worker process)."""
+def scan_chunk(refs: Sequence[FileRef], fs: Any, env: dict[str, str] | None = None, readers: int = 1) -> Chunk:
+    """Parse a chunk of files into Arrow tables (runs in a worker process).
+
+    ``readers`` > 1: that many threads read the files at once (an object store's
+    files: reading them is mostly waiting for the service)."""
     if env:
         os.environ.update(env)
     # The rows are acyclic tuples of strings and ints: the cyclic garbage collector
@@ -126,23 +129,43 @@ def scan_chunk(refs: Sequence[FileRef], fs: Any, env: dict[str, str] | None = No
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _scan_chunk(refs, fs)
+        return _scan_chunk(refs, fs, readers)
     finally:
         if was_enabled:
             gc.enable()
 
 
-def _scan_chunk(refs: Sequence[FileRef], fs: Any) -> Chunk:
+def _try_read(ref: FileRef, fs: Any) -> tuple[list[Row], FileInfo] | ParseError:
+    try:
+        return read_file_rows(ref, fs)
+    except ParseError as exc:
+        return exc.with_traceback(None)  # no frame kept alive with it (the collector may be off)
+
+
+def _read_all(refs: Sequence[FileRef], fs: Any, readers: int) -> Iterator[tuple[list[Row], FileInfo] | ParseError]:
+    """:func:`read_file_rows` of every file, in order; ``readers`` threads at a time."""
+    if readers <= 1 or len(refs) < 2:
+        yield from (_try_read(ref, fs) for ref in refs)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=min(readers, len(refs)))
+    try:
+        yield from pool.map(lambda ref: _try_read(ref, fs), refs)
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def _scan_chunk(refs: Sequence[FileRef], fs: Any, readers: int = 1) -> Chunk:
     file_ids: list[int] = []
     all_rows: list[Row] = []
     records: list[dict[str, Any]] = []
     errors: list[tuple[Any, ...]] = []
-    for ref in refs:
-        try:
-            rows, info = read_file_rows(ref, fs)
-        except ParseError as exc:
-            errors.append((ref.file_id, ref.path, ref.size, exc.kind, str(exc)))
+    for ref, read in zip(refs, _read_all(refs, fs, readers), strict=True):
+        if isinstance(read, ParseError):
+            errors.append((ref.file_id, ref.path, ref.size, read.kind, str(read)))
             continue
+        rows, info = read
         file_ids.extend([ref.file_id] * len(rows))
         all_rows.extend(rows)
         record: dict[str, Any] = {

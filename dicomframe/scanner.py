@@ -412,12 +412,15 @@ def _iter_chunks(source: Source, jobs: int, chunk_size: int) -> Iterator[Chunk]:
             finally:
                 pool.shutdown(cancel_futures=True)
             return
+        # worker processes reading an object store: each reads its chunk with a few threads
+        readers = REMOTE_THREADS // max(1, jobs) if not (source.is_local or source.shares_memory_only) else 1
         yield from ordered_map(
             scan_chunk,
             chunks,
             jobs,
             source.fs,
             storage_environment(),
+            max(1, readers),
             in_process=small or source.shares_memory_only,
             what="scan",
         )
