@@ -9,6 +9,7 @@ which keeps pixel data byte for byte and drops anything the plan does not keep.
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import logging
 import os
@@ -378,16 +379,10 @@ def write_atomic(
                 os.makedirs(tmp_dir, exist_ok=True)
                 fd = os.open(tmp, flags, 0o666)
         try:
-            _write_all(fd, pieces)
-        except BaseException:
-            os.close(fd)
             try:
-                os.remove(tmp)
-            except OSError:
-                pass
-            raise
-        os.close(fd)
-        try:
+                _write_all(fd, pieces)
+            finally:
+                os.close(fd)
             try:
                 os.replace(tmp, path)
             except FileNotFoundError:
@@ -398,10 +393,8 @@ def write_atomic(
                 os.makedirs(parent, exist_ok=True)
                 os.replace(tmp, path)
         except BaseException:
-            try:
-                os.remove(tmp)
-            except OSError:
-                pass
+            with contextlib.suppress(OSError):
+                os.remove(tmp)  # never visible under the output's name
             raise
         return
     body = pieces[0] if len(pieces) == 1 and isinstance(pieces[0], bytes) else b"".join(pieces)
