@@ -272,10 +272,9 @@ def _deidentify(
     ahead = None if dry_run else _make_tmp_files_ahead(out_fs, batch_root, jobs, cleanup)
     source = resolve_source(src, storage_options)
     # a batch is de-identified in parts of PART_FILES inputs, each scanned, planned, written
-    # and gated before the next: memory stays flat whatever the batch size (a dry run
-    # returns the whole plan, so it is made at once)
-    size = len(source.files) if dry_run else PART_FILES
-    parts = [source.files[i : i + size] for i in range(0, len(source.files), size)] or [[]]
+    # and gated (or, in a dry run, added to the vault's plan) before the next: memory stays
+    # flat whatever the batch size
+    parts = [source.files[i : i + PART_FILES] for i in range(0, len(source.files), PART_FILES)] or [[]]
     run = _Run(
         batch=batch, batch_root=batch_root, batch_uri=batch_uri, out_fs=out_fs, jobs=jobs,
         storage_options=storage_options, source_fs=_source_fs(src, storage_options),
@@ -301,7 +300,14 @@ def _deidentify(
                     ahead.stop()  # one file, or worker processes: they make their own
             plan = make_plan(scanned, profile, project_key, org=org, date_shift=date_shift, pixel_clean=pixel_clean)
             if dry_run:
-                return _dry_run(run, scanned, plan, vault_text, project_key, audit_log, started)
+                run.plan_part(scanned, plan, vault_text, project_key)
+                run.done += len(scanned.instances) + scanned.errors.height
+                whole.update(run.done, len(run.failed))
+                del scanned
+                if len(parts) > 1:
+                    plan = replace(plan, table=plan.table.clear())
+                    gc.collect()
+                continue
             if existing is None:
                 existing = _existing_outputs(out_fs, batch_root, dst_text)
             run.add_part(scanned, plan, existing, show and len(parts) == 1, whole)
@@ -314,6 +320,8 @@ def _deidentify(
     finally:
         whole.close()
     assert plan is not None
+    if dry_run:
+        return _dry_run(run, plan if len(parts) == 1 else run.result_plan(plan), project_key, audit_log, started)
     files, failed = run.files(), run.failed
     ok_files = files.filter(pl.col("status") == "written")
     submitted = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -388,20 +396,16 @@ def _scan_failures(scanned: Any) -> list[dict[str, Any]]:
     ]
 
 
-def _dry_run(
-    run: _Run, scanned: Any, plan: Plan, vault_text: str, key: ProjectKey, audit_log: Any, started: float
-) -> DeidentifyResult:
-    from .vault import write_plan
-
-    failed = _scan_failures(scanned)
-    files = _named_files(scanned, plan)
-    plan_uri = write_plan(vault_text, run.batch, plan.table, key, storage_options=run.storage_options)
-    _audit(audit_log, "dry_run", run.batch, key, plan, files.height, 0, len(failed), "ok")
+def _dry_run(run: _Run, plan: Plan, key: ProjectKey, audit_log: Any, started: float) -> DeidentifyResult:
+    files = run.files()
+    assert run.plan_writer is not None
+    plan_uri = run.plan_writer.close()
+    _audit(audit_log, "dry_run", run.batch, key, plan, files.height, 0, len(run.failed), "ok")
     return DeidentifyResult(
         batch_id=run.batch,
         batch_uri=run.batch_uri,
         written=files.height,
-        failed=failed,
+        failed=run.failed,
         studies=int(files["study_uid"].n_unique()),
         elapsed_s=time.perf_counter() - started,
         manifest_uri=None,
@@ -445,6 +449,20 @@ class _Run:
     _errors: list[pl.DataFrame] = field(default_factory=list)
     _findings: list[pl.DataFrame] = field(default_factory=list)
     _summaries: list[pl.DataFrame] = field(default_factory=list)
+    #: a dry run's plan, sealed into the vault at the end
+    plan_writer: Any = None
+
+    def plan_part(self, scanned: Any, plan: Plan, vault_text: str, key: ProjectKey) -> None:
+        """A dry run's part: its rows go to the vault's plan, its files and summary are kept."""
+        from .vault import PlanWriter
+
+        if self.plan_writer is None:
+            self.plan_writer = PlanWriter(vault_text, self.batch, key, storage_options=self.storage_options)
+        self.plan_writer.add(plan.table)
+        self.failed.extend(_scan_failures(scanned))
+        self._files.append(_named_files(scanned, plan))
+        self._plan_files.append(plan.files)
+        self._summaries.append(plan.summary())
 
     def add_part(self, scanned: Any, plan: Plan, existing: dict[str, int], progress: bool, whole: Any) -> None:
         """Write one part (scanned and planned) and gate what was written."""

@@ -86,6 +86,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAPPING_COLUMNS",
+    "PlanWriter",
     "list_batches",
     "read_mapping",
     "read_plan",
@@ -274,14 +275,49 @@ def write_plan(
     storage_options: dict[str, Any] | None = None,
 ) -> str:
     """Encrypt a dry run's plan table (it holds original values) into ``VAULT/<batch_id>/plan.parquet.enc``."""
-    batch = _check_batch_id(batch_id)
-    project_key = _resolve_key(key)
-    buffer = io.BytesIO()
-    plan.write_parquet(buffer)
-    sealed = _seal(buffer.getvalue(), f"{batch}/plan", project_key)
-    store = _Store.open(vault, storage_options)
-    store.write(batch, sealed, PLAN_FILE)
-    return store.uri(batch, PLAN_FILE)
+    writer = PlanWriter(vault, batch_id, key, storage_options=storage_options)
+    writer.add(plan)
+    return writer.close()
+
+
+class PlanWriter:
+    """A dry run's plan, added part by part (a batch in parts), sealed into the vault at
+    :meth:`close` as one file (see :func:`write_plan`): only the compressed Parquet
+    bytes are held meanwhile, not the parts' tables."""
+
+    def __init__(
+        self,
+        vault: str | os.PathLike[str],
+        batch_id: str,
+        key: KeyLike,
+        *,
+        storage_options: dict[str, Any] | None = None,
+    ) -> None:
+        self._batch = _check_batch_id(batch_id)
+        self._key = _resolve_key(key)
+        self._vault = vault
+        self._storage_options = storage_options
+        self._buffer = io.BytesIO()
+        self._writer: Any = None
+
+    def add(self, table: pl.DataFrame) -> None:
+        import pyarrow.parquet as pq
+
+        arrow = table.to_arrow()
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self._buffer, arrow.schema, compression="zstd")
+        self._writer.write_table(arrow)
+
+    def close(self) -> str:
+        """Seal what was added into the vault; return its URI."""
+        if self._writer is None:
+            raise ValueError("no plan was added")
+        self._writer.close()
+        sealed = _seal(self._buffer.getvalue(), f"{self._batch}/plan", self._key)
+        self._buffer = io.BytesIO()
+        store = _Store.open(self._vault, self._storage_options)
+        store.write(self._batch, sealed, PLAN_FILE)
+        return store.uri(self._batch, PLAN_FILE)
 
 
 def read_plan(

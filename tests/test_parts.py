@@ -91,3 +91,27 @@ def test_the_leak_gate_of_a_batch_in_parts_sees_every_part(tmp_path: Path, monke
     assert result.findings is not None
     names = result.findings.filter(pl.col("keyword") == "PatientName")
     assert names.height == 70 and names["output"].n_unique() == 70
+
+
+def test_a_dry_run_in_parts_seals_the_same_plan_into_the_vault(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dicomframe.vault import read_plan
+
+    def dry(root: Path, part_files: int | None):
+        with monkeypatch.context() as m:
+            if part_files is not None:
+                m.setattr(dicomframe.pipeline, "PART_FILES", part_files)
+            result = deidentify(
+                [SAMPLES / "cohort", SAMPLES / "odd"], root / "out", key=KEY, vault=root / "vault", batch_id="d",
+                progress=False, dry_run=True,
+            )  # fmt: skip
+        return result, read_plan(root / "vault", "d", KEY)
+
+    whole, whole_rows = dry(tmp_path / "whole", None)
+    parts, part_rows = dry(tmp_path / "parts", 8)
+    assert whole.dry_run and parts.dry_run and not (tmp_path / "parts" / "out").exists()
+    assert whole_rows.height > 0 and whole_rows.equals(part_rows)  # every element row, in order
+    assert whole_rows.equals(whole.plan.table) and parts.plan.table.height == 0
+    assert whole.written == parts.written and whole.failed == parts.failed
+    assert whole.plan.files.equals(parts.plan.files)
+    key = ["action", "source"]
+    assert whole.plan.summary().sort(key).equals(parts.plan.summary().sort(key))
