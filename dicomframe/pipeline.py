@@ -119,7 +119,7 @@ class DeidentifyResult:
             ("files written" if not self.dry_run else "files planned", f"{self.written:,}"),
             ("failed", f"{len(self.failed):,}"),
             *([("already there (resumed)", f"{self.skipped:,}")] if self.skipped else []),
-            *([("duplicates (same instance UIDs, written once)", f"{self.duplicates:,}")] if self.duplicates else []),
+            *([("duplicate instances (written once)", f"{self.duplicates:,}")] if self.duplicates else []),
             *([("pixels cleaned" if not self.dry_run else "pixels to clean", pixels)] if pixels else []),
             ("elapsed", f"{self.elapsed_s:.2f} s"),
             ("throughput", f"{self.files_per_second:,.0f} files/s"),
