@@ -787,6 +787,18 @@ static PyObject *buf_bytes(Buf *b) {
     return o;
 }
 
+/* the bytes gathered in small (if any) appended to pieces as one bytes object; small is
+ * emptied (its buffer freed). -1 with an exception set on failure. */
+static int flush_small(Buf *small, PyObject *pieces) {
+    if (!small->len) return 0;
+    PyObject *b = buf_bytes(small);
+    small->len = small->cap = 0;
+    if (!b) return -1;
+    int rc = PyList_Append(pieces, b);
+    Py_DECREF(b);
+    return rc;
+}
+
 /* item i of seq, or seq[i].get(key) when key is given, or seq[i][key] when key is an int and
  * the items are tuples (borrowed or new ref in *owned) */
 static PyObject *item_of(PyObject *fast, Py_ssize_t i, PyObject *key, PyObject **owned) {
@@ -1477,15 +1489,7 @@ static PyObject *py_rewrite(PyObject *Py_UNUSED(self), PyObject *args) {
         if (q->kind == 0) {
             n = q->b - q->a;
             if (n >= view_min) {
-                if (small.len) {
-                    PyObject *b = buf_bytes(&small);
-                    small.len = small.cap = 0;
-                    if (!b || PyList_Append(pieces, b) < 0) {
-                        Py_XDECREF(b);
-                        goto done;
-                    }
-                    Py_DECREF(b);
-                }
+                if (flush_small(&small, pieces) < 0) goto done;
                 PyObject *span = Py_BuildValue("(nn)", q->a, q->b);
                 if (!span || PyList_Append(pieces, span) < 0) {
                     Py_XDECREF(span);
@@ -1508,15 +1512,7 @@ static PyObject *py_rewrite(PyObject *Py_UNUSED(self), PyObject *args) {
             small.len += (size_t)n;
         }
     }
-    if (small.len) {
-        PyObject *b = buf_bytes(&small);
-        small.len = small.cap = 0;
-        if (!b || PyList_Append(pieces, b) < 0) {
-            Py_XDECREF(b);
-            goto done;
-        }
-        Py_DECREF(b);
-    }
+    if (flush_small(&small, pieces) < 0) goto done;
     {
         PyObject *visited = PySequence_List(r.visited);
         if (!visited) goto done;

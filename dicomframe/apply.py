@@ -140,20 +140,15 @@ def _edits(
     meta: dict[int, str] = {}
     keep = _KEEP
     for path, tag, vr, action, new_value in rows:
-        if action == "K":
-            if tag >> 16 == 0x0002:
-                if tag == 0x00020003 and new_value:
-                    meta[0x00020003] = new_value
-                continue
-            edits[path] = keep
-            continue
         if action == "X":
             continue
-        if tag >> 16 == 0x0002:
+        if tag >> 16 == 0x0002:  # file meta: only the new SOP Instance UID is carried over
             if tag == 0x00020003 and new_value:
                 meta[0x00020003] = new_value
             continue
-        if vr == "SQ":
+        if action == "K":
+            edits[path] = keep
+        elif vr == "SQ":
             edits[path] = Set("SQ", []) if action == "Z" else keep
         else:
             value = new_value if new_value is not None else ""
@@ -601,6 +596,7 @@ def apply_chunk(
                 size += len(piece)
             digest = hasher.hexdigest()
             reused = existing is not None and existing == size
+            result: tuple[Any, ...] = (file_id, "written", None, size, digest, reused)
             if not reused:
                 checked = _output_rows(pieces, size) if check else None
                 write_atomic(
@@ -608,9 +604,8 @@ def apply_chunk(
                     tmp_root=tmp_root if local else None,
                 )  # fmt: skip
                 if check:
-                    results.append((file_id, "written", None, size, digest, reused, checked))  # type: ignore[arg-type]
-                    continue
-            results.append((file_id, "written", None, size, digest, reused))
+                    result = (*result, checked)
+            results.append(result)
         except ParseError as exc:
             results.append((file_id, exc.kind, str(exc), 0, None, False))
         except PixelCleanError as exc:
