@@ -301,18 +301,13 @@ def _deidentify(
             plan = make_plan(scanned, profile, project_key, org=org, date_shift=date_shift, pixel_clean=pixel_clean)
             if dry_run:
                 run.plan_part(scanned, plan, vault_text, project_key)
-                run.done += len(scanned.instances) + scanned.errors.height
                 whole.update(run.done, len(run.failed))
-                del scanned
-                if len(parts) > 1:
-                    plan = replace(plan, table=plan.table.clear())
-                    gc.collect()
-                continue
-            if existing is None:
-                existing = _existing_outputs(out_fs, batch_root, dst_text)
-            run.add_part(scanned, plan, existing, show and len(parts) == 1, whole)
-            if ahead is not None and number == 0:
-                ahead.close()  # what the first part did not use is removed with its folder
+            else:
+                if existing is None:
+                    existing = _existing_outputs(out_fs, batch_root, dst_text)
+                run.add_part(scanned, plan, existing, show and len(parts) == 1, whole)
+                if ahead is not None and number == 0:
+                    ahead.close()  # what the first part did not use is removed with its folder
             del scanned
             if len(parts) > 1:  # the element rows of a part are not kept (memory stays flat)
                 plan = replace(plan, table=plan.table.clear())
@@ -320,8 +315,9 @@ def _deidentify(
     finally:
         whole.close()
     assert plan is not None
+    result_plan = plan if len(parts) == 1 else run.result_plan(plan)
     if dry_run:
-        return _dry_run(run, plan if len(parts) == 1 else run.result_plan(plan), project_key, audit_log, started)
+        return _dry_run(run, result_plan, project_key, audit_log, started)
     files, failed = run.files(), run.failed
     ok_files = files.filter(pl.col("status") == "written")
     submitted = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -329,7 +325,6 @@ def _deidentify(
         vault_text, batch, files, run.errors(), org, submitted, project_key, storage_options
     )
     findings = run.findings()
-    result_plan = plan if len(parts) == 1 else run.result_plan(plan)
     manifest_uri = parquet_uri = None
     outcome = "ok" if not failed and findings.height == 0 else ("gate_failed" if findings.height else "partial")
     _audit(audit_log, "deidentify", batch, project_key, result_plan, files.height, run.written, len(failed), outcome)
@@ -460,9 +455,15 @@ class _Run:
             self.plan_writer = PlanWriter(vault_text, self.batch, key, storage_options=self.storage_options)
         self.plan_writer.add(plan.table)
         self.failed.extend(_scan_failures(scanned))
-        self._files.append(_named_files(scanned, plan))
+        self._keep(scanned, plan, _named_files(scanned, plan))
+
+    def _keep(self, scanned: Any, plan: Plan, files: pl.DataFrame) -> None:
+        """What a part leaves behind: its per-file rows, scan errors and plan summary."""
+        self._files.append(files)
         self._plan_files.append(plan.files)
+        self._errors.append(scanned.errors)
         self._summaries.append(plan.summary())
+        self.done += len(scanned.instances) + scanned.errors.height
 
     def add_part(self, scanned: Any, plan: Plan, existing: dict[str, int], progress: bool, whole: Any) -> None:
         """Write one part (scanned and planned) and gate what was written."""
@@ -532,11 +533,7 @@ class _Run:
         ok_files = files.filter(pl.col("status") == "written")
         self._findings.append(_leak_gate(ok_files, self.batch_uri, plan, self.jobs, self.storage_options, checked))
         self.failed.extend(failed)
-        self._files.append(files)
-        self._plan_files.append(plan.files)
-        self._errors.append(scanned.errors)
-        self._summaries.append(plan.summary())
-        self.done += len(scanned.instances) + scanned.errors.height
+        self._keep(scanned, plan, files)
 
     def files(self) -> pl.DataFrame:
         return self._files[0] if len(self._files) == 1 else pl.concat(self._files, how="vertical_relaxed")
