@@ -640,14 +640,18 @@ def _new_values(
         plan = plan.join(cleaned_frame, on=["file_id", "tag_path"], how="left").with_columns(
             new_value=pl.when(clean).then(pl.col("_clean")).otherwise(pl.col("new_value"))
         )
-        plan = plan.drop("_clean")
-        limit = vr.replace_strict(_MAX_LENGTH, default=None, return_dtype=pl.Int64)
-        plan = plan.with_columns(
-            new_value=pl.when(limit.is_not_null() & (pl.col("action") != "K"))
-            .then(pl.col("new_value").str.slice(0, limit))
-            .otherwise(pl.col("new_value"))
-        )
+        plan = _fit_lengths(plan.drop("_clean"))
     return plan
+
+
+def _fit_lengths(plan: pl.DataFrame) -> pl.DataFrame:
+    """Every value written must fit its VR's length: new values cut to it (kept rows untouched)."""
+    limit = pl.col("vr").replace_strict(_MAX_LENGTH, default=None, return_dtype=pl.Int64)
+    return plan.with_columns(
+        new_value=pl.when(limit.is_not_null() & (pl.col("action") != "K"))
+        .then(pl.col("new_value").str.slice(0, limit))
+        .otherwise(pl.col("new_value"))
+    )
 
 
 def _changed_values(
@@ -752,14 +756,7 @@ def _changed_values(
             cleaned_frame = rows.select("file_id", "tag_path").with_columns(cleaned)
         else:
             plan = plan.with_columns(plan["new_value"].scatter(clean_where.arg_true(), cleaned))
-    # every value written must fit its VR's length
-    limit = vr.replace_strict(_MAX_LENGTH, default=None, return_dtype=pl.Int64)
-    plan = plan.with_columns(
-        new_value=pl.when(limit.is_not_null() & (pl.col("action") != "K"))
-        .then(pl.col("new_value").str.slice(0, limit))
-        .otherwise(pl.col("new_value"))
-    )
-    return plan.drop("_new_uid", "_template_value"), cleaned_frame
+    return _fit_lengths(plan).drop("_new_uid", "_template_value"), cleaned_frame
 
 
 def make_plan(
