@@ -147,13 +147,9 @@ def _read_all(refs: Sequence[FileRef], fs: Any, readers: int) -> Iterator[tuple[
     if readers <= 1 or len(refs) < 2:
         yield from (_try_read(ref, fs) for ref in refs)
         return
-    from concurrent.futures import ThreadPoolExecutor
+    from .parallel import thread_map
 
-    pool = ThreadPoolExecutor(max_workers=min(readers, len(refs)))
-    try:
-        yield from pool.map(lambda ref: _try_read(ref, fs), refs)
-    finally:
-        pool.shutdown(cancel_futures=True)
+    yield from thread_map(lambda ref: _try_read(ref, fs), refs, readers)
 
 
 def _scan_chunk(refs: Sequence[FileRef], fs: Any, readers: int = 1) -> Chunk:

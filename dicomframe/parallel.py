@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from .errors import DicomframeError
 
-__all__ = ["can_spawn_workers", "default_jobs", "ordered_map", "worker_context"]
+__all__ = ["can_spawn_workers", "default_jobs", "ordered_map", "thread_map", "worker_context"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -80,6 +80,21 @@ def ordered_map(
             f"a worker process died during the {what} (out of memory, or killed); nothing "
             "half-written is visible: re-run with fewer --jobs"
         ) from None
+
+
+def thread_map(fn: Callable[[T], R], items: Sequence[T], threads: int) -> Iterator[R]:
+    """``fn(item)`` for every item on ``threads`` threads of this process, yielded in order.
+
+    For work that mostly waits (an object store's reads and writes). Work not started
+    when the caller stops iterating is cancelled.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=max(1, min(threads, len(items))))
+    try:
+        yield from pool.map(fn, items)
+    finally:
+        pool.shutdown(cancel_futures=True)
 
 
 def _pool_map(fn: Callable[..., R], chunks: Sequence[T], jobs: int, args: tuple[Any, ...]) -> Iterator[R]:

@@ -857,7 +857,7 @@ def _run_apply(
     this call shows its own."""
     from ._worker import _rows_to_arrow
     from .apply import _AHEAD, _is_local, apply_chunk, remove_tmp_dirs
-    from .parallel import default_jobs, ordered_map
+    from .parallel import default_jobs, ordered_map, thread_map
     from .scanner import IN_PROCESS_FILES, Progress, auto_progress
 
     n_jobs = jobs or default_jobs()
@@ -879,16 +879,13 @@ def _run_apply(
     if ahead is not None:
         ahead.stop()  # the writers make the rest: one more thread making files only slows them
     bar = Progress(len(items), auto_progress() if progress is None else progress, "writing")
-    threads = None
-    if (memory or small) and n_jobs > 1:
+    threaded = (memory or small) and n_jobs > 1
+    if threaded:
         # in this process, threads still use the other cores: reading, hashing (sha256)
         # and writing the pixel bytes release the GIL
-        from concurrent.futures import ThreadPoolExecutor
-
-        threads = ThreadPoolExecutor(max_workers=writers)
         check = checked is not None
-        parts: Any = threads.map(
-            lambda c: apply_chunk(c, src_fs, out_fs, additions, metadata, check, tmp_root), chunks
+        parts: Any = thread_map(
+            lambda c: apply_chunk(c, src_fs, out_fs, additions, metadata, check, tmp_root), chunks, writers
         )
     else:
         parts = ordered_map(
@@ -927,8 +924,8 @@ def _run_apply(
         if rows and checked is not None:
             checked.append(_rows_to_arrow(ids, rows))
     finally:
-        if threads is not None:
-            threads.shutdown(cancel_futures=True)
+        if threaded:
+            parts.close()  # writers not started are cancelled; the running ones finish first
         if tmp_root is not None:
             remove_tmp_dirs(tmp_root)
         bar.close()

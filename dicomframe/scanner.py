@@ -32,7 +32,7 @@ from ._worker import (
     storage_environment,
 )
 from .errors import DicomframeError, ScanError, StorageError, UserInputError
-from .parallel import default_jobs, ordered_map
+from .parallel import default_jobs, ordered_map, thread_map
 from .schema import ERRORS_ARROW, cast_instances, empty_instances
 from .sources import FileRef, Source, resolve_source
 from .tags import TAGS_BY_KEYWORD
@@ -401,19 +401,14 @@ def _iter_chunks(source: Source, jobs: int, chunk_size: int) -> Iterator[Chunk]:
     chunks = list(_chunks(source.files, chunk_size))
     small = len(source.files) < IN_PROCESS_FILES and source.is_local
     threads = _remote_threads(source, jobs)
+    remote = not (source.is_local or source.shares_memory_only)
     try:
         if threads and len(chunks) > 1:
-            from concurrent.futures import ThreadPoolExecutor
-
             env = storage_environment()
-            pool = ThreadPoolExecutor(max_workers=threads)
-            try:
-                yield from pool.map(lambda chunk: scan_chunk(chunk, source.fs, env), chunks)
-            finally:
-                pool.shutdown(cancel_futures=True)
+            yield from thread_map(lambda chunk: scan_chunk(chunk, source.fs, env), chunks, threads)
             return
         # worker processes reading an object store: each reads its chunk with a few threads
-        readers = REMOTE_THREADS // max(1, jobs) if not (source.is_local or source.shares_memory_only) else 1
+        readers = REMOTE_THREADS // max(1, jobs) if remote else 1
         yield from ordered_map(
             scan_chunk,
             chunks,
