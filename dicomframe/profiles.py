@@ -97,13 +97,13 @@ import os
 import re
 import string
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from functools import cache, lru_cache
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import polars as pl
 from pydicom.datadict import RepeatersDictionary  # type: ignore[attr-defined]
@@ -111,6 +111,8 @@ from pydicom.datadict import RepeatersDictionary  # type: ignore[attr-defined]
 from .errors import DicomframeError, ProfileError, UserInputError
 from .pixelclean import PixelRule
 from .tags import KEYWORDS, TAGS_BY_KEYWORD, dictionary_frame, format_tag, parse_tag
+
+T = TypeVar("T")
 
 __all__ = [
     "ACTION_DTYPE",
@@ -778,6 +780,22 @@ def _hex_field(key: str, value: Any, digits: int) -> int:
     )
 
 
+def _file_entries(
+    file: Path, data: dict[str, Any], section: str, what: str, parse: Callable[[Any], T]
+) -> tuple[T, ...]:
+    """The ``[[section]]`` entries of a profile file, each parsed; errors name the entry."""
+    entries = data.get(section, [])
+    if not isinstance(entries, list):
+        raise ProfileError(f"{file}: write each {what} as [[{section}]] (double brackets)")
+    parsed = []
+    for n, entry in enumerate(entries, start=1):
+        try:
+            parsed.append(parse(entry))
+        except ProfileError as exc:
+            raise ProfileError(f"{file}: {what} {n}: {exc}") from None
+    return tuple(parsed)
+
+
 def _rule_from_mapping(entry: Mapping[str, Any]) -> Rule:
     """A :class:`Rule` from one ``[[rule]]`` table of a profile file."""
     unknown = sorted(set(entry) - set(_RULE_KEYS))
@@ -1080,30 +1098,14 @@ class Profile:
             chosen = _parse_options([*base.options, *options])
         except ProfileError as exc:
             raise ProfileError(f"{file}: [profile]: {exc}") from None
-        entries = data.get("rule", [])
-        if not isinstance(entries, list):
-            raise ProfileError(f"{file}: write each rule as [[rule]] (double brackets)")
-        rules = []
-        for n, entry in enumerate(entries, start=1):
-            try:
-                rules.append(_rule_from_mapping(entry))
-            except ProfileError as exc:
-                raise ProfileError(f"{file}: rule {n}: {exc}") from None
-        pixel_entries = data.get("pixel", [])
-        if not isinstance(pixel_entries, list):
-            raise ProfileError(f"{file}: write each pixel rule as [[pixel]] (double brackets)")
-        pixel_rules = []
-        for n, entry in enumerate(pixel_entries, start=1):
-            try:
-                pixel_rules.append(PixelRule.from_mapping(entry))
-            except ProfileError as exc:
-                raise ProfileError(f"{file}: pixel rule {n}: {exc}") from None
+        rules = _file_entries(file, data, "rule", "rule", _rule_from_mapping)
+        pixel_rules = _file_entries(file, data, "pixel", "pixel rule", PixelRule.from_mapping)
         return cls(
             name=head.get("name", file.stem),
             options=chosen,
-            rules=base.rules + tuple(rules),
+            rules=base.rules + rules,
             description=head.get("description", base.description),
-            pixel_rules=tuple(pixel_rules),
+            pixel_rules=pixel_rules,
         )
 
     @classmethod
