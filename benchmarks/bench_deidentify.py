@@ -625,9 +625,9 @@ def main(argv: list[str] | None = None) -> int:
                 _log(f"[{kind}] FAILED: {exc}")
                 continue
             if memory_run:
-                for timed in result.runs.get(kind, []):
-                    timed.peak_pss = max(timed.peak_pss, run.peak_pss)
-                    timed.peak_rss = max(timed.peak_rss, run.peak_rss)
+                from bench_scan import fold_memory_run
+
+                fold_memory_run(result.runs.get(kind, []), run)
                 _log(f"[{kind}] memory run: peak PSS {_mb(run.peak_pss)} (RSS sum {_mb(run.peak_rss)}), time not used")
                 continue
             result.runs.setdefault(kind, []).append(run)

@@ -232,6 +232,14 @@ class Run:
         return self.files / self.seconds if self.seconds > 0 else float("nan")
 
 
+def fold_memory_run(timed: list[Any], memory: Any) -> None:
+    """Give the timed runs (RSS sampled only) the peaks of the memory run (PSS sampled too;
+    its time is not used)."""
+    for run in timed:
+        run.peak_pss = max(run.peak_pss, memory.peak_pss)
+        run.peak_rss = max(run.peak_rss, memory.peak_rss)
+
+
 def measure(kind: str, folder: Path, out_dir: Path, jobs: int, pss: bool = False) -> Run:
     """Run one measurement in a fresh interpreter and sample its memory (RSS; PSS too
     with ``pss``, which slows the measured process: see :class:`PeakRss`)."""
@@ -286,19 +294,15 @@ class CorpusResult:
     bytes: int
     folder: str
     runs: dict[str, list[Run]] = field(default_factory=dict)
-    #: one extra run per kind that samples PSS (its time is not used)
-    memory_runs: dict[str, Run] = field(default_factory=dict)
 
     def best(self, kind: str) -> Run:
         return min(self.runs[kind], key=lambda r: r.seconds)
 
     def peak(self, kind: str) -> int:
-        runs = [*self.runs[kind], *([self.memory_runs[kind]] if kind in self.memory_runs else [])]
-        return max(r.peak_pss for r in runs)
+        return max(r.peak_pss for r in self.runs[kind])
 
     def peak_rss(self, kind: str) -> int:
-        runs = [*self.runs[kind], *([self.memory_runs[kind]] if kind in self.memory_runs else [])]
-        return max(r.peak_rss for r in runs)
+        return max(r.peak_rss for r in self.runs[kind])
 
     def ratio(self, kind: str = "dicomframe") -> float:
         return self.best(kind).files_per_s / self.best("baseline").files_per_s
@@ -415,7 +419,7 @@ def bench_corpus(name: str, n_files: int, size: int, workdir: Path, jobs: int, r
             )
     for kind in KINDS:
         run = measure(kind, corpus_root(folder), out_root / kind, jobs, pss=True)
-        result.memory_runs[kind] = run
+        fold_memory_run(result.runs[kind], run)
         _log(f"[{name}] {kind:<15} memory run: peak PSS {_mb(run.peak_pss)} (RSS sum {_mb(run.peak_rss)}), time not used")
     return result
 

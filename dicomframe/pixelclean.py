@@ -59,8 +59,11 @@ if TYPE_CHECKING:
 __all__ = [
     "MODES",
     "PixelRule",
+    "burned_in_flag",
     "clean_dataset",
     "clean_part10",
+    "ocr_available",
+    "ocr_frames",
     "pixel_jobs",
     "risk_expr",
     "text_regions",
