@@ -61,6 +61,13 @@ How
   the corpus.
 * With ``--repeat R`` each measurement runs R times: files/s comes from the fastest
   run and peak memory is the highest seen.
+* Before measuring, one line gives what new memory costs on this machine right now
+  (:func:`bench_scan.memory_costs`: filling memory never used, and writing a new file
+  into the page cache). On a virtual machine whose host takes freed memory back, the
+  two vary tenfold from minute to minute (seen on the 2-core CI kind: 56 to 1,200 ms
+  per 100 MB; 350 to 3,600 MB/s), and every contender pays them for the memory it
+  touches and the 527 MB it writes: compare the ratios of one run, not the seconds
+  of two.
 
 Goal (from the issue): dicomframe deidentify on 2 cores ≥ gdcmanon's files/s and
 ≥ 3.5× the pydicom loop's. The script always exits 0 (wall time is never asserted);
@@ -500,10 +507,10 @@ def print_table(r: Result) -> None:
             print(f"warning: {kind} wrote {b.written:,} files, expected {r.n_files:,}")
 
 
-def machine_info(jobs: int, gdcm: str | None) -> dict[str, Any]:
+def machine_info(jobs: int, gdcm: str | None, workdir: Path | None = None) -> dict[str, Any]:
     from bench_scan import machine_info as scan_machine_info
 
-    info = scan_machine_info(jobs)
+    info = scan_machine_info(jobs, workdir)
     info["gdcmanon"] = gdcm or "-"
     try:
         info["openssl"] = subprocess.run(
@@ -554,18 +561,19 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # keep order with stderr logs
     sys.path.insert(0, str(BENCH_DIR))
     from _corpus import corpus_bytes, corpus_root, make_ct_corpus
-    from bench_scan import warm_page_cache
+    from bench_scan import describe_costs, warm_page_cache
 
     workdir = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     gdcm = gdcmanon_version() if "gdcmanon" in kinds else None
-    machine = machine_info(args.jobs, gdcm)
+    machine = machine_info(args.jobs, gdcm, workdir)
     print(
         f"machine: {machine['usable_cores']} cores ({machine['cpu']}), {machine['memory_bytes'] / 2**30:.0f} GiB, "
         f"python {machine['python']}, dicomframe {machine['dicomframe']}, pydicom {machine['pydicom']}, "
         f"polars {machine['polars']}; gdcmanon {machine['gdcmanon']}; {machine['openssl']}; "
         f"dicomframe jobs={args.jobs}, repeat={args.repeat}"
     )
+    print(f"memory costs now: {describe_costs(machine['memory_costs'])}")
     if args.jobs != 2:
         print(f"note: the goal is stated for 2 cores; this run uses jobs={args.jobs}")
     if "gdcmanon" in kinds and gdcm is None:

@@ -321,7 +321,44 @@ class CorpusResult:
         return out
 
 
-def machine_info(jobs: int) -> dict[str, Any]:
+def memory_costs(workdir: Path, megabytes: int = 256) -> dict[str, float]:
+    """What new memory costs on this machine, measured now (one thread, no assertion).
+
+    ``touch_ms_per_100mb``: filling memory this process has not used before (a fresh
+    ``bytearray``). ``new_file_mb_per_s``: writing a new file of that size into the page
+    cache (1 MB writes, no sync; the file is deleted). On a virtual machine whose host
+    takes freed memory back, both are many times slower than on bare metal, and vary from
+    minute to minute: every contender pays this for the memory it touches and the output
+    it writes, so the figures of one run are comparable, those of two days less so.
+    """
+    size = megabytes << 20
+    started = time.perf_counter()
+    block = bytearray(size)
+    touch = time.perf_counter() - started
+    del block
+    chunk = b"\1" * (1 << 20)
+    path = workdir / f".memory-costs-{os.getpid()}.tmp"
+    started = time.perf_counter()
+    try:
+        with open(path, "wb", buffering=0) as fh:
+            fh.writelines([chunk] * megabytes)  # 1 MB writes
+        write = time.perf_counter() - started
+    finally:
+        path.unlink(missing_ok=True)
+    return {
+        "touch_ms_per_100mb": round(touch * 1000 * 100 / megabytes, 1),
+        "new_file_mb_per_s": round(megabytes * 1.048576 / write, 0),
+    }
+
+
+def describe_costs(costs: dict[str, float]) -> str:
+    return (
+        f"new memory {costs['touch_ms_per_100mb']:.0f} ms per 100 MB first touched, "
+        f"new files written at {costs['new_file_mb_per_s']:,.0f} MB/s (page cache, 1 thread)"
+    )
+
+
+def machine_info(jobs: int, workdir: Path | None = None) -> dict[str, Any]:
     def version(dist: str) -> str:
         try:
             return metadata.version(dist)
@@ -351,6 +388,7 @@ def machine_info(jobs: int) -> dict[str, Any]:
         "polars": version("polars"),
         "pyarrow": version("pyarrow"),
         "pandas": version("pandas"),
+        "memory_costs": memory_costs(workdir) if workdir is not None else {},
     }
 
 
@@ -445,13 +483,14 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # keep order with stderr logs
     sys.path.insert(0, str(BENCH_DIR))
     args.workdir.mkdir(parents=True, exist_ok=True)
-    machine = machine_info(args.jobs)
+    machine = machine_info(args.jobs, args.workdir)
     print(
         f"machine: {machine['usable_cores']} cores ({machine['cpu']}), {machine['memory_bytes'] / 2**30:.0f} GiB, "
         f"python {machine['python']}, dicomframe {machine['dicomframe']}, pydicom {machine['pydicom']}, "
         f"polars {machine['polars']}, pyarrow {machine['pyarrow']}, pandas {machine['pandas']}; "
         f"dicomframe jobs={args.jobs}, repeat={args.repeat}"
     )
+    print(f"memory costs now: {describe_costs(machine['memory_costs'])}")
 
     corpora = [(name, n, size) for name, n, size in (("small", args.small, 64), ("large", args.large, 512)) if n > 0]
     results = [bench_corpus(name, n, size, args.workdir, args.jobs, args.repeat) for name, n, size in corpora]
