@@ -64,7 +64,7 @@ How
 * Before measuring, one line gives what new memory costs on this machine right now
   (:func:`bench_scan.memory_costs`: filling memory never used, and writing a new file
   into the page cache). On a virtual machine whose host takes freed memory back, the
-  two vary tenfold from minute to minute (seen on the 2-core CI kind: 56 to 1,200 ms
+  two vary several-fold from minute to minute (seen on the 2-core CI kind: 56 to 120 ms
   per 100 MB; 350 to 3,600 MB/s), and every contender pays them for the memory it
   touches and the 527 MB it writes: compare the ratios of one run, not the seconds
   of two.
