@@ -110,6 +110,19 @@ class DeidentifyResult:
         counts = files.group_by(pl.col("pixel_clean").str.replace(r"^rule:.*", "rule")).len().drop_nulls()
         return ", ".join(f"{n:,} by {'text detection' if k == 'ocr' else 'device rule'}" for k, n in sorted(counts.iter_rows()))
 
+    def _finding_counts(self) -> str:
+        """``"2 findings, NOT committed: original_identifier in PatientComments (2)"`` (no values)."""
+        assert self.findings is not None
+        counts = (
+            self.findings.group_by("rule", pl.col("keyword").fill_null(pl.col("tag_path")))
+            .len()
+            .sort("len", "rule", "keyword", descending=[True, False, False])
+        )
+        shown = [f"{rule} in {keyword} ({n:,})" for rule, keyword, n in counts.head(5).iter_rows()]
+        more = f", … {counts.height - 5:,} more" if counts.height > 5 else ""
+        n = self.findings.height
+        return f"{n:,} finding{'s' if n != 1 else ''}, NOT committed: " + ", ".join(shown) + more
+
     def rows(self) -> list[tuple[str, str]]:
         pixels = self._pixel_counts()
         out = [
@@ -121,6 +134,7 @@ class DeidentifyResult:
             *([("already there (resumed)", f"{self.skipped:,}")] if self.skipped else []),
             *([("duplicate instances (written once)", f"{self.duplicates:,}")] if self.duplicates else []),
             *([("pixels cleaned" if not self.dry_run else "pixels to clean", pixels)] if pixels else []),
+            *([("leak gate", self._finding_counts())] if self.findings is not None and self.findings.height else []),
             ("elapsed", f"{self.elapsed_s:.2f} s"),
             ("throughput", f"{self.files_per_second:,.0f} files/s"),
         ]
