@@ -6,7 +6,8 @@ The gate scans what was written (headers only) and looks for:
   parts, IDs, accession numbers, addresses, …: every changed value of an
   identifying attribute) inside any element value of the output, at any depth
   (a value the plan made itself — a new UID, a token, a dummy — is not searched:
-  it is random, and holds an original only by chance);
+  it is random, and holds an original only by chance; a number is a finding when
+  it equals an original, not when its digits hold one);
 * ``original_uid`` — a UID of the input that the plan replaced, still present;
 * ``private_tag`` — a private element that the profile does not keep.
 
@@ -20,7 +21,7 @@ import polars as pl
 from .plan import _IDENTIFYING, Plan
 from .profiles import Option, safe_private_table
 
-__all__ = ["FINDINGS_SCHEMA", "findings_from", "gate", "mask"]
+__all__ = ["FINDINGS_SCHEMA", "NUMBER_VRS", "findings_from", "gate", "mask"]
 
 FINDINGS_SCHEMA = {
     "file_id": pl.Int64,
@@ -33,6 +34,8 @@ FINDINGS_SCHEMA = {
     "suggested_action": pl.String,
 }
 
+#: value representations of numbers (as the scan writes them: decimal text)
+NUMBER_VRS = ("DS", "IS", "US", "UL", "SS", "SL", "FL", "FD", "SV", "UV", "AT")
 _MIN_LENGTH = 4  # shorter values (sex, short codes) match by chance
 #: the patient's own identifiers: checked whatever the profile says about them
 _PATIENT = (
@@ -140,6 +143,11 @@ def gate(output_elements: pl.DataFrame, plan: Plan) -> pl.DataFrame:
         # date and time elements are compared by the audit (shifted or not), not as text:
         # a study date may equal a newborn's birth date
         hits = searched.filter(~pl.col("vr").is_in(["DA", "DT", "TM"]) & hit)
+        # a number (DS 0.48828125, a slice position) holds a numeric ID's digits by chance:
+        # a number is a leak when it is an original whole
+        if hits.height and values:
+            whole = pl.col("value").str.split("\\").list.eval(pl.element().str.strip_chars().is_in(values))
+            hits = hits.filter(~pl.col("vr").is_in(NUMBER_VRS) | whole.list.any())
         findings.append(
             findings_from(
                 hits, "original_identifier", "high", mask(pl.col("value")),

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from .errors import UserInputError
-from .leaks import FINDINGS_SCHEMA, findings_from, mask
+from .leaks import FINDINGS_SCHEMA, NUMBER_VRS, findings_from, mask
 from .profiles import Option, Profile, safe_private_table
 
 if TYPE_CHECKING:
@@ -60,27 +60,33 @@ def _text(scan: ScanResult) -> pl.DataFrame:
 _RANDOM_UID = r"^2\.25\.\d+$"
 
 
-def _holding_originals(rows: pl.DataFrame, column: str, originals: list[str], separator: str, suffix: str = "") -> pl.DataFrame:
+def _holding_originals(
+    rows: pl.DataFrame, column: str, originals: list[str], separator: str, suffix: str = "", number: pl.Expr | None = None
+) -> pl.DataFrame:
     """The rows whose column holds an original inside any of its parts (split at
     ``separator``), except that a part which is a random UID (``2.25.<digits>``, ``suffix``
-    aside) must equal one whole: its digits hold a numeric patient ID or a date only by
-    chance (in a batch of 1,000 patients with 7-digit MRNs, about one new UID in 300
-    holds one of them)."""
+    aside), or any part of a row where ``number`` holds, must equal one whole: their digits
+    hold a numeric patient ID or a date only by chance (in a batch of 1,000 patients with
+    7-digit MRNs, about one new UID in 300 holds one of them)."""
     rows = rows.filter(pl.col(column).str.contains_any(originals, ascii_case_insensitive=True))  # most hold none
+    if rows.height == 0:
+        return rows
     part = pl.element().str.strip_suffix(suffix) if suffix else pl.element()
-    found = pl.col(column).str.split(separator).list.eval(
-        pl.when(part.str.contains(_RANDOM_UID))
-        .then(part.is_in(originals))
-        .otherwise(pl.element().str.contains_any(originals, ascii_case_insensitive=True))
-    )
-    return rows.filter(found.list.any())
+    whole = part.str.strip_chars().is_in(originals)
+    inside = pl.element().str.contains_any(originals, ascii_case_insensitive=True)
+    rows = rows.with_columns(_number=number if number is not None else pl.lit(False))
+    found = pl.col(column).str.split(separator).list.eval(pl.when(part.str.contains(_RANDOM_UID)).then(whole).otherwise(inside))
+    found_whole = pl.col(column).str.split(separator).list.eval(whole)
+    return rows.filter(pl.when(pl.col("_number")).then(found_whole.list.any()).otherwise(found.list.any())).drop("_number")
 
 
 def _vault_originals(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
     originals: list[str] = ctx.get("originals") or []
     if not originals:
         return pl.DataFrame(schema=FINDINGS_SCHEMA)
-    rows = _holding_originals(scan.elements.filter(pl.col("value").is_not_null()), "value", originals, "\\")
+    rows = _holding_originals(
+        scan.elements.filter(pl.col("value").is_not_null()), "value", originals, "\\", number=pl.col("vr").is_in(NUMBER_VRS)
+    )
     return _findings(rows, "vault_original", "high", mask(pl.col("value")), "remove or replace this value")
 
 

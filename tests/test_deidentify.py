@@ -252,7 +252,8 @@ def test_the_leak_gate_stops_a_leaky_profile(tmp_path: Path) -> None:
 
 
 def test_an_original_that_turns_up_inside_a_new_uid_by_chance_is_no_leak(tmp_path: Path) -> None:
-    """A new UID is 38 random digits: a numeric patient ID turns up in some of them.
+    """A new UID is 38 random digits: a numeric patient ID turns up in some of them,
+    and in numbers (slice positions, window widths) too.
 
     In a batch of 1,000 patients with 7-digit MRNs about one new UID in 300 holds one of
     them; neither the leak gate nor the audit may take that for a leak (it blocked the
@@ -269,6 +270,7 @@ def test_an_original_that_turns_up_inside_a_new_uid_by_chance_is_no_leak(tmp_pat
     ds = pydicom.dcmread(first)
     lucky = new_uid(ds.StudyInstanceUID, KEY).removeprefix("2.25.")[4:12]  # 8 digits of the new study UID
     ds.PatientID = lucky
+    ds.TableHeight = f"1{lucky}.5"  # a number whose digits hold it (kept by the profile)
     ds.save_as(src / "one.dcm")
     result = deidentify(src, tmp_path / "out", key=KEY, vault=tmp_path / "v", batch_id="b", progress=False)
     assert result.ok and result.committed, result.rows()
@@ -276,14 +278,15 @@ def test_an_original_that_turns_up_inside_a_new_uid_by_chance_is_no_leak(tmp_pat
     assert lucky in out.parent.parent.name  # the folder is named by the new study UID
     findings = audit(tmp_path / "out" / "b", vault=tmp_path / "v", key=KEY, progress=False)
     assert findings.filter(pl.col("rule").str.starts_with("vault_original")).height == 0, findings
-    # the same value left in a text element is found, by both
+    # the same value left in a text element, or as a whole number, is found, by both
     ds.PatientComments = f"id {lucky}"
+    ds.AcquisitionNumber = lucky
     ds.save_as(src / "one.dcm")
     leaky = Profile.preset("default").with_rules(Rule(keyword="PatientComments", action="K"))
     result = deidentify(src, tmp_path / "out2", key=KEY, vault=tmp_path / "v2", batch_id="b", profile=leaky, progress=False)
-    assert not result.ok and set(result.findings["keyword"]) == {"PatientComments"}
+    assert not result.ok and set(result.findings["keyword"]) == {"PatientComments", "AcquisitionNumber"}
     findings = audit(tmp_path / "out2" / "b", vault=tmp_path / "v2", key=KEY, progress=False)
-    assert set(findings.filter(pl.col("rule") == "vault_original")["keyword"]) == {"PatientComments"}
+    assert set(findings.filter(pl.col("rule") == "vault_original")["keyword"]) == {"PatientComments", "AcquisitionNumber"}
 
 
 def test_runs_are_recorded_in_the_audit_log(tmp_path: Path) -> None:
