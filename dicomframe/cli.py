@@ -208,7 +208,8 @@ def deidentify(
 
     Writes DST/<batch_id>/<study>/<series>/<sop>.dcm (names from the new UIDs only) and
     DST/<batch_id>/manifest.json (last); the mapping to originals goes to VAULT only.
-    Exit code 0 when every input was written, 1 when any failed (listed below).
+    Exit code 0 when every input was written, 1 when any failed (listed below): damaged,
+    empty, unreadable or not DICOM. A DICOMDIR in SRC is left out (its images are read).
 
     Examples:
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import gc
+import itertools
 import json
 import os
 import time
@@ -288,7 +289,10 @@ def _deidentify(
     # a batch is de-identified in parts of PART_FILES inputs, each scanned, planned, written
     # and gated (or, in a dry run, added to the vault's plan) before the next: memory stays
     # flat whatever the batch size
-    parts = [source.files[i : i + PART_FILES] for i in range(0, len(source.files), PART_FILES)] or [[]]
+    # of at most PART_FILES inputs, as even as can be (1,001 inputs: 501 and 500, not 1,000 and 1)
+    count = -(-len(source.files) // PART_FILES) or 1
+    bounds = [len(source.files) * i // count for i in range(count + 1)]
+    parts = [source.files[start:stop] for start, stop in itertools.pairwise(bounds)]
     run = _Run(
         batch=batch, batch_root=batch_root, batch_uri=batch_uri, out_fs=out_fs, jobs=jobs,
         storage_options=storage_options, source_fs=_source_fs(src, storage_options),
@@ -398,10 +402,13 @@ def _named_files(scanned: Any, plan: Plan) -> pl.DataFrame:
 
 
 def _scan_failures(scanned: Any) -> list[dict[str, Any]]:
+    """Inputs the scan could not read, as failures: damaged, empty, unreadable and not DICOM
+    (a file handed to de-identification that is not DICOM may be a damaged image: it is
+    never skipped in silence). A DICOMDIR is an index, not an image: it is left out."""
     return [
         {"input": int(fid), "reason": msg, "kind": kind}
         for fid, kind, msg in scanned.errors.select("file_id", "kind", "message").iter_rows()
-        if kind not in ("not_dicom", "dicomdir")
+        if kind != "dicomdir"
     ]
 
 

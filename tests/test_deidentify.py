@@ -133,6 +133,10 @@ def test_damaged_inputs_fail_alone_and_are_reported(tmp_path: Path) -> None:
     result = deidentify(SAMPLES / "odd", tmp_path / "out", key=KEY, vault=tmp_path / "v", batch_id="odd", progress=False)
     kinds = sorted(f["kind"] for f in result.failed)
     assert "truncated" in kinds and "empty" in kinds
+    # a file that is not DICOM is a failed input (it may be a damaged image), a DICOMDIR is
+    # an index and is left out
+    assert "not_dicom" in kinds and "dicomdir" not in kinds
+    assert any(f["reason"].startswith("not a DICOM file") for f in result.failed)
     assert result.written >= 1  # the readable files still go through
     manifest = json.loads((tmp_path / "out" / "odd" / "manifest.json").read_text())
     assert len(manifest["failed"]) == len(result.failed)

@@ -115,3 +115,21 @@ def test_a_dry_run_in_parts_seals_the_same_plan_into_the_vault(tmp_path: Path, m
     assert whole.plan.files.equals(parts.plan.files)
     key = ["action", "source"]
     assert whole.plan.summary().sort(key).equals(parts.plan.summary().sort(key))
+
+
+def test_parts_are_as_even_as_can_be(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dicomframe.scanner
+
+    sizes: list[int] = []
+    real_scan = dicomframe.scanner.scan
+
+    def counting_scan(src, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if hasattr(src, "files"):  # a part of the batch (the gate's read-back passes paths)
+            sizes.append(len(src.files))
+        return real_scan(src, *args, **kwargs)
+
+    monkeypatch.setattr(dicomframe.scanner, "scan", counting_scan)
+    monkeypatch.setattr(dicomframe.pipeline, "PART_FILES", 69)
+    result = deidentify(SAMPLES / "cohort", tmp_path / "out", key=KEY, vault=tmp_path / "v", batch_id="b", progress=False)
+    assert result.ok and result.written == 70
+    assert sizes == [35, 35]  # not 69 and 1
