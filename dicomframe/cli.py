@@ -15,13 +15,16 @@ Exit codes (other systems depend on them):
 from __future__ import annotations
 
 import sys
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from .errors import DicomframeError, UserInputError
+
+if TYPE_CHECKING:
+    from .pipeline import DeidentifyResult
 
 __all__ = ["app", "main"]
 
@@ -164,6 +167,21 @@ def keygen(
     _out.print(f"key written to {keyfile} (key id {key.key_id}); back it up and keep it private", highlight=False)
 
 
+def _failed_paths(result: DeidentifyResult, vault: str, key_file: str) -> dict[int, str] | None:
+    """Input number → original path of the failed inputs, from the batch's vault mapping."""
+    import polars as pl
+
+    from .keys import load_key
+    from .vault import read_mapping
+
+    if result.mapping_uri is None:  # a dry run writes no mapping
+        return None
+    mapping = read_mapping(vault, result.batch_id, load_key(key_file))
+    wanted = {item["input"] for item in result.failed}
+    rows = mapping.filter(pl.col("input").is_in(list(wanted))).select("input", "original_path")
+    return dict(rows.iter_rows())
+
+
 @app.command()
 def deidentify(
     src: Annotated[str, typer.Argument(help="Folder (recursive, any file names), file, glob or URL.", show_default=False)],
@@ -193,6 +211,14 @@ def deidentify(
             show_default=False,
         ),
     ] = None,
+    show_paths: Annotated[
+        bool,
+        typer.Option(
+            "--show-paths",
+            help="Print the paths of failed inputs (read back from the vault mapping). Off by default: "
+            "folder names often hold patient names.",
+        ),
+    ] = False,
     pixel_clean: Annotated[
         str,
         typer.Option(
@@ -261,14 +287,22 @@ def deidentify(
         _out.print("  fix the profile (see `--dry-run` and the plan) and run the same command again")
         code = 1
     if result.failed:
+        paths = _failed_paths(result, vault, key_file) if show_paths else None
         failures = Table(title=f"inputs not written ({len(result.failed)})", title_justify="left")
         failures.add_column("input")
+        if paths is not None:
+            failures.add_column("path", overflow="fold")
         failures.add_column("kind")
         failures.add_column("reason", overflow="fold")
         for item in result.failed[:20]:
-            failures.add_row(str(item["input"]), item["kind"], item["reason"] or "")
+            path = [paths.get(item["input"], "")] if paths is not None else []
+            failures.add_row(str(item["input"]), *path, item["kind"], item["reason"] or "")
         _out.print(failures)
-        _out.print("  (input numbers index the scan; their paths are in the vault mapping)")
+        if paths is None:
+            _out.print(
+                "  (input numbers index the scan; the vault mapping has their paths, column input: "
+                + ("run without --dry-run to have one)" if show_paths else "--show-paths prints them)")
+            )
         code = 1
     if code:
         raise typer.Exit(code)

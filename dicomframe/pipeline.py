@@ -1031,11 +1031,13 @@ def _write_mapping(
         pl.col("path").alias("original_path"),
         pl.col("out_key").alias("output_path"),
         "status",
+        pl.col("file_id").cast(pl.Int64).alias("input"),  # the input number of the summary and manifest
     )
     errors = scan_errors.select(
         pl.lit(batch).alias("batch_id"),
         pl.col("path").alias("original_path"),
         pl.col("kind").alias("status"),
+        pl.col("file_id").cast(pl.Int64).alias("input"),
     )
     mapping = pl.concat([mapping, errors], how="diagonal")
     return write_mapping(vault_text, batch, mapping, key, storage_options=storage_options)

@@ -13,7 +13,7 @@ import pydicom
 import pytest
 
 from dicomframe.errors import UserInputError
-from dicomframe.keys import ProjectKey, generate_key_file
+from dicomframe.keys import ProjectKey, generate_key_file, load_key
 from dicomframe.pipeline import deidentify
 from dicomframe.vault import read_mapping
 
@@ -137,6 +137,12 @@ def test_damaged_inputs_fail_alone_and_are_reported(tmp_path: Path) -> None:
     # an index and is left out
     assert "not_dicom" in kinds and "dicomdir" not in kinds
     assert any(f["reason"].startswith("not a DICOM file") for f in result.failed)
+    # the vault mapping names each failed input by the same number, with its path
+    mapping = read_mapping(tmp_path / "v", "odd", KEY)
+    by_input = {i: (p, st) for i, p, st in mapping.select("input", "original_path", "status").iter_rows()}
+    for failure in result.failed:
+        assert by_input[failure["input"]][1] == failure["kind"]
+    assert by_input[next(f["input"] for f in result.failed if f["kind"] == "not_dicom")][0].endswith("notes.txt")
     assert result.written >= 1  # the readable files still go through
     manifest = json.loads((tmp_path / "out" / "odd" / "manifest.json").read_text())
     assert len(manifest["failed"]) == len(result.failed)
@@ -203,6 +209,20 @@ def test_cli_keygen_and_deidentify(tmp_path: Path, capsys: pytest.CaptureFixture
     )
     out = capsys.readouterr().out
     assert code == 1 and "truncated" in out and "DOE" not in out
+    assert "notes.txt" not in out and "--show-paths prints them" in out  # paths only when asked
+    mapping = read_mapping(tmp_path / "vault", "odd", load_key(key))
+    inputs = dict(zip(mapping["input"], mapping["original_path"], strict=True))
+    code = run(
+        "deidentify", str(SAMPLES / "odd"), str(tmp_path / "out"),
+        "--key-file", str(key), "--vault", str(tmp_path / "vault"), "--batch-id", "odd2", "--no-progress",
+        "--show-paths",
+    )
+    out = "".join(capsys.readouterr().out.split())  # rich folds long paths over lines
+    assert code == 1 and "notes.txt" in out and "truncated_pixels.dcm" in out
+    # the mapping's input column joins the summary's input numbers to paths
+    statuses = dict(zip(mapping["input"], mapping["status"], strict=True))
+    notes = next(i for i, p in inputs.items() if p.endswith("notes.txt"))
+    assert statuses[notes] == "not_dicom"
     generate_key_file(tmp_path / "open.key")
     (tmp_path / "open.key").chmod(0o644)
     code = run("deidentify", str(SAMPLES / "cohort"), str(tmp_path / "o2"), "--key-file", str(tmp_path / "open.key"), "--vault", str(tmp_path / "v2"))
