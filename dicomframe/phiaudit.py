@@ -63,21 +63,25 @@ _RANDOM_UID = r"^2\.25\.\d+$"
 def _holding_originals(
     rows: pl.DataFrame, column: str, originals: list[str], separator: str, suffix: str = "", number: pl.Expr | None = None
 ) -> pl.DataFrame:
-    """The rows whose column holds an original inside any of its parts (split at
-    ``separator``), except that a part which is a random UID (``2.25.<digits>``, ``suffix``
-    aside), or any part of a row where ``number`` holds, must equal one whole: their digits
-    hold a numeric patient ID or a date only by chance (in a batch of 1,000 patients with
-    7-digit MRNs, about one new UID in 300 holds one of them)."""
+    """The rows whose column holds an original, except that a part (split at ``separator``)
+    which is a random UID (``2.25.<digits>``, ``suffix`` aside), and any part of a row where
+    ``number`` holds, counts only when it equals an original whole: their digits hold a
+    numeric patient ID or a date by chance (in a batch of 1,000 patients with 7-digit MRNs,
+    about one new UID in 300 holds one of them). The rest is searched as one text, so an
+    original that spans a separator is still found."""
     rows = rows.filter(pl.col(column).str.contains_any(originals, ascii_case_insensitive=True))  # most hold none
     if rows.height == 0:
         return rows
     part = pl.element().str.strip_suffix(suffix) if suffix else pl.element()
     whole = part.str.strip_chars().is_in(originals)
-    inside = pl.element().str.contains_any(originals, ascii_case_insensitive=True)
-    rows = rows.with_columns(_number=number if number is not None else pl.lit(False))
-    found = pl.col(column).str.split(separator).list.eval(pl.when(part.str.contains(_RANDOM_UID)).then(whole).otherwise(inside))
-    found_whole = pl.col(column).str.split(separator).list.eval(whole)
-    return rows.filter(pl.when(pl.col("_number")).then(found_whole.list.any()).otherwise(found.list.any())).drop("_number")
+    random_uid = part.str.contains(_RANDOM_UID)
+    parts = pl.col(column).str.split(separator)
+    rest = parts.list.eval(pl.when(random_uid).then(pl.lit("")).otherwise(pl.element())).list.join(separator)
+    text_hit = rest.str.contains_any(originals, ascii_case_insensitive=True) | parts.list.eval(random_uid & whole).list.any()
+    number_hit = parts.list.eval(whole).list.any()
+    if number is None:
+        return rows.filter(text_hit)
+    return rows.filter(pl.when(number).then(number_hit).otherwise(text_hit))
 
 
 def _vault_originals(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:

@@ -125,3 +125,29 @@ def test_uids_with_an_organisation_root_are_found() -> None:
     scan = dcf.scan(CORPUS / "pydicom" / "CT_small.dcm", progress=False)  # 1.3.6.1.4.1.5962… UIDs
     findings = audit_scan(scan, rules=["uid_with_org_root"])
     assert set(findings["keyword"]) >= {"SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"}
+
+
+def test_vault_originals_in_random_uids_and_numbers_count_only_whole() -> None:
+    from dicomframe.leaks import NUMBER_VRS
+    from dicomframe.phiaudit import _holding_originals
+
+    originals = ["12345678", "LMC-0093318\\EMPI90822107", "2.25.12345678"]
+    values = pl.DataFrame(
+        {
+            "value": [
+                "2.25.1112345678999",  # a new UID whose digits hold an ID by chance: no
+                "LMC-0093318\\EMPI90822107",  # an original spanning the separator: yes
+                "x 12345678 y",  # in text: yes
+                "2.25.12345678",  # an original that is itself a 2.25 UID, whole: yes
+                "112345678.5",  # a number whose digits hold it: no
+                "12345678",  # a number equal to it: yes
+                "a\\2.25.9912345678",  # no
+            ],
+            "vr": ["UI", "LO", "LT", "UI", "DS", "IS", "UI"],
+        }
+    )
+    found = _holding_originals(values, "value", originals, "\\", number=pl.col("vr").is_in(NUMBER_VRS))
+    assert found["value"].to_list() == ["LMC-0093318\\EMPI90822107", "x 12345678 y", "2.25.12345678", "12345678"]
+    paths = pl.DataFrame({"path": ["/o/2.25.9912345678/2.25.1/2.25.5.dcm", "/o/12345678/x.dcm", "/o/2.25.12345678.dcm"]})
+    found = _holding_originals(paths, "path", originals, "/", suffix=".dcm")
+    assert found["path"].to_list() == ["/o/12345678/x.dcm", "/o/2.25.12345678.dcm"]
