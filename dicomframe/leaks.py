@@ -21,7 +21,7 @@ import polars as pl
 from .plan import _IDENTIFYING, Plan
 from .profiles import Option, safe_private_table
 
-__all__ = ["FINDINGS_SCHEMA", "NUMBER_VRS", "findings_from", "gate", "mask"]
+__all__ = ["FINDINGS_SCHEMA", "NUMBER_VRS", "equals_an_original", "findings_from", "gate", "mask"]
 
 FINDINGS_SCHEMA = {
     "file_id": pl.Int64,
@@ -108,6 +108,12 @@ def _originals(plan: Plan) -> tuple[list[str], list[str], list[str]]:
     return whole.to_list(), parts.to_list(), uids.to_list()
 
 
+def equals_an_original(column: str, originals: list[str], separator: str = "\\") -> pl.Expr:
+    """Whether a part of the column (split at ``separator``, spaces aside) equals an original
+    whole: how a number is compared (its digits hold a numeric ID by chance)."""
+    return pl.col(column).str.split(separator).list.eval(pl.element().str.strip_chars().is_in(originals)).list.any()
+
+
 def _minted(plan: Plan) -> pl.Series:
     """The values the plan made without reading an original: new UIDs, tokens, dummies, templates."""
     made = pl.col("action").is_in(["U", "D", "T"]) & pl.col("new_value").is_not_null()
@@ -127,12 +133,6 @@ def gate(output_elements: pl.DataFrame, plan: Plan) -> pl.DataFrame:
     values, parts, uids = _originals(plan)
     text = output_elements.filter(pl.col("value").is_not_null() & (pl.col("value") != ""))
     findings = []
-    # a value the plan made from the key (a new UID, a token) is a random string: it holds
-    # an original only by chance (in a batch of 1,000 patients with 7-digit MRNs, about
-    # one new 2.25 UID in 300 holds one of them), and such a match is no leak; an original
-    # UID left in place is caught below
-    minted = _minted(plan)
-    searched = text.filter(~pl.col("value").is_in(minted.implode())) if minted.len() else text
     hit = pl.lit(False)
     if values:
         hit = hit | pl.col("value").str.contains_any(values, ascii_case_insensitive=True)
@@ -140,14 +140,19 @@ def gate(output_elements: pl.DataFrame, plan: Plan) -> pl.DataFrame:
         words = pl.col("value").str.to_lowercase().str.extract_all(r"[^\W\d_]+")
         hit = hit | words.list.eval(pl.element().is_in(parts)).list.any()
     if values or parts:
+        # a value the plan made from the key (a new UID, a token) is a random string: it
+        # holds an original only by chance (in a batch of 1,000 patients with 7-digit MRNs,
+        # about one new 2.25 UID in 300 holds one of them), and such a match is no leak; an
+        # original UID left in place is caught below
+        minted = _minted(plan)
+        searched = text.filter(~pl.col("value").is_in(minted.implode())) if minted.len() else text
         # date and time elements are compared by the audit (shifted or not), not as text:
         # a study date may equal a newborn's birth date
         hits = searched.filter(~pl.col("vr").is_in(["DA", "DT", "TM"]) & hit)
         # a number (DS 0.48828125, a slice position) holds a numeric ID's digits by chance:
         # a number is a leak when it is an original whole
         if hits.height and values:
-            whole = pl.col("value").str.split("\\").list.eval(pl.element().str.strip_chars().is_in(values))
-            hits = hits.filter(~pl.col("vr").is_in(NUMBER_VRS) | whole.list.any())
+            hits = hits.filter(~pl.col("vr").is_in(NUMBER_VRS) | equals_an_original("value", values))
         findings.append(
             findings_from(
                 hits, "original_identifier", "high", mask(pl.col("value")),

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from .errors import UserInputError
-from .leaks import FINDINGS_SCHEMA, NUMBER_VRS, findings_from, mask
+from .leaks import FINDINGS_SCHEMA, NUMBER_VRS, equals_an_original, findings_from, mask
 from .profiles import Option, Profile, safe_private_table
 
 if TYPE_CHECKING:
@@ -78,10 +78,9 @@ def _holding_originals(
     parts = pl.col(column).str.split(separator)
     rest = parts.list.eval(pl.when(random_uid).then(pl.lit("")).otherwise(pl.element())).list.join(separator)
     text_hit = rest.str.contains_any(originals, ascii_case_insensitive=True) | parts.list.eval(random_uid & whole).list.any()
-    number_hit = parts.list.eval(whole).list.any()
     if number is None:
         return rows.filter(text_hit)
-    return rows.filter(pl.when(number).then(number_hit).otherwise(text_hit))
+    return rows.filter(pl.when(number).then(equals_an_original(column, originals, separator)).otherwise(text_hit))
 
 
 def _vault_originals(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
