@@ -126,26 +126,22 @@ def scan(
     _out.print(table)
     if result.outputs:
         for name, path in result.outputs.items():
-            _out.print(f"  {name:<9} → {path}", highlight=False)
+            _out.print(f"  {name:<9} → {path}", highlight=False, soft_wrap=True)
     if result.errors.height:
         shown = result.errors.head(20)
         errors = Table(title=f"files not read ({result.errors.height})", title_justify="left")
         errors.add_column("file_id", justify="right")
-        errors.add_column("path" if show_paths else "kind")
-        if show_paths:
-            errors.add_column("kind")
+        errors.add_column("kind")
         errors.add_column("reason", overflow="fold")
         for row in shown.iter_rows(named=True):
-            cells = [str(row["file_id"])]
-            if show_paths:
-                cells.append(row["path"])
-            cells += [row["kind"], row["message"]]
-            errors.add_row(*cells)
+            errors.add_row(str(row["file_id"]), row["kind"], row["message"])
         _out.print(errors)
         if result.errors.height > shown.height:
-            _out.print(f"  … {result.errors.height - shown.height} more in the errors table")
-        if not show_paths:
-            _out.print("  (paths are in the errors table; --show-paths prints them)")
+            _out.print(f"  … {result.errors.height - shown.height} more in the errors table", soft_wrap=True)
+        if show_paths:
+            _print_paths("file_id", [(row["file_id"], row["path"]) for row in shown.iter_rows(named=True)])
+        else:
+            _out.print("  (paths are in the errors table; --show-paths prints them)", soft_wrap=True)
     failed = summary.failed if not strict else summary.errors
     if failed:
         raise typer.Exit(1)
@@ -164,7 +160,18 @@ def keygen(
     from .keys import generate_key_file
 
     key = generate_key_file(keyfile)
-    _out.print(f"key written to {keyfile} (key id {key.key_id}); back it up and keep it private", highlight=False)
+    _out.print(f"key written to {keyfile} (key id {key.key_id}); back it up and keep it private", highlight=False, soft_wrap=True)
+
+
+def _print_paths(label: str, rows: list[tuple[int, str]]) -> None:
+    """Print ``number  path`` lines, whole and unstyled, whatever the terminal's width.
+
+    Paths go on lines of their own rather than in a table cell, which would fold
+    them and leave them impossible to copy.
+    """
+    _out.print(f"  {label:>7}  path", highlight=False, style="bold")
+    for number, path in rows:
+        _out.print(f"  {number:>7}  {path}", soft_wrap=True, markup=False, highlight=False)
 
 
 def _failed_paths(result: DeidentifyResult, vault: str, key_file: str) -> dict[int, str] | None:
@@ -284,24 +291,24 @@ def deidentify(
         for finding in result.findings.head(30).iter_rows(named=True):
             gate.add_row(*[str(finding.get(c) or "") for c in ("output", "tag_path", "keyword", "rule", "evidence", "suggested_action")])
         _out.print(gate)
-        _out.print("  fix the profile (see `--dry-run` and the plan) and run the same command again")
+        _out.print("  fix the profile (see `--dry-run` and the plan) and run the same command again", soft_wrap=True)
         code = 1
     if result.failed:
         paths = _failed_paths(result, vault, key_file) if show_paths else None
         failures = Table(title=f"inputs not written ({len(result.failed)})", title_justify="left")
         failures.add_column("input")
-        if paths is not None:
-            failures.add_column("path", overflow="fold")
         failures.add_column("kind")
         failures.add_column("reason", overflow="fold")
         for item in result.failed[:20]:
-            path = [paths.get(item["input"], "")] if paths is not None else []
-            failures.add_row(str(item["input"]), *path, item["kind"], item["reason"] or "")
+            failures.add_row(str(item["input"]), item["kind"], item["reason"] or "")
         _out.print(failures)
-        if paths is None:
+        if paths is not None:
+            _print_paths("input", [(item["input"], paths.get(item["input"], "?")) for item in result.failed[:20]])
+        else:
             _out.print(
                 "  (input numbers index the scan; the vault mapping has their paths, column input: "
-                + ("run without --dry-run to have one)" if show_paths else "--show-paths prints them)")
+                + ("run without --dry-run to have one)" if show_paths else "--show-paths prints them)"),
+                soft_wrap=True,
             )
         code = 1
     if code:
@@ -340,8 +347,9 @@ def audit(
 
     if list_rules:
         table = Table(title="audit rules", title_justify="left")
-        for column in ("rule", "severity", "catches"):
-            table.add_column(column, overflow="fold")
+        table.add_column("rule", no_wrap=True)  # names are looked up and grepped: never folded
+        table.add_column("severity", no_wrap=True)
+        table.add_column("catches", overflow="fold")
         for r in RULES:
             table.add_row(r.name, r.severity, r.catches)
         _out.print(table)
@@ -368,8 +376,9 @@ def audit(
 
     counts = findings.group_by("rule", "severity").len().sort("len", descending=True)
     table = Table(title=f"findings ({findings.height})", title_justify="left")
-    for column in ("rule", "severity", "findings"):
-        table.add_column(column)
+    table.add_column("rule", no_wrap=True)
+    table.add_column("severity", no_wrap=True)
+    table.add_column("findings", justify="right")
     for name, severity, n in counts.iter_rows():
         table.add_row(name, severity, f"{n:,}")
     _out.print(table)
@@ -431,6 +440,7 @@ def auditlog_verify(
         f"  {report.records:,} records read; keep this file unchanged as evidence and have it reviewed "
         "(appends are refused while the last line is partial or damaged).",
         highlight=False,
+        soft_wrap=True,
     )
     raise typer.Exit(1)
 

@@ -276,6 +276,8 @@ def test_cli_scan_and_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert run("scan", str(bad)) == 1
     out = capsys.readouterr().out
     assert "truncated" in out and "DOE_JOHN" not in out
+    assert run("scan", str(bad), "--show-paths") == 1  # paths only when asked, each whole on one line
+    assert any(line.strip().endswith(str(bad / "cut")) for line in capsys.readouterr().out.splitlines())
     assert run("scan", str(tmp_path / "missing")) == 2
     err = capsys.readouterr().err
     assert "no such file or folder" in err and "Traceback" not in err
