@@ -2,12 +2,15 @@
 
 The gate scans what was written (headers only) and looks for:
 
-* ``original_identifier`` — an identifying value of the input (names and their
-  parts, IDs, accession numbers, addresses, …: every changed value of an
-  identifying attribute) inside any element value of the output, at any depth
-  (a value the plan made itself — a new UID, a token, a dummy — is not searched:
-  it is random, and holds an original only by chance; a number is a finding when
-  it equals an original, not when its digits hold one);
+* ``original_identifier`` — an identifying value of the input (names, IDs,
+  accession numbers, addresses, …: every changed value of an identifying
+  attribute) inside any element value of the output, at any depth; a single word
+  of a person's name inside the files of the patient it came from (files with the
+  same original patient ID: where the cleaning of descriptors removes it; in other
+  patients' files "Long" or "Head" is everyday text such as "LONG AXIS"). A value
+  the plan made itself — a new UID, a token, a dummy — is not searched: it is
+  random, and holds an original only by chance; a number is a finding when it
+  equals an original, not when its digits hold one;
 * ``original_uid`` — a UID of the input that the plan replaced, still present;
 * ``private_tag`` — a private element that the profile does not keep.
 
@@ -75,9 +78,13 @@ def findings_from(
     )
 
 
-def _originals(plan: Plan) -> tuple[list[str], list[str], list[str]]:
-    """Whole identifying values, person-name parts, and replaced instance UIDs of the input."""
-    present = plan.table.select("value", "action", "keyword", "vr").filter(  # the columns read below
+_WORD = r"[^\W\d_]+"  # a run of letters
+
+
+def _originals(plan: Plan) -> tuple[list[str], pl.DataFrame, list[str]]:
+    """Whole identifying values, the words of person names (``patient``, ``word``: the
+    patient whose files they came from), and replaced instance UIDs of the input."""
+    present = plan.table.select("file_id", "value", "action", "keyword", "vr").filter(  # the columns read below
         pl.col("value").is_not_null() & (pl.col("value") != "")
     )
     changed = present.filter(pl.col("action") != "K")
@@ -88,24 +95,43 @@ def _originals(plan: Plan) -> tuple[list[str], list[str], list[str]]:
             present.filter(pl.col("keyword").is_in(_PATIENT)),
         ]
     )
-    whole = ident["value"].str.strip_chars().unique().drop_nulls()
+    # a name of one word ("Long") is sought as a word, in its patient's files (below)
+    one_word = (pl.col("vr") == "PN") & pl.col("value").str.strip_chars().str.contains(rf"^{_WORD}$")
+    whole = ident.filter(~one_word)["value"].str.strip_chars().unique().drop_nulls()
     whole = whole.filter(whole.str.len_chars() >= _MIN_LENGTH).sort()
     parts = (
         ident.filter(pl.col("vr") == "PN")
-        .select(pl.col("value").str.to_lowercase().str.extract_all(r"[^\W\d_]+").alias("p"))
-        .explode("p")
-        .get_column("p")
+        .select("file_id", pl.col("value").str.to_lowercase().str.extract_all(_WORD).alias("word"))
+        .explode("word")
+        .filter(pl.col("word").str.len_chars() >= _MIN_LENGTH)
+        .join(_patients(plan), on="file_id", how="left")
+        .select("patient", "word")
         .unique()
-        .drop_nulls()
     )
-    parts = parts.filter(parts.str.len_chars() >= _MIN_LENGTH).sort()
     uids = (
         changed.filter(pl.col("action").is_in(["U", "D"]) & (pl.col("vr") == "UI"))["value"]
         .unique()
         .drop_nulls()
     )
     uids = uids.filter(~uids.str.starts_with("1.2.840.10008.")).sort()  # DICOM's own UIDs
-    return whole.to_list(), parts.to_list(), uids.to_list()
+    return whole.to_list(), parts, uids.to_list()
+
+
+def _patients(plan: Plan) -> pl.DataFrame:
+    """``file_id`` → ``patient``: the input's original patient ID (its own file id without one)."""
+    files = plan.files
+    patient_id = (
+        pl.col("original_patient_id").fill_null("").str.strip_chars()
+        if "original_patient_id" in files.columns
+        else pl.lit("")
+    )
+    return files.select(
+        "file_id",
+        pl.when(patient_id != "")
+        .then(pl.concat_str([pl.lit("id:"), patient_id]))
+        .otherwise(pl.concat_str([pl.lit("file:"), pl.col("file_id").cast(pl.String)]))
+        .alias("patient"),
+    )
 
 
 def equals_an_original(column: str, originals: list[str], separator: str = "\\") -> pl.Expr:
@@ -120,7 +146,7 @@ def _minted(plan: Plan) -> pl.Series:
     return plan.table.select("action", "new_value").filter(made)["new_value"].unique()
 
 
-def gate(output_elements: pl.DataFrame, plan: Plan) -> pl.DataFrame:
+def gate(output_elements: pl.DataFrame, plan: Plan, sources: pl.DataFrame | None = None) -> pl.DataFrame:
     """Findings of the cheap PHI checks on the written files' elements (empty when clean).
 
     Parameters
@@ -129,6 +155,10 @@ def gate(output_elements: pl.DataFrame, plan: Plan) -> pl.DataFrame:
         The elements table of a scan of the written batch.
     plan
         The plan the batch was written with (holds the original values).
+    sources
+        ``file_id`` (of ``output_elements``) → ``source`` (the ``file_id`` of the plan's
+        input written there), to seek a name's words in the files of its patient only.
+        Without it the two are taken to be the same numbers.
     """
     values, parts, uids = _originals(plan)
     text = output_elements.filter(pl.col("value").is_not_null() & (pl.col("value") != ""))
@@ -136,10 +166,19 @@ def gate(output_elements: pl.DataFrame, plan: Plan) -> pl.DataFrame:
     hit = pl.lit(False)
     if values:
         hit = hit | pl.col("value").str.contains_any(values, ascii_case_insensitive=True)
-    if parts:
-        words = pl.col("value").str.to_lowercase().str.extract_all(r"[^\W\d_]+")
-        hit = hit | words.list.eval(pl.element().is_in(parts)).list.any()
-    if values or parts:
+    if parts.height:
+        if sources is None:
+            sources = text.select("file_id", pl.col("file_id").alias("source")).unique()
+        owners = sources.join(_patients(plan), left_on="source", right_on="file_id").select("file_id", "patient")
+        text = text.with_row_index("_row")
+        named = (
+            text.select("_row", "file_id", pl.col("value").str.to_lowercase().str.extract_all(_WORD).alias("word"))
+            .explode("word")
+            .join(owners, on="file_id")
+            .join(parts, on=["patient", "word"], how="semi")
+        )
+        hit = hit | pl.col("_row").is_in(named["_row"].unique().implode())
+    if values or parts.height:
         # a value the plan made from the key (a new UID, a token) is a random string: it
         # holds an original only by chance (in a batch of 1,000 patients with 7-digit MRNs,
         # about one new 2.25 UID in 300 holds one of them), and such a match is no leak; an
@@ -159,6 +198,7 @@ def gate(output_elements: pl.DataFrame, plan: Plan) -> pl.DataFrame:
                 "remove or clean this attribute (add a profile rule)",
             )
         )
+        text = text.drop("_row", strict=False)
     if uids:
         hits = text.filter((pl.col("vr") == "UI") & pl.col("value").is_in(uids))
         findings.append(

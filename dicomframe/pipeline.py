@@ -723,11 +723,16 @@ def _leak_gate(
     ]
     parts: list[pl.DataFrame] = []
     names = position.select(pl.col("_pos").alias("file_id"), "output")
+    # each output's inputs (more than one when inputs share an instance's UIDs): a name's
+    # words are sought in the outputs of its patient
+    sources = ok_files.select(pl.col("file_id").alias("source"), pl.col("out_key").alias("output")).join(
+        position, on="output"
+    ).select(pl.col("_pos").alias("file_id"), "source")
     if not pending:
         assert inline is not None
         if not inline["file_id"].is_sorted():
             inline = inline.sort("file_id", maintain_order=True)
-        return gate(inline, plan).join(names, on="file_id", how="left").drop("file_id")
+        return gate(inline, plan, sources).join(names, on="file_id", how="left").drop("file_id")
     # an output that cannot be read back is read again (transient faults), never let through unchecked
     for attempt in range(RETRY_ATTEMPTS):
         out_scan = scan(pending, jobs=jobs, storage_options=storage_options, progress=False)
@@ -745,7 +750,7 @@ def _leak_gate(
             elements = inline if elements is None else pl.concat([inline, elements]).sort("file_id", maintain_order=True)
             inline = None
         if elements is not None:
-            parts.append(gate(elements, plan).join(names, on="file_id", how="left").drop("file_id"))
+            parts.append(gate(elements, plan, sources).join(names, on="file_id", how="left").drop("file_id"))
         unread = {_strip_protocol(p) for p in out_scan.errors["path"].to_list()}
         pending = [p for p in pending if _strip_protocol(p) in unread]
         if not pending:

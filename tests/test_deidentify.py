@@ -313,6 +313,53 @@ def test_an_original_that_turns_up_inside_a_new_uid_by_chance_is_no_leak(tmp_pat
     assert set(findings.filter(pl.col("rule") == "vault_original")["keyword"]) == {"PatientComments", "AcquisitionNumber"}
 
 
+def test_a_name_word_is_sought_in_its_own_patients_files_only(tmp_path: Path) -> None:
+    """A patient named Long does not stop a batch where another patient's cardiac MR has a
+    "LONG AXIS" series: a single name word is everyday text in other patients' files.
+
+    The leak gate looks for single name words in the files of the patient they belong to,
+    which is where the cleaning of descriptors removes them; whole names, IDs and the
+    other identifying values are still sought in every file of the batch.
+    """
+    from dicomframe.profiles import Profile, Rule
+
+    src = tmp_path / "in"
+    src.mkdir()
+    first, second = sorted((SAMPLES / "cohort").rglob("*.dcm"))[:2]
+    a, b = pydicom.dcmread(first), pydicom.dcmread(second)
+    a.PatientName, a.PatientID = "Long^Annabel", "LONG-MRN-1"
+    b.PatientName, b.PatientID = "Fairweather^Bob", "FAIR-MRN-2"
+    b.StudyInstanceUID = b.StudyInstanceUID + ".7"  # another patient, another study
+    b.SeriesDescription = "LONG AXIS CINE"
+    a.save_as(src / "a.dcm")
+    b.save_as(src / "b.dcm")
+    result = deidentify(src, tmp_path / "out", key=KEY, vault=tmp_path / "v", batch_id="b", profile="research", progress=False)
+    assert result.ok and result.committed, result.rows()
+    out = pydicom.dcmread(next(p for p in (tmp_path / "out" / "b").rglob("*.dcm") if "AXIS" in str(pydicom.dcmread(p).get("SeriesDescription", ""))))
+    assert out.SeriesDescription == "LONG AXIS CINE"  # nobody's name here: kept as it was
+    # the same words in the patient's own file are found, whatever the profile says
+    keep = Profile.preset("research").with_rules(Rule(keyword="SeriesDescription", action="K"))
+    a.SeriesDescription = "LONG AXIS CINE"
+    a.save_as(src / "a.dcm")
+    result = deidentify(src, tmp_path / "out2", key=KEY, vault=tmp_path / "v2", batch_id="b", profile=keep, progress=False)
+    assert not result.ok and not result.committed
+    assert result.findings.select("keyword", "rule").unique().rows() == [("SeriesDescription", "original_identifier")]
+    assert result.findings.height == 1
+    # and in another file of the same patient (the same patient ID), even without the name
+    b.PatientName, b.PatientID = "", "LONG-MRN-1"
+    b.save_as(src / "b.dcm")
+    result = deidentify(src, tmp_path / "out3", key=KEY, vault=tmp_path / "v3", batch_id="b", profile=keep, progress=False)
+    assert not result.ok and result.findings.height == 2, result.findings
+    # a whole name is sought in every file
+    b.PatientID = "FAIR-MRN-2"
+    b.SeriesDescription = "for long^annabel"
+    b.save_as(src / "b.dcm")
+    a.SeriesDescription = "CINE"
+    a.save_as(src / "a.dcm")
+    result = deidentify(src, tmp_path / "out4", key=KEY, vault=tmp_path / "v4", batch_id="b", profile=keep, progress=False)
+    assert not result.ok and result.findings.height == 1, result.findings
+
+
 def test_runs_are_recorded_in_the_audit_log(tmp_path: Path) -> None:
     from dicomframe.auditlog import verify
 
