@@ -5,9 +5,10 @@ The gate scans what was written (headers only) and looks for:
 * ``original_identifier`` — an identifying value of the input (names, IDs,
   accession numbers, addresses, …: every changed value of an identifying
   attribute) inside any element value of the output, at any depth; a single word
-  of a person's name inside the files of the patient it came from (files with the
-  same original patient ID: where the cleaning of descriptors removes it; in other
-  patients' files "Long" or "Head" is everyday text such as "LONG AXIS"). A value
+  of a person's name inside the files of the patient it came from (its file, and
+  files with the same original patient ID or study UID), where the cleaning of
+  descriptors removes it: in other patients' files "Long" or "Head" is everyday
+  text, such as "LONG AXIS". A value
   the plan made itself — a new UID, a token, a dummy — is not searched: it is
   random, and holds an original only by chance; a number is a finding when it
   equals an original, not when its digits hold one;
@@ -118,20 +119,19 @@ def _originals(plan: Plan) -> tuple[list[str], pl.DataFrame, list[str]]:
 
 
 def _patients(plan: Plan) -> pl.DataFrame:
-    """``file_id`` → ``patient``: the input's original patient ID (its own file id without one)."""
+    """``file_id`` → ``patient``, the keys that tie an input to its patient's other files: its
+    original patient ID and study UID (when not empty), and the file itself. A file has up
+    to three rows; files sharing a key are one patient's."""
     files = plan.files
-    patient_id = (
-        pl.col("original_patient_id").fill_null("").str.strip_chars()
-        if "original_patient_id" in files.columns
-        else pl.lit("")
-    )
-    return files.select(
-        "file_id",
-        pl.when(patient_id != "")
-        .then(pl.concat_str([pl.lit("id:"), patient_id]))
-        .otherwise(pl.concat_str([pl.lit("file:"), pl.col("file_id").cast(pl.String)]))
-        .alias("patient"),
-    )
+
+    def key(column: str, label: str) -> pl.DataFrame:
+        if column not in files.columns:
+            return pl.DataFrame(schema={"file_id": files.schema["file_id"], "patient": pl.String})
+        value = pl.col(column).cast(pl.String).fill_null("").str.strip_chars()
+        return files.filter(value != "").select("file_id", pl.concat_str([pl.lit(label), value]).alias("patient"))
+
+    own = files.select("file_id", pl.concat_str([pl.lit("file:"), pl.col("file_id").cast(pl.String)]).alias("patient"))
+    return pl.concat([key("original_patient_id", "id:"), key("original_study_uid", "study:"), own])
 
 
 def equals_an_original(column: str, originals: list[str], separator: str = "\\") -> pl.Expr:

@@ -350,6 +350,12 @@ def test_a_name_word_is_sought_in_its_own_patients_files_only(tmp_path: Path) ->
     b.save_as(src / "b.dcm")
     result = deidentify(src, tmp_path / "out3", key=KEY, vault=tmp_path / "v3", batch_id="b", profile=keep, progress=False)
     assert not result.ok and result.findings.height == 2, result.findings
+    # or of the same study, without a patient ID
+    b.PatientID, b.StudyInstanceUID = "", a.StudyInstanceUID
+    b.save_as(src / "b.dcm")
+    result = deidentify(src, tmp_path / "out5", key=KEY, vault=tmp_path / "v5", batch_id="b", profile=keep, progress=False)
+    assert not result.ok and result.findings.height == 2, result.findings
+    b.StudyInstanceUID = a.StudyInstanceUID + ".7"
     # a whole name is sought in every file
     b.PatientID = "FAIR-MRN-2"
     b.SeriesDescription = "for long^annabel"
