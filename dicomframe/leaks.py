@@ -25,7 +25,7 @@ import polars as pl
 from .plan import _IDENTIFYING, Plan
 from .profiles import Option, safe_private_table
 
-__all__ = ["FINDINGS_SCHEMA", "NUMBER_VRS", "equals_an_original", "findings_from", "gate", "mask"]
+__all__ = ["FINDINGS_SCHEMA", "NUMBER_VRS", "equals_an_original", "findings_from", "gate", "holds_an_original", "mask"]
 
 FINDINGS_SCHEMA = {
     "file_id": pl.Int64,
@@ -64,7 +64,7 @@ def mask(value: pl.Expr) -> pl.Expr:
 
 
 def findings_from(
-    rows: pl.DataFrame, rule: str, severity: str, evidence: pl.Expr, action: str
+    rows: pl.DataFrame, rule: str, severity: str, evidence: pl.Expr, action: str | pl.Expr
 ) -> pl.DataFrame:
     """Element rows → findings rows of one rule (the evidence expression should mask)."""
     return rows.select(
@@ -75,16 +75,17 @@ def findings_from(
         pl.lit(rule).alias("rule"),
         pl.lit(severity).alias("severity"),
         evidence.alias("evidence"),
-        pl.lit(action).alias("suggested_action"),
+        (action if isinstance(action, pl.Expr) else pl.lit(action)).alias("suggested_action"),
     )
 
 
 _WORD = r"[^\W\d_]+"  # a run of letters
 
 
-def _originals(plan: Plan) -> tuple[list[str], pl.DataFrame, list[str]]:
-    """Whole identifying values, the words of person names (``patient``, ``word``: the
-    patient whose files they came from), and replaced instance UIDs of the input."""
+def _originals(plan: Plan) -> tuple[list[str], dict[str, set[str]], pl.DataFrame, list[str]]:
+    """Whole identifying values and the attributes each came from (by its lower case), the
+    words of person names (``patient``, ``word``, ``keyword``: the patient whose files they
+    came from, and the attribute), and replaced instance UIDs of the input."""
     present = plan.table.select("file_id", "value", "action", "keyword", "vr").filter(  # the columns read below
         pl.col("value").is_not_null() & (pl.col("value") != "")
     )
@@ -98,15 +99,21 @@ def _originals(plan: Plan) -> tuple[list[str], pl.DataFrame, list[str]]:
     )
     # a name of one word ("Long") is sought as a word, in its patient's files (below)
     one_word = (pl.col("vr") == "PN") & pl.col("value").str.strip_chars().str.contains(rf"^{_WORD}$")
-    whole = ident.filter(~one_word)["value"].str.strip_chars().unique().drop_nulls()
-    whole = whole.filter(whole.str.len_chars() >= _MIN_LENGTH).sort()
+    keyword = pl.col("keyword").fill_null("a private element")
+    whole_rows = ident.filter(~one_word).select(pl.col("value").str.strip_chars(), keyword)
+    whole_rows = whole_rows.filter(pl.col("value").str.len_chars() >= _MIN_LENGTH)
+    whole = whole_rows["value"].unique().sort()
+    # where each original came from (attribute names, never values): said in the findings
+    came_from: dict[str, set[str]] = {}
+    for value, name in whole_rows.unique().iter_rows():
+        came_from.setdefault(value.lower(), set()).add(name)
     parts = (
         ident.filter(pl.col("vr") == "PN")
-        .select("file_id", pl.col("value").str.to_lowercase().str.extract_all(_WORD).alias("word"))
+        .select("file_id", keyword, pl.col("value").str.to_lowercase().str.extract_all(_WORD).alias("word"))
         .explode("word")
         .filter(pl.col("word").str.len_chars() >= _MIN_LENGTH)
         .join(_patients(plan), on="file_id", how="left")
-        .select("patient", "word")
+        .select("patient", "word", "keyword")
         .unique()
     )
     uids = (
@@ -115,7 +122,7 @@ def _originals(plan: Plan) -> tuple[list[str], pl.DataFrame, list[str]]:
         .drop_nulls()
     )
     uids = uids.filter(~uids.str.starts_with("1.2.840.10008.")).sort()  # DICOM's own UIDs
-    return whole.to_list(), parts, uids.to_list()
+    return whole.to_list(), came_from, parts, uids.to_list()
 
 
 def _patients(plan: Plan) -> pl.DataFrame:
@@ -140,6 +147,57 @@ def equals_an_original(column: str, originals: list[str], separator: str = "\\")
     return pl.col(column).str.split(separator).list.eval(pl.element().str.strip_chars().is_in(originals)).list.any()
 
 
+def _kind(char: str) -> int:
+    """1 for an ASCII letter, 2 for a digit, 0 for anything else."""
+    if char.isascii():
+        if char.isalpha():
+            return 1
+        if char.isdigit():
+            return 2
+    return 0
+
+
+def _stands_alone(text: str, found: str) -> bool:
+    """Whether ``found`` occurs in ``text`` as a token of its own: its first character does not
+    continue a run of its kind (ASCII letters, or digits) before it, nor its last one after it.
+    ``MRN1234567`` holds ``1234567``; ``71234567`` and ``SUMMARY`` hold neither ``1234567``
+    nor ``MARY``: a longer number, a longer word."""
+    first, last = _kind(found[0]), _kind(found[-1])
+    start = text.find(found)
+    while start >= 0:
+        end = start + len(found)
+        before = _kind(text[start - 1]) if start else 0
+        after = _kind(text[end]) if end < len(text) else 0
+        if not (first and before == first) and not (last and after == last):
+            return True
+        start = text.find(found, start + 1)
+    return False
+
+
+def holds_an_original(frame: pl.DataFrame, column: str, originals: list[str]) -> pl.Series:
+    """Per row of ``frame``: whether ``column`` holds an original (ASCII case aside) as a token
+    of its own (see :func:`_stands_alone`), not inside a longer word or number: a 4-digit
+    patient ID is in ``1.2.276.0.7230010.3`` and ``20010925`` by chance, and that is no leak."""
+    return _originals_held(frame.get_column(column), originals)[0]
+
+
+def _originals_held(values: pl.Series, originals: list[str]) -> tuple[pl.Series, list[list[str]]]:
+    """:func:`holds_an_original`, and for each row that does, the originals it holds (in lower case)."""
+    candidate = values.str.contains_any(originals, ascii_case_insensitive=True).fill_null(False)
+    at = candidate.arg_true()
+    if at.len() == 0:
+        return candidate, []
+    held = values.gather(at)
+    # the text that matched, as it is in the value (overlapping: "GE MEDICAL" and "MEDICAL")
+    found = held.str.extract_many(originals, ascii_case_insensitive=True, overlapping=True)
+    standing = [
+        sorted({piece.lower() for piece in pieces if _stands_alone(text, piece)})
+        for text, pieces in zip(held.to_list(), found.to_list(), strict=True)
+    ]
+    verdicts = pl.Series([bool(pieces) for pieces in standing], dtype=pl.Boolean)
+    return candidate.scatter(at, verdicts), [pieces for pieces in standing if pieces]
+
+
 def _minted(plan: Plan) -> pl.Series:
     """The values the plan made without reading an original: new UIDs, tokens, dummies, templates."""
     made = pl.col("action").is_in(["U", "D", "T"]) & pl.col("new_value").is_not_null()
@@ -160,24 +218,9 @@ def gate(output_elements: pl.DataFrame, plan: Plan, sources: pl.DataFrame | None
         input written there), to seek a name's words in the files of its patient only.
         Without it the two are taken to be the same numbers.
     """
-    values, parts, uids = _originals(plan)
+    values, came_from, parts, uids = _originals(plan)
     text = output_elements.filter(pl.col("value").is_not_null() & (pl.col("value") != ""))
     findings = []
-    hit = pl.lit(False)
-    if values:
-        hit = hit | pl.col("value").str.contains_any(values, ascii_case_insensitive=True)
-    if parts.height:
-        if sources is None:
-            sources = text.select("file_id", pl.col("file_id").alias("source")).unique()
-        owners = sources.join(_patients(plan), left_on="source", right_on="file_id").select("file_id", "patient")
-        text = text.with_row_index("_row")
-        named = (
-            text.select("_row", "file_id", pl.col("value").str.to_lowercase().str.extract_all(_WORD).alias("word"))
-            .explode("word")
-            .join(owners, on="file_id")
-            .join(parts, on=["patient", "word"], how="semi")
-        )
-        hit = hit | pl.col("_row").is_in(named["_row"].unique().implode())
     if values or parts.height:
         # a value the plan made from the key (a new UID, a token) is a random string: it
         # holds an original only by chance (in a batch of 1,000 patients with 7-digit MRNs,
@@ -187,18 +230,56 @@ def gate(output_elements: pl.DataFrame, plan: Plan, sources: pl.DataFrame | None
         searched = text.filter(~pl.col("value").is_in(minted.implode())) if minted.len() else text
         # date and time elements are compared by the audit (shifted or not), not as text:
         # a study date may equal a newborn's birth date
-        hits = searched.filter(~pl.col("vr").is_in(["DA", "DT", "TM"]) & hit)
+        searched = searched.filter(~pl.col("vr").is_in(["DA", "DT", "TM"]))
+        hit = pl.Series([False] * searched.height, dtype=pl.Boolean)
+        # per row searched: the attributes of the input whose values it holds
+        came: list[set[str]] = [set() for _ in range(searched.height)]
+        if values:
+            held, pieces = _originals_held(searched["value"], values)
+            for at, found in zip(held.arg_true().to_list(), pieces, strict=True):
+                came[at].update(*(came_from.get(piece, ()) for piece in found))
+            hit = hit | held
+        if parts.height:
+            if sources is None:
+                sources = searched.select("file_id", pl.col("file_id").alias("source")).unique()
+            owners = sources.join(_patients(plan), left_on="source", right_on="file_id").select("file_id", "patient")
+            searched = searched.with_row_index("_row")
+            named = (
+                searched.select("_row", "file_id", pl.col("value").str.to_lowercase().str.extract_all(_WORD).alias("word"))
+                .explode("word")
+                .join(owners, on="file_id")
+                .join(parts, on=["patient", "word"])
+                .select("_row", "keyword")
+                .unique()
+            )
+            for at, name in named.iter_rows():
+                came[at].add(f"{name} (a word)")
+            hit = hit | searched["_row"].is_in(named["_row"].implode())
+            searched = searched.drop("_row")
+        searched = searched.with_columns(_sources=pl.Series([", ".join(sorted(names)) for names in came], dtype=pl.String))
+        hits = searched.filter(hit)
         # a number (DS 0.48828125, a slice position) holds a numeric ID's digits by chance:
         # a number is a leak when it is an original whole
         if hits.height and values:
             hits = hits.filter(~pl.col("vr").is_in(NUMBER_VRS) | equals_an_original("value", values))
-        findings.append(
-            findings_from(
-                hits, "original_identifier", "high", mask(pl.col("value")),
-                "remove or clean this attribute (add a profile rule)",
+        # the attributes of the input whose values are here: a patient's own are never kept; an
+        # institution's or a device's, where its value is no identifier (a site named after
+        # its scanner's maker), may be kept by a rule
+        patients = pl.col("_sources").str.split(", ").list.eval(
+            pl.element().str.strip_suffix(" (a word)").is_in(_PATIENT)
+        ).list.any()
+        action = (
+            pl.when(patients)
+            .then(pl.format("holds the input's {}: remove or clean this attribute (add a profile rule)", "_sources"))
+            .otherwise(
+                pl.format(
+                    "holds the input's {}: remove or clean this attribute, or keep those attributes "
+                    "where they identify no one (add a profile rule)",
+                    "_sources",
+                )
             )
         )
-        text = text.drop("_row", strict=False)
+        findings.append(findings_from(hits, "original_identifier", "high", mask(pl.col("value")), action))
     if uids:
         hits = text.filter((pl.col("vr") == "UI") & pl.col("value").is_in(uids))
         findings.append(

@@ -24,7 +24,14 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from .errors import UserInputError
-from .leaks import FINDINGS_SCHEMA, NUMBER_VRS, equals_an_original, findings_from, mask
+from .leaks import (
+    FINDINGS_SCHEMA,
+    NUMBER_VRS,
+    equals_an_original,
+    findings_from,
+    holds_an_original,
+    mask,
+)
 from .profiles import Option, Profile, safe_private_table
 
 if TYPE_CHECKING:
@@ -68,7 +75,8 @@ def _holding_originals(
     ``number`` holds, counts only when it equals an original whole: their digits hold a
     numeric patient ID or a date by chance (in a batch of 1,000 patients with 7-digit MRNs,
     about one new UID in 300 holds one of them). The rest is searched as one text, so an
-    original that spans a separator is still found."""
+    original that spans a separator is still found, as a token of its own (not inside a
+    longer number or word: see :func:`dicomframe.leaks.holds_an_original`)."""
     rows = rows.filter(pl.col(column).str.contains_any(originals, ascii_case_insensitive=True))  # most hold none
     if rows.height == 0:
         return rows
@@ -77,10 +85,13 @@ def _holding_originals(
     random_uid = part.str.contains(_RANDOM_UID)
     parts = pl.col(column).str.split(separator)
     rest = parts.list.eval(pl.when(random_uid).then(pl.lit("")).otherwise(pl.element())).list.join(separator)
-    text_hit = rest.str.contains_any(originals, ascii_case_insensitive=True) | parts.list.eval(random_uid & whole).list.any()
-    if number is None:
-        return rows.filter(text_hit)
-    return rows.filter(pl.when(number).then(equals_an_original(column, originals, separator)).otherwise(text_hit))
+    rows = rows.with_columns(rest.alias("_rest"))
+    # an original inside a longer number or word (a 4-digit ID in a UID or a date) is chance
+    rows = rows.with_columns(holds_an_original(rows, "_rest", originals).alias("_in_rest"))
+    text_hit = pl.col("_in_rest") | parts.list.eval(random_uid & whole).list.any()
+    if number is not None:
+        text_hit = pl.when(number).then(equals_an_original(column, originals, separator)).otherwise(text_hit)
+    return rows.filter(text_hit).drop("_rest", "_in_rest")
 
 
 def _vault_originals(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:

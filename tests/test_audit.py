@@ -151,3 +151,27 @@ def test_vault_originals_in_random_uids_and_numbers_count_only_whole() -> None:
     paths = pl.DataFrame({"path": ["/o/2.25.9912345678/2.25.1/2.25.5.dcm", "/o/12345678/x.dcm", "/o/2.25.12345678.dcm"]})
     found = _holding_originals(paths, "path", originals, "/", suffix=".dcm")
     assert found["path"].to_list() == ["/o/12345678/x.dcm", "/o/2.25.12345678.dcm"]
+
+
+@pytest.mark.parametrize(
+    ("value", "held"),
+    [
+        ("x 0010 y", True),  # a token of its own
+        ("MRN0010", True),  # after letters: a number of its own
+        ("0010A", True),
+        ("1.2.276.0.7230010.3", False),  # inside a longer number: another number
+        ("Ver02.00.00[20010925]", False),
+        ("Smith^John", True),
+        ("smith", True),  # ASCII case aside
+        ("BLACKSMITH", False),  # inside a longer word: another word
+        ("SMITH_CT", True),  # "_" is no letter
+        ("SMITH2", True),
+        ("O'Brien-Smith", True),
+        ("山田SMITH", True),  # no word breaks are assumed outside ASCII
+    ],
+)
+def test_an_original_counts_as_a_token_of_its_own(value: str, held: bool) -> None:
+    from dicomframe.leaks import holds_an_original
+
+    frame = pl.DataFrame({"value": [value, "nothing"]})
+    assert holds_an_original(frame, "value", ["0010", "SMITH"]).to_list() == [held, False]

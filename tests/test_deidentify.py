@@ -366,6 +366,35 @@ def test_a_name_word_is_sought_in_its_own_patients_files_only(tmp_path: Path) ->
     assert not result.ok and result.findings.height == 1, result.findings
 
 
+def test_a_gate_finding_names_the_attribute_whose_value_survived(tmp_path: Path) -> None:
+    """Test files often name the site after the scanner's maker: InstitutionName (removed)
+    equals Manufacturer (kept). The finding says so, and a rule keeping InstitutionName,
+    where it identifies no one, lets the batch through."""
+    from dicomframe.profiles import Profile, Rule
+
+    src = tmp_path / "in"
+    src.mkdir()
+    ds = pydicom.dcmread(min((SAMPLES / "cohort").rglob("*.dcm")))
+    ds.Manufacturer = ds.InstitutionName = "ACME SCANNERS"
+    ds.save_as(src / "one.dcm")
+    result = deidentify(src, tmp_path / "out", key=KEY, vault=tmp_path / "v", batch_id="b", progress=False)
+    assert not result.committed
+    finding = result.findings.row(0, named=True)
+    assert result.findings.height == 1 and finding["keyword"] == "Manufacturer"
+    assert finding["suggested_action"].startswith("holds the input's InstitutionName: ")
+    assert "keep those attributes where they identify no one" in finding["suggested_action"]
+    assert "ACME" not in finding["suggested_action"]
+    keep = Profile.preset("default").with_rules(Rule(keyword="InstitutionName", action="K"))
+    result = deidentify(src, tmp_path / "out2", key=KEY, vault=tmp_path / "v2", batch_id="b", profile=keep, progress=False)
+    assert result.committed, result.rows()
+    # a patient's own identifier is never to be kept: the advice says only remove or clean
+    ds.Manufacturer = f"{ds.PatientID} SCANNERS"
+    ds.save_as(src / "one.dcm")
+    result = deidentify(src, tmp_path / "out3", key=KEY, vault=tmp_path / "v3", batch_id="b", progress=False)
+    actions = result.findings.filter(pl.col("keyword") == "Manufacturer")["suggested_action"].to_list()
+    assert actions == ["holds the input's PatientID: remove or clean this attribute (add a profile rule)"]
+
+
 def test_runs_are_recorded_in_the_audit_log(tmp_path: Path) -> None:
     from dicomframe.auditlog import verify
 
