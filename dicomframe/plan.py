@@ -575,6 +575,13 @@ def _scrub(values: Iterable[tuple[int, str | None]], terms: dict[int, re.Pattern
     return out
 
 
+# a term is scrubbed as a token of its own, as the leak gate finds it (leaks._stands_alone):
+# it does not continue a run of letters, or of digits, on either side ("MRN1234567" holds
+# the ID 1234567; "71234567" and "BLACKSMITH" hold neither 1234567 nor SMITH)
+_TOKEN_START = r"(?:(?<![A-Za-z])(?=[A-Za-z])|(?<![0-9])(?=[0-9])|(?=[^A-Za-z0-9]))"
+_TOKEN_END = r"(?:(?<=[A-Za-z])(?![A-Za-z])|(?<=[0-9])(?![0-9])|(?<=[^A-Za-z0-9]))"
+
+
 def _identifier_patterns(elements: pl.DataFrame) -> dict[int, re.Pattern[str] | None]:
     """Per file, a regex matching its own identifying values (names split in parts)."""
     ids = elements.filter(
@@ -604,7 +611,7 @@ def _identifier_patterns(elements: pl.DataFrame) -> dict[int, re.Pattern[str] | 
         key = tuple(parts)
         if key not in compiled:
             alternation = "|".join(re.escape(p) for p in key)
-            compiled[key] = re.compile(rf"(?i)(?<![A-Za-z0-9])(?:{alternation})(?![A-Za-z0-9])")
+            compiled[key] = re.compile(rf"(?i){_TOKEN_START}(?:{alternation}){_TOKEN_END}")
         patterns[int(file_id)] = compiled[key]
     return patterns
 

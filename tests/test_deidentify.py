@@ -366,6 +366,22 @@ def test_a_name_word_is_sought_in_its_own_patients_files_only(tmp_path: Path) ->
     assert not result.ok and result.findings.height == 1, result.findings
 
 
+def test_clean_descriptors_scrubs_identifiers_as_tokens_as_the_gate_finds_them(tmp_path: Path) -> None:
+    """An ID glued to letters ("MRN7654321") is the ID, and is scrubbed; inside a longer
+    word it is another word, and is kept (long numbers are scrubbed whatever they hold).
+    The gate agrees."""
+    src = tmp_path / "in"
+    src.mkdir()
+    ds = pydicom.dcmread(min((SAMPLES / "cohort").rglob("*.dcm")))
+    ds.PatientName, ds.PatientID = "Long^Annabel", "7654321"
+    ds.SeriesDescription = "MRN7654321 LONG AXIS BLACKLONG"
+    ds.save_as(src / "one.dcm")
+    result = deidentify(src, tmp_path / "out", key=KEY, vault=tmp_path / "v", batch_id="b", profile="research", progress=False)
+    assert result.committed, result.rows()
+    out = pydicom.dcmread(next((tmp_path / "out" / "b").rglob("*.dcm")))
+    assert out.SeriesDescription == "MRN*** *** AXIS BLACKLONG"
+
+
 def test_a_gate_finding_names_the_attribute_whose_value_survived(tmp_path: Path) -> None:
     """Test files often name the site after the scanner's maker: InstitutionName (removed)
     equals Manufacturer (kept). The finding says so, and a rule keeping InstitutionName,
