@@ -232,12 +232,12 @@ def gate(output_elements: pl.DataFrame, plan: Plan, sources: pl.DataFrame | None
         # a study date may equal a newborn's birth date
         searched = searched.filter(~pl.col("vr").is_in(["DA", "DT", "TM"]))
         hit = pl.Series([False] * searched.height, dtype=pl.Boolean)
-        # per row searched: the attributes of the input whose values it holds
-        came: list[set[str]] = [set() for _ in range(searched.height)]
+        # per row searched that holds originals: the attributes of the input they came from
+        came: dict[int, set[str]] = {}
         if values:
             held, pieces = _originals_held(searched["value"], values)
             for at, found in zip(held.arg_true().to_list(), pieces, strict=True):
-                came[at].update(*(came_from.get(piece, ()) for piece in found))
+                came.setdefault(at, set()).update(*(came_from.get(piece, ()) for piece in found))
             hit = hit | held
         if parts.height:
             if sources is None:
@@ -253,11 +253,12 @@ def gate(output_elements: pl.DataFrame, plan: Plan, sources: pl.DataFrame | None
                 .unique()
             )
             for at, name in named.iter_rows():
-                came[at].add(f"{name} (a word)")
+                came.setdefault(at, set()).add(f"{name} (a word)")
             hit = hit | searched["_row"].is_in(named["_row"].implode())
             searched = searched.drop("_row")
-        searched = searched.with_columns(_sources=pl.Series([", ".join(sorted(names)) for names in came], dtype=pl.String))
-        hits = searched.filter(hit)
+        at = hit.arg_true()
+        said = pl.Series("_sources", [", ".join(sorted(came[i])) for i in at.to_list()], dtype=pl.String)
+        hits = searched[at].with_columns(said)
         # a number (DS 0.48828125, a slice position) holds a numeric ID's digits by chance:
         # a number is a leak when it is an original whole
         if hits.height and values:
