@@ -24,6 +24,8 @@ from rich.table import Table
 from .errors import DicomframeError, UserInputError
 
 if TYPE_CHECKING:
+    import polars as pl
+
     from .pipeline import DeidentifyResult
 
 __all__ = ["app", "main"]
@@ -174,6 +176,42 @@ def _print_paths(label: str, rows: list[tuple[int, str]]) -> None:
         _out.print(f"  {number:>7}  {path}", soft_wrap=True, markup=False, highlight=False)
 
 
+def _print_gate(findings: pl.DataFrame, findings_out: str | None) -> None:
+    """The leak gate's findings, one row per attribute, rule and advice (never a value)."""
+    import polars as pl
+
+    attribute = (
+        pl.when(pl.col("rule") == "private_tag")
+        .then(pl.concat_str([pl.lit("private: "), pl.col("evidence").fill_null("?")]))
+        .otherwise(pl.col("keyword").fill_null(pl.col("tag_path")))
+    )
+    groups = (
+        findings.group_by(attribute.alias("attribute"), "rule", "suggested_action")
+        .agg(pl.len().alias("findings"), pl.col("output").n_unique().alias("outputs"))
+        .sort("findings", "attribute", descending=[True, False])
+    )
+    gate = Table(
+        title=f"leak gate: {findings.height:,} findings — the batch was NOT committed (no manifest.json)",
+        title_justify="left",
+        expand=True,
+    )
+    gate.add_column("attribute", overflow="fold", ratio=2)
+    gate.add_column("findings", justify="right")
+    gate.add_column("outputs", justify="right")
+    gate.add_column("rule: what to do", overflow="fold", ratio=5)
+    for name, rule, action, n, outputs in groups.head(30).iter_rows():
+        gate.add_row(_escape(name or ""), f"{n:,}", f"{outputs:,}", _escape(f"{rule}: {action or ''}"))
+    _out.print(gate)
+    if groups.height > 30:
+        _out.print(f"  … {groups.height - 30:,} more rows", soft_wrap=True)
+    if findings_out:
+        findings.write_parquet(findings_out)
+        _out.print(f"  every finding (output, tag path, masked evidence) → {findings_out}", soft_wrap=True, highlight=False)
+    else:
+        _out.print("  --findings FILE writes every finding (output, tag path, masked evidence)", soft_wrap=True)
+    _out.print("  fix the profile (see `--dry-run` and the plan) and run the same command again", soft_wrap=True)
+
+
 def _failed_paths(result: DeidentifyResult, vault: str, key_file: str) -> dict[int, str] | None:
     """Input number → original path of the failed inputs, from the batch's vault mapping."""
     import polars as pl
@@ -226,6 +264,15 @@ def deidentify(
             "folder names often hold patient names.",
         ),
     ] = False,
+    findings_out: Annotated[
+        str | None,
+        typer.Option(
+            "--findings",
+            help="When the leak gate stops the batch, write every finding (output, tag path, masked "
+            "evidence, what to do) to this Parquet file.",
+            show_default=False,
+        ),
+    ] = None,
     pixel_clean: Annotated[
         str,
         typer.Option(
@@ -282,16 +329,7 @@ def deidentify(
     _out.print(plan_table)
     code = 0
     if result.findings is not None and result.findings.height:
-        gate = Table(
-            title=f"leak gate: {result.findings.height} findings — the batch was NOT committed (no manifest.json)",
-            title_justify="left",
-        )
-        for column in ("output", "tag_path", "keyword", "rule", "evidence", "suggested_action"):
-            gate.add_column(column, overflow="fold")
-        for finding in result.findings.head(30).iter_rows(named=True):
-            gate.add_row(*[str(finding.get(c) or "") for c in ("output", "tag_path", "keyword", "rule", "evidence", "suggested_action")])
-        _out.print(gate)
-        _out.print("  fix the profile (see `--dry-run` and the plan) and run the same command again", soft_wrap=True)
+        _print_gate(result.findings, findings_out)
         code = 1
     if result.failed:
         paths = _failed_paths(result, vault, key_file) if show_paths else None

@@ -411,6 +411,33 @@ def test_a_gate_finding_names_the_attribute_whose_value_survived(tmp_path: Path)
     assert actions == ["holds the input's PatientID: remove or clean this attribute (add a profile rule)"]
 
 
+def test_cli_gate_findings_are_summed_up_by_attribute_and_written_whole_on_request(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dicomframe.cli import main
+
+    src = tmp_path / "in"
+    src.mkdir()
+    ds = pydicom.dcmread(min((SAMPLES / "cohort").rglob("*.dcm")))
+    ds.Manufacturer = ds.InstitutionName = "ACME SCANNERS"
+    ds.save_as(src / "one.dcm")
+    key = tmp_path / "k"
+    with pytest.raises(SystemExit):
+        main(["keygen", str(key)])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(
+            ["deidentify", str(src), str(tmp_path / "out"), "--key-file", str(key), "--vault", str(tmp_path / "v"),
+             "--no-progress", "--findings", str(tmp_path / "f.parquet")]
+        )  # fmt: skip
+    out = capsys.readouterr().out
+    assert exc.value.code == 1 and "NOT committed" in out and "ACME" not in out
+    assert "Manufacturer" in out and "InstitutionName" in " ".join(out.split())
+    every = pl.read_parquet(tmp_path / "f.parquet")
+    assert every.height == 1 and every["keyword"].to_list() == ["Manufacturer"]
+    assert not every["evidence"].str.contains("ACME").any()
+
+
 def test_runs_are_recorded_in_the_audit_log(tmp_path: Path) -> None:
     from dicomframe.auditlog import verify
 
