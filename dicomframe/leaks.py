@@ -8,10 +8,11 @@ The gate scans what was written (headers only) and looks for:
   of a person's name inside the files of the patient it came from (its file, and
   files with the same original patient ID or study UID), where the cleaning of
   descriptors removes it: in other patients' files "Long" or "Head" is everyday
-  text, such as "LONG AXIS". A value
-  the plan made itself — a new UID, a token, a dummy — is not searched: it is
-  random, and holds an original only by chance; a number is a finding when it
-  equals an original, not when its digits hold one;
+  text, such as "LONG AXIS". An original counts as a token of its own, not inside
+  a longer word or number. A value the plan made itself — a new UID, a token, a
+  dummy — is not searched: it is random, and holds an original only by chance; a
+  number is a finding when it equals an original, not when its digits hold one.
+  Each finding names the attributes of the input whose values it holds;
 * ``original_uid`` — a UID of the input that the plan replaced, still present;
 * ``private_tag`` — a private element that the profile does not keep.
 
@@ -257,7 +258,7 @@ def gate(output_elements: pl.DataFrame, plan: Plan, sources: pl.DataFrame | None
             hit = hit | searched["_row"].is_in(named["_row"].implode())
             searched = searched.drop("_row")
         at = hit.arg_true()
-        said = pl.Series("_sources", [", ".join(sorted(came[i])) for i in at.to_list()], dtype=pl.String)
+        said = pl.Series("_sources", [", ".join(sorted(came[i])) or "identifying values" for i in at.to_list()], dtype=pl.String)
         hits = searched[at].with_columns(said)
         # a number (DS 0.48828125, a slice position) holds a numeric ID's digits by chance:
         # a number is a leak when it is an original whole
