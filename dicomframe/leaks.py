@@ -21,9 +21,12 @@ Findings are a table; the evidence is masked (never printed in full).
 
 from __future__ import annotations
 
+import functools
+import re
+
 import polars as pl
 
-from .plan import _IDENTIFYING, Plan
+from .plan import _IDENTIFYING, _TOKEN_END, _TOKEN_START, Plan
 from .profiles import Option, safe_private_table
 
 __all__ = ["FINDINGS_SCHEMA", "NUMBER_VRS", "equals_an_original", "findings_from", "gate", "holds_an_original", "mask"]
@@ -83,7 +86,7 @@ def findings_from(
 _WORD = r"[^\W\d_]+"  # a run of letters
 
 
-def _originals(plan: Plan) -> tuple[list[str], dict[str, set[str]], pl.DataFrame, list[str]]:
+def _originals(plan: Plan, patients: pl.DataFrame) -> tuple[list[str], dict[str, set[str]], pl.DataFrame, list[str]]:
     """Whole identifying values and the attributes each came from (by its lower case), the
     words of person names (``patient``, ``word``, ``keyword``: the patient whose files they
     came from, and the attribute), and replaced instance UIDs of the input."""
@@ -113,7 +116,7 @@ def _originals(plan: Plan) -> tuple[list[str], dict[str, set[str]], pl.DataFrame
         .select("file_id", keyword, pl.col("value").str.to_lowercase().str.extract_all(_WORD).alias("word"))
         .explode("word")
         .filter(pl.col("word").str.len_chars() >= _MIN_LENGTH)
-        .join(_patients(plan), on="file_id", how="left")
+        .join(patients, on="file_id", how="left")
         .select("patient", "word", "keyword")
         .unique()
     )
@@ -148,36 +151,17 @@ def equals_an_original(column: str, originals: list[str], separator: str = "\\")
     return pl.col(column).str.split(separator).list.eval(pl.element().str.strip_chars().is_in(originals)).list.any()
 
 
-def _kind(char: str) -> int:
-    """1 for an ASCII letter, 2 for a digit, 0 for anything else."""
-    if char.isascii():
-        if char.isalpha():
-            return 1
-        if char.isdigit():
-            return 2
-    return 0
-
-
-def _stands_alone(text: str, found: str) -> bool:
-    """Whether ``found`` occurs in ``text`` as a token of its own: its first character does not
-    continue a run of its kind (ASCII letters, or digits) before it, nor its last one after it.
-    ``MRN1234567`` holds ``1234567``; ``71234567`` and ``SUMMARY`` hold neither ``1234567``
-    nor ``MARY``: a longer number, a longer word."""
-    first, last = _kind(found[0]), _kind(found[-1])
-    start = text.find(found)
-    while start >= 0:
-        end = start + len(found)
-        before = _kind(text[start - 1]) if start else 0
-        after = _kind(text[end]) if end < len(text) else 0
-        if not (first and before == first) and not (last and after == last):
-            return True
-        start = text.find(found, start + 1)
-    return False
+@functools.lru_cache(maxsize=4096)
+def _as_token(found: str) -> re.Pattern[str]:
+    """``found`` as a token of its own: the rule Clean Descriptors scrubs by (see
+    :data:`dicomframe.plan._TOKEN_START`). ``MRN1234567`` holds ``1234567``; ``71234567``
+    and ``SUMMARY`` hold neither ``1234567`` nor ``MARY``: a longer number, a longer word."""
+    return re.compile(f"{_TOKEN_START}{re.escape(found)}{_TOKEN_END}")
 
 
 def holds_an_original(frame: pl.DataFrame, column: str, originals: list[str]) -> pl.Series:
     """Per row of ``frame``: whether ``column`` holds an original (ASCII case aside) as a token
-    of its own (see :func:`_stands_alone`), not inside a longer word or number: a 4-digit
+    of its own (see :func:`_as_token`), not inside a longer word or number: a 4-digit
     patient ID is in ``1.2.276.0.7230010.3`` and ``20010925`` by chance, and that is no leak."""
     return _originals_held(frame.get_column(column), originals)[0]
 
@@ -192,7 +176,7 @@ def _originals_held(values: pl.Series, originals: list[str]) -> tuple[pl.Series,
     # the text that matched, as it is in the value (overlapping: "GE MEDICAL" and "MEDICAL")
     found = held.str.extract_many(originals, ascii_case_insensitive=True, overlapping=True)
     standing = [
-        sorted({piece.lower() for piece in pieces if _stands_alone(text, piece)})
+        sorted({piece.lower() for piece in pieces if _as_token(piece).search(text)})
         for text, pieces in zip(held.to_list(), found.to_list(), strict=True)
     ]
     verdicts = pl.Series([bool(pieces) for pieces in standing], dtype=pl.Boolean)
@@ -219,7 +203,8 @@ def gate(output_elements: pl.DataFrame, plan: Plan, sources: pl.DataFrame | None
         input written there), to seek a name's words in the files of its patient only.
         Without it the two are taken to be the same numbers.
     """
-    values, came_from, parts, uids = _originals(plan)
+    patients = _patients(plan)
+    values, came_from, parts, uids = _originals(plan, patients)
     text = output_elements.filter(pl.col("value").is_not_null() & (pl.col("value") != ""))
     findings = []
     if values or parts.height:
@@ -232,7 +217,7 @@ def gate(output_elements: pl.DataFrame, plan: Plan, sources: pl.DataFrame | None
         # date and time elements are compared by the audit (shifted or not), not as text:
         # a study date may equal a newborn's birth date
         searched = searched.filter(~pl.col("vr").is_in(["DA", "DT", "TM"]))
-        hit = pl.Series([False] * searched.height, dtype=pl.Boolean)
+        hit = pl.repeat(False, searched.height, dtype=pl.Boolean, eager=True)
         # per row searched that holds originals: the attributes of the input they came from
         came: dict[int, set[str]] = {}
         if values:
@@ -243,7 +228,7 @@ def gate(output_elements: pl.DataFrame, plan: Plan, sources: pl.DataFrame | None
         if parts.height:
             if sources is None:
                 sources = searched.select("file_id", pl.col("file_id").alias("source")).unique()
-            owners = sources.join(_patients(plan), left_on="source", right_on="file_id").select("file_id", "patient")
+            owners = sources.join(patients, left_on="source", right_on="file_id").select("file_id", "patient")
             searched = searched.with_row_index("_row")
             named = (
                 searched.select("_row", "file_id", pl.col("value").str.to_lowercase().str.extract_all(_WORD).alias("word"))
@@ -267,11 +252,11 @@ def gate(output_elements: pl.DataFrame, plan: Plan, sources: pl.DataFrame | None
         # the attributes of the input whose values are here: a patient's own are never kept; an
         # institution's or a device's, where its value is no identifier (a site named after
         # its scanner's maker), may be kept by a rule
-        patients = pl.col("_sources").str.split(", ").list.eval(
+        a_patients_own = pl.col("_sources").str.split(", ").list.eval(
             pl.element().str.strip_suffix(" (a word)").is_in(_PATIENT)
         ).list.any()
         action = (
-            pl.when(patients)
+            pl.when(a_patients_own)
             .then(pl.format("holds the input's {}: remove or clean this attribute (add a profile rule)", "_sources"))
             .otherwise(
                 pl.format(

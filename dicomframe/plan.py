@@ -575,7 +575,7 @@ def _scrub(values: Iterable[tuple[int, str | None]], terms: dict[int, re.Pattern
     return out
 
 
-# a term is scrubbed as a token of its own, as the leak gate finds it (leaks._stands_alone):
+# a term is scrubbed as a token of its own, as the leak gate finds it (leaks._as_token):
 # it does not continue a run of letters, or of digits, on either side ("MRN1234567" holds
 # the ID 1234567; "71234567" and "BLACKSMITH" hold neither 1234567 nor SMITH)
 _TOKEN_START = r"(?:(?<![A-Za-z])(?=[A-Za-z])|(?<![0-9])(?=[0-9])|(?=[^A-Za-z0-9]))"
