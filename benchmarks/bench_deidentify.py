@@ -57,8 +57,17 @@ How
   excluded.
 * ``gdcmanon`` is a native program: the clock covers the whole subprocess, from
   ``Popen`` to exit (its start-up is a few milliseconds).
-* The output folder is emptied before each run and is on the same file system as
-  the corpus.
+* The output folder is emptied before each run (its earlier outputs deleted, then
+  ``sync``) and is on the same file system as the corpus. Every contender's clock
+  starts the same moment after that: gdcmanon is started right after it, and a
+  Python child, once it has imported, prints ``READY`` and waits; the parent then
+  empties the folder and answers ``GO``. This matters on a virtual machine that gives
+  freed memory back to its host a few seconds after it is freed (free page
+  reporting): the ~corpus-sized memory the deleted outputs held is cheap to write
+  new files into at once and about twice as dear seconds later (measured: 1,000
+  files of 527 kB written in 0.7–0.9 s right after deleting the last ones, 1.5–2.1 s
+  three seconds after). Emptying the folder before a Python child's imports (about
+  1 s) gave gdcmanon the cheap memory and the Python contenders the dear.
 * With ``--repeat R`` each measurement runs R times: files/s comes from the fastest
   run and peak memory is the highest seen.
 * Before measuring, one line gives what new memory costs on this machine right now
@@ -93,6 +102,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,6 +112,8 @@ GOAL_VS_BASELINE = 3.5
 GOAL_VS_GDCMANON = 1.0
 KINDS = ("baseline", "gdcmanon", "dicomframe")
 INSTALL_GDCMANON = "apt-get install -y libgdcm-tools"
+#: what a Python child prints once it has imported, and the parent's answer
+READY, GO = "READY", "GO"
 
 # attributes the baseline blanks (a basic-profile subset)
 BLANKED = (
@@ -129,11 +141,23 @@ def _rusage() -> dict[str, int]:
     }
 
 
+def _ready() -> None:
+    """Tell the parent this interpreter has imported what it measures; wait for its go.
+
+    The parent then deletes the previous outputs, flushes and warms the corpus, and
+    answers: the clock starts as soon after that as gdcmanon's does after its own
+    preparation (see "How" above)."""
+    print(READY, flush=True)
+    if sys.stdin.readline().strip() != GO:
+        raise SystemExit("the parent did not say go")
+
+
 def _run_baseline(folder: str, out_dir: str) -> dict[str, Any]:
     import pydicom
     from pydicom.uid import generate_uid
 
     out = Path(out_dir)
+    _ready()
     started = time.perf_counter()
     paths = sorted(Path(folder).rglob("*.dcm"))
     for i, path in enumerate(paths):
@@ -162,6 +186,7 @@ def _run_dicomframe(folder: str, out_dir: str, jobs: int, key_file: str) -> dict
 
     dst = os.path.join(out_dir, "dst")
     vault = os.path.join(out_dir, "vault")  # apart from dst, as deidentify requires
+    _ready()
     started = time.perf_counter()
     result = deidentify(folder, dst, key=key_file, vault=vault, profile="default", jobs=jobs, progress=False)
     seconds = time.perf_counter() - started
@@ -242,6 +267,34 @@ def _sampled(cmd: list[str], pss: bool = False) -> tuple[subprocess.CompletedPro
     return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr), sampler, seconds
 
 
+def _sampled_when_ready(
+    cmd: list[str], prepare: Callable[[], None], pss: bool = False
+) -> tuple[subprocess.CompletedProcess[str], Any]:
+    """Run a Python child (see :func:`_ready`): once it has imported, ``prepare``, then say go.
+
+    Its memory is sampled from the start (imports included)."""
+    from bench_scan import PeakRss
+
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    sampler = PeakRss(proc.pid, pss=pss)
+    sampler.start()
+    assert proc.stdin is not None and proc.stdout is not None
+    first = proc.stdout.readline()
+    if first.strip() == READY:
+        prepare()
+        proc.stdin.write(GO + "\n")
+        proc.stdin.flush()
+    else:
+        proc.kill()
+    stdout, stderr = proc.communicate()
+    sampler.stop()
+    if first.strip() != READY:
+        stdout = first + stdout
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr), sampler
+
+
 def _dicom_outputs(out_dir: Path) -> list[Path]:
     return sorted(p for p in out_dir.rglob("*.dcm") if p.is_file())
 
@@ -284,16 +337,30 @@ def _original_facts(paths: list[Path]) -> dict[str, Any]:
 
 
 def measure_python(
-    kind: str, folder: Path, out_dir: Path, jobs: int, key_file: Path, original: dict[str, Any], pss: bool = False
+    kind: str,
+    folder: Path,
+    out_dir: Path,
+    jobs: int,
+    key_file: Path,
+    original: dict[str, Any],
+    pss: bool = False,
+    prepare: Callable[[], None] = lambda: None,
 ) -> Run:
-    """Run one Python measurement in a fresh interpreter and sample its memory."""
-    shutil.rmtree(out_dir, ignore_errors=True)
-    out_dir.mkdir(parents=True)
+    """Run one Python measurement in a fresh interpreter and sample its memory.
+
+    ``prepare`` runs once the interpreter has imported what it measures, just before
+    its clock starts; then ``out_dir`` is made (empty)."""
+
+    def ready() -> None:
+        prepare()
+        shutil.rmtree(out_dir, ignore_errors=True)
+        out_dir.mkdir(parents=True)
+
     code = (
         f"import sys; sys.path.insert(0, {str(BENCH_DIR)!r}); import bench_deidentify; "
         f"bench_deidentify._child({kind!r}, {str(folder)!r}, {str(out_dir)!r}, {jobs!r}, {str(key_file)!r})"
     )
-    proc, sampler, _ = _sampled([sys.executable, "-c", code], pss)
+    proc, sampler = _sampled_when_ready([sys.executable, "-c", code], ready, pss)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"{kind} measurement failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -616,18 +683,24 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             # start every measurement from the same state: the previous outputs deleted
             # and their writes flushed (else the writeback and the deletion of earlier
-            # runs' ~corpus-sized outputs land in this run's time), the corpus in cache
-            shutil.rmtree(out_root / kind, ignore_errors=True)
-            os.sync()
-            warm_page_cache(paths)
+            # runs' ~corpus-sized outputs land in this run's time), the corpus in cache —
+            # for a Python contender once its interpreter has imported, so that its clock
+            # starts as soon after this as gdcmanon's does (see "How")
+            def prepare(kind: str = kind) -> None:
+                shutil.rmtree(out_root / kind, ignore_errors=True)
+                os.sync()
+                warm_page_cache(paths)
+
             try:
                 if kind == "gdcmanon":
                     assert cert is not None
+                    prepare()
                     run = measure_gdcmanon(root, out_root / kind, args.files, cert, original, memory_run)
                 else:
                     run = measure_python(
-                        kind, root, out_root / kind, args.jobs, key_file or Path("-"), original, memory_run
-                    )
+                        kind, root, out_root / kind, args.jobs, key_file or Path("-"), original, memory_run,
+                        prepare=prepare,
+                    )  # fmt: skip
             except Exception as exc:  # noqa: BLE001 — report, keep the other measurements
                 result.failures[kind] = f"{type(exc).__name__}: {exc}"
                 _log(f"[{kind}] FAILED: {exc}")
