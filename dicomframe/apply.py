@@ -552,9 +552,11 @@ def apply_chunk(
     """De-identify a chunk of files.
 
     Returns ``(file_id, status, reason, bytes, sha256, reused)`` per file. An
-    output already there with the size of the bytes just computed (a re-run
-    after an interruption: outputs are deterministic under one key) is not
-    written again (``reused``). A :class:`StorageError` (refused access, missing
+    output already there holding the very bytes just computed (a re-run after an
+    interruption: outputs are deterministic under one key and one set of options)
+    is not written again (``reused``); one of another content (the re-run changed
+    an option) is. ``existing`` (of a work item): the size of the output already
+    there, or None; only when it equals the new size is the output read to compare. A :class:`StorageError` (refused access, missing
     bucket, a service that keeps failing) stops the run.
 
     With ``check``, an output written now gets a seventh field: the element rows of
@@ -595,7 +597,7 @@ def apply_chunk(
                 hasher.update(piece)
                 size += len(piece)
             digest = hasher.hexdigest()
-            reused = existing is not None and existing == size
+            reused = existing == size and _holds(out_fs, out_path, digest)
             result: tuple[Any, ...] = (file_id, "written", None, size, digest, reused)
             if not reused:
                 checked = _output_rows(pieces, size) if check else None
@@ -622,6 +624,35 @@ def apply_chunk(
                 (file_id, "corrupt", f"could not be rewritten ({type(exc).__name__}); the file is damaged", 0, None, False)
             )
     return results
+
+
+def _holds(fs: Any, path: str, digest: str) -> bool:
+    """Whether the output at ``path`` holds the bytes of sha256 ``digest`` (False: absent).
+
+    Equal sizes are not enough: a re-run with another ``--org`` of the same length, or
+    another date-shift range, gives outputs of the same size and other values.
+    """
+    hasher = hashlib.sha256()
+    if fs is None or _is_local(fs):
+        try:
+            with open(path, "rb", buffering=0) as fh:
+                while chunk := fh.read(1 << 20):
+                    hasher.update(chunk)
+        except OSError:
+            return False  # gone, or unreadable: written again
+    else:
+
+        def read() -> bytes | None:
+            try:
+                return bytes(fs.cat_file(path))
+            except FileNotFoundError:
+                return None  # gone since the listing: written again
+
+        data = with_retries(read, _url(fs, path), "reading back")
+        if data is None:
+            return False
+        hasher.update(data)
+    return hasher.hexdigest() == digest
 
 
 class _PiecesReader:

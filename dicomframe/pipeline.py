@@ -21,9 +21,11 @@ and the metadata ``batch_id``, ``priority`` and ``uploaded_at``; transient fault
 access or a missing bucket stops the run with a :class:`~dicomframe.errors.StorageError`.
 
 Resumable: re-running the same command (same batch id, same key) after an
-interruption — even ``kill -9`` — skips the outputs already there with the
-expected size (outputs are deterministic under one key, so nothing is uploaded
-twice) and finishes the batch; the result equals an uninterrupted run.
+interruption — even ``kill -9`` — skips the outputs already there that hold
+the very bytes this run computed (sha256; outputs are deterministic under one
+key and one set of options, so nothing is uploaded twice) and finishes the
+batch; the result equals an uninterrupted run. An output that differs (the
+re-run changed the profile, ``--org`` or the date-shift range) is written again.
 """
 
 from __future__ import annotations

@@ -173,6 +173,29 @@ def test_a_local_rerun_after_a_crash_finishes_the_batch(
     assert pl.read_parquet(batch / "manifest.parquet").equals(pl.read_parquet(reference / "manifest.parquet"))
 
 
+def test_a_rerun_with_another_option_writes_again_the_outputs_of_the_same_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resuming compares contents, not sizes: another ``--org`` of the same length gives
+    outputs of the same size that must not be left as the crashed run wrote them."""
+    import pydicom
+
+    kwargs: dict[str, Any] = {"key": KEY, "vault": tmp_path / "v", "batch_id": "b1", "progress": False}
+    with monkeypatch.context() as patch:
+        _crash_after(patch, 35)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            deidentify(SAMPLES / "cohort", tmp_path / "out", profile="cloud-upload", org="AAAA", **kwargs)
+    batch = tmp_path / "out" / "b1"
+    before = {p: p.stat().st_size for p in batch.rglob("*.dcm")}
+    assert len(before) == 35
+    result = deidentify(SAMPLES / "cohort", tmp_path / "out", profile="cloud-upload", org="BBBB", **kwargs)
+    assert result.ok and result.written == 70 and result.skipped == 0
+    assert all(p.stat().st_size == size for p, size in before.items())  # the premise: equal sizes
+    for path in batch.rglob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        assert ds.InstitutionName == "BBBB" and ds.PatientID.startswith("BBBB-")
+
+
 @pytest.mark.s3
 @pytest.mark.parametrize("part_files", [None, 16], ids=["at-once", "in-parts"])
 def test_an_s3_rerun_after_a_crash_uploads_only_what_is_missing(
