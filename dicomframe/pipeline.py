@@ -325,7 +325,7 @@ def _deidentify(
             else:
                 if existing is None:
                     existing = _existing_outputs(out_fs, batch_root, dst_text)
-                run.add_part(scanned, plan, existing, show and len(parts) == 1, whole)
+                run.add_part(scanned, plan, existing, show and len(parts) == 1, whole, only=len(parts) == 1)
                 if ahead is not None and number == 0:
                     ahead.close()  # what the first part did not use is removed with its folder
             del scanned
@@ -335,6 +335,8 @@ def _deidentify(
     finally:
         whole.close()
     assert plan is not None
+    if existing and len(parts) > 1:
+        run.check_stale(existing)  # a batch in parts: known once every part is planned
     result_plan = plan if len(parts) == 1 else run.result_plan(plan)
     if dry_run:
         return _dry_run(run, result_plan, project_key, audit_log, started)
@@ -488,8 +490,13 @@ class _Run:
         self._summaries.append(plan.summary())
         self.done += len(scanned.instances) + scanned.errors.height
 
-    def add_part(self, scanned: Any, plan: Plan, existing: dict[str, int], progress: bool, whole: Any) -> None:
-        """Write one part (scanned and planned) and gate what was written."""
+    def add_part(
+        self, scanned: Any, plan: Plan, existing: dict[str, int], progress: bool, whole: Any, only: bool = False
+    ) -> None:
+        """Write one part (scanned and planned) and gate what was written.
+
+        ``only``: the batch's only part; outputs of an earlier run that this one does
+        not produce are then refused before anything is written (see :meth:`check_stale`)."""
         failed = _scan_failures(scanned)
         files = _named_files(scanned, plan)
         unnamed = files.filter(pl.col("out_key").is_null())
@@ -522,6 +529,8 @@ class _Run:
         duplicates = named.filter(~first)["file_id"].to_list()
         named = named.filter(first)
         self.outputs.update(named["out_key"].to_list())
+        if only:
+            self.check_stale(existing)
         for file_id, out_key, path, job, regions in named.select(
             "file_id", "out_key", "path", "pixel_clean", "regions"
         ).iter_rows():
@@ -557,6 +566,21 @@ class _Run:
         self._findings.append(_leak_gate(ok_files, self.batch_uri, plan, self.jobs, self.storage_options, checked))
         self.failed.extend(failed)
         self._keep(scanned, plan, files)
+
+    def check_stale(self, existing: dict[str, int]) -> None:
+        """Refuse a batch folder holding outputs this run does not produce.
+
+        They come from an earlier run of this batch id with another key, profile or
+        input: committed beside this run's, they would mix two de-identifications
+        (pseudonyms of two keys, say) under one batch.
+        """
+        stale = sum(1 for k in existing if k.endswith(".dcm") and k not in self.outputs)
+        if stale:
+            raise UserInputError(
+                f"{self.batch_uri} holds {stale:,} DICOM output{'s' if stale != 1 else ''} that this run does "
+                "not produce: an earlier run of this batch id with another key, profile or input. "
+                "The batch is not committed. Delete that folder and run again, or give a new --batch-id"
+            )
 
     def files(self) -> pl.DataFrame:
         return self._files[0] if len(self._files) == 1 else pl.concat(self._files, how="vertical_relaxed")

@@ -196,6 +196,31 @@ def test_a_rerun_with_another_option_writes_again_the_outputs_of_the_same_size(
         assert ds.InstitutionName == "BBBB" and ds.PatientID.startswith("BBBB-")
 
 
+@pytest.mark.parametrize("part_files", [None, 16], ids=["at-once", "in-parts"])
+def test_a_batch_id_that_holds_another_runs_outputs_is_not_committed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, part_files: int | None
+) -> None:
+    """Re-using a batch id with another key would mix the pseudonyms of two keys in one batch."""
+    from dicomframe.errors import UserInputError
+
+    if part_files is not None:
+        monkeypatch.setattr(dicomframe.pipeline, "PART_FILES", part_files)
+    kwargs: dict[str, Any] = {"vault": tmp_path / "v", "batch_id": "b1", "progress": False}
+    first = deidentify(SAMPLES / "cohort", tmp_path / "out", key=KEY, **kwargs)
+    batch = tmp_path / "out" / "b1"
+    manifest = (batch / "manifest.json").read_bytes()
+    other = ProjectKey.from_bytes(bytes(range(1, 33)))
+    with pytest.raises(UserInputError, match=r"holds 70 DICOM outputs that this run does not produce.*--batch-id"):
+        deidentify(SAMPLES / "cohort", tmp_path / "out", key=other, **kwargs)
+    assert (batch / "manifest.json").read_bytes() == manifest  # the first run's commit stands
+    written = len(list(batch.rglob("*.dcm")))
+    # at once, it is known before writing (nothing written); in parts, once all are planned
+    assert written == (70 if part_files is None else 140)
+    if part_files is None:  # the same key and options again: every output already there
+        again = deidentify(SAMPLES / "cohort", tmp_path / "out", key=KEY, **kwargs)
+        assert again.ok and again.skipped == 70 and again.outputs == first.outputs
+
+
 @pytest.mark.s3
 @pytest.mark.parametrize("part_files", [None, 16], ids=["at-once", "in-parts"])
 def test_an_s3_rerun_after_a_crash_uploads_only_what_is_missing(
