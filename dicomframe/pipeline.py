@@ -25,7 +25,9 @@ interruption — even ``kill -9`` — skips the outputs already there that hold
 the very bytes this run computed (sha256; outputs are deterministic under one
 key and one set of options, so nothing is uploaded twice) and finishes the
 batch; the result equals an uninterrupted run. An output that differs (the
-re-run changed the profile, ``--org`` or the date-shift range) is written again.
+re-run changed the profile, ``--org`` or the date-shift range) is written again,
+and a batch folder holding outputs this run does not produce (an earlier run of
+the batch id with another key, profile or input) is refused, not committed.
 """
 
 from __future__ import annotations
