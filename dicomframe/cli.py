@@ -14,6 +14,7 @@ Exit codes (other systems depend on them):
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -549,6 +550,31 @@ def main(argv: list[str] | None = None) -> None:
         _fail(_escape(str(exc)), getattr(exc, "exit_code", 1))
     except KeyboardInterrupt:
         _fail("interrupted; nothing half-written was left behind: re-run the same command", 130)
+    except Exception as exc:  # a bug: its message or traceback may quote a value from a file
+        if os.environ.get(DEBUG_ENV):
+            raise
+        _fail(_internal_error(exc), 70)
+
+
+#: set (to anything) to see an internal error's whole traceback, which may quote patient data
+DEBUG_ENV = "DICOMFRAME_DEBUG"
+
+
+def _internal_error(exc: BaseException) -> str:
+    """An unexpected error, told without its message (it may hold a value from a file)."""
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    ours = [f for f in frames if os.path.basename(os.path.dirname(f.filename)) == "dicomframe"] or frames
+    where = ""
+    if ours:
+        last = ours[-1]
+        where = f" at dicomframe/{os.path.basename(last.filename)}:{last.lineno} in {last.name}"
+    return (
+        f"internal error ({type(exc).__name__}{where}). This is a bug in dicomframe: please report it "
+        "with that line. Its message is not shown, as it may quote a value from a file; "
+        f"{DEBUG_ENV}=1 shows the whole traceback (it may hold patient data: keep it private)"
+    )
 
 
 def _escape(text: str) -> str:

@@ -185,6 +185,32 @@ def test_every_corpus_file_deidentifies_to_readable_dicom(path: Path, tmp_path: 
     assert new.PatientIdentityRemoved == "YES"
 
 
+def test_cli_tells_an_internal_error_without_its_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug's message may quote a value from a file: the CLI names the error and where, not what."""
+    import dicomframe.pipeline
+    from dicomframe.cli import DEBUG_ENV, main
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ValueError("could not parse 'DOE^JANE' as a date")
+
+    monkeypatch.setattr(dicomframe.pipeline, "_deidentify", broken)
+    monkeypatch.delenv(DEBUG_ENV, raising=False)
+    key = tmp_path / "k"
+    args = ["deidentify", str(SAMPLES / "cohort"), str(tmp_path / "out"), "--key-file", str(key), "--vault", str(tmp_path / "v")]
+    with pytest.raises(SystemExit):
+        main(["keygen", str(key)])
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    err = capsys.readouterr().err
+    assert exc.value.code == 70
+    assert "internal error (ValueError" in " ".join(err.split()) and "DOE" not in err
+    monkeypatch.setenv(DEBUG_ENV, "1")
+    with pytest.raises(ValueError, match="DOE"):  # asked for: the whole error
+        main(args)
+
+
 def test_cli_keygen_and_deidentify(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from dicomframe.cli import main
 
