@@ -338,7 +338,7 @@ def _deidentify(
         whole.close()
     assert plan is not None
     if existing and len(parts) > 1:
-        run.check_stale(existing)  # a batch in parts: known once every part is planned
+        run.check_stale(existing, written=True)  # a batch in parts: known once every part is written
     result_plan = plan if len(parts) == 1 else run.result_plan(plan)
     if dry_run:
         return _dry_run(run, result_plan, project_key, audit_log, started)
@@ -569,7 +569,7 @@ class _Run:
         self.failed.extend(failed)
         self._keep(scanned, plan, files)
 
-    def check_stale(self, existing: dict[str, int]) -> None:
+    def check_stale(self, existing: dict[str, int], written: bool = False) -> None:
         """Refuse a batch folder holding outputs this run does not produce.
 
         They come from an earlier run of this batch id with another key, profile or
@@ -581,7 +581,8 @@ class _Run:
             raise UserInputError(
                 f"{self.batch_uri} holds {stale:,} DICOM output{'s' if stale != 1 else ''} that this run does "
                 "not produce: an earlier run of this batch id with another key, profile or input. "
-                "The batch is not committed. Delete that folder and run again, or give a new --batch-id"
+                + ("This run's outputs are not committed" if written else "This run wrote nothing")
+                + ". Delete that folder and run again, or give a new --batch-id"
             )
 
     def files(self) -> pl.DataFrame:
