@@ -555,9 +555,10 @@ def apply_chunk(
     output already there holding the very bytes just computed (a re-run after an
     interruption: outputs are deterministic under one key and one set of options)
     is not written again (``reused``); one of another content (the re-run changed
-    an option) is. ``existing`` (of a work item): the size of the output already
-    there, or None; only when it equals the new size is the output read to compare. A :class:`StorageError` (refused access, missing
-    bucket, a service that keeps failing) stops the run.
+    an option) is. ``existing`` (of a work item) is the size of the output already
+    there, or None: only an output of the new size is read to compare. A
+    :class:`StorageError` (refused access, missing bucket, a service that keeps
+    failing) stops the run.
 
     With ``check``, an output written now gets a seventh field: the element rows of
     the written bytes (the header walker's, as a scan of the output would give), for
