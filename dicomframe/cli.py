@@ -243,7 +243,7 @@ def deidentify(
         ),
     ] = "default",
     org: Annotated[str, typer.Option("--org", help="Organisation prefix for templates ({org}).")] = "DICOMFRAME",
-    batch_id: Annotated[str | None, typer.Option("--batch-id", help="Batch id \\[default: generated].", show_default=False)] = None,
+    batch_id: Annotated[str | None, typer.Option("--batch-id", help="Batch id \\[default: generated]. Give an interrupted run's id to resume it (same key, options and input); a folder holding another run's outputs is refused.", show_default=False)] = None,
     priority: Annotated[str, typer.Option("--priority", help="STAT, URGENT or ROUTINE (in the manifest).")] = "ROUTINE",
     jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="Worker processes \\[default: all cores].", show_default=False)] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan only: print the summary, write the plan to the vault, write nothing under DST.")] = False,
