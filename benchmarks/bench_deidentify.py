@@ -208,6 +208,7 @@ def _run_dicomframe(folder: str, out_dir: str, jobs: int, key_file: str) -> dict
         "failed_sample": result.failed[:5],
         "studies": result.studies,
         "internal_elapsed_s": result.elapsed_s,
+        "timings": result.timings,
     }
 
 
@@ -545,6 +546,10 @@ def print_table(r: Result) -> None:
             f"{(f'{vs_gdcm:.2f}×' if vs_gdcm is not None else '-'):>8}"
             f"{_mb(r.peak(kind)):>11}{_mb(r.peak_rss(kind)):>11}{b.max_processes:>6}{b.written:>9,}{b.errors:>7}"
         )
+    if r.has("dicomframe") and (stages := r.best("dicomframe").child.get("timings")):
+        # where the fastest run's time went (DeidentifyResult.timings)
+        shown = ", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in stages.items())
+        print(f"{'  dicomframe by stage':<24}  {shown}")
     print("\nwhat each output holds (one file read back):")
     o = r.original
     print(f"  {'input':<22} {o['elements']} elements, {o['private_tags']} private, {o['bytes']:,} bytes")

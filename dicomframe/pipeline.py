@@ -32,6 +32,7 @@ the batch id with another key, profile or input) is refused, not committed.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import gc
 import itertools
@@ -39,7 +40,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -93,6 +94,10 @@ class DeidentifyResult:
     #: inputs holding an instance already written from an earlier input (same UIDs): not
     #: written again, marked ``duplicate`` in the mapping
     duplicates: int = 0
+    #: seconds per stage, over all parts: ``scan``, ``plan``, ``write`` (rewrite, hash and
+    #: write), ``gate`` (the leak gate), ``commit`` (mapping, audit log and manifests; a dry
+    #: run: ``vault``, the plan sealed into the vault)
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def committed(self) -> bool:
@@ -107,6 +112,10 @@ class DeidentifyResult:
     @property
     def ok(self) -> bool:
         return not self.failed and (self.findings is None or self.findings.height == 0)
+
+    def _stage_times(self) -> str:
+        """``"scan 0.19 s, plan 0.20 s, write 0.72 s, gate 0.08 s, commit 0.03 s"``."""
+        return ", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in self.timings.items())
 
     def _pixel_counts(self) -> str:
         files = self.plan.files
@@ -142,6 +151,7 @@ class DeidentifyResult:
             *([("leak gate", self._finding_counts())] if self.findings is not None and self.findings.height else []),
             ("elapsed", f"{self.elapsed_s:.2f} s"),
             ("throughput", f"{self.files_per_second:,.0f} files/s"),
+            *([("time per stage", self._stage_times())] if self.timings else []),
         ]
         if self.manifest_uri:
             out.append(("manifest", self.manifest_uri))
@@ -313,14 +323,16 @@ def _deidentify(
     try:
         for number, files_of_part in enumerate(parts):
             part_source = Source(files=files_of_part, fs=source.fs, protocol=source.protocol, root=source.root)
-            scanned = scan(part_source, jobs=jobs, storage_options=storage_options, progress=show and len(parts) == 1)
+            with run.timed("scan"):
+                scanned = scan(part_source, jobs=jobs, storage_options=storage_options, progress=show and len(parts) == 1)
             if ahead is not None and number == 0:
                 from .scanner import IN_PROCESS_FILES
 
                 ahead.limit(scanned.instances.height)
                 if not 1 < scanned.instances.height < IN_PROCESS_FILES:
                     ahead.stop()  # one file, or worker processes: they make their own
-            plan = make_plan(scanned, profile, project_key, org=org, date_shift=date_shift, pixel_clean=pixel_clean)
+            with run.timed("plan"):
+                plan = make_plan(scanned, profile, project_key, org=org, date_shift=date_shift, pixel_clean=pixel_clean)
             if dry_run:
                 run.plan_part(scanned, plan, vault_text, project_key)
                 whole.update(run.done, len(run.failed))
@@ -342,6 +354,7 @@ def _deidentify(
     result_plan = plan if len(parts) == 1 else run.result_plan(plan)
     if dry_run:
         return _dry_run(run, result_plan, project_key, audit_log, started)
+    committing = time.perf_counter()
     files, failed = run.files(), run.failed
     ok_files = files.filter(pl.col("status") == "written")
     submitted = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -373,6 +386,7 @@ def _deidentify(
             metadata=run.metadata,
         )
         manifest_uri = _join(dst_text, batch, "manifest.json")
+    run.timings["commit"] = time.perf_counter() - committing
     return DeidentifyResult(
         batch_id=batch,
         batch_uri=batch_uri,
@@ -388,6 +402,7 @@ def _deidentify(
         skipped=run.skipped,
         manifest_parquet_uri=parquet_uri,
         duplicates=run.duplicates,
+        timings=run.timings,
     )
 
 
@@ -421,7 +436,8 @@ def _scan_failures(scanned: Any) -> list[dict[str, Any]]:
 def _dry_run(run: _Run, plan: Plan, key: ProjectKey, audit_log: Any, started: float) -> DeidentifyResult:
     files = run.files()
     assert run.plan_writer is not None
-    plan_uri = run.plan_writer.close()
+    with run.timed("vault"):
+        plan_uri = run.plan_writer.close()
     _audit(audit_log, "dry_run", run.batch, key, plan, files.height, 0, len(run.failed), "ok")
     return DeidentifyResult(
         batch_id=run.batch,
@@ -435,6 +451,7 @@ def _dry_run(run: _Run, plan: Plan, key: ProjectKey, audit_log: Any, started: fl
         plan=plan,
         dry_run=True,
         plan_uri=plan_uri,
+        timings=run.timings,
     )
 
 
@@ -473,6 +490,17 @@ class _Run:
     _summaries: list[pl.DataFrame] = field(default_factory=list)
     #: a dry run's plan, sealed into the vault at the end
     plan_writer: Any = None
+    #: seconds per stage (see :attr:`DeidentifyResult.timings`)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        """Add the time spent in the block to ``stage``."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - started
 
     def plan_part(self, scanned: Any, plan: Plan, vault_text: str, key: ProjectKey) -> None:
         """A dry run's part: its rows go to the vault's plan, its files and summary are kept."""
@@ -499,6 +527,7 @@ class _Run:
 
         ``only``: the batch's only part; outputs of an earlier run that this one does
         not produce are then refused before anything is written (see :meth:`check_stale`)."""
+        started = time.perf_counter()
         failed = _scan_failures(scanned)
         files = _named_files(scanned, plan)
         unnamed = files.filter(pl.col("out_key").is_null())
@@ -565,7 +594,11 @@ class _Run:
             ),
         )
         ok_files = files.filter(pl.col("status") == "written")
-        self._findings.append(_leak_gate(ok_files, self.batch_uri, plan, self.jobs, self.storage_options, checked))
+        self.timings["write"] = self.timings.get("write", 0.0) + time.perf_counter() - started
+        with self.timed("gate"):
+            self._findings.append(
+                _leak_gate(ok_files, self.batch_uri, plan, self.jobs, self.storage_options, checked)
+            )
         self.failed.extend(failed)
         self._keep(scanned, plan, files)
 

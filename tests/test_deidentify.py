@@ -160,6 +160,17 @@ def test_dry_run_writes_only_the_plan_to_the_vault(tmp_path: Path) -> None:
     plan = read_plan(tmp_path / "v", "dry", KEY)  # encrypted: the plan holds original values
     assert plan.height == result.plan.table.height
     assert b"MRN" not in (tmp_path / "v" / "dry" / "plan.parquet.enc").read_bytes()
+    assert list(result.timings) == ["scan", "plan", "vault"]
+
+
+def test_a_run_tells_where_its_time_went(tmp_path: Path) -> None:
+    result = deidentify(
+        SAMPLES / "cohort" / "DOE_JANE_MRN1234567", tmp_path / "out", key=KEY, vault=tmp_path / "v", progress=False
+    )
+    assert list(result.timings) == ["scan", "plan", "write", "gate", "commit"]
+    assert all(s >= 0 for s in result.timings.values()) and sum(result.timings.values()) <= result.elapsed_s
+    shown = dict(result.rows())["time per stage"]
+    assert shown.startswith("scan ") and shown.endswith(" s") and "gate " in shown
 
 
 def test_vault_inside_output_is_refused(tmp_path: Path) -> None:
