@@ -560,11 +560,12 @@ def apply_chunk(
     :class:`StorageError` (refused access, missing bucket, a service that keeps
     failing) stops the run.
 
-    With ``check``, an output written now gets a seventh field: the element rows of
-    the written bytes (the header walker's, as a scan of the output would give), for
-    the leak gate; ``None`` when they could not be had that way. A local file and an
-    object-store PUT (atomic: the object is the body sent) hold exactly those bytes;
-    outputs not written now (``reused``) are read back by the gate.
+    With ``check``, each output gets a seventh field: the element rows of its bytes
+    (the header walker's, as a scan of the output would give), for the leak gate;
+    ``None`` when they could not be had that way. A local file and an object-store PUT
+    (atomic: the object is the body sent) hold exactly the bytes written, and an
+    output found already there (``reused``) the same bytes (sha256), so the gate
+    need not read either back.
     ``tmp_root``: see :func:`write_atomic`.
     """
     results: list[ApplyResult] = []
@@ -600,14 +601,14 @@ def apply_chunk(
             digest = hasher.hexdigest()
             reused = existing == size and _holds(out_fs, out_path, digest)
             result: tuple[Any, ...] = (file_id, "written", None, size, digest, reused)
+            checked = _output_rows(pieces, size) if check else None
             if not reused:
-                checked = _output_rows(pieces, size) if check else None
                 write_atomic(
                     out_fs, out_path, pieces, content_type=DICOM_CONTENT_TYPE, metadata=metadata,
                     tmp_root=tmp_root if local else None,
                 )  # fmt: skip
-                if check:
-                    result = (*result, checked)
+            if check:
+                result = (*result, checked)
             results.append(result)
         except ParseError as exc:
             results.append((file_id, exc.kind, str(exc), 0, None, False))

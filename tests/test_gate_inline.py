@@ -51,6 +51,31 @@ def test_the_gate_on_written_bytes_equals_the_gate_on_a_read_back(
     assert not [p for p in (tmp_path / "inline" / "dst").rglob(".tmp-*")]
 
 
+def test_a_resumed_run_gates_the_outputs_already_there_without_reading_them_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An output found already there holds the bytes just computed (sha256): the gate
+    checks those, with the same findings as the first run, and reads nothing back."""
+    import dicomframe.scanner
+
+    if not CORPUS.exists():
+        pytest.skip("corpus missing")
+    first = _run(CORPUS, tmp_path)
+    scanned: list[Any] = []
+    scan = dicomframe.scanner.scan
+
+    def spy(src: Any, **kwargs: Any) -> Any:
+        scanned.append(src)
+        return scan(src, **kwargs)
+
+    monkeypatch.setattr(dicomframe.scanner, "scan", spy)
+    again = _run(CORPUS, tmp_path)
+    assert again.skipped == first.written > 0 and again.findings is not None and first.findings is not None
+    assert first.findings.height  # the corpus's fake values stop the gate: something to compare
+    assert_frame_equal(again.findings, first.findings)
+    assert len(scanned) == 1  # the inputs; no output is read back
+
+
 def test_an_output_written_from_several_inputs_is_read_back(tmp_path: Path) -> None:
     """Two copies of one instance write one output: the gate checks the file that is there, once."""
     src = tmp_path / "src"
