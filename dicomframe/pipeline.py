@@ -386,7 +386,7 @@ def _deidentify(
             metadata=run.metadata,
         )
         manifest_uri = _join(dst_text, batch, "manifest.json")
-    run.timings["commit"] = time.perf_counter() - committing
+    run.spent("commit", committing)
     return DeidentifyResult(
         batch_id=batch,
         batch_uri=batch_uri,
@@ -493,6 +493,10 @@ class _Run:
     #: seconds per stage (see :attr:`DeidentifyResult.timings`)
     timings: dict[str, float] = field(default_factory=dict)
 
+    def spent(self, stage: str, since: float) -> None:
+        """Add the time from ``since`` (``time.perf_counter()``) to now to ``stage``."""
+        self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - since
+
     @contextlib.contextmanager
     def timed(self, stage: str) -> Iterator[None]:
         """Add the time spent in the block to ``stage``."""
@@ -500,7 +504,7 @@ class _Run:
         try:
             yield
         finally:
-            self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - started
+            self.spent(stage, started)
 
     def plan_part(self, scanned: Any, plan: Plan, vault_text: str, key: ProjectKey) -> None:
         """A dry run's part: its rows go to the vault's plan, its files and summary are kept."""
@@ -594,7 +598,7 @@ class _Run:
             ),
         )
         ok_files = files.filter(pl.col("status") == "written")
-        self.timings["write"] = self.timings.get("write", 0.0) + time.perf_counter() - started
+        self.spent("write", started)  # all of this part but its gate
         with self.timed("gate"):
             self._findings.append(
                 _leak_gate(ok_files, self.batch_uri, plan, self.jobs, self.storage_options, checked)
