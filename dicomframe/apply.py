@@ -634,27 +634,21 @@ def _holds(fs: Any, path: str, digest: str) -> bool:
     Equal sizes are not enough: a re-run with another ``--org`` of the same length, or
     another date-shift range, gives outputs of the same size and other values.
     """
-    hasher = hashlib.sha256()
     if fs is None or _is_local(fs):
         try:
-            with open(path, "rb", buffering=0) as fh:
-                while chunk := fh.read(1 << 20):
-                    hasher.update(chunk)
+            with open(path, "rb") as fh:
+                return hashlib.file_digest(fh, "sha256").hexdigest() == digest
         except OSError:
             return False  # gone, or unreadable: written again
-    else:
 
-        def read() -> bytes | None:
-            try:
-                return bytes(fs.cat_file(path))
-            except FileNotFoundError:
-                return None  # gone since the listing: written again
+    def read() -> bytes | None:
+        try:
+            return bytes(fs.cat_file(path))
+        except FileNotFoundError:
+            return None  # gone since the listing: written again
 
-        data = with_retries(read, _url(fs, path), "reading back")
-        if data is None:
-            return False
-        hasher.update(data)
-    return hasher.hexdigest() == digest
+    data = with_retries(read, _url(fs, path), "reading back")
+    return data is not None and hashlib.sha256(data).hexdigest() == digest
 
 
 class _PiecesReader:
