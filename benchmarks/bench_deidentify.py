@@ -4,7 +4,8 @@ What is measured
 ----------------
 A synthetic CT corpus (see :mod:`_corpus`; by default 1,000 files of 512×512, ≈530 kB
 each, Explicit VR Little Endian, ~140 top-level elements, sequences and two private
-blocks) is de-identified in up to three ways, in the same run:
+blocks) is de-identified in up to three ways, in the same run, beside a fourth
+contender that does no DICOM work at all:
 
 ``baseline``
     What a notebook user writes, single process: list the files, ``pydicom.dcmread``
@@ -31,6 +32,13 @@ blocks) is de-identified in up to three ways, in the same run:
     writers, rather than read back), vault mapping and manifests. The key file is made
     once with ``dicomframe.keys.generate_key_file`` (mode 0600) and cached in the
     workdir. The child checks that ``result.failed`` is empty.
+``floor``
+    No de-identification: what any tool that reads, hashes and writes every byte pays
+    on this machine, in J threads as dicomframe uses. Each thread reads each of its
+    files whole, takes its sha256 (dicomframe hashes every output for the manifest),
+    writes the bytes unchanged to a temporary name and renames it. Against it, the
+    other rows show what their DICOM work costs: a contender can go no faster than
+    the floor plus that work. Not a goal; its output holds the original values.
 
 The three do different amounts of work: the baseline handles a handful of attributes,
 gdcmanon the whole (GDCM-era) basic-profile table plus encryption, dicomframe its
@@ -110,7 +118,7 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 GOAL_VS_BASELINE = 3.5
 GOAL_VS_GDCMANON = 1.0
-KINDS = ("baseline", "gdcmanon", "dicomframe")
+KINDS = ("baseline", "gdcmanon", "dicomframe", "floor")
 INSTALL_GDCMANON = "apt-get install -y libgdcm-tools"
 #: what a Python child prints once it has imported, and the parent's answer
 READY, GO = "READY", "GO"
@@ -212,12 +220,47 @@ def _run_dicomframe(folder: str, out_dir: str, jobs: int, key_file: str) -> dict
     }
 
 
+def _run_floor(folder: str, out_dir: str, jobs: int) -> dict[str, Any]:
+    import hashlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    out = Path(out_dir)
+
+    def copy(share: int, paths: list[Path]) -> int:
+        folder_out = out / str(share)
+        folder_out.mkdir()
+        for i, path in enumerate(paths):
+            with open(path, "rb", buffering=0) as fh:
+                data = fh.read()
+            hashlib.sha256(data).hexdigest()
+            tmp = folder_out / f".{i}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+            os.replace(tmp, folder_out / f"{i}.dcm")
+        return len(paths)
+
+    _ready()
+    started = time.perf_counter()
+    paths = sorted(Path(folder).rglob("*.dcm"))
+    with ThreadPoolExecutor(jobs) as pool:
+        written = sum(pool.map(copy, range(jobs), [paths[k::jobs] for k in range(jobs)]))
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "files": len(paths), "written": written, "errors": 0}
+
+
 def _child(kind: str, folder: str, out_dir: str, jobs: int, key_file: str) -> None:
     """Entry point of the measuring subprocess: print one JSON line."""
     if kind == "baseline":
         res = _run_baseline(folder, out_dir)
     elif kind == "dicomframe":
         res = _run_dicomframe(folder, out_dir, jobs, key_file)
+    elif kind == "floor":
+        res = _run_floor(folder, out_dir, jobs)
     else:
         raise SystemExit(f"unknown measurement {kind!r}")
     res.update(_rusage())
@@ -530,6 +573,7 @@ def print_table(r: Result) -> None:
         "baseline": "baseline (pydicom loop)",
         "gdcmanon": "gdcmanon -e (PS3.15 E.1)",
         "dicomframe": f"dicomframe -j{r.jobs} default",
+        "floor": f"floor: copy+sha256 -j{r.jobs}",
     }
     for kind in KINDS:
         if kind in r.failures:
@@ -550,11 +594,21 @@ def print_table(r: Result) -> None:
         # where the fastest run's time went (DeidentifyResult.timings)
         shown = ", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in stages.items())
         print(f"{'  dicomframe by stage':<24}  {shown}")
+    if r.has("floor"):
+        floor = r.best("floor").seconds
+        over = [
+            f"{kind} +{r.best(kind).seconds - floor:.2f} s"
+            for kind in ("gdcmanon", "dicomframe")
+            if r.has(kind)
+        ]
+        if over:
+            # the time each spends on top of reading, hashing and writing the bytes
+            print(f"{'  over the floor':<24}  {', '.join(over)}")
     print("\nwhat each output holds (one file read back):")
     o = r.original
     print(f"  {'input':<22} {o['elements']} elements, {o['private_tags']} private, {o['bytes']:,} bytes")
     for kind in KINDS:
-        if not r.has(kind) or not r.best(kind).check.get("file"):
+        if kind == "floor" or not r.has(kind) or not r.best(kind).check.get("file"):
             continue
         c = r.best(kind).check
         print(
