@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from .errors import ParseError, PixelCleanError, StorageError, UserInputError
-from .rewrite import Keep, NewElement, Set, _rewrite_pieces
+from .rewrite import KEEP_SEQUENCE, Keep, NewElement, Set, _rewrite_pieces
 
 __all__ = [
     "DICOM_CONTENT_TYPE",
@@ -139,6 +139,9 @@ def _edits(
     edits: dict[str, Any] = {}
     meta: dict[int, str] = {}
     keep = _KEEP
+    # what the scan read as a sequence (it has rows inside): kept, it must be one for the
+    # rewriter too (see KEEP_SEQUENCE), whatever its VR says (UN, or a private one)
+    containers = {path[: path.rfind("[")] for path, *_ in rows if "[" in path}
     for path, tag, vr, action, new_value in rows:
         if action == "X":
             continue
@@ -147,9 +150,9 @@ def _edits(
                 meta[0x00020003] = new_value
             continue
         if action == "K":
-            edits[path] = keep
+            edits[path] = KEEP_SEQUENCE if path in containers else keep
         elif vr == "SQ":
-            edits[path] = Set("SQ", []) if action == "Z" else keep
+            edits[path] = Set("SQ", []) if action == "Z" else KEEP_SEQUENCE
         else:
             value = new_value if new_value is not None else ""
             edit = made.get((vr, value))

@@ -406,15 +406,24 @@ def _deidentify(
     )
 
 
+#: what a UID naming an output may be: digits and dots, at most 64 characters (PS3.5 9.1)
+_NAMING_UID = r"^[0-9]+(\.[0-9]+)*$"
+
+
 def _named_files(scanned: Any, plan: Plan) -> pl.DataFrame:
-    """``plan.files`` with each input's path and output key (null when a UID naming it is missing)."""
+    """``plan.files`` with each input's path and output key (null when a UID naming it is
+    missing, or is not a UID: an output is named only from digits and dots, never from
+    text a file put in a UID, which may identify or lead out of the output folder)."""
     return plan.files.join(
         scanned.instances.select("file_id", "path"), on="file_id", how="left"
     ).with_columns(
         # an empty UID names nothing: such an input is refused like one without the UID
         out_key=pl.when(
             pl.all_horizontal(
-                [pl.col(c).fill_null("").str.strip_chars().str.len_chars() > 0 for c in ("study_uid", "series_uid", "sop_uid")]
+                [
+                    pl.col(c).fill_null("").str.contains(_NAMING_UID) & (pl.col(c).str.len_bytes() <= 64)
+                    for c in ("study_uid", "series_uid", "sop_uid")
+                ]
             )
         ).then(
             pl.concat_str([pl.col("study_uid"), pl.col("series_uid"), pl.col("sop_uid") + ".dcm"], separator="/")
@@ -534,13 +543,22 @@ class _Run:
         started = time.perf_counter()
         failed = _scan_failures(scanned)
         files = _named_files(scanned, plan)
-        unnamed = files.filter(pl.col("out_key").is_null())
-        for fid in unnamed["file_id"].to_list():
+        unnamed = files.filter(pl.col("out_key").is_null()).select(
+            "file_id",
+            present=pl.all_horizontal(
+                [pl.col(c).fill_null("").str.strip_chars() != "" for c in ("study_uid", "series_uid", "sop_uid")]
+            ),
+        )
+        for fid, present in unnamed.iter_rows():
             failed.append(
                 {
                     "input": int(fid),
                     "kind": "invalid",
-                    "reason": "no StudyInstanceUID, SeriesInstanceUID or SOPInstanceUID, which name the "
+                    "reason": "a StudyInstanceUID, SeriesInstanceUID or SOPInstanceUID that is not a UID "
+                    "(digits and dots, at most 64), and they name the output: fix it at the source, or "
+                    "de-identify without Retain UIDs so that new UIDs name it"
+                    if present
+                    else "no StudyInstanceUID, SeriesInstanceUID or SOPInstanceUID, which name the "
                     "output: not a storable DICOM instance; fix it at the source",
                 }
             )
@@ -716,15 +734,16 @@ def _rows_by_file(table: pl.DataFrame) -> Any:
     """``file_id -> [(tag_path, tag, vr, action, new_value), …]`` in plan order, for the work items
     (a :class:`dicomframe.apply.PlanRows`: the rows as slices of the plan's columns).
 
-    Only what :func:`dicomframe.apply.edits_for` reads: removed rows (X) are left out,
-    and kept rows carry no new value (except the meta SOP Instance UID, which it reads).
+    Only what :func:`dicomframe.apply.edits_for` reads: removed rows (X) are left out but
+    inside sequences (they tell it what the scan read as a sequence), and kept rows carry
+    no new value (except the meta SOP Instance UID, which it reads).
     """
     action = pl.col("action")
     cols = table.select(
         "file_id", "tag_path", "tag", "vr", "action",
         pl.when((action == "K") & (pl.col("tag") != 0x00020003)).then(None).otherwise(pl.col("new_value"))
         .alias("new_value"),
-    ).filter(action != "X")  # fmt: skip
+    ).filter((action != "X") | (table["depth"] > 0))  # fmt: skip
     ids = cols["file_id"]
     runs = int(ids.ne_missing(ids.shift(1)).sum()) if cols.height else 0
     if runs != ids.n_unique():  # rows of a file not together: group them (not the usual case)

@@ -85,6 +85,10 @@ DUMMIES: dict[str, str] = {
     "UV": "0",
 }
 _TEXT_VRS = ("LO", "SH", "ST", "LT", "UT", "UC")
+#: VRs a new UID (64 characters at most) can be written in
+_UID_VRS = ("UI", "LO", "ST", "LT", "UT", "UC")
+#: VRs of numbers, codes and UIDs (and sequences, whose items are decided element by element)
+_NUMERIC_VRS = ("US", "SS", "UL", "SL", "FL", "FD", "SV", "UV", "AT", "DS", "IS", "CS", "UI", "AS", "SQ")
 _MAX_LENGTH = {"SH": 16, "LO": 64, "ST": 1024, "LT": 10240, "CS": 16, "AE": 16, "PN": 64}
 
 #: columns of a plan table
@@ -282,6 +286,81 @@ def _match_actions(elements: pl.DataFrame, profile: Profile) -> pl.DataFrame:
     )
 
 
+#: VRs of an attribute Table E.1-1 does not list that are not kept as they are (fail closed):
+#: names, free text, addresses of systems, dates and times
+_UNLISTED_TEXT_VRS = ("ST", "LT", "UT", "UC")
+_UNLISTED_REMOVED_VRS = ("UR", "AE")
+_UNLISTED_DATE_VRS = ("DA", "DT", "TM")
+#: keywords of LO/SH attributes Table E.1-1 does not list that name or reach a person, or
+#: hold a birth or death: removed (e.g. ContactDisplayName, PatientBirthDateInAlternativeCalendar)
+_UNLISTED_PERSONAL = (
+    r"Person|Patient|Physician|Operator|Reviewer|Evaluator|Author|Contact|Responsible|Requesting"
+    r"|Referring|Performing|Verifying|Observer|Participant|Issuer|Institution|Address|Telephone"
+    r"|Phone|Email|Birth|Death|Calendar"
+)
+#: keywords of LO/SH attributes Table E.1-1 does not list that are free descriptions
+_UNLISTED_DESCRIPTIVE = r"(Description|Label|Comments?|Text|Notes?)$"
+
+
+def _dictionary_facts(tags: pl.Series) -> pl.DataFrame:
+    """The data dictionary's VR (as PS3.6 writes it: ``US or SS``) and retired flag of each tag."""
+    from .tags import _entry
+
+    unique = tags.unique().to_list()
+    entries = [_entry(int(tag)) for tag in unique]
+    return pl.DataFrame(
+        {
+            "tag": unique,
+            "_dict_vr": [e[0] if e else None for e in entries],
+            "_retired": [bool(e and e[3] == "Retired") for e in entries],
+        },
+        schema={"tag": pl.UInt32, "_dict_vr": pl.String, "_retired": pl.Boolean},
+    )
+
+
+def _unlisted_decisions(unlisted: pl.Expr, profile: Profile) -> list[tuple[pl.Expr, str, str]]:
+    """What becomes of a standard attribute that Table E.1-1 does not list (first match wins).
+
+    The table lists the attributes the standard knows may identify; newer ones (a reviewer's
+    name, a contact, a birth date in another calendar), retired ones and values written
+    with another VR than the dictionary's are not all in it. Fail closed: one whose VR
+    differs from the dictionary's is removed; names are emptied; free text, system
+    addresses and retired text are removed (free text cleaned with Clean Descriptors);
+    dates and times follow the temporal options; a short text whose keyword names or
+    reaches a person is removed. The rest (codes, numbers, UIDs of classes, technical
+    text such as Manufacturer or ConvolutionKernel) is kept.
+    """
+    declared = pl.col("vr")
+    dictionary = pl.col("_dict_vr")
+    # the VR the value is: the declared one, or the dictionary's for UN
+    vr = pl.when(declared == "UN").then(dictionary.str.slice(0, 2)).otherwise(declared)
+    mismatch = (declared != "UN") & ~dictionary.str.contains(pl.lit("(^| )") + declared + pl.lit("($| )"))
+    options = profile.options
+    if Option.RETAIN_LONG_FULL_DATES in options:
+        dates = "K"
+    elif Option.RETAIN_LONG_MODIFIED_DATES in options:
+        dates = "C"  # shifted (times of day kept), as the listed dates are
+    else:
+        dates = "X"
+    keyword = pl.col("keyword").fill_null("")
+    short = vr.is_in(["LO", "SH"])
+    text = vr.is_in(_UNLISTED_TEXT_VRS) | (short & keyword.str.contains(_UNLISTED_DESCRIPTIVE))
+    encoded = declared != "UN"  # a value of unknown VR cannot be cleaned, emptied or shifted in place
+    cleaned = "C" if Option.CLEAN_DESCRIPTORS in options else "X"
+    return [
+        (unlisted & dictionary.is_not_null() & mismatch, "X", "not in E.1-1: VR differs from the dictionary"),
+        (unlisted & pl.col("_retired") & ~vr.is_in(_NUMERIC_VRS), "X", "not in E.1-1: retired text or data"),
+        (unlisted & (vr == "PN") & encoded, "Z", "not in E.1-1: a person name"),
+        (unlisted & (vr == "PN"), "X", "not in E.1-1: a person name"),
+        (unlisted & vr.is_in(_UNLISTED_REMOVED_VRS), "X", "not in E.1-1: a system address"),
+        (unlisted & short & keyword.str.contains(_UNLISTED_PERSONAL), "X", "not in E.1-1: personal"),
+        (unlisted & text & encoded, cleaned, "not in E.1-1: free text"),
+        (unlisted & text, "X", "not in E.1-1: free text"),
+        (unlisted & vr.is_in(_UNLISTED_DATE_VRS) & (encoded | (dates == "K")), dates, "not in E.1-1: a date"),
+        (unlisted & vr.is_in(_UNLISTED_DATE_VRS), "X", "not in E.1-1: a date"),
+    ]
+
+
 def _private_and_unknown(matched: pl.DataFrame, profile: Profile) -> pl.DataFrame:
     """Private elements, creators, unknown and group-length elements (fail closed)."""
     group = pl.col("tag") // 65536
@@ -294,8 +373,9 @@ def _private_and_unknown(matched: pl.DataFrame, profile: Profile) -> pl.DataFram
             pl.col("private_creator"),
             pl.col("group").cast(pl.UInt32).alias("_g"),
             pl.col("element").cast(pl.UInt32).alias("_e"),
+            pl.col("vr").fill_null("").alias("_safe_vr"),
         )
-        .unique()
+        .unique(["private_creator", "_g", "_e"], keep="first", maintain_order=True)
         .with_columns(_safe=pl.lit(True))
     )
     keep_safe = Option.RETAIN_SAFE_PRIVATE in profile.options
@@ -303,13 +383,26 @@ def _private_and_unknown(matched: pl.DataFrame, profile: Profile) -> pl.DataFram
         out = matched.with_columns(_g=group.cast(pl.UInt32), _e=(elem % 256).cast(pl.UInt32)).join(
             safe, on=["private_creator", "_g", "_e"], how="left"
         )
-        safe_hit = pl.col("_safe").fill_null(False)
+        # kept when written with the VR the table gives it (``OW/OB``: either; blank: any),
+        # or as UN: text where the table says a number is not that attribute (fail closed)
+        listed_vr = pl.col("_safe_vr").fill_null("")
+        vr_ok = (
+            (listed_vr == "")
+            | (pl.col("vr") == "UN")
+            | listed_vr.str.contains(pl.lit("(^|/)") + pl.col("vr") + pl.lit("($|/)"))
+        )
+        safe_hit = pl.col("_safe").fill_null(False) & vr_ok
     else:  # nothing is kept for being safe: no need to look
-        out = matched.with_columns(_safe=pl.lit(None, pl.Boolean), _g=pl.lit(0, pl.UInt32), _e=pl.lit(0, pl.UInt32))
+        out = matched.with_columns(
+            _safe=pl.lit(None, pl.Boolean), _g=pl.lit(0, pl.UInt32), _e=pl.lit(0, pl.UInt32),
+            _safe_vr=pl.lit(None, pl.String),
+        )  # fmt: skip
         safe_hit = pl.lit(False)
     private_data = odd & ~is_creator & (elem > 0xFF)
     from_private_row = pl.col("source").is_in(["basic", "retain_safe_private"])
     unlisted = pl.col("action").is_null()
+    facts = _dictionary_facts(out.filter(unlisted & pl.col("keyword").is_not_null())["tag"])
+    out = out.join(facts, on="tag", how="left", maintain_order="left")
     # (condition, action, source), first match wins
     decisions = [
         (private_data & from_private_row & safe_hit, "K", "retain_safe_private"),
@@ -317,13 +410,14 @@ def _private_and_unknown(matched: pl.DataFrame, profile: Profile) -> pl.DataFram
         (odd & (elem < 0x10), "X", "private"),  # (gggg,0000-000F): private lengths, reserved
         (~odd & (elem == 0) & (group != 0x0002), "X", "group length"),
         (unlisted & pl.col("keyword").is_null(), "X", "unknown: fail closed"),
+        *_unlisted_decisions(unlisted, profile),
         (unlisted, "K", "not in E.1-1"),
     ]
     decided, decided_source = pl.col("action"), pl.col("source")
     for condition, action, source in reversed(decisions):
         decided = pl.when(condition).then(pl.lit(action)).otherwise(decided)
         decided_source = pl.when(condition).then(pl.lit(source)).otherwise(decided_source)
-    out = out.with_columns(action=decided, source=decided_source).drop("_safe", "_g", "_e")
+    out = out.with_columns(action=decided, source=decided_source).drop("_safe", "_g", "_e", "_safe_vr", "_dict_vr", "_retired")
     # a private creator is kept exactly when a data element of its block is kept
     # (looked up for the creator rows only, and put back by position)
     parent = pl.col("tag_path").str.replace(r"[0-9A-F]{8}$", "")
@@ -391,6 +485,43 @@ _ITEM_STRUCTURE = (
     "0040A180",  # Annotation Group Number
     "0040DB73",  # Referenced Content Item Identifier
     *_CONTENT_ITEM_SEQUENCES,  # nested content items: cleaned as items of their own
+)
+#: what may be inside a structure sequence of a content item (codes, measured values,
+#: references): anything else there is removed, whatever its tag elsewhere (fail closed)
+_STRUCTURE_INSIDE = tuple(
+    int(tag, 16)
+    for tag in (
+        "00080100",  # Code Value
+        "00080102",  # Coding Scheme Designator
+        "00080103",  # Coding Scheme Version
+        "00080104",  # Code Meaning
+        "00080105",  # Mapping Resource
+        "00080106",  # Context Group Version
+        "00080107",  # Context Group Local Version
+        "0008010B",  # Context Group Extension Flag
+        "0008010D",  # Context Group Extension Creator UID
+        "0008010F",  # Context Identifier
+        "00080117",  # Context UID
+        "00080118",  # Mapping Resource UID
+        "00080119",  # Long Code Value
+        "00080120",  # URN Code Value
+        "00080121",  # Equivalent Code Sequence
+        "00080122",  # Mapping Resource Name
+        "00081150",  # Referenced SOP Class UID
+        "00081155",  # Referenced SOP Instance UID
+        "00081160",  # Referenced Frame Number
+        "00081199",  # Referenced SOP Sequence
+        "0062000B",  # Referenced Segment Number
+        "004008EA",  # Measurement Units Code Sequence
+        "0040A0B0",  # Referenced Waveform Channels
+        "0040A161",  # Floating Point Value
+        "0040A162",  # Rational Numerator Value
+        "0040A163",  # Rational Denominator Value
+        "0040A170",  # Purpose of Reference Code Sequence
+        "0040A301",  # Numeric Value Qualifier Code Sequence
+        "0040A30A",  # Numeric Value
+        "0040DB00",  # Template Identifier
+    )
 )
 
 
@@ -467,19 +598,24 @@ def _clean_structured_content(plan: pl.DataFrame, profile: Profile) -> pl.DataFr
         .then(pl.col("action"))
         .otherwise(pl.lit("K"))
     )
+    # the structure attribute itself, or a code, measurement or reference inside it
+    in_structure = (pl.col("_rel").str.len_chars() == 8) | pl.col("tag").is_in(_STRUCTURE_INSIDE)
     decided = (
         pl.when(item_action == "X")
         .then(pl.lit("X"))
         .when(pl.col("_first").is_in(_ITEM_VALUES) & (pl.col("_rel").str.len_chars() == 8))
         .then(value_action)
-        .when(pl.col("_first").is_in(_ITEM_STRUCTURE))
+        .when(pl.col("_first").is_in(_ITEM_STRUCTURE) & in_structure)
         .then(structure_action)
         .otherwise(pl.lit("X"))
     )
     source = (
         pl.when(item_action.is_not_null())
         .then(pl.lit("clean_structured_content: E.3.4-1"))
-        .when(pl.col("_first").is_in(_ITEM_VALUES) | pl.col("_first").is_in(_ITEM_STRUCTURE))
+        .when(
+            (pl.col("_first").is_in(_ITEM_VALUES) & (pl.col("_rel").str.len_chars() == 8))
+            | (pl.col("_first").is_in(_ITEM_STRUCTURE) & in_structure)
+        )
         .then(pl.lit("clean_structured_content"))
         .otherwise(pl.lit("clean_structured_content: not a content item attribute"))
     )
@@ -504,6 +640,20 @@ def _clean_structured_content(plan: pl.DataFrame, profile: Profile) -> pl.DataFr
         .then(pl.lit("clean_structured_content: not a content item attribute"))
         .otherwise(pl.col("source")),
     ).drop("_inside", "_root", "_new_action", "_new_source")
+
+
+def _repeated_elements(plan: pl.DataFrame) -> pl.DataFrame:
+    """An element written twice in one data set (a damaged or forged file) whose two copies
+    would be treated differently is removed, both copies (fail closed): the rewriter applies
+    one decision per element path."""
+    key = pl.struct("file_id", "tag_path")
+    if not plan.select(key.is_duplicated().any()).item():
+        return plan
+    conflict = pl.col("action").fill_null("").n_unique().over("file_id", "tag_path") > 1
+    return plan.with_columns(
+        action=pl.when(conflict).then(pl.lit("X")).otherwise(pl.col("action")),
+        source=pl.when(conflict).then(pl.lit("repeated element: fail closed")).otherwise(pl.col("source")),
+    )
 
 
 def _remove_inside_removed(plan: pl.DataFrame) -> pl.DataFrame:
@@ -578,8 +728,17 @@ def _scrub(values: Iterable[tuple[int, str | None]], terms: dict[int, re.Pattern
 # a term is scrubbed as a token of its own, as the leak gate finds it (leaks._as_token):
 # it does not continue a run of letters, or of digits, on either side ("MRN1234567" holds
 # the ID 1234567; "71234567" and "BLACKSMITH" hold neither 1234567 nor SMITH)
-_TOKEN_START = r"(?:(?<![A-Za-z])(?=[A-Za-z])|(?<![0-9])(?=[0-9])|(?=[^A-Za-z0-9]))"
-_TOKEN_END = r"(?:(?<=[A-Za-z])(?![A-Za-z])|(?<=[0-9])(?![0-9])|(?<=[^A-Za-z0-9]))"
+# A capital after a small letter starts a token too ("JanetDoeson_brain" holds JANET and DOESON).
+_CAMEL = r"(?-i:(?<=[a-z])(?=[A-Z]))"
+_TOKEN_START = rf"(?:(?<![A-Za-z])(?=[A-Za-z])|(?<![0-9])(?=[0-9])|(?=[^A-Za-z0-9])|{_CAMEL})"
+_TOKEN_END = rf"(?:(?<=[A-Za-z])(?![A-Za-z])|(?<=[0-9])(?![0-9])|(?<=[^A-Za-z0-9])|{_CAMEL})"
+
+
+def _fold_accents(text: str) -> str:
+    """``text`` without its combining marks (``"José"`` → ``"Jose"``)."""
+    import unicodedata
+
+    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
 
 
 def _identifier_patterns(elements: pl.DataFrame) -> dict[int, re.Pattern[str] | None]:
@@ -588,16 +747,24 @@ def _identifier_patterns(elements: pl.DataFrame) -> dict[int, re.Pattern[str] | 
         pl.col("keyword").is_in(_IDENTIFYING) | (pl.col("vr") == "PN")
     ).select("file_id", "value")
     ids = ids.filter(pl.col("value").is_not_null() & (pl.col("value") != ""))
+    # name parts of two letters too ("Li^Xi"): a term is only ever scrubbed as a token
     terms = (
         ids.with_columns(
             part=pl.col("value").str.replace_all(r"[\^=\\,\s]+", " ").str.split(" ")
         )
         .explode("part")
-        .filter(pl.col("part").str.len_chars() >= 3)
+        .filter(pl.col("part").str.len_chars() >= 2)
         .select("file_id", "part")
         .vstack(ids.rename({"value": "part"}).filter(pl.col("part").str.len_chars() >= 3))
         .unique()
     )
+    # and each written without its accents ("José" typed "Jose")
+    accented = terms.filter(~pl.col("part").str.contains(r"^[\x00-\x7F]*$"))
+    if accented.height:
+        folded = {part: _fold_accents(part) for part in accented["part"].unique().to_list()}
+        terms = terms.vstack(
+            accented.with_columns(pl.col("part").replace_strict(folded, return_dtype=pl.String))
+        ).unique()
     patterns: dict[int, re.Pattern[str] | None] = {}
     # each file's terms longest first, then in code point order (UTF-8 byte order)
     grouped = (
@@ -674,7 +841,10 @@ def _changed_values(
     value = pl.col("value")
     dummy = vr.replace_strict(DUMMIES, default=None, return_dtype=pl.String)
 
-    uid_rows = (action.is_in(["U", "D"])) & (vr == "UI")
+    # U gives a new UID to whatever holds the UID, even a text VR a writer chose instead of
+    # UI (its value may be anything); a VR that cannot hold 64 characters (SH, numbers,
+    # bulk) cannot take one: removed below (fail closed)
+    uid_rows = ((action == "U") & vr.is_in(_UID_VRS)) | ((action == "D") & (vr == "UI"))
     uid_where = plan.select(uid_rows.fill_null(False)).to_series()
     new_uid = pl.Series("_new_uid", [None] * plan.height, pl.String)
     if uid_where.any():
@@ -704,7 +874,7 @@ def _changed_values(
         .then(pl.col("_template_value"))
         .when(uid_rows)
         .then(pl.col("_new_uid"))
-        .when((action == "U") | (vr == "SQ"))
+        .when(vr == "SQ")
         .then(value)  # U on a sequence: keep the container; the UIDs inside have their rows
         .when(action == "D")
         .then(
@@ -823,7 +993,7 @@ def make_plan(
     decided = _private_and_unknown(matched, prof)
     if Option.CLEAN_STRUCTURED_CONTENT in prof.options:
         decided = _clean_structured_content(decided, prof)
-    decided = _remove_inside_removed(decided)
+    decided = _remove_inside_removed(_repeated_elements(decided))
     table = _new_values(decided, context, elements, key)
     table = table.sort("_row").select(PLAN_COLUMNS)  # joins do not keep row order: restore it
     files = _files_table(table, context)

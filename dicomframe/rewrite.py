@@ -111,6 +111,11 @@ class Keep:
 
 #: the one :class:`Keep` instance callers need
 KEEP = Keep()
+#: :class:`Keep` for an element the caller read as a sequence, whose items have entries of
+#: their own: if this file's bytes do not read as a sequence there (e.g. a private creator
+#: written so that the two readings differ), the file is refused rather than copied whole
+#: with what its items hold
+KEEP_SEQUENCE = Keep()
 
 
 @dataclass(frozen=True, slots=True)
@@ -1001,6 +1006,7 @@ def _rewrite_pieces(
         if pieces is None:  # nothing changed: the whole data set is copied as it is
             pieces = [w.mv[pos:end]]
     _check_unplaced_inserts(w)
+    _check_kept_sequences(w, edits)
 
     def uid(elem: int, dataset_elem: int) -> bytes | None:
         found = overrides.get(0x00020000 | elem)
@@ -1153,6 +1159,25 @@ def _prepare_sets(
         overrides.setdefault(key, value)
     for pending in inserts.values():
         pending.sort(reverse=True)
+
+
+def _check_kept_sequences(w: _Rewriter, edits: Mapping[str, Edit]) -> None:
+    """Every element kept as a sequence (:data:`KEEP_SEQUENCE`) was walked as one (fail closed)."""
+    kept = w.kept_seqs
+    for path, edit in edits.items():
+        if edit is KEEP_SEQUENCE and path not in kept and _was_reached(path, kept):
+            raise ParseError(
+                "corrupt",
+                f"element {path} was planned as a sequence but its bytes here do not read as one "
+                "(a private block whose creator is written unusually, or a damaged file): not "
+                "written, so that nothing inside it is copied unchecked",
+            )
+
+
+def _was_reached(path: str, kept: set[str]) -> bool:
+    """Whether the rewrite walked the item ``path`` is in (a top-level path: always)."""
+    cut = path.rfind("[")
+    return cut < 0 or path[:cut] in kept
 
 
 def _check_unplaced_inserts(w: _Rewriter) -> None:

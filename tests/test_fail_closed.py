@@ -1,0 +1,317 @@
+"""Fail closed on what a file can hide: a value nobody planned for never reaches an output.
+
+Each test writes a small file holding a marker where a careless de-identifier would keep
+it (a UID written with another VR, text inside an SR code, an attribute Table E.1-1 does
+not list, a retired or mis-typed one), de-identifies it and greps every byte written
+(outputs, their names, the manifests) for the marker.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from pathlib import Path
+
+import polars as pl
+import pydicom
+import pytest
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRLittleEndian
+
+from dicomframe.keys import ProjectKey
+from dicomframe.pipeline import deidentify
+from dicomframe.profiles import Option, Profile
+
+KEY = ProjectKey.from_bytes(bytes(range(32)))
+MARK = "ZQXMARK"
+#: the files are invalid on purpose
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def _base(n: int = 1) -> Dataset:
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPInstanceUID = f"1.2.826.0.1.3680043.10.9998.{n}"
+    ds.StudyInstanceUID = "1.2.826.0.1.3680043.10.9998.100"
+    ds.SeriesInstanceUID = "1.2.826.0.1.3680043.10.9998.200"
+    ds.PatientName, ds.PatientID, ds.Modality = "Doe^Jane", "PID0001", "OT"
+    ds.Manufacturer = "ACME Imaging"
+    ds.ManufacturerModelName = "Scanner 3000"
+    return ds
+
+
+def _save(ds: Dataset, path: Path) -> None:
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    sop = ds.get((0x0008, 0x0018))
+    ds.file_meta.MediaStorageSOPInstanceUID = (
+        "1.2.826.0.1.3680043.10.9998.999" if sop is None else str(sop.value)
+    )
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # mis-typed values on purpose
+        ds.save_as(path, enforce_file_format=True)
+
+
+def _run(tmp_path: Path, ds: Dataset, profile: str | Profile = "default") -> tuple[object, Path]:
+    _save(ds, tmp_path / "in" / "a.dcm")
+    result = deidentify(
+        tmp_path / "in", tmp_path / "out", key=KEY, vault=tmp_path / "vault", batch_id="b",
+        profile=profile, progress=False,
+    )  # fmt: skip
+    return result, tmp_path / "out"
+
+
+def _leaks(out: Path) -> list[str]:
+    """Where the marker is: in a name or in the bytes of anything written under ``out``."""
+    found = []
+    for path in out.rglob("*"):
+        if MARK.lower() in str(path.relative_to(out)).lower():
+            found.append(f"name {path.relative_to(out)}")
+        if path.is_file() and MARK.encode() in path.read_bytes():
+            found.append(f"bytes of {path.relative_to(out)}")
+    return found
+
+
+def _only_output(out: Path) -> Dataset:
+    (path,) = (out / "b").rglob("*.dcm")
+    return pydicom.dcmread(path)
+
+
+def test_a_uid_written_with_a_text_vr_gets_a_new_uid(tmp_path: Path) -> None:
+    ds = _base()
+    ds[0x00080018] = DataElement(0x00080018, "LO", f"1.2.3.{MARK}.4")  # SOPInstanceUID as LO
+    ds[0x00200052] = DataElement(0x00200052, "LT", f"{MARK} frame")  # FrameOfReferenceUID as LT
+    ds.ReferencedSOPSequence = Sequence([Dataset()])
+    ds.ReferencedSOPSequence[0][0x00081155] = DataElement(0x00081155, "UT", f"{MARK}.ref")
+    result, out = _run(tmp_path, ds)
+    assert result.written == 1 and not _leaks(out)
+    got = _only_output(out)
+    assert str(got[0x00080018].value).startswith("2.25.")
+    assert str(got[0x00200052].value).startswith("2.25.")
+
+
+def test_a_uid_in_a_vr_too_short_for_a_new_one_refuses_the_file(tmp_path: Path) -> None:
+    ds = _base()
+    ds[0x0020000D] = DataElement(0x0020000D, "SH", MARK)  # StudyInstanceUID as SH
+    result, out = _run(tmp_path, ds)
+    assert result.written == 0 and [f["kind"] for f in result.failed] == ["invalid"]
+    assert not _leaks(out)
+
+
+def test_retained_uids_that_are_not_uids_never_name_an_output(tmp_path: Path) -> None:
+    ds = _base()
+    ds.StudyInstanceUID = f"../../{MARK}"
+    ds.SeriesInstanceUID = f"{MARK}/x"
+    profile = Profile.preset("default").with_options(Option.RETAIN_UIDS)
+    result, _out = _run(tmp_path, ds, profile)
+    assert result.written == 0 and [f["kind"] for f in result.failed] == ["invalid"]
+    assert "without Retain UIDs" in result.failed[0]["reason"]
+    # nothing written anywhere (outside DST either) holds it: only the input does
+    assert [leak for leak in _leaks(tmp_path) if not leak.endswith(f"in{os.sep}a.dcm")] == []
+
+
+def test_inside_sr_codes_only_codes_are_kept(tmp_path: Path) -> None:
+    ds = _base()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.33"
+    ds.Modality, ds.ValueType = "SR", "CONTAINER"
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "121071", "DCM", "Finding"
+    code.PatientName = f"{MARK}^Name"
+    code.OperatorsName = f"{MARK}^Operator"
+    code.PatientComments = f"{MARK} comment"
+    code.add_new(0x00080099, "LO", f"{MARK} unknown")  # not in the dictionary
+    code.add_new(0x00190010, "LO", "ACME 1.0")
+    code.add_new(0x00191001, "LO", f"{MARK} private")
+    item = Dataset()
+    item.RelationshipType, item.ValueType, item.TextValue = "CONTAINS", "TEXT", "no finding"
+    item.ConceptNameCodeSequence = Sequence([code])
+    ds.ContentSequence = Sequence([item])
+    profile = Profile.preset("research").with_options(Option.CLEAN_STRUCTURED_CONTENT)
+    result, out = _run(tmp_path, ds, profile)
+    assert result.written == 1 and not _leaks(out)
+    kept = _only_output(out).ContentSequence[0].ConceptNameCodeSequence[0]
+    assert (kept.CodeValue, kept.CodingSchemeDesignator, kept.CodeMeaning) == (
+        "121071",
+        "DCM",
+        "Finding",
+    )
+
+
+@pytest.mark.parametrize(
+    ("tag", "vr", "what"),
+    [
+        (0x00140104, "PN", "SecondaryReviewerName"),
+        (0x00142006, "PN", "EvaluatorName"),
+        (0x0074100C, "LO", "ContactDisplayName"),
+        (0x00100033, "LO", "PatientBirthDateInAlternativeCalendar"),
+        (0x00400400, "LT", "CommentsOnTheScheduledProcedureStep"),
+        (0x0040A160, "UT", "TextValue at the top level"),
+        (0x0074100A, "UR", "ContactURI"),
+        (0x60000022, "LO", "OverlayDescription"),
+        (0x60001500, "LO", "OverlayLabel"),
+        (0x00080010, "SH", "RecognitionCode (retired)"),
+        (0x1010ABCD, "LT", "a retired repeating group (ZonalMap) holding text"),
+        (0x00189346, "LT", "a sequence attribute written as text"),
+        (0x00180050, "LO", "SliceThickness written as text"),
+    ],
+)
+def test_attributes_table_e11_does_not_list_do_not_keep_text(
+    tmp_path: Path, tag: int, vr: str, what: str
+) -> None:
+    ds = _base()
+    value = (
+        f"{MARK}^Someone" if vr == "PN" else f"http://x/{MARK}" if vr == "UR" else f"{MARK} {what}"
+    )
+    ds[tag] = DataElement(tag, vr, value)
+    result, out = _run(tmp_path, ds)
+    assert result.written == 1, result.failed
+    assert not _leaks(out), what
+    got = _only_output(out)
+    assert (got.Manufacturer, got.ManufacturerModelName) == ("ACME Imaging", "Scanner 3000")
+
+
+def test_with_clean_descriptors_unlisted_free_text_is_cleaned_like_the_listed(
+    tmp_path: Path,
+) -> None:
+    import dicomframe as dcf
+    from dicomframe.plan import make_plan
+
+    ds = _base()
+    ds.CommentsOnTheScheduledProcedureStep = "Jane Doe asked for a copy"
+    ds.StudyDescription = "Jane Doe chest"
+    _save(ds, tmp_path / "a.dcm")
+    table = make_plan(dcf.scan(tmp_path / "a.dcm", progress=False), "research", KEY).table
+    new = dict(table.select("keyword", "new_value").iter_rows())
+    assert "Jane" not in new["CommentsOnTheScheduledProcedureStep"]
+    assert new["CommentsOnTheScheduledProcedureStep"].endswith("asked for a copy")
+
+
+def test_the_plan_says_why_an_unlisted_attribute_went(tmp_path: Path) -> None:
+    import dicomframe as dcf
+    from dicomframe.plan import make_plan
+
+    ds = _base()
+    ds[0x00140104] = DataElement(0x00140104, "PN", "Roe^Rita")
+    ds[0x00189346] = DataElement(0x00189346, "LT", "text")
+    _save(ds, tmp_path / "a.dcm")
+    table = make_plan(dcf.scan(tmp_path / "a.dcm", progress=False), "default", KEY).table
+    why = dict(
+        table.select(
+            "keyword", pl.concat_str([pl.col("action"), pl.col("source")], separator=": ")
+        ).iter_rows()
+    )
+    assert why["SecondaryReviewerName"] == "Z: not in E.1-1: a person name"
+    assert why["CTDIPhantomTypeCodeSequence"] == "X: not in E.1-1: VR differs from the dictionary"
+    assert why["Manufacturer"] == "K: not in E.1-1"
+
+
+def _explicit(tag: int, vr: str, value: bytes) -> bytes:
+    head = (tag >> 16).to_bytes(2, "little") + (tag & 0xFFFF).to_bytes(2, "little")
+    if vr in ("OB", "OW", "SQ", "UN", "UT", "UC", "UR"):
+        return head + vr.encode() + b"\0\0" + len(value).to_bytes(4, "little") + value
+    return head + vr.encode() + len(value).to_bytes(2, "little") + value
+
+
+def _implicit(tag: int, value: bytes) -> bytes:
+    return (
+        (tag >> 16).to_bytes(2, "little")
+        + (tag & 0xFFFF).to_bytes(2, "little")
+        + len(value).to_bytes(4, "little")
+        + value
+    )
+
+
+def test_a_private_sequence_the_rewriter_reads_otherwise_is_refused_not_copied(
+    tmp_path: Path,
+) -> None:
+    """Retain Safe Private keeps a listed private sequence and decides what is inside it; a
+    creator written so that the scan and the rewriter read it differently (here longer than
+    64 KiB) must not let the rewriter copy the sequence whole, with what is inside."""
+    import io
+
+    ds = _base()
+    _save(ds, tmp_path / "base.dcm")
+    inside = _implicit(0x00104000, f"{MARK} comment ".encode()) + _implicit(
+        0x00080099, f"{MARK}xx".encode()
+    )
+    item = b"\xfe\xff\x00\xe0" + len(inside).to_bytes(4, "little") + inside
+    creator = b"Philips Imaging DD 001" + b" " * 70_000
+    data = (tmp_path / "base.dcm").read_bytes()
+    data += _explicit(0x20010010, "UT", creator) + _explicit(0x2001105F, "UN", item)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.dcm").write_bytes(data)
+    pydicom.dcmread(io.BytesIO(data))  # a readable file
+    profile = Profile.preset("default").with_options(Option.RETAIN_SAFE_PRIVATE)
+    result = deidentify(
+        tmp_path / "in", tmp_path / "out", key=KEY, vault=tmp_path / "vault", batch_id="b",
+        profile=profile, progress=False,
+    )  # fmt: skip
+    assert result.written == 0 and [f["kind"] for f in result.failed] == ["corrupt"]
+    assert "planned as a sequence" in result.failed[0]["reason"]
+    assert not _leaks(tmp_path / "out")
+
+
+@pytest.mark.parametrize(
+    ("name", "description"),
+    [
+        ("Li^Xi", "Li Xi head"),  # two-letter name parts
+        ("García^José", "Jose Garcia knee"),  # typed without the accents
+        ("Doeson^Janet", "JanetDoeson_brain"),  # glued, in camel case
+    ],
+)
+def test_clean_descriptors_finds_the_patients_name_however_it_is_written(
+    tmp_path: Path, name: str, description: str
+) -> None:
+    import dicomframe as dcf
+    from dicomframe.plan import make_plan
+
+    ds = _base()
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.PatientName, ds.StudyDescription = name, description
+    _save(ds, tmp_path / "a.dcm")
+    table = make_plan(dcf.scan(tmp_path / "a.dcm", progress=False), "research", KEY).table
+    cleaned = dict(table.select("keyword", "new_value").iter_rows())["StudyDescription"]
+    words = {w.lower() for w in re.split(r"[^A-Za-z]+|(?<=[a-z])(?=[A-Z])", cleaned) if w}
+    assert not words & {"li", "xi", "jose", "garcia", "janet", "doeson"}, cleaned
+    assert "***" in cleaned
+
+
+def test_retired_variable_pixel_data_holding_anything_is_removed(tmp_path: Path) -> None:
+    ds = _base()
+    ds[0x7F100010] = DataElement(0x7F100010, "OB", f"{MARK} in retired pixel data!".encode())
+    result, out = _run(tmp_path, ds)
+    assert result.written == 1 and not _leaks(out)
+
+
+def test_an_element_written_twice_with_two_readings_goes_both_times(tmp_path: Path) -> None:
+    """(0018,9346) as a sequence, then again as text: one decision per path, so both go."""
+    ds = _base()
+    _save(ds, tmp_path / "base.dcm")
+    code = _explicit(0x00080100, "SH", b"12")
+    item = b"\xfe\xff\x00\xe0" + len(code).to_bytes(4, "little") + code
+    data = (tmp_path / "base.dcm").read_bytes()
+    data += _explicit(0x00189346, "SQ", item) + _explicit(0x00189346, "LT", f"{MARK} text".encode())
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.dcm").write_bytes(data)
+    result = deidentify(
+        tmp_path / "in", tmp_path / "out", key=KEY, vault=tmp_path / "vault", batch_id="b", progress=False
+    )
+    assert result.written == 1 and not _leaks(tmp_path / "out")
+    assert 0x00189346 not in _only_output(tmp_path / "out")
+
+
+def test_a_safe_private_attribute_holding_text_where_the_table_says_a_number_goes(tmp_path: Path) -> None:
+    ds = _base()
+    ds.add_new(0x70530010, "LO", "Philips PET Private Group")
+    ds.add_new(0x70531000, "LO", f"{MARK} SUV")  # listed as DS (SUV Factor)
+    ds.add_new(0x70531009, "DS", "1.5")  # listed as DS: kept
+    profile = Profile.preset("default").with_options(Option.RETAIN_SAFE_PRIVATE)
+    result, out = _run(tmp_path, ds, profile)
+    assert result.written == 1 and not _leaks(out)
+    got = _only_output(out)
+    assert got[0x70531009].value == 1.5 and 0x70531000 not in got
