@@ -287,78 +287,73 @@ def _match_actions(elements: pl.DataFrame, profile: Profile) -> pl.DataFrame:
 
 
 #: VRs of an attribute Table E.1-1 does not list that are not kept as they are (fail closed):
-#: names, free text, addresses of systems, dates and times
+#: free text, addresses of systems, dates and times (person names: emptied)
 _UNLISTED_TEXT_VRS = ("ST", "LT", "UT", "UC")
 _UNLISTED_REMOVED_VRS = ("UR", "AE")
 _UNLISTED_DATE_VRS = ("DA", "DT", "TM")
 #: keywords of LO/SH attributes Table E.1-1 does not list that name or reach a person, or
 #: hold a birth or death: removed (e.g. ContactDisplayName, PatientBirthDateInAlternativeCalendar)
-_UNLISTED_PERSONAL = (
+_UNLISTED_PERSONAL = re.compile(
     r"Person|Patient|Physician|Operator|Reviewer|Evaluator|Author|Contact|Responsible|Requesting"
     r"|Referring|Performing|Verifying|Observer|Participant|Issuer|Institution|Address|Telephone"
     r"|Phone|Email|Birth|Death|Calendar"
 )
 #: keywords of LO/SH attributes Table E.1-1 does not list that are free descriptions
-_UNLISTED_DESCRIPTIVE = r"(Description|Label|Comments?|Text|Notes?)$"
+_UNLISTED_DESCRIPTIVE = re.compile(r"(Description|Label|Comments?|Text|Notes?)$")
 
 
-def _dictionary_facts(tags: pl.Series) -> pl.DataFrame:
-    """The data dictionary's VR (as PS3.6 writes it: ``US or SS``) and retired flag of each tag."""
-    from .tags import _entry
-
-    unique = tags.unique().to_list()
-    entries = [_entry(int(tag)) for tag in unique]
-    return pl.DataFrame(
-        {
-            "tag": unique,
-            "_dict_vr": [e[0] if e else None for e in entries],
-            "_retired": [bool(e and e[3] == "Retired") for e in entries],
-        },
-        schema={"tag": pl.UInt32, "_dict_vr": pl.String, "_retired": pl.Boolean},
-    )
-
-
-def _unlisted_decisions(unlisted: pl.Expr, profile: Profile) -> list[tuple[pl.Expr, str, str]]:
-    """What becomes of a standard attribute that Table E.1-1 does not list (first match wins).
+def _unlisted(tag: int, vr: str, profile: Profile) -> tuple[str, str]:
+    """What becomes of a standard attribute that Table E.1-1 does not list: (action, source).
 
     The table lists the attributes the standard knows may identify; newer ones (a reviewer's
     name, a contact, a birth date in another calendar), retired ones and values written
     with another VR than the dictionary's are not all in it. Fail closed: one whose VR
     differs from the dictionary's is removed; names are emptied; free text, system
-    addresses and retired text are removed (free text cleaned with Clean Descriptors);
-    dates and times follow the temporal options; a short text whose keyword names or
-    reaches a person is removed. The rest (codes, numbers, UIDs of classes, technical
-    text such as Manufacturer or ConvolutionKernel) is kept.
+    addresses and retired text or data are removed (free text cleaned with Clean
+    Descriptors); dates and times follow the temporal options; a short text whose keyword
+    names or reaches a person is removed. The rest (codes, numbers, UIDs of classes,
+    technical text such as Manufacturer or ConvolutionKernel) is kept.
     """
-    declared = pl.col("vr")
-    dictionary = pl.col("_dict_vr")
-    # the VR the value is: the declared one, or the dictionary's for UN
-    vr = pl.when(declared == "UN").then(dictionary.str.slice(0, 2)).otherwise(declared)
-    mismatch = (declared != "UN") & ~dictionary.str.contains(pl.lit("(^| )") + declared + pl.lit("($| )"))
+    from .tags import _entry
+
+    entry = _entry(tag)
+    if entry is None:
+        return "X", "unknown: fail closed"
+    listed = entry[0].split(" or ")
+    if vr != "UN" and vr not in listed:
+        return "X", "not in E.1-1: VR differs from the dictionary"
+    value_vr = listed[0] if vr == "UN" else vr  # a UN value is what the dictionary says
+    encoded = vr != "UN"  # a value of unknown VR cannot be cleaned, emptied or shifted in place
+    keyword = entry[4] or ""
     options = profile.options
-    if Option.RETAIN_LONG_FULL_DATES in options:
-        dates = "K"
-    elif Option.RETAIN_LONG_MODIFIED_DATES in options:
-        dates = "C"  # shifted (times of day kept), as the listed dates are
-    else:
-        dates = "X"
-    keyword = pl.col("keyword").fill_null("")
-    short = vr.is_in(["LO", "SH"])
-    text = vr.is_in(_UNLISTED_TEXT_VRS) | (short & keyword.str.contains(_UNLISTED_DESCRIPTIVE))
-    encoded = declared != "UN"  # a value of unknown VR cannot be cleaned, emptied or shifted in place
-    cleaned = "C" if Option.CLEAN_DESCRIPTORS in options else "X"
-    return [
-        (unlisted & dictionary.is_not_null() & mismatch, "X", "not in E.1-1: VR differs from the dictionary"),
-        (unlisted & pl.col("_retired") & ~vr.is_in(_NUMERIC_VRS), "X", "not in E.1-1: retired text or data"),
-        (unlisted & (vr == "PN") & encoded, "Z", "not in E.1-1: a person name"),
-        (unlisted & (vr == "PN"), "X", "not in E.1-1: a person name"),
-        (unlisted & vr.is_in(_UNLISTED_REMOVED_VRS), "X", "not in E.1-1: a system address"),
-        (unlisted & short & keyword.str.contains(_UNLISTED_PERSONAL), "X", "not in E.1-1: personal"),
-        (unlisted & text & encoded, cleaned, "not in E.1-1: free text"),
-        (unlisted & text, "X", "not in E.1-1: free text"),
-        (unlisted & vr.is_in(_UNLISTED_DATE_VRS) & (encoded | (dates == "K")), dates, "not in E.1-1: a date"),
-        (unlisted & vr.is_in(_UNLISTED_DATE_VRS), "X", "not in E.1-1: a date"),
-    ]
+    if entry[3] == "Retired" and value_vr not in _NUMERIC_VRS:
+        return "X", "not in E.1-1: retired text or data"
+    if value_vr == "PN":
+        return ("Z" if encoded else "X"), "not in E.1-1: a person name"
+    if value_vr in _UNLISTED_REMOVED_VRS:
+        return "X", "not in E.1-1: a system address"
+    short = value_vr in ("LO", "SH")
+    if short and _UNLISTED_PERSONAL.search(keyword):
+        return "X", "not in E.1-1: personal"
+    if value_vr in _UNLISTED_TEXT_VRS or (short and _UNLISTED_DESCRIPTIVE.search(keyword)):
+        clean = encoded and Option.CLEAN_DESCRIPTORS in options
+        return ("C" if clean else "X"), "not in E.1-1: free text"
+    if value_vr in _UNLISTED_DATE_VRS:
+        if Option.RETAIN_LONG_FULL_DATES in options:
+            return "K", "not in E.1-1: a date"
+        if Option.RETAIN_LONG_MODIFIED_DATES in options and encoded:
+            return "C", "not in E.1-1: a date"  # shifted (times of day kept), as listed dates are
+        return "X", "not in E.1-1: a date"
+    return "K", "not in E.1-1"
+
+
+def _unlisted_table(pairs: pl.DataFrame, profile: Profile) -> pl.DataFrame:
+    """:func:`_unlisted` for each (tag, vr) of ``pairs``."""
+    decided = [_unlisted(int(tag), vr or "", profile) for tag, vr in pairs.iter_rows()]
+    return pairs.with_columns(
+        _u_action=pl.Series([a for a, _ in decided], dtype=pl.String),
+        _u_source=pl.Series([s for _, s in decided], dtype=pl.String),
+    )
 
 
 def _private_and_unknown(matched: pl.DataFrame, profile: Profile) -> pl.DataFrame:
@@ -401,23 +396,23 @@ def _private_and_unknown(matched: pl.DataFrame, profile: Profile) -> pl.DataFram
     private_data = odd & ~is_creator & (elem > 0xFF)
     from_private_row = pl.col("source").is_in(["basic", "retain_safe_private"])
     unlisted = pl.col("action").is_null()
-    facts = _dictionary_facts(out.filter(unlisted & pl.col("keyword").is_not_null())["tag"])
-    out = out.join(facts, on="tag", how="left", maintain_order="left")
+    known = unlisted & pl.col("keyword").is_not_null()
+    pairs = out.select(pl.col("tag").filter(known), pl.col("vr").filter(known)).unique()
+    out = out.join(_unlisted_table(pairs, profile), on=["tag", "vr"], how="left", maintain_order="left")
     # (condition, action, source), first match wins
-    decisions = [
-        (private_data & from_private_row & safe_hit, "K", "retain_safe_private"),
-        (private_data & from_private_row, "X", "private"),
-        (odd & (elem < 0x10), "X", "private"),  # (gggg,0000-000F): private lengths, reserved
-        (~odd & (elem == 0) & (group != 0x0002), "X", "group length"),
-        (unlisted & pl.col("keyword").is_null(), "X", "unknown: fail closed"),
-        *_unlisted_decisions(unlisted, profile),
-        (unlisted, "K", "not in E.1-1"),
+    decisions: list[tuple[pl.Expr, pl.Expr, pl.Expr]] = [
+        (private_data & from_private_row & safe_hit, pl.lit("K"), pl.lit("retain_safe_private")),
+        (private_data & from_private_row, pl.lit("X"), pl.lit("private")),
+        (odd & (elem < 0x10), pl.lit("X"), pl.lit("private")),  # (gggg,0000-000F): private lengths, reserved
+        (~odd & (elem == 0) & (group != 0x0002), pl.lit("X"), pl.lit("group length")),
+        (unlisted & pl.col("keyword").is_null(), pl.lit("X"), pl.lit("unknown: fail closed")),
+        (unlisted, pl.col("_u_action"), pl.col("_u_source")),  # see _unlisted
     ]
     decided, decided_source = pl.col("action"), pl.col("source")
     for condition, action, source in reversed(decisions):
-        decided = pl.when(condition).then(pl.lit(action)).otherwise(decided)
-        decided_source = pl.when(condition).then(pl.lit(source)).otherwise(decided_source)
-    out = out.with_columns(action=decided, source=decided_source).drop("_safe", "_g", "_e", "_safe_vr", "_dict_vr", "_retired")
+        decided = pl.when(condition).then(action).otherwise(decided)
+        decided_source = pl.when(condition).then(source).otherwise(decided_source)
+    out = out.with_columns(action=decided, source=decided_source).drop("_safe", "_g", "_e", "_safe_vr", "_u_action", "_u_source")
     # a private creator is kept exactly when a data element of its block is kept
     # (looked up for the creator rows only, and put back by position)
     parent = pl.col("tag_path").str.replace(r"[0-9A-F]{8}$", "")
@@ -646,8 +641,9 @@ def _repeated_elements(plan: pl.DataFrame) -> pl.DataFrame:
     """An element written twice in one data set (a damaged or forged file) whose two copies
     would be treated differently is removed, both copies (fail closed): the rewriter applies
     one decision per element path."""
-    key = pl.struct("file_id", "tag_path")
-    if not plan.select(key.is_duplicated().any()).item():
+    # equal (file, path) pairs hash equal: as many distinct hashes as rows, none is repeated
+    hashed = pl.col("tag_path").hash(1) ^ pl.col("file_id").hash(2)
+    if plan.select(hashed.n_unique()).item() == plan.height:
         return plan
     conflict = pl.col("action").fill_null("").n_unique().over("file_id", "tag_path") > 1
     return plan.with_columns(
