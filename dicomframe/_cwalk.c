@@ -25,7 +25,10 @@ enum { CODE_NEED = 1, CODE_TRUNCATED = 2, CODE_CORRUPT = 3, CODE_UNSUPPORTED = 4
 /* truncated: what */
 enum { T_HEADER = 1, T_VALUE = 2, T_SEQUENCE = 3, T_ITEM = 4, T_FRAGMENT = 5 };
 /* corrupt: what */
-enum { C_DELIM = 1, C_VR = 2, C_ITEM = 3, C_FRAGMENT = 4, C_OVERRUN = 5 };
+enum { C_DELIM = 1, C_VR = 2, C_ITEM = 3, C_FRAGMENT = 4, C_OVERRUN = 5, C_DEPTH = 6 };
+/* deeper nesting is refused (a damaged or hostile file): real ones stay far below, and the
+ * path of every row grows with its depth (memory would grow with its square) */
+#define MAX_DEPTH 64
 enum { CS_LATIN1 = 0, CS_UTF8 = 1 };
 
 typedef struct {
@@ -299,6 +302,10 @@ static Py_ssize_t skip_fragments(W *w, Py_ssize_t pos, uint32_t tag) {
 static Py_ssize_t sequence(W *w, Py_ssize_t pos, uint32_t length, int depth, PyObject *path, int explicit_,
                            int charset, uint32_t tag, Py_ssize_t *n_items) {
     Py_ssize_t end = length == UNDEFINED ? PY_SSIZE_T_MAX : pos + (Py_ssize_t)length;
+    if (depth > MAX_DEPTH) {
+        raise_walk(CODE_CORRUPT, C_DEPTH, tag, pos, pos);
+        return -1;
+    }
     if (length != UNDEFINED && end > w->size) {
         raise_walk(CODE_TRUNCATED, T_SEQUENCE, tag, pos, end);
         return -1;

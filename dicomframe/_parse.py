@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol
 
 from .errors import ParseError
-from .tags import KEYWORDS, VRS, format_tag, keyword_for, vr_for
+from .tags import KEYWORDS, VRS, keyword_for, message_tag, vr_for
 
 __all__ = [
     "DEFLATED_LE",
@@ -67,6 +67,9 @@ DEFLATED_LE = "1.2.840.10008.1.2.1.99"
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 
 UNDEFINED = 0xFFFFFFFF
+#: sequences nested deeper than this are refused as damaged (the C walker's MAX_DEPTH):
+#: real files stay far below, and each row's path grows with its depth
+MAX_DEPTH = 64
 _INF = 1 << 62
 _PIXEL_TAGS = frozenset((0x7FE00010, 0x7FE00008, 0x7FE00009))
 _ITEM = 0xFFFEE000
@@ -329,7 +332,7 @@ class _Walker:
                 if tag == _SEQ_DELIM and depth == 0:
                     pos += 8
                     continue
-                raise _corrupt(f"unexpected delimiter {format_tag(tag)}", pos)
+                raise _corrupt(f"unexpected delimiter {message_tag(tag)}", pos)
             if explicit:
                 info = vr_info.get(vrc)
                 if info is None:
@@ -337,7 +340,7 @@ class _Walker:
                         # seen in the wild: a blank VR; read as UN with a 4-byte length
                         info = _VR_INFO["UN"]
                     else:
-                        raise _corrupt(f"unknown VR in element {format_tag(tag)}", pos)
+                        raise _corrupt(f"unknown VR in element {message_tag(tag)}", pos)
                 vr, kind, long_form = info
                 if long_form:
                     if pos + 12 > self.blen:
@@ -396,7 +399,7 @@ class _Walker:
             value: str | None
             if kind == _K_TEXT:
                 if vend > self.blen:
-                    self.need(vpos, vend, f"the value of element {format_tag(tag)}")
+                    self.need(vpos, vend, f"the value of element {message_tag(tag)}")
                     buf = self.buf
                 if vr in _KEEP_LEADING:
                     value = buf[vpos:vend].decode("latin-1").rstrip(" \x00")
@@ -408,7 +411,7 @@ class _Walker:
                         decoder = _make_decoder(value.split("\\"))
             elif kind == _K_TEXT_CS:
                 if vend > self.blen:
-                    self.need(vpos, vend, f"the value of element {format_tag(tag)}")
+                    self.need(vpos, vend, f"the value of element {message_tag(tag)}")
                     buf = self.buf
                 raw = buf[vpos:vend]
                 text = raw.decode("latin-1") if decoder is None else decoder(raw, vr)
@@ -426,7 +429,7 @@ class _Walker:
                 vm = 1
             else:
                 if vend > self.blen:
-                    self.need(vpos, vend, f"the value of element {format_tag(tag)}")
+                    self.need(vpos, vend, f"the value of element {message_tag(tag)}")
                     buf = self.buf
                 raw = buf[vpos:vend]
                 if kind == _K_NUM:
@@ -492,19 +495,21 @@ class _Walker:
         tag: int,
     ) -> tuple[int, int]:
         end = _INF if length == UNDEFINED else pos + length
+        if depth > MAX_DEPTH:
+            raise _corrupt(_corrupt_what(6, tag), pos)
         if end < _INF and end > self.size:
-            raise _truncated(f"sequence {format_tag(tag)}", pos)
+            raise _truncated(f"sequence {message_tag(tag)}", pos)
         n = 0
         while pos < end:
             if pos + 8 > self.blen:
-                self.need(pos, pos + 8, f"an item of sequence {format_tag(tag)}")
+                self.need(pos, pos + 8, f"an item of sequence {message_tag(tag)}")
             group, elem = self.hh(self.buf, pos)
             item_len = self.i(self.buf, pos + 4)[0]
             item_tag = (group << 16) | elem
             if item_tag == _SEQ_DELIM:
                 return pos + 8, n
             if item_tag != _ITEM:
-                raise _corrupt(f"expected an item in sequence {format_tag(tag)}", pos)
+                raise _corrupt(f"expected an item in sequence {message_tag(tag)}", pos)
             pos += 8
             prefix = f"{path}[{n}]."
             if item_len == UNDEFINED:
@@ -517,13 +522,13 @@ class _Walker:
 
     def skip_fragments(self, pos: int, tag: int) -> int:
         while True:
-            self.need(pos, pos + 8, f"a fragment of element {format_tag(tag)}")
+            self.need(pos, pos + 8, f"a fragment of element {message_tag(tag)}")
             group, elem = self.hh(self.buf, pos)
             flen = self.i(self.buf, pos + 4)[0]
             if (group << 16) | elem == _SEQ_DELIM:
                 return pos + 8
             if (group << 16) | elem != _ITEM or flen == UNDEFINED:
-                raise _corrupt(f"invalid fragment in element {format_tag(tag)}", pos)
+                raise _corrupt(f"invalid fragment in element {message_tag(tag)}", pos)
             pos += 8 + flen
 
 
@@ -601,20 +606,21 @@ class _Unsupported(Exception):
 def _truncated_what(code: int, tag: int) -> str:
     return {
         1: "an element header",
-        2: f"the value of element {format_tag(tag)}",
-        3: f"sequence {format_tag(tag)}",
-        4: f"an item of sequence {format_tag(tag)}",
-        5: f"a fragment of element {format_tag(tag)}",
+        2: f"the value of element {message_tag(tag)}",
+        3: f"sequence {message_tag(tag)}",
+        4: f"an item of sequence {message_tag(tag)}",
+        5: f"a fragment of element {message_tag(tag)}",
     }[code]
 
 
 def _corrupt_what(code: int, tag: int) -> str:
     return {
-        1: f"unexpected delimiter {format_tag(tag)}",
-        2: f"unknown VR in element {format_tag(tag)}",
-        3: f"expected an item in sequence {format_tag(tag)}",
-        4: f"invalid fragment in element {format_tag(tag)}",
+        1: f"unexpected delimiter {message_tag(tag)}",
+        2: f"unknown VR in element {message_tag(tag)}",
+        3: f"expected an item in sequence {message_tag(tag)}",
+        4: f"invalid fragment in element {message_tag(tag)}",
         5: "element runs past the end of its item",
+        6: f"sequences nested more than {MAX_DEPTH} levels deep",
     }[code]
 
 
@@ -874,6 +880,8 @@ def _pydicom_walk(ds: Any, rows: list[Row], prefix: str, depth: int) -> None:
             vr = _resolve_ambiguous(tag, vr)
         length = getattr(elem, "length", 0) or 0
         if vr == "SQ":
+            if depth >= MAX_DEPTH:
+                raise _corrupt(_corrupt_what(6, tag), 0)
             n = len(elem.value or [])
             rows.append((path, tag, "SQ", n, None, creator, depth, length, None))
             for k, item in enumerate(elem.value or []):

@@ -814,6 +814,43 @@ def _new_values(
     return plan
 
 
+#: what a value of these VRs is (each of its values, between backslashes); a value kept as
+#: it is must be one: text written where a time, number or UID belongs may be a name
+_VALUE_SYNTAX = {
+    "DA": r"\d{8}|\d{4}\.\d{2}\.\d{2}",
+    "TM": r"\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?|\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?",
+    "DT": r"\d{4}(\d{2}(\d{2}(\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?)?)?)?([+-]\d{4})?",
+    "IS": r"[+-]?\d+",
+    "DS": r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?",
+    "AS": r"\d{3}[DWMY]",
+    "UI": r"[0-9]+(\.[0-9]+)*",
+}
+
+
+def _malformed_removed(plan: pl.DataFrame) -> pl.DataFrame:
+    """A value kept as it is (K, or a time of day under C) that is not what its VR says
+    (``StudyTime`` = ``SMITH^JOHN``, an ``IS`` holding a word) is removed (fail closed):
+    dates that do not parse are replaced already, never kept."""
+    vr, value = pl.col("vr"), pl.col("value")
+    kept = (pl.col("action") == "K") | ((pl.col("action") == "C") & (vr == "TM"))
+    where = kept & vr.is_in(list(_VALUE_SYNTAX)) & value.is_not_null()
+    checked = plan.select(vr.filter(where), value.filter(where)).unique()
+    bad = []
+    for name, syntax in _VALUE_SYNTAX.items():  # each distinct value once
+        one = rf" *(?:{syntax}) *"
+        found = checked.filter((vr == name) & ~value.str.contains(rf"^(?:{one})?(?:\\(?:{one})?)*$"))
+        bad.append(found)
+    wrong = pl.concat(bad)
+    if wrong.height == 0:
+        return plan
+    malformed = kept & pl.struct(vr, value).is_in(wrong.select(pl.struct("vr", "value")).to_series().implode())
+    return plan.with_columns(
+        action=pl.when(malformed).then(pl.lit("X")).otherwise(pl.col("action")),
+        source=pl.when(malformed).then(pl.lit("not a valid value of its VR: fail closed")).otherwise(pl.col("source")),
+        new_value=pl.when(malformed).then(pl.lit(None, pl.String)).otherwise(pl.col("new_value")),
+    )
+
+
 def _fit_lengths(plan: pl.DataFrame) -> pl.DataFrame:
     """Every value written must fit its VR's length: new values cut to it (kept rows untouched)."""
     limit = pl.col("vr").replace_strict(_MAX_LENGTH, default=None, return_dtype=pl.Int64)
@@ -990,7 +1027,7 @@ def make_plan(
     if Option.CLEAN_STRUCTURED_CONTENT in prof.options:
         decided = _clean_structured_content(decided, prof)
     decided = _remove_inside_removed(_repeated_elements(decided))
-    table = _new_values(decided, context, elements, key)
+    table = _malformed_removed(_new_values(decided, context, elements, key))
     table = table.sort("_row").select(PLAN_COLUMNS)  # joins do not keep row order: restore it
     files = _files_table(table, context)
     jobs = pixel_jobs(instances, prof.pixel_rules, pixel_clean)

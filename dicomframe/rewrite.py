@@ -72,7 +72,7 @@ from ._parse import (
     _truncated,
 )
 from .errors import ParseError, UserInputError
-from .tags import VRS, format_tag, vr_for
+from .tags import VRS, format_tag, message_tag, vr_for
 
 try:
     from . import _cwalk  # the C accelerator (optional: built when a compiler is present)
@@ -466,7 +466,7 @@ class _Rewriter:
                     elif tag == _SEQ_DELIM and top:
                         changed = True
                     else:
-                        raise _corrupt(f"unexpected delimiter {format_tag(tag)}", pos)
+                        raise _corrupt(f"unexpected delimiter {message_tag(tag)}", pos)
                     if run >= 0:
                         append(mv[run:pos])
                         run = -1
@@ -479,7 +479,7 @@ class _Rewriter:
                         if vrc == 0x2020 or vrc == 0:
                             info = _UN_INFO  # a blank VR, read as UN (as the walker does)
                         else:
-                            raise _corrupt(f"unknown VR in element {format_tag(tag)}", pos)
+                            raise _corrupt(f"unknown VR in element {message_tag(tag)}", pos)
                     is_sq, long_form, is_un = info
                     if long_form:
                         if pos + 12 > size:
@@ -541,7 +541,7 @@ class _Rewriter:
                     elif length != UNDEFINED:
                         epos = vpos + length
                         if epos > size:
-                            raise _truncated(f"sequence {format_tag(tag)}", vpos)
+                            raise _truncated(f"sequence {message_tag(tag)}", vpos)
                     else:
                         epos = self.sequence(
                             vpos, length, depth + 1, path, explicit and not is_un, tag, True
@@ -551,7 +551,7 @@ class _Rewriter:
                 else:
                     epos = vpos + length
                     if epos > size:
-                        raise _truncated(f"the value of element {format_tag(tag)}", vpos)
+                        raise _truncated(f"the value of element {message_tag(tag)}", vpos)
             except ParseError:
                 if not trailing:
                     raise
@@ -624,13 +624,13 @@ class _Rewriter:
         u32 = enc.u32
         end = _INF if length == UNDEFINED else pos + length
         if end < _INF and end > size:
-            raise _truncated(f"sequence {format_tag(tag)}", pos)
+            raise _truncated(f"sequence {message_tag(tag)}", pos)
         out: list[bytes | memoryview] = []
         changed = False
         n = 0
         while pos < end:
             if pos + 8 > size:
-                raise _truncated(f"an item of sequence {format_tag(tag)}", pos)
+                raise _truncated(f"an item of sequence {message_tag(tag)}", pos)
             group, elem = hh(data, pos)
             item_len = u32(data, pos + 4)[0]
             item_tag = (group << 16) | elem
@@ -638,7 +638,7 @@ class _Rewriter:
                 pos += 8
                 break
             if item_tag != _ITEM:
-                raise _corrupt(f"expected an item in sequence {format_tag(tag)}", pos)
+                raise _corrupt(f"expected an item in sequence {message_tag(tag)}", pos)
             start = pos
             pos += 8
             prefix = f"{path}[{n}]."
@@ -667,21 +667,21 @@ class _Rewriter:
         u32 = self.enc.u32
         while True:
             if pos + 8 > size:
-                raise _truncated(f"a fragment of element {format_tag(tag)}", pos)
+                raise _truncated(f"a fragment of element {message_tag(tag)}", pos)
             group, elem = hh(data, pos)
             flen = u32(data, pos + 4)[0]
             ftag = (group << 16) | elem
             if ftag == _SEQ_DELIM:
                 return pos + 8
             if ftag != _ITEM or flen == UNDEFINED:
-                raise _corrupt(f"invalid fragment in element {format_tag(tag)}", pos)
+                raise _corrupt(f"invalid fragment in element {message_tag(tag)}", pos)
             pos += 8 + flen
 
     # -- Pixel Data integrity -----------------------------------------------------
     def pixel_end(self, vpos: int, length: int, tag: int) -> int:
         """Check the top-level Pixel Data is complete; return its end."""
         size = self.size
-        name = f"Pixel Data {format_tag(tag)}"
+        name = f"Pixel Data {message_tag(tag)}"
         if length != UNDEFINED:
             if vpos + length > size:
                 raise ParseError(
@@ -718,7 +718,7 @@ class _Rewriter:
             if ftag == _SEQ_DELIM:
                 return pos + 8
             if ftag != _ITEM or flen == UNDEFINED:
-                raise _corrupt(f"invalid fragment in element {format_tag(tag)}", pos)
+                raise _corrupt(f"invalid fragment in element {message_tag(tag)}", pos)
             if pos + 8 + flen > size:
                 raise ParseError(
                     "truncated",

@@ -132,6 +132,16 @@ def _entry(tag: int) -> tuple[str, str, str, str, str] | None:
     return entry
 
 
+def message_tag(tag: int) -> str:
+    """A tag for a message about a damaged file: ``(0010,0010)`` for one the data dictionary
+    knows, else ``(a private tag)`` or ``(an unknown tag)``. Where a file is damaged, the
+    four bytes read as a tag may be text of a value (``(4D53,5449)`` is ``SMIT``): they
+    are never printed."""
+    if keyword_for(tag) is not None:
+        return format_tag(tag)
+    return "(a private tag)" if is_private(tag) else "(an unknown tag)"
+
+
 def keyword_for(tag: int) -> str | None:
     """Keyword of a public tag (repeating groups such as 60xx included), else ``None``."""
     kw = KEYWORDS.get(tag)

@@ -110,7 +110,8 @@ def test_retained_uids_that_are_not_uids_never_name_an_output(tmp_path: Path) ->
     profile = Profile.preset("default").with_options(Option.RETAIN_UIDS)
     result, _out = _run(tmp_path, ds, profile)
     assert result.written == 0 and [f["kind"] for f in result.failed] == ["invalid"]
-    assert "without Retain UIDs" in result.failed[0]["reason"]
+    # a UI value that is not a UID is not kept (fail closed), so nothing names the output
+    assert "StudyInstanceUID" in result.failed[0]["reason"]
     # nothing written anywhere (outside DST either) holds it: only the input does
     assert [leak for leak in _leaks(tmp_path) if not leak.endswith(f"in{os.sep}a.dcm")] == []
 
@@ -315,3 +316,41 @@ def test_a_safe_private_attribute_holding_text_where_the_table_says_a_number_goe
     assert result.written == 1 and not _leaks(out)
     got = _only_output(out)
     assert got[0x70531009].value == 1.5 and 0x70531000 not in got
+
+
+@pytest.mark.parametrize(
+    ("keyword", "vr", "value"),
+    [
+        ("StudyTime", "TM", f"{MARK}^SECRET"),
+        ("SeriesTime", "TM", f"{MARK}999"),
+        ("SliceThickness", "DS", f"{MARK}"),
+        ("InstanceNumber", "IS", f"{MARK}7"),
+        ("PatientAge", "AS", f"{MARK}"),
+    ],
+)
+def test_a_value_kept_as_it_is_must_be_what_its_vr_says(tmp_path: Path, keyword: str, vr: str, value: str) -> None:
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    ds = _base()
+    tag = pydicom.datadict.tag_for_keyword(keyword)
+    raw = value.encode() + b" " * (len(value) % 2)
+    ds[tag] = RawDataElement(Tag(tag), vr, len(raw), raw, 0, False, True)  # as written, unchecked
+    profile = Profile.preset("default").with_options(Option.RETAIN_PATIENT_CHARACTERISTICS)
+    result, out = _run(tmp_path, ds, profile)
+    assert result.written == 1 and not _leaks(out)
+    assert keyword not in _only_output(out)
+
+
+def test_sequences_nested_absurdly_deep_are_refused_quickly(tmp_path: Path) -> None:
+    inner = Dataset()
+    inner.CodeValue = "1"
+    for _ in range(200):
+        outer = Dataset()
+        outer.ContentSequence = Sequence([inner])
+        inner = outer
+    ds = _base()
+    ds.ContentSequence = inner.ContentSequence
+    result, _out = _run(tmp_path, ds)
+    assert result.written == 0 and [f["kind"] for f in result.failed] == ["corrupt"]
+    assert "nested more than 64 levels" in result.failed[0]["reason"]
