@@ -8,6 +8,7 @@ of files that could not be read.
 
 from __future__ import annotations
 
+import errno
 import gc
 import os
 from collections.abc import Iterator, Sequence
@@ -78,10 +79,14 @@ def read_file_rows(ref: FileRef, fs: Any) -> tuple[list[Row], FileInfo]:
     try:
         fh = open_reader(fs, ref)
     except FileNotFoundError:
+        if fs is None and os.path.islink(ref.path):
+            raise ParseError("unreadable", "a symbolic link to nothing: fix the link or remove it") from None
         raise ParseError("unreadable", "the file disappeared while scanning; re-run the scan") from None
     except PermissionError:
         raise ParseError("unreadable", "permission denied: check that your user can read the file") from None
     except OSError as exc:
+        if fs is None and exc.errno == errno.ELOOP:
+            raise ParseError("unreadable", "a symbolic link that leads back to itself: remove it") from None
         raise ParseError("unreadable", f"the file could not be opened ({type(exc).__name__})") from None
     with fh:
         first_error: ParseError | None
@@ -152,11 +157,35 @@ def _read_all(refs: Sequence[FileRef], fs: Any, readers: int) -> Iterator[tuple[
     yield from thread_map(lambda ref: _try_read(ref, fs), refs, readers)
 
 
+def _named_in_utf8(path: str) -> bool:
+    """Whether ``path`` is text (not a name in another encoding, kept as surrogate escapes)."""
+    if path.isascii():
+        return True
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+#: why a file whose name is not UTF-8 is not read (its path in the errors table shows "?"s)
+BAD_NAME = (
+    "its name (or a folder's) is not valid UTF-8: written in another encoding, such as Latin-1. "
+    "Rename it (e.g. `convmv -f latin1 -t utf8 -r --notest SRC`) and run again"
+)
+
+
 def _scan_chunk(refs: Sequence[FileRef], fs: Any, readers: int = 1) -> Chunk:
     file_ids: list[int] = []
     all_rows: list[Row] = []
     records: list[dict[str, Any]] = []
     errors: list[tuple[Any, ...]] = []
+    if not all(_named_in_utf8(ref.path) for ref in refs):
+        for ref in refs:
+            if not _named_in_utf8(ref.path):
+                shown = ref.path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                errors.append((ref.file_id, shown, ref.size, "unreadable", BAD_NAME))
+        refs = [ref for ref in refs if _named_in_utf8(ref.path)]
     for ref, read in zip(refs, _read_all(refs, fs, readers), strict=True):
         if isinstance(read, ParseError):
             errors.append((ref.file_id, ref.path, ref.size, read.kind, str(read)))

@@ -425,7 +425,7 @@ def audit(
     for column in ("file_id", "tag_path", "keyword", "rule", "evidence"):
         detail.add_column(column, overflow="fold")
     for row in findings.head(15).iter_rows(named=True):
-        detail.add_row(*[_escape(str(row.get(c) or "")) for c in ("file_id", "tag_path", "keyword", "rule", "evidence")])
+        detail.add_row(*[_escape("" if row.get(c) is None else str(row.get(c))) for c in ("file_id", "tag_path", "keyword", "rule", "evidence")])
     _out.print(detail)
     level = SEVERITIES.index(fail_on)
     worst = findings.filter(pl.col("severity").is_in(list(SEVERITIES[level:])))

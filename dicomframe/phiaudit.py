@@ -197,6 +197,26 @@ def _uid_roots(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
     return _findings(rows, "uid_with_org_root", "high", mask(pl.col("value")), "replace this UID (action U)")
 
 
+def _unreadable(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
+    """Files the scan could not read: nothing in them was checked, so none is clean.
+
+    A batch's own manifests are not DICOM and are not reported; any other file that is
+    not DICOM is, as medium (a stray export, a report), damaged ones and DICOMDIRs
+    (which list patient names) as high."""
+    name = pl.col("path").str.replace(r"^.*[/\\]", "")
+    manifest = (pl.col("kind") == "not_dicom") & name.is_in(["manifest.json", "manifest.parquet"])
+    return scan.errors.filter(~manifest).select(
+        pl.col("file_id").cast(pl.Int64),
+        tag_path=pl.lit(None, pl.String),
+        keyword=pl.lit(None, pl.String),
+        vr=pl.lit(None, pl.String),
+        rule=pl.lit("unreadable"),
+        severity=pl.when(pl.col("kind") == "not_dicom").then(pl.lit("medium")).otherwise(pl.lit("high")),
+        evidence=pl.col("kind"),  # damaged, truncated, not_dicom, dicomdir…: never a value
+        suggested_action=pl.lit("not checked: remove the file, or de-identify its source again"),
+    )
+
+
 def _burned_in_risk(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
     from .pixelclean import burned_in_flag, risk_expr
 
@@ -310,6 +330,7 @@ RULES: tuple[Rule, ...] = (
     Rule("date_in_text", "medium", "date-like strings in free text", _dates_in_text),
     Rule("id_in_text", "medium", "MRN- or accession-like tokens in free text", _ids_in_text),
     Rule("uid_with_org_root", "high", "instance UIDs that still carry an organisation's root (not 2.25.)", _uid_roots),
+    Rule("unreadable", "high", "a file the audit could not read (damaged, truncated, not DICOM, a DICOMDIR): nothing in it was checked", _unreadable),
     Rule("burned_in_text_risk", "low", "images likely to hold burned-in text: BurnedInAnnotation=YES, ultrasound, secondary capture", _burned_in_risk),
     Rule("burned_in_text", "high", "text in the pixels (OCR with tesseract, extra `ocr`) of the images burned_in_text_risk flags and of those marked pixel-cleaned (113101), matched against vault originals and names; runs only when asked for (ocr=True or by name)", _burned_in_text),
 )
@@ -362,7 +383,7 @@ def audit_scan(
     }
     parts = [rule.run(scan, ctx).cast(FINDINGS_SCHEMA) for rule in chosen]  # type: ignore[arg-type]
     findings = pl.concat(parts) if parts else pl.DataFrame(schema=FINDINGS_SCHEMA)
-    paths = scan.instances.select("file_id", "path")
+    paths = scan.instances.select("file_id", "path").vstack(scan.errors.select("file_id", "path"))
     return findings.join(paths, on="file_id", how="left").sort("file_id", "rule", "tag_path", nulls_last=True)
 
 

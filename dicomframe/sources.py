@@ -68,21 +68,35 @@ def _protocol(url: str) -> str:
 def _walk_local(root: str) -> Iterator[tuple[str, int]]:
     """Yield (path, size) of every file under ``root``, in a stable order."""
     stack = [root]
+    seen: set[tuple[int, int]] = set()  # folders walked (a link back up is walked once)
     while stack:
         folder = stack.pop()
         try:
+            st = os.stat(folder)
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except PermissionError:
+            # folder names may be patient names: the path is not printed
+            depth = folder[len(root) :].count(os.sep)
+            where = "the source folder" if folder == root else f"a folder {depth} level(s) below the source folder"
             raise StorageError(
-                f"permission denied reading folder {folder!r}: check that your user can read it"
+                f"permission denied reading {where}: check that your user can read every folder under it "
+                "(`find SRC -type d ! -readable` lists those it cannot)"
             ) from None
         subdirs = []
         for entry in entries:
-            if entry.is_dir(follow_symlinks=True):
-                subdirs.append(entry.path)
-            elif entry.is_file(follow_symlinks=True):
-                yield entry.path, entry.stat().st_size
+            try:
+                if entry.is_dir(follow_symlinks=True):
+                    subdirs.append(entry.path)
+                elif entry.is_file(follow_symlinks=True):
+                    yield entry.path, entry.stat().st_size
+                elif entry.is_symlink():
+                    yield entry.path, 0  # a link to nothing: the scan reports it, never skipped in silence
+            except OSError:
+                yield entry.path, 0  # a link loop or an entry gone: the scan reports it
         stack.extend(reversed(subdirs))
 
 

@@ -175,3 +175,16 @@ def test_an_original_counts_as_a_token_of_its_own(value: str, held: bool) -> Non
 
     frame = pl.DataFrame({"value": [value, "nothing"]})
     assert holds_an_original(frame, "value", ["0010", "SMITH"]).to_list() == [held, False]
+
+
+def test_a_file_the_audit_cannot_read_is_never_reported_clean(outputs, tmp_path: Path) -> None:
+    _, out, _ = outputs
+    folder = tmp_path / "out"
+    shutil.copytree(out, folder)
+    original = min((SAMPLES / "cohort").rglob("*.dcm")).read_bytes()
+    (folder / "stray.dcm").write_bytes(original[: len(original) // 3])  # truncated, full of PHI
+    (folder / "notes.txt").write_text("a report")
+    findings = dcf.audit(folder, progress=False)
+    unreadable = findings.filter(pl.col("rule") == "unreadable").sort("severity")
+    assert unreadable.select("severity", "evidence").rows() == [("high", "truncated"), ("medium", "not_dicom")]
+    assert unreadable["path"].str.ends_with("stray.dcm").any()  # the batch's own manifests are not listed
