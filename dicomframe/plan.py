@@ -39,7 +39,7 @@ from . import __version__
 from .errors import UserInputError
 from .keys import ProjectKey
 from .pixelclean import pixel_jobs
-from .profiles import Option, Profile, method_codes, safe_private_table
+from .profiles import TEMPLATE_VRS, Option, Profile, method_codes, safe_private_table
 from .pseudonyms import (
     DateShift,
     map_cloud_study_ids,
@@ -903,8 +903,8 @@ def _changed_values(
         .then(pl.lit(None, pl.String))
         .when(action == "Z")
         .then(pl.lit(""))
-        .when(action == "T")
-        .then(pl.col("_template_value"))
+        .when((action == "T") & vr.is_in(TEMPLATE_VRS))
+        .then(pl.col("_template_value"))  # elsewhere (a date, a number): removed below
         .when(uid_rows)
         .then(pl.col("_new_uid"))
         .when(vr == "SQ")

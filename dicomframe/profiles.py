@@ -110,7 +110,7 @@ from pydicom.datadict import RepeatersDictionary  # type: ignore[attr-defined]
 
 from .errors import DicomframeError, ProfileError, UserInputError
 from .pixelclean import PixelRule
-from .tags import KEYWORDS, TAGS_BY_KEYWORD, dictionary_frame, format_tag, parse_tag
+from .tags import KEYWORDS, TAGS_BY_KEYWORD, dictionary_frame, format_tag, parse_tag, vr_for
 
 T = TypeVar("T")
 
@@ -534,6 +534,8 @@ def _tag_for_keyword(keyword: str) -> int:
 
 # --------------------------------------------------------------------------- rules
 
+#: VRs a template's text (action ``T``) may be written in
+TEMPLATE_VRS = ("LO", "SH", "PN", "ST", "LT", "UT", "UC")
 #: placeholders a template (action ``T``) may use
 TEMPLATE_FIELDS: Final = ("org", "cloud_study_id", "patient_token", "study_token")
 
@@ -670,6 +672,13 @@ class Rule:
                     'action T needs a template, e.g. template = "{org}-{cloud_study_id}"'
                 )
             _check_template(template)
+            known = _tag_for_keyword(keyword) if keyword is not None else parsed_tag
+            vr = vr_for(known) if known is not None else None
+            if vr is not None and not set(vr.split(" or ")) & set(TEMPLATE_VRS):
+                raise ProfileError(
+                    f"action T writes text, and {keyword or format_tag(known or 0)} is {vr}: a template "
+                    f"can fill a text attribute ({', '.join(TEMPLATE_VRS)}) only; for this one use K, X, Z or D"
+                )
         elif template is not None:
             raise ProfileError(
                 f"a template is only used with action T (this rule's action is {parsed_action.value})"

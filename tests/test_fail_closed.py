@@ -354,3 +354,26 @@ def test_sequences_nested_absurdly_deep_are_refused_quickly(tmp_path: Path) -> N
     result, _out = _run(tmp_path, ds)
     assert result.written == 0 and [f["kind"] for f in result.failed] == ["corrupt"]
     assert "nested more than 64 levels" in result.failed[0]["reason"]
+
+
+@pytest.mark.parametrize("keyword", ["StudyDate", "Rows", "StudyInstanceUID"])
+def test_a_template_on_an_attribute_that_is_not_text_is_refused_at_once(keyword: str) -> None:
+    from dicomframe.profiles import ProfileError, Rule
+
+    with pytest.raises(ProfileError, match="a template can fill a text attribute"):
+        Rule(keyword=keyword, action="T", template="{org}")
+
+
+def test_a_template_by_pattern_writes_nothing_into_a_date(tmp_path: Path) -> None:
+    import dicomframe as dcf
+    from dicomframe.plan import make_plan
+    from dicomframe.profiles import Rule
+
+    ds = _base()
+    ds.StudyDate, ds.StudyDescription = "20200101", "Chest"
+    _save(ds, tmp_path / "a.dcm")
+    profile = Profile.preset("default").with_rules(Rule(tag_pattern="(0008,xxxx)", action="T", template="{org}"))
+    table = make_plan(dcf.scan(tmp_path / "a.dcm", progress=False), profile, KEY, org="ACME").table
+    rows = dict(table.select("keyword", pl.struct("action", "new_value")).iter_rows())
+    assert rows["StudyDescription"] == {"action": "T", "new_value": "ACME"}
+    assert rows["StudyDate"] == {"action": "X", "new_value": None}
