@@ -431,6 +431,29 @@ def _named_files(scanned: Any, plan: Plan) -> pl.DataFrame:
     )
 
 
+def _unnamed_failures(files: pl.DataFrame) -> list[dict[str, Any]]:
+    """Inputs no output can be named for (see :func:`_named_files`), as failures."""
+    unnamed = files.filter(pl.col("out_key").is_null()).select(
+        "file_id",
+        present=pl.all_horizontal(
+            [pl.col(c).fill_null("").str.strip_chars() != "" for c in ("study_uid", "series_uid", "sop_uid")]
+        ),
+    )
+    return [
+        {
+            "input": int(fid),
+            "kind": "invalid",
+            "reason": "a StudyInstanceUID, SeriesInstanceUID or SOPInstanceUID that is not a UID "
+            "(digits and dots, at most 64), and they name the output: fix it at the source, or "
+            "de-identify without Retain UIDs so that new UIDs name it"
+            if present
+            else "no StudyInstanceUID, SeriesInstanceUID or SOPInstanceUID, which name the "
+            "output: not a storable DICOM instance; fix it at the source",
+        }
+        for fid, present in unnamed.iter_rows()
+    ]
+
+
 def _scan_failures(scanned: Any) -> list[dict[str, Any]]:
     """Inputs the scan could not read, as failures: damaged, empty, unreadable and not DICOM
     (a file handed to de-identification that is not DICOM may be a damaged image: it is
@@ -522,8 +545,10 @@ class _Run:
         if self.plan_writer is None:
             self.plan_writer = PlanWriter(vault_text, self.batch, key, storage_options=self.storage_options)
         self.plan_writer.add(plan.table)
-        self.failed.extend(_scan_failures(scanned))
-        self._keep(scanned, plan, _named_files(scanned, plan))
+        files = _named_files(scanned, plan)
+        # what the real run would refuse before writing, the dry run reports too
+        self.failed.extend(_scan_failures(scanned) + _unnamed_failures(files))
+        self._keep(scanned, plan, files)
 
     def _keep(self, scanned: Any, plan: Plan, files: pl.DataFrame) -> None:
         """What a part leaves behind: its per-file rows, scan errors and plan summary."""
@@ -543,25 +568,7 @@ class _Run:
         started = time.perf_counter()
         failed = _scan_failures(scanned)
         files = _named_files(scanned, plan)
-        unnamed = files.filter(pl.col("out_key").is_null()).select(
-            "file_id",
-            present=pl.all_horizontal(
-                [pl.col(c).fill_null("").str.strip_chars() != "" for c in ("study_uid", "series_uid", "sop_uid")]
-            ),
-        )
-        for fid, present in unnamed.iter_rows():
-            failed.append(
-                {
-                    "input": int(fid),
-                    "kind": "invalid",
-                    "reason": "a StudyInstanceUID, SeriesInstanceUID or SOPInstanceUID that is not a UID "
-                    "(digits and dots, at most 64), and they name the output: fix it at the source, or "
-                    "de-identify without Retain UIDs so that new UIDs name it"
-                    if present
-                    else "no StudyInstanceUID, SeriesInstanceUID or SOPInstanceUID, which name the "
-                    "output: not a storable DICOM instance; fix it at the source",
-                }
-            )
+        failed.extend(_unnamed_failures(files))
         needs_ocr = files.filter((pl.col("pixel_clean") == "ocr") & pl.col("out_key").is_not_null())
         if needs_ocr.height:
             from .pixelclean import ocr_available

@@ -377,3 +377,13 @@ def test_a_template_by_pattern_writes_nothing_into_a_date(tmp_path: Path) -> Non
     rows = dict(table.select("keyword", pl.struct("action", "new_value")).iter_rows())
     assert rows["StudyDescription"] == {"action": "T", "new_value": "ACME"}
     assert rows["StudyDate"] == {"action": "X", "new_value": None}
+
+
+def test_a_dry_run_reports_the_inputs_the_real_run_would_refuse(tmp_path: Path) -> None:
+    ds = _base()
+    del ds.SeriesInstanceUID  # nothing to name the output with
+    _save(ds, tmp_path / "in" / "a.dcm")
+    kw = {"key": KEY, "batch_id": "b", "progress": False}
+    dry = deidentify(tmp_path / "in", tmp_path / "out", vault=tmp_path / "v1", dry_run=True, **kw)
+    real = deidentify(tmp_path / "in", tmp_path / "out", vault=tmp_path / "v2", **kw)
+    assert [f["kind"] for f in dry.failed] == [f["kind"] for f in real.failed] == ["invalid"]
