@@ -284,6 +284,14 @@ def deidentify(
             "off: pixel data untouched. Cleaned images get code 113101 (Clean Pixel Data).",
         ),
     ] = "auto",
+    keep_flagged: Annotated[
+        bool,
+        typer.Option(
+            "--keep-flagged",
+            help="When the leak gate stops the batch, leave the outputs it found something in (to look "
+            "at them; still uncommitted) instead of removing them. Not for a shared bucket.",
+        ),
+    ] = False,
 ) -> None:
     """De-identify DICOM files with the PS3.15 profile, keyed pseudonyms and a per-patient date shift.
 
@@ -316,6 +324,7 @@ def deidentify(
         progress=progress and sys.stderr.isatty(),
         audit_log=audit_log,
         pixel_clean=pixel_clean,
+        keep_flagged=keep_flagged,
     )
     table = Table(title="dicomframe deidentify" + (" (dry run)" if dry_run else ""), show_header=False, title_justify="left")
     for label, value in result.rows():

@@ -98,6 +98,8 @@ class DeidentifyResult:
     #: write), ``gate`` (the leak gate), ``commit`` (mapping, audit log and manifests; a dry
     #: run: ``vault``, the plan sealed into the vault)
     timings: dict[str, float] = field(default_factory=dict)
+    #: outputs the leak gate found something in, removed (see ``keep_flagged``)
+    removed: int = 0
 
     @property
     def committed(self) -> bool:
@@ -135,7 +137,12 @@ class DeidentifyResult:
         shown = [f"{rule} in {keyword} ({n:,})" for rule, keyword, n in counts.head(5).iter_rows()]
         more = f", … {counts.height - 5:,} more" if counts.height > 5 else ""
         n = self.findings.height
-        return f"{n:,} finding{'s' if n != 1 else ''}, NOT committed: " + ", ".join(shown) + more
+        removed = (
+            f"; the {self.removed:,} output{'s' if self.removed != 1 else ''} holding them removed"
+            if self.removed
+            else ""
+        )
+        return f"{n:,} finding{'s' if n != 1 else ''}, NOT committed: " + ", ".join(shown) + more + removed
 
     def rows(self) -> list[tuple[str, str]]:
         pixels = self._pixel_counts()
@@ -194,6 +201,7 @@ def deidentify(
     audit_log: str | os.PathLike[str] | None = None,
     manifest_parquet: bool = True,
     pixel_clean: str = "auto",
+    keep_flagged: bool = False,
 ) -> DeidentifyResult:
     """De-identify DICOM files into ``DST/<batch_id>/`` with a manifest and a vault mapping.
 
@@ -231,6 +239,10 @@ def deidentify(
         capture, BurnedInAnnotation YES); without OCR installed those images
         fail rather than leave unchecked. ``rules``: rectangles only. ``off``:
         pixel data untouched.
+    keep_flagged
+        When the leak gate finds something, the batch is not committed and the outputs
+        it found something in are removed (a reader of the bucket or folder never sees
+        them); ``True`` leaves them there to be looked at, still uncommitted.
 
     Examples
     --------
@@ -249,6 +261,7 @@ def deidentify(
             priority=priority, jobs=jobs, dry_run=dry_run, date_shift=date_shift,
             storage_options=storage_options, progress=progress, audit_log=audit_log,
             manifest_parquet=manifest_parquet, pixel_clean=pixel_clean, cleanup=cleanup,
+            keep_flagged=keep_flagged,
         )  # fmt: skip
     finally:
         for fn in reversed(cleanup):
@@ -276,6 +289,7 @@ def _deidentify(
     manifest_parquet: bool,
     pixel_clean: str,
     cleanup: list[Any],
+    keep_flagged: bool = False,
 ) -> DeidentifyResult:
     from .scanner import Progress, auto_progress, scan
     from .sources import Source, resolve_source
@@ -362,6 +376,12 @@ def _deidentify(
         vault_text, batch, files, run.errors(), org, submitted, project_key, storage_options
     )
     findings = run.findings()
+    removed = 0
+    if findings.height and not keep_flagged:
+        # what the gate found is not left where a reader of the bucket or folder sees it
+        flagged = findings["output"].drop_nulls().unique().to_list()
+        _remove_outputs(out_fs, batch_root, flagged)
+        removed = len(flagged)
     manifest_uri = parquet_uri = None
     outcome = "ok" if not failed and findings.height == 0 else ("gate_failed" if findings.height else "partial")
     _audit(audit_log, "deidentify", batch, project_key, result_plan, files.height, run.written, len(failed), outcome)
@@ -397,12 +417,17 @@ def _deidentify(
         manifest_uri=manifest_uri,
         mapping_uri=mapping_uri,
         plan=result_plan,
-        outputs=[_join(dst_text, batch, k) for k in ok_files["out_key"].to_list()],
+        outputs=[
+            _join(dst_text, batch, k)
+            for k in ok_files["out_key"].to_list()
+            if not removed or k not in set(findings["output"].to_list())
+        ],
         findings=findings,
         skipped=run.skipped,
         manifest_parquet_uri=parquet_uri,
         duplicates=run.duplicates,
         timings=run.timings,
+        removed=removed,
     )
 
 
@@ -855,6 +880,27 @@ def _leak_gate(
             "same command (finished files are not written again)"
         )
     return pl.concat(parts) if parts else pl.DataFrame(schema=FINDINGS_SCHEMA)
+
+
+def _remove_outputs(out_fs: Any, batch_root: str, keys: list[str]) -> None:
+    """Remove the outputs the leak gate found something in (gone already: fine).
+
+    The batch is not committed (no manifest.json) either way; a re-run after the profile
+    is fixed writes them again."""
+    from .apply import _is_local, _url, with_retries
+
+    for key in keys:
+        path = _join(batch_root, key)
+        if out_fs is None or _is_local(out_fs):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+            continue
+
+        def remove(path: str = path) -> None:
+            with contextlib.suppress(FileNotFoundError):
+                out_fs.rm_file(path)
+
+        with_retries(remove, _url(out_fs, path), "removing")
 
 
 def _by_position(elements: pl.DataFrame, names: pl.DataFrame, position: pl.DataFrame) -> pl.DataFrame:

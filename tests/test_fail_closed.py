@@ -387,3 +387,20 @@ def test_a_dry_run_reports_the_inputs_the_real_run_would_refuse(tmp_path: Path) 
     dry = deidentify(tmp_path / "in", tmp_path / "out", vault=tmp_path / "v1", dry_run=True, **kw)
     real = deidentify(tmp_path / "in", tmp_path / "out", vault=tmp_path / "v2", **kw)
     assert [f["kind"] for f in dry.failed] == [f["kind"] for f in real.failed] == ["invalid"]
+
+
+def test_what_the_leak_gate_flags_is_removed_not_left_for_a_reader(tmp_path: Path) -> None:
+    from dicomframe.profiles import Rule
+
+    ds = _base()
+    ds.PatientComments = "Jane Doe PID0001"
+    leaky = Profile.preset("default").with_rules(Rule(keyword="PatientComments", action="K"))
+    result, out = _run(tmp_path, ds, leaky)
+    assert not result.committed and result.findings.height and result.removed == 1
+    assert not list((out / "b").rglob("*.dcm")) and not _leaks(out)
+    assert "1 output holding them removed" in dict(result.rows())["leak gate"]
+    kept = deidentify(
+        tmp_path / "in", tmp_path / "out2", key=KEY, vault=tmp_path / "v2", batch_id="b", profile=leaky,
+        progress=False, keep_flagged=True,
+    )  # fmt: skip
+    assert not kept.committed and kept.removed == 0 and len(list((tmp_path / "out2" / "b").rglob("*.dcm"))) == 1

@@ -24,7 +24,10 @@ KEY = ProjectKey.from_bytes(bytes(range(32)))
 
 
 def _run(src: Path, out: Path) -> Any:
-    return deidentify(src, out / "dst", key=KEY, vault=out / "vault", batch_id="b1", jobs=2, progress=False)
+    # the corpus's fake values stop the gate: its flagged outputs are kept, to compare them
+    return deidentify(
+        src, out / "dst", key=KEY, vault=out / "vault", batch_id="b1", jobs=2, progress=False, keep_flagged=True
+    )
 
 
 def _outputs(root: Path) -> dict[str, bytes]:
