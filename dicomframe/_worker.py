@@ -180,12 +180,14 @@ def _scan_chunk(refs: Sequence[FileRef], fs: Any, readers: int = 1) -> Chunk:
     all_rows: list[Row] = []
     records: list[dict[str, Any]] = []
     errors: list[tuple[Any, ...]] = []
-    if not all(_named_in_utf8(ref.path) for ref in refs):
-        for ref in refs:
-            if not _named_in_utf8(ref.path):
-                shown = ref.path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-                errors.append((ref.file_id, shown, ref.size, "unreadable", BAD_NAME))
-        refs = [ref for ref in refs if _named_in_utf8(ref.path)]
+    named = []
+    for ref in refs:
+        if _named_in_utf8(ref.path):
+            named.append(ref)
+        else:
+            shown = ref.path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            errors.append((ref.file_id, shown, ref.size, "unreadable", BAD_NAME))
+    refs = named
     for ref, read in zip(refs, _read_all(refs, fs, readers), strict=True):
         if isinstance(read, ParseError):
             errors.append((ref.file_id, ref.path, ref.size, read.kind, str(read)))

@@ -50,7 +50,7 @@ from . import __version__
 from .apply import with_retries, write_atomic
 from .errors import StorageError, UserInputError
 from .keys import ProjectKey, load_key
-from .plan import Plan, make_plan
+from .plan import UID_SYNTAX, Plan, make_plan
 from .pseudonyms import DateShift
 
 __all__ = ["PART_FILES", "PRIORITIES", "DeidentifyResult", "deidentify"]
@@ -376,12 +376,11 @@ def _deidentify(
         vault_text, batch, files, run.errors(), org, submitted, project_key, storage_options
     )
     findings = run.findings()
-    removed = 0
+    flagged: set[str] = set()
     if findings.height and not keep_flagged:
         # what the gate found is not left where a reader of the bucket or folder sees it
-        flagged = findings["output"].drop_nulls().unique().to_list()
-        _remove_outputs(out_fs, batch_root, flagged)
-        removed = len(flagged)
+        flagged = set(findings["output"].drop_nulls().to_list())
+        _remove_outputs(out_fs, batch_root, sorted(flagged))
     manifest_uri = parquet_uri = None
     outcome = "ok" if not failed and findings.height == 0 else ("gate_failed" if findings.height else "partial")
     _audit(audit_log, "deidentify", batch, project_key, result_plan, files.height, run.written, len(failed), outcome)
@@ -417,22 +416,18 @@ def _deidentify(
         manifest_uri=manifest_uri,
         mapping_uri=mapping_uri,
         plan=result_plan,
-        outputs=[
-            _join(dst_text, batch, k)
-            for k in ok_files["out_key"].to_list()
-            if not removed or k not in set(findings["output"].to_list())
-        ],
+        outputs=[_join(dst_text, batch, k) for k in ok_files["out_key"].to_list() if k not in flagged],
         findings=findings,
         skipped=run.skipped,
         manifest_parquet_uri=parquet_uri,
         duplicates=run.duplicates,
         timings=run.timings,
-        removed=removed,
+        removed=len(flagged),
     )
 
 
 #: what a UID naming an output may be: digits and dots, at most 64 characters (PS3.5 9.1)
-_NAMING_UID = r"^[0-9]+(\.[0-9]+)*$"
+_NAMING_UID = rf"^{UID_SYNTAX}$"
 
 
 def _named_files(scanned: Any, plan: Plan) -> pl.DataFrame:

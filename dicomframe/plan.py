@@ -384,7 +384,7 @@ def _private_and_unknown(matched: pl.DataFrame, profile: Profile) -> pl.DataFram
         vr_ok = (
             (listed_vr == "")
             | (pl.col("vr") == "UN")
-            | listed_vr.str.contains(pl.lit("(^|/)") + pl.col("vr") + pl.lit("($|/)"))
+            | listed_vr.str.split("/").list.contains(pl.col("vr"))
         )
         safe_hit = pl.col("_safe").fill_null(False) & vr_ok
     else:  # nothing is kept for being safe: no need to look
@@ -814,6 +814,8 @@ def _new_values(
     return plan
 
 
+#: what a UID is: digits and dots (PS3.5 9.1), for kept UI values and output names alike
+UID_SYNTAX = r"[0-9]+(\.[0-9]+)*"
 #: what a value of these VRs is (each of its values, between backslashes); a value kept as
 #: it is must be one: text written where a time, number or UID belongs may be a name
 _VALUE_SYNTAX = {
@@ -823,7 +825,7 @@ _VALUE_SYNTAX = {
     "IS": r"[+-]?\d+",
     "DS": r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?",
     "AS": r"\d{3}[DWMY]",
-    "UI": r"[0-9]+(\.[0-9]+)*",
+    "UI": UID_SYNTAX,
 }
 
 
