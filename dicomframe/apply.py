@@ -31,6 +31,7 @@ __all__ = [
     "apply_chunk",
     "edits_for",
     "is_transient",
+    "publish_staged",
     "with_retries",
     "write_atomic",
 ]
@@ -90,8 +91,9 @@ class PlanRows(Sequence[tuple[str, int, str, str, "str | None"]]):
         return (PlanRows, self.columns)
 
 
-#: (file_id, status, reason, bytes, sha256 of the output, already there: not uploaded again)
-ApplyResult = tuple[int, str, "str | None", int, "str | None", bool]
+#: (file_id, status, reason, bytes, sha256 of the output, already there: not uploaded again,
+#: the temporary file it waits in when staged: see :func:`apply_chunk`)
+ApplyResult = tuple[int, str, "str | None", int, "str | None", bool, "str | None"]
 T = TypeVar("T")
 _KEEP = Keep()
 #: name prefix of the per-thread folders that local temporary files are made in
@@ -340,7 +342,8 @@ def write_atomic(
     content_type: str | None = None,
     metadata: dict[str, str] | None = None,
     tmp_root: str | None = None,
-) -> None:
+    publish: bool = True,
+) -> str | None:
     """Write ``data`` so that ``path`` appears complete or not at all.
 
     ``data`` is the content, or a list of pieces to write one after the other
@@ -353,6 +356,10 @@ def write_atomic(
     the same file system) in this thread's own folder under it (see
     :func:`remove_tmp_dirs`): files made at once in one folder wait for each
     other in the kernel, whatever the number of threads.
+
+    ``publish=False`` (a local file written with ``tmp_root``) leaves the file under its
+    temporary name and returns that name: :func:`publish_staged` gives it its own
+    later, or :func:`remove_tmp_dirs` removes it. Otherwise returns None.
     """
     pieces = [data] if isinstance(data, bytes | bytearray | memoryview) else list(data)
     if fs is None or _is_local(fs):
@@ -381,6 +388,8 @@ def write_atomic(
                 _write_all(fd, pieces)
             finally:
                 os.close(fd)
+            if not publish and tmp_root is not None:
+                return tmp
             try:
                 os.replace(tmp, path)
             except FileNotFoundError:
@@ -394,10 +403,27 @@ def write_atomic(
             with contextlib.suppress(OSError):
                 os.remove(tmp)  # never visible under the output's name
             raise
-        return
+        return None
     body = pieces[0] if len(pieces) == 1 and isinstance(pieces[0], bytes) else b"".join(pieces)
     # an object-store PUT is atomic (readers see all or nothing), and idempotent: safe to retry
     with_retries(lambda: _put(fs, path, body, content_type, metadata), _url(fs, path), "writing")
+    return None
+
+
+def publish_staged(staged: Sequence[tuple[str, str]]) -> None:
+    """Give local files staged by :func:`write_atomic` (``publish=False``) their own names.
+
+    ``staged``: ``(temporary name, output path)`` pairs. Each rename is atomic: a reader
+    sees the whole output or none.
+    """
+    for tmp, path in staged:
+        try:
+            os.replace(tmp, path)
+        except FileNotFoundError:
+            if not os.path.exists(tmp):
+                raise
+            os.makedirs(path.rsplit("/", 1)[0], exist_ok=True)  # the output's folder is new
+            os.replace(tmp, path)
 
 
 class TmpFiles:
@@ -551,10 +577,11 @@ def apply_chunk(
     metadata: dict[str, str] | None = None,
     check: bool = False,
     tmp_root: str | None = None,
+    stage: bool = False,
 ) -> list[ApplyResult]:
     """De-identify a chunk of files.
 
-    Returns ``(file_id, status, reason, bytes, sha256, reused)`` per file. An
+    Returns ``(file_id, status, reason, bytes, sha256, reused, staged)`` per file. An
     output already there holding the very bytes just computed (a re-run after an
     interruption: outputs are deterministic under one key and one set of options)
     is not written again (``reused``); one of another content (the re-run changed
@@ -563,7 +590,12 @@ def apply_chunk(
     :class:`StorageError` (refused access, missing bucket, a service that keeps
     failing) stops the run.
 
-    With ``check``, each output gets a seventh field: the element rows of its bytes
+    With ``stage`` (local outputs written with ``tmp_root``), each output is left under
+    its temporary name, given as ``staged``, for the caller to publish once the leak
+    gate has passed it (:func:`publish_staged`): nothing unchecked is ever visible
+    under an output's name, not even after a crash. Otherwise ``staged`` is None.
+
+    With ``check``, each output gets an eighth field: the element rows of its bytes
     (the header walker's, as a scan of the output would give), for the leak gate;
     ``None`` when they could not be had that way. A local file and an object-store PUT
     (atomic: the object is the body sent) hold exactly the bytes written, and an
@@ -603,30 +635,31 @@ def apply_chunk(
                 size += len(piece)
             digest = hasher.hexdigest()
             reused = existing == size and _holds(out_fs, out_path, digest)
-            result: tuple[Any, ...] = (file_id, "written", None, size, digest, reused)
             checked = _output_rows(pieces, size) if check else None
+            staged = None
             if not reused:
-                write_atomic(
+                staged = write_atomic(
                     out_fs, out_path, pieces, content_type=DICOM_CONTENT_TYPE, metadata=metadata,
-                    tmp_root=tmp_root if local else None,
+                    tmp_root=tmp_root if local else None, publish=not (stage and local),
                 )  # fmt: skip
+            result: tuple[Any, ...] = (file_id, "written", None, size, digest, reused, staged)
             if check:
                 result = (*result, checked)
             results.append(result)
         except ParseError as exc:
-            results.append((file_id, exc.kind, str(exc), 0, None, False))
+            results.append((file_id, exc.kind, str(exc), 0, None, False, None))
         except PixelCleanError as exc:
-            results.append((file_id, "pixel_clean_failed", str(exc), 0, None, False))
+            results.append((file_id, "pixel_clean_failed", str(exc), 0, None, False, None))
         except StorageError:
             raise
         except UserInputError as exc:
-            results.append((file_id, "unwritable", str(exc), 0, None, False))
+            results.append((file_id, "unwritable", str(exc), 0, None, False, None))
         except OSError as exc:
-            results.append((file_id, "io_error", f"reading or writing failed ({type(exc).__name__})", 0, None, False))
+            results.append((file_id, "io_error", f"reading or writing failed ({type(exc).__name__})", 0, None, False, None))
         except Exception as exc:  # noqa: BLE001 - one strange file must not stop the batch
             # the message may hold a value from the file: report the type only
             results.append(
-                (file_id, "corrupt", f"could not be rewritten ({type(exc).__name__}); the file is damaged", 0, None, False)
+                (file_id, "corrupt", f"could not be rewritten ({type(exc).__name__}); the file is damaged", 0, None, False, None)
             )
     return results
 

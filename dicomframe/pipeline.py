@@ -98,7 +98,7 @@ class DeidentifyResult:
     #: write), ``gate`` (the leak gate), ``commit`` (mapping, audit log and manifests; a dry
     #: run: ``vault``, the plan sealed into the vault)
     timings: dict[str, float] = field(default_factory=dict)
-    #: outputs the leak gate found something in, removed (see ``keep_flagged``)
+    #: outputs the leak gate found something in, withheld (see ``keep_flagged``)
     removed: int = 0
 
     @property
@@ -138,7 +138,7 @@ class DeidentifyResult:
         more = f", … {counts.height - 5:,} more" if counts.height > 5 else ""
         n = self.findings.height
         removed = (
-            f"; the {self.removed:,} output{'s' if self.removed != 1 else ''} holding them removed"
+            f"; the {self.removed:,} output{'s' if self.removed != 1 else ''} holding them withheld"
             if self.removed
             else ""
         )
@@ -241,8 +241,10 @@ def deidentify(
         pixel data untouched.
     keep_flagged
         When the leak gate finds something, the batch is not committed and the outputs
-        it found something in are removed (a reader of the bucket or folder never sees
-        them); ``True`` leaves them there to be looked at, still uncommitted.
+        it found something in are withheld: a local output never gets its name (outputs
+        wait under temporary names until the gate has passed them), an object already
+        PUT is deleted right after the gate. ``True`` leaves them there to be looked at,
+        still uncommitted.
 
     Examples
     --------
@@ -329,6 +331,7 @@ def _deidentify(
             "priority": priority.upper(),
             "uploaded_at": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         },
+        keep_flagged=keep_flagged,
     )  # fmt: skip
     show = auto_progress() if progress is None else progress
     whole = Progress(len(source.files), show and len(parts) > 1, "de-identifying")
@@ -544,6 +547,8 @@ class _Run:
     plan_writer: Any = None
     #: seconds per stage (see :attr:`DeidentifyResult.timings`)
     timings: dict[str, float] = field(default_factory=dict)
+    #: what the leak gate flags is published too (see ``keep_flagged`` of :func:`deidentify`)
+    keep_flagged: bool = False
 
     def spent(self, stage: str, since: float) -> None:
         """Add the time from ``since`` (``time.perf_counter()``) to now to ``stage``."""
@@ -620,11 +625,36 @@ class _Run:
             )
         del rows_of
         checked: list[Any] = []
-        results = _run_apply(
-            items, self.source_fs, self.out_fs, self.jobs, plan.additions, self.metadata, progress, checked,
-            self.batch_root, whole=whole, done_before=self.done, errors_before=len(self.failed) + len(failed),
-        )  # fmt: skip
-        del items
+        from .apply import _is_local, remove_tmp_dirs
+
+        # local outputs wait under temporary names until the gate has passed them: nothing
+        # unchecked is visible under an output's name, not for a moment, not after a crash
+        # (an object-store PUT is visible at once: a flagged object is removed after the gate)
+        stage = self.out_fs is None or _is_local(self.out_fs)
+        try:
+            results = _run_apply(
+                items, self.source_fs, self.out_fs, self.jobs, plan.additions, self.metadata, progress, checked,
+                self.batch_root, whole=whole, done_before=self.done, errors_before=len(self.failed) + len(failed),
+                stage=stage,
+            )  # fmt: skip
+            out_paths = {item[0]: item[2] for item in items}
+            del items
+            staged = {r[0]: r[6] for r in results if r[1] == "written" and r[6] is not None}
+            self._gate_and_publish(
+                scanned, plan, files, failed, results, duplicates, unchecked, checked, staged, out_paths, started
+            )
+        finally:
+            if stage:
+                remove_tmp_dirs(self.batch_root)  # what was not published (flagged, or a crash) goes
+
+    def _gate_and_publish(
+        self, scanned: Any, plan: Plan, files: pl.DataFrame, failed: list[dict[str, Any]], results: list[Any],
+        duplicates: list[int], unchecked: set[int], checked: list[Any], staged: dict[int, str],
+        out_paths: dict[int, str], started: float,
+    ) -> None:
+        """The rest of :meth:`add_part`: gate what was written, then publish what passed."""
+        from .apply import publish_staged
+
         status = {r[0]: r[1:] for r in results}
         self.written += sum(1 for r in status.values() if r[0] == "written")
         self.skipped += sum(1 for r in status.values() if r[0] == "written" and r[4])
@@ -632,8 +662,8 @@ class _Run:
             if st != "written":
                 failed.append({"input": int(fid), "reason": reason, "kind": st})
         # inputs refused before writing (listed in ``failed`` already): their status for the mapping
-        status.update({fid: ("pixel_clean_failed", None, 0, None, False) for fid in unchecked})
-        status.update({fid: ("duplicate", None, 0, None, False) for fid in duplicates})
+        status.update({fid: ("pixel_clean_failed", None, 0, None, False, None) for fid in unchecked})
+        status.update({fid: ("duplicate", None, 0, None, False, None) for fid in duplicates})
         self.duplicates += len(duplicates)
         files = files.with_columns(
             status=pl.col("file_id").replace_strict({k: v[0] for k, v in status.items()}, default="invalid"),
@@ -645,9 +675,15 @@ class _Run:
         ok_files = files.filter(pl.col("status") == "written")
         self.spent("write", started)  # all of this part but its gate
         with self.timed("gate"):
-            self._findings.append(
-                _leak_gate(ok_files, self.batch_uri, plan, self.jobs, self.storage_options, checked)
-            )
+            found = _leak_gate(ok_files, self.batch_uri, plan, self.jobs, self.storage_options, checked, staged)
+            self._findings.append(found)
+        if staged:
+            with self.timed("write"):
+                flagged = set() if self.keep_flagged else set(found["output"].drop_nulls().to_list())
+                keys = dict(ok_files.select("file_id", "out_key").iter_rows())
+                publish_staged(
+                    [(tmp, out_paths[fid]) for fid, tmp in staged.items() if keys.get(fid) not in flagged]
+                )
         self.failed.extend(failed)
         self._keep(scanned, plan, files)
 
@@ -801,12 +837,14 @@ def _leak_gate(
     jobs: int | None,
     storage_options: dict[str, Any] | None,
     checked: list[Any] | None = None,
+    staged: dict[int, str] | None = None,
 ) -> pl.DataFrame:
     """Run the cheap PHI checks (see :mod:`dicomframe.leaks`) on what was written.
 
     ``checked`` holds Arrow element tables of outputs that the workers read from the
     very bytes they wrote (files and object-store PUTs, see :func:`dicomframe.apply.apply_chunk`);
-    every other output is read back here with a scan.
+    every other output is read back here with a scan: from its temporary file when it is
+    ``staged`` (``{file_id: temporary file}``, not published yet), else from its own name.
     """
     from .apply import RETRY_ATTEMPTS, RETRY_FIRST_S, RETRY_MAX_S
     from .leaks import FINDINGS_SCHEMA, gate
@@ -830,9 +868,18 @@ def _leak_gate(
             written = written.filter(~pl.col("file_id").is_in(shared.implode()))
         done = set(written["file_id"].unique().to_list())
         inline = _by_position(written, ok_files.select("file_id", pl.col("out_key").alias("output")), position)
+    staged = staged or {}
     pending = [
-        batch_uri + key for fid, key in ok_files.select("file_id", "out_key").iter_rows() if fid not in done
+        staged.get(fid) or batch_uri + key
+        for fid, key in ok_files.select("file_id", "out_key").iter_rows()
+        if fid not in done
     ]
+    # what each read-back path holds (as a scan names it: objects without their scheme)
+    holds = {
+        _strip_protocol(staged.get(fid) or batch_uri + key): key
+        for fid, key in ok_files.select("file_id", "out_key").iter_rows()
+        if fid not in done
+    }
     parts: list[pl.DataFrame] = []
     names = position.select(pl.col("_pos").alias("file_id"), "output")
     # each output's inputs (more than one when inputs share an instance's UIDs): a name's
@@ -851,11 +898,10 @@ def _leak_gate(
         elements: pl.DataFrame | None = None
         if out_scan.instances.height:
             # the scan names objects without their scheme (``bucket/…``), files by their path
-            prefix = _strip_protocol(batch_uri)
             read = out_scan.instances.select(
                 "file_id",
                 pl.col("path").str.split("://").list.last().str.strip_chars_start("/")
-                .str.strip_prefix(prefix).alias("output"),
+                .replace_strict(holds, default=None, return_dtype=pl.String).alias("output"),
             )  # fmt: skip
             elements = _by_position(out_scan.elements, read, position)
         if inline is not None:  # checked in the workers: one gate, in the order of a scan of all
@@ -1008,10 +1054,13 @@ def _run_apply(
     whole: Any = None,
     done_before: int = 0,
     errors_before: int = 0,
+    stage: bool = False,
 ) -> list[Any]:
     """Apply the work items; with ``checked``, collect there the element tables of the outputs
     that the workers read from the bytes they wrote (for the leak gate). Local temporary
-    files are made in per-thread folders under ``batch_root``, removed at the end.
+    files are made in per-thread folders under ``batch_root``, removed at the end; with
+    ``stage``, local outputs stay there (see :func:`dicomframe.apply.apply_chunk`) and the
+    caller publishes them and removes the folders.
     ``whole``: the progress bar of a run in parts (``done_before`` inputs done), else
     this call shows its own."""
     from ._worker import _rows_to_arrow
@@ -1044,7 +1093,7 @@ def _run_apply(
         # and writing the pixel bytes release the GIL
         check = checked is not None
         parts: Any = thread_map(
-            lambda c: apply_chunk(c, src_fs, out_fs, additions, metadata, check, tmp_root), chunks, writers
+            lambda c: apply_chunk(c, src_fs, out_fs, additions, metadata, check, tmp_root, stage), chunks, writers
         )
     else:
         parts = ordered_map(
@@ -1057,6 +1106,7 @@ def _run_apply(
             metadata,
             checked is not None,
             tmp_root,
+            stage,
             in_process=memory or small,
             what="de-identification",
         )
@@ -1067,11 +1117,11 @@ def _run_apply(
     try:
         for part in parts:
             for result in part:
-                if len(result) > 6:
-                    if result[6] is not None and checked is not None:
-                        ids.extend([result[0]] * len(result[6]))
-                        rows.extend(result[6])
-                    result = result[:6]
+                if len(result) > 7:
+                    if result[7] is not None and checked is not None:
+                        ids.extend([result[0]] * len(result[7]))
+                        rows.extend(result[7])
+                    result = result[:7]
                 results.append(result)
             if len(rows) >= _CHECKED_BATCH_ROWS and checked is not None:
                 checked.append(_rows_to_arrow(ids, rows))
@@ -1085,7 +1135,7 @@ def _run_apply(
     finally:
         if threaded:
             parts.close()  # writers not started are cancelled; the running ones finish first
-        if tmp_root is not None:
+        if tmp_root is not None and not stage:
             remove_tmp_dirs(tmp_root)
         bar.close()
     return results

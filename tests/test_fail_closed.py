@@ -398,7 +398,7 @@ def test_what_the_leak_gate_flags_is_removed_not_left_for_a_reader(tmp_path: Pat
     result, out = _run(tmp_path, ds, leaky)
     assert not result.committed and result.findings.height and result.removed == 1
     assert not list((out / "b").rglob("*.dcm")) and not _leaks(out)
-    assert "1 output holding them removed" in dict(result.rows())["leak gate"]
+    assert "1 output holding them withheld" in dict(result.rows())["leak gate"]
     kept = deidentify(
         tmp_path / "in", tmp_path / "out2", key=KEY, vault=tmp_path / "v2", batch_id="b", profile=leaky,
         progress=False, keep_flagged=True,

@@ -118,3 +118,32 @@ def test_a_run_that_fails_after_the_scan_leaves_no_output_folder(tmp_path: Path)
             profile="no-such-profile", jobs=2, progress=False,
         )  # fmt: skip
     assert not (tmp_path / "dst").exists()
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_local_outputs_appear_only_once_the_gate_has_passed_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, jobs: int
+) -> None:
+    """While the gate runs nothing is under an output's name; what it flags never is."""
+    import dicomframe.pipeline
+
+    if not CORPUS.exists():
+        pytest.skip("corpus missing")
+    dst = tmp_path / "dst"
+    seen: list[list[str]] = []
+    gate = dicomframe.pipeline._leak_gate
+
+    def looking(*args: Any, **kwargs: Any) -> Any:
+        seen.append([p.name for p in dst.rglob("*.dcm")])
+        return gate(*args, **kwargs)
+
+    monkeypatch.setattr(dicomframe.pipeline, "_leak_gate", looking)
+    result = deidentify(CORPUS, dst, key=KEY, vault=tmp_path / "vault", batch_id="b1", jobs=jobs, progress=False)
+    assert seen == [[]]
+    assert result.findings is not None and result.findings.height and not result.committed  # the corpus's fake PHI
+    flagged = set(result.findings["output"].drop_nulls().to_list())
+    on_disk = {str(p.relative_to(dst / "b1")) for p in dst.rglob("*.dcm")}
+    assert on_disk and on_disk.isdisjoint(flagged)
+    assert on_disk == {uri.split("/b1/", 1)[1] for uri in result.outputs}
+    assert result.removed == len(flagged)
+    assert not [p for p in dst.rglob("*") if p.name.startswith(".")]  # no temporary file or folder left
