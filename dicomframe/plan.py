@@ -639,17 +639,55 @@ def _clean_structured_content(plan: pl.DataFrame, profile: Profile) -> pl.DataFr
 
 def _repeated_elements(plan: pl.DataFrame) -> pl.DataFrame:
     """An element written twice in one data set (a damaged or forged file) whose two copies
-    would be treated differently is removed, both copies (fail closed): the rewriter applies
-    one decision per element path."""
+    would be treated differently, or hold two values, is removed, both copies (fail closed):
+    the rewriter applies one decision per element path, and a value kept for what the other
+    copy is (a private creator kept for its block, say) must not come through."""
     # equal (file, path) pairs hash equal: as many distinct hashes as rows, none is repeated
     hashed = pl.col("tag_path").hash(1) ^ pl.col("file_id").hash(2)
     if plan.select(hashed.n_unique()).item() == plan.height:
         return plan
-    conflict = pl.col("action").fill_null("").n_unique().over("file_id", "tag_path") > 1
+    conflict = (pl.col("action").fill_null("").n_unique().over("file_id", "tag_path") > 1) | (
+        pl.col("value").n_unique().over("file_id", "tag_path") > 1
+    )
     return plan.with_columns(
         action=pl.when(conflict).then(pl.lit("X")).otherwise(pl.col("action")),
         source=pl.when(conflict).then(pl.lit("repeated element: fail closed")).otherwise(pl.col("source")),
     )
+
+
+def _private_blocks(plan: pl.DataFrame) -> pl.DataFrame:
+    """A private element stays only beside its creator, and a creator only beside a kept
+    element of its block (fail closed). A block whose creator was removed (written twice
+    with two values, in a forged file) goes whole: its elements would otherwise stay
+    without a creator, and a creator kept for nothing would carry its text alone."""
+    group = pl.col("tag") // 65536
+    elem = pl.col("tag") % 65536
+    odd = group % 2 == 1
+    kept = pl.col("action").fill_null("X") != "X"
+    flags = plan.select(
+        (odd & (elem > 0xFF) & kept).alias("data"),
+        (odd & (elem >= 0x10) & (elem <= 0xFF) & kept).alias("creator"),
+    )
+    data, creators = flags["data"], flags["creator"]
+    if not data.any() and not creators.any():  # the usual case: no private element is kept
+        return plan
+    keys = ["file_id", "_parent", "_block"]
+    parent = pl.col("tag_path").str.replace(r"[0-9A-F]{8}$", "").alias("_parent")
+    of_data = plan.filter(data).select("file_id", parent, (group * 256 + elem // 256).alias("_block"))
+    of_creators = plan.filter(creators).select("file_id", parent, (group * 256 + elem % 256).alias("_block"))
+    mark = pl.lit(True).alias("_with")
+    with_creator = of_data.join(of_creators.unique().with_columns(mark), on=keys, how="left", maintain_order="left")
+    with_data = of_creators.join(of_data.unique().with_columns(mark), on=keys, how="left", maintain_order="left")
+    alone = pl.repeat(False, plan.height, dtype=pl.Boolean, eager=True)
+    alone = alone.scatter(data.arg_true(), with_creator["_with"].is_null())
+    alone = alone.scatter(creators.arg_true(), with_data["_with"].is_null())
+    if not alone.any():
+        return plan
+    return plan.with_columns(
+        action=pl.when(alone).then(pl.lit("X")).otherwise(pl.col("action")),
+        source=pl.when(alone).then(pl.lit("private block without its creator: fail closed"))
+        .otherwise(pl.col("source")),
+    )  # fmt: skip
 
 
 def _remove_inside_removed(plan: pl.DataFrame) -> pl.DataFrame:
@@ -1028,8 +1066,9 @@ def make_plan(
     decided = _private_and_unknown(matched, prof)
     if Option.CLEAN_STRUCTURED_CONTENT in prof.options:
         decided = _clean_structured_content(decided, prof)
-    decided = _remove_inside_removed(_repeated_elements(decided))
-    table = _malformed_removed(_new_values(decided, context, elements, key))
+    decided = _remove_inside_removed(_private_blocks(_repeated_elements(decided)))
+    # a kept private value removed as malformed may leave its creator alone: that goes too
+    table = _private_blocks(_malformed_removed(_new_values(decided, context, elements, key)))
     table = table.sort("_row").select(PLAN_COLUMNS)  # joins do not keep row order: restore it
     files = _files_table(table, context)
     jobs = pixel_jobs(instances, prof.pixel_rules, pixel_clean)

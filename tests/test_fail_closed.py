@@ -404,3 +404,47 @@ def test_what_the_leak_gate_flags_is_removed_not_left_for_a_reader(tmp_path: Pat
         progress=False, keep_flagged=True,
     )  # fmt: skip
     assert not kept.committed and kept.removed == 0 and len(list((tmp_path / "out2" / "b").rglob("*.dcm"))) == 1
+
+
+@pytest.mark.parametrize("order", ["safe creator first", "forged creator first"])
+def test_a_private_creator_written_twice_with_two_values_takes_its_block_with_it(tmp_path: Path, order: str) -> None:
+    """A creator kept for its safe block must not carry another text through, and an
+    element whose creator went must not stay without one."""
+    ds = _base()
+    _save(ds, tmp_path / "base.dcm")
+    safe = _explicit(0x70530010, "LO", b"Philips PET Private Group ")
+    forged = _explicit(0x70530010, "LO", f"{MARK} CREATOR".encode())
+    data = (tmp_path / "base.dcm").read_bytes()
+    if order == "safe creator first":
+        data += safe + _explicit(0x70531009, "DS", b"1.5 ") + forged + _explicit(0x70531009, "DS", b"2.5 ")
+    else:
+        data += forged + safe + _explicit(0x70531009, "DS", b"1.5 ")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.dcm").write_bytes(data)
+    profile = Profile.preset("default").with_options(Option.RETAIN_SAFE_PRIVATE)
+    result = deidentify(
+        tmp_path / "in", tmp_path / "out", key=KEY, vault=tmp_path / "vault", batch_id="b", profile=profile,
+        progress=False,
+    )  # fmt: skip
+    assert result.written == 1 and not _leaks(tmp_path / "out")
+    got = _only_output(tmp_path / "out")
+    assert not [e for e in got if e.tag.group == 0x7053]
+    private = result.plan.table.filter(pl.col("tag") // 65536 == 0x7053)
+    assert set(private["action"]) == {"X"} and any("fail closed" in s for s in private["source"])
+
+
+def test_a_creator_whose_only_kept_element_is_malformed_goes_with_it(tmp_path: Path) -> None:
+    ds = _base()
+    ds.add_new(0x70530010, "LO", "Philips PET Private Group")
+    ds.add_new(0x70531009, "DS", "1.5")
+    _save(ds, tmp_path / "in" / "a.dcm")
+    data = (tmp_path / "in" / "a.dcm").read_bytes().replace(b"1.5 ", b"ABC ")  # listed as DS: not a number
+    (tmp_path / "in" / "a.dcm").write_bytes(data)
+    profile = Profile.preset("default").with_options(Option.RETAIN_SAFE_PRIVATE)
+    result = deidentify(
+        tmp_path / "in", tmp_path / "out", key=KEY, vault=tmp_path / "vault", batch_id="b", profile=profile,
+        progress=False,
+    )  # fmt: skip
+    assert result.written == 1
+    got = _only_output(tmp_path / "out")
+    assert 0x70531009 not in got and 0x70530010 not in got
