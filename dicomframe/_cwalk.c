@@ -611,6 +611,10 @@ static Py_ssize_t walk(W *w, Py_ssize_t pos, Py_ssize_t end, int depth, PyObject
         Py_ssize_t vm = 0;
         value = NULL;
         if (v->kind == K_BULK && length > MAX_INLINE) {
+            if (vend > w->size) { /* bulk data is not read here, but must be there */
+                raise_walk(CODE_TRUNCATED, T_VALUE, tag, vpos, vend);
+                goto done;
+            }
             vm = 1;
         } else {
             if (vend > w->blen) {

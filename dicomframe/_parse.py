@@ -425,6 +425,8 @@ class _Walker:
                     else (value.count("\\") + 1 if value else 0)
                 )
             elif kind == _K_BULK and length > MAX_INLINE:
+                if vend > size:  # bulk data is not read here, but must be there
+                    raise _truncated(f"the value of element {message_tag(tag)}", vpos)
                 value = None
                 vm = 1
             else:

@@ -389,6 +389,24 @@ def test_a_dry_run_reports_the_inputs_the_real_run_would_refuse(tmp_path: Path) 
     assert [f["kind"] for f in dry.failed] == [f["kind"] for f in real.failed] == ["invalid"]
 
 
+@pytest.mark.parametrize("damage", ["2 GB declared at the end", "text after DICM"])
+def test_a_dry_run_refuses_a_file_that_lacks_its_bulk_data_as_the_real_run_does(tmp_path: Path, damage: str) -> None:
+    ds = _base()
+    _save(ds, tmp_path / "whole.dcm")
+    if damage == "2 GB declared at the end":
+        data = (tmp_path / "whole.dcm").read_bytes() + _explicit(0x00091001, "OB", b"")[:-4] + b"\xf0\xff\xff\x7f"
+        data += f"{MARK} ".encode() * 300
+    else:
+        data = b"\0" * 128 + b"DICM" + f"{MARK} is not a header ".encode() * 20
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.dcm").write_bytes(data)
+    kw = {"key": KEY, "batch_id": "b", "progress": False}
+    dry = deidentify(tmp_path / "in", tmp_path / "out", vault=tmp_path / "v1", dry_run=True, **kw)
+    real = deidentify(tmp_path / "in", tmp_path / "out", vault=tmp_path / "v2", **kw)
+    assert [f["kind"] for f in dry.failed] == [f["kind"] for f in real.failed] == ["truncated"]
+    assert real.written == 0 and not _leaks(tmp_path / "out")
+
+
 def test_what_the_leak_gate_flags_is_removed_not_left_for_a_reader(tmp_path: Path) -> None:
     from dicomframe.profiles import Rule
 

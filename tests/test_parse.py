@@ -187,6 +187,27 @@ def test_file_cut_inside_an_element_is_truncated() -> None:
     assert name[4] not in str(exc.value)
 
 
+@pytest.mark.parametrize("accelerate", [True, False], ids=["c", "python"])
+@pytest.mark.parametrize("vr", ["OB", "UN", "OW"])
+def test_bulk_data_the_file_does_not_hold_is_truncated(accelerate: bool, vr: str) -> None:
+    """The walker does not read bulk values, but a file must hold them: a last element
+    declaring 2 GB in a small file is as truncated for the scan as for the rewrite."""
+    data = CT_SMALL.read_bytes()
+    _, info = parse_file(BytesReader(data))
+    cut = data[: info.pixel_data_offset - 12]  # up to Pixel Data's header
+    head = (0x7FE1).to_bytes(2, "little") + (0x1001).to_bytes(2, "little") + vr.encode() + b"\0\0"
+    for declared in (0x7FFFFFF0, 4000):
+        damaged = cut + head + declared.to_bytes(4, "little") + b"x" * 2000
+        if accelerate and _cwalk is None:
+            pytest.skip("the C accelerator is not built")
+        with pytest.raises(ParseError) as exc:
+            parse_file(BytesReader(damaged), accelerate=accelerate)
+        assert exc.value.kind == "truncated" and "copy it again" in str(exc.value)
+    whole = cut + head + (2000).to_bytes(4, "little") + b"x" * 2000  # the same, whole: fine
+    got, _ = parse_file(BytesReader(whole), accelerate=accelerate)
+    assert got[-1][1] == 0x7FE11001 and got[-1][7] == 2000
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cut=st.integers(min_value=0, max_value=CT_SMALL.stat().st_size - 1))
 def test_any_cut_is_an_error_or_a_clean_prefix(cut: int) -> None:
