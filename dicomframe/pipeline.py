@@ -681,9 +681,16 @@ class _Run:
             with self.timed("write"):
                 flagged = set() if self.keep_flagged else set(found["output"].drop_nulls().to_list())
                 keys = dict(ok_files.select("file_id", "out_key").iter_rows())
-                publish_staged(
-                    [(tmp, out_paths[fid]) for fid, tmp in staged.items() if keys.get(fid) not in flagged]
-                )
+                try:
+                    publish_staged(
+                        [(tmp, out_paths[fid]) for fid, tmp in staged.items() if keys.get(fid) not in flagged]
+                    )
+                except OSError as exc:
+                    raise StorageError(
+                        f"could not move the checked outputs into place under {self.batch_uri} "
+                        f"({type(exc).__name__}); nothing unchecked is visible and the batch is not "
+                        "committed: check the disk (space, permissions), then re-run the same command"
+                    ) from None
         self.failed.extend(failed)
         self._keep(scanned, plan, files)
 

@@ -147,3 +147,18 @@ def test_local_outputs_appear_only_once_the_gate_has_passed_them(
     assert on_disk == {uri.split("/b1/", 1)[1] for uri in result.outputs}
     assert result.removed == len(flagged)
     assert not [p for p in dst.rglob("*") if p.name.startswith(".")]  # no temporary file or folder left
+
+
+def test_outputs_that_cannot_be_moved_into_place_stop_the_run_with_nothing_visible(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dicomframe.errors import StorageError
+
+    def refused(staged: Any) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(dicomframe.apply, "publish_staged", refused)
+    with pytest.raises(StorageError, match="could not move the checked outputs into place.*re-run the same command"):
+        _run(SAMPLES / "cohort", tmp_path)
+    dst = tmp_path / "dst"
+    assert not list(dst.rglob("*.dcm")) and not [p for p in dst.rglob("*") if p.name.startswith(".")]
