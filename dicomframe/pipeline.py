@@ -50,8 +50,9 @@ from . import __version__
 from .apply import with_retries, write_atomic
 from .errors import StorageError, UserInputError
 from .keys import ProjectKey, load_key
-from .plan import UID_SYNTAX, Plan, make_plan
+from .plan import Plan, make_plan
 from .pseudonyms import DateShift
+from .tags import UID_SYNTAX
 
 __all__ = ["PART_FILES", "PRIORITIES", "DeidentifyResult", "deidentify"]
 

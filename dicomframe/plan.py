@@ -51,6 +51,7 @@ from .pseudonyms import (
     shift_da,
     shift_dt,
 )
+from .tags import UID_SYNTAX
 
 if TYPE_CHECKING:
     from .scanner import ScanResult
@@ -852,8 +853,6 @@ def _new_values(
     return plan
 
 
-#: what a UID is: digits and dots (PS3.5 9.1), for kept UI values and output names alike
-UID_SYNTAX = r"[0-9]+(\.[0-9]+)*"
 #: what a value of these VRs is (each of its values, between backslashes); a value kept as
 #: it is must be one: text written where a time, number or UID belongs may be a name
 _VALUE_SYNTAX = {

@@ -72,7 +72,7 @@ from ._parse import (
     _truncated,
 )
 from .errors import ParseError, UserInputError
-from .tags import VRS, format_tag, message_tag, vr_for
+from .tags import UID_MAX, UID_SYNTAX, VRS, format_tag, message_tag, vr_for
 
 try:
     from . import _cwalk  # the C accelerator (optional: built when a compiler is present)
@@ -822,13 +822,24 @@ def _meta_group(sop_class: bytes | None, sop_instance: bytes | None, ts: str) ->
     return _meta_element(0x0000, "UL", struct.pack("<I", len(body))) + body
 
 
+#: a UID, as bytes (see :data:`dicomframe.tags.UID_SYNTAX`)
+_UID_BYTES = re.compile(UID_SYNTAX.encode("ascii"))
+
+
+def _is_uid(raw: bytes) -> bool:
+    return len(raw) <= UID_MAX and _UID_BYTES.fullmatch(raw) is not None
+
+
 def _ascii_uid(value: object, what: str) -> bytes:
     if not isinstance(value, str):
         raise UserInputError(f"{what} must be a str UID, not {type(value).__name__}")
     try:
-        return value.strip(" \x00").encode("ascii")
+        raw = value.strip(" \x00").encode("ascii")
     except UnicodeEncodeError:
         raise UserInputError(f"{what} is not ASCII: a UID holds digits and dots only") from None
+    if not _is_uid(raw):
+        raise UserInputError(f"{what} is not a UID: digits and dots, at most {UID_MAX} characters")
+    return raw
 
 
 # -- the public function -------------------------------------------------------------
@@ -1009,14 +1020,21 @@ def _rewrite_pieces(
     _check_kept_sequences(w, edits)
 
     def uid(elem: int, dataset_elem: int) -> bytes | None:
+        """The meta header's SOP Class (0002) or Instance (0003) UID: the one the edits
+        give, else the input's meta one, else the data set's own when it is kept. A
+        value of the input that is not a UID is never copied (it may be any text)."""
         found = overrides.get(0x00020000 | elem)
         if found is not None:
-            return found
+            return found  # checked where it was given (_ascii_uid)
         if elem in meta_values:
-            return _uid_bytes(meta_values[elem])
+            raw = _uid_bytes(meta_values[elem])
+            if _is_uid(raw):
+                return raw
         at = w.sop.get(dataset_elem)
-        if at is not None:
-            return _uid_bytes(data[at[0] : at[0] + at[1]])
+        if at is not None and isinstance(edits.get(f"0008{dataset_elem:04X}"), Keep):
+            raw = _uid_bytes(data[at[0] : at[0] + at[1]])
+            if _is_uid(raw):
+                return raw
         return None
 
     head = _PREAMBLE + _meta_group(uid(0x0002, 0x0016), uid(0x0003, 0x0018), ts)

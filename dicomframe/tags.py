@@ -21,6 +21,12 @@ from pydicom._dicom_dict import DicomDictionary, RepeatersDictionary  # the data
 
 from .errors import UserInputError
 
+#: what a UID is: digits and dots (PS3.5 9.1), for kept UI values, output names and the
+#: file meta alike
+UID_SYNTAX = r"[0-9]+(\.[0-9]+)*"
+#: at most this many characters (PS3.5 9.1)
+UID_MAX = 64
+
 if TYPE_CHECKING:
     import polars as pl
 

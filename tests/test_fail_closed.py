@@ -466,3 +466,52 @@ def test_a_creator_whose_only_kept_element_is_malformed_goes_with_it(tmp_path: P
     assert result.written == 1
     got = _only_output(tmp_path / "out")
     assert 0x70531009 not in got and 0x70530010 not in got
+
+
+def _save_with_meta(ds: Dataset, path: Path, **meta: str | None) -> None:
+    """Save with a file meta whose SOP Class / Instance UIDs are given (None: left out)."""
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    for keyword, value in meta.items():
+        if value is not None:
+            setattr(ds.file_meta, keyword, value)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.save_as(path, enforce_file_format=False)
+
+
+@pytest.mark.parametrize(
+    ("case", "profile"),
+    [
+        ("meta class not a UID", "default"),
+        ("meta class missing, data set class not a UID", "basic"),
+        ("meta class missing, data set class not a UID", "research"),
+        ("meta instance not a UID", "retain UIDs"),
+    ],
+)
+def test_file_meta_uids_of_the_input_that_are_not_uids_are_never_copied(tmp_path: Path, case: str, profile: str) -> None:
+    ds = _base()
+    sop_class = ds.SOPClassUID
+    meta: dict[str, str | None] = {"MediaStorageSOPClassUID": sop_class, "MediaStorageSOPInstanceUID": ds.SOPInstanceUID}
+    if case == "meta class not a UID":
+        meta["MediaStorageSOPClassUID"] = f"1.2.3.{MARK}"
+    elif case == "meta instance not a UID":
+        meta["MediaStorageSOPInstanceUID"] = f"1.2.3.{MARK}"
+    else:
+        meta["MediaStorageSOPClassUID"] = None
+        ds[0x00080016] = DataElement(0x00080016, "UI", f"1.2.{MARK}")
+    _save_with_meta(ds, tmp_path / "in" / "a.dcm", **meta)
+    chosen: str | Profile = (
+        Profile.preset("default").with_options(Option.RETAIN_UIDS) if profile == "retain UIDs" else profile
+    )
+    result = deidentify(
+        tmp_path / "in", tmp_path / "out", key=KEY, vault=tmp_path / "vault", batch_id="b", profile=chosen,
+        progress=False,
+    )  # fmt: skip
+    assert result.written == 1 and not _leaks(tmp_path / "out")
+    got = _only_output(tmp_path / "out")
+    if case == "meta class not a UID":  # the data set's own, a UID, stands in
+        assert got.file_meta.MediaStorageSOPClassUID == sop_class
+    if case == "meta instance not a UID":  # the kept SOP Instance UID stands in
+        assert got.file_meta.MediaStorageSOPInstanceUID == got.SOPInstanceUID == ds.SOPInstanceUID
