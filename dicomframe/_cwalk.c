@@ -1168,7 +1168,6 @@ static int rw_dataset(R *r, Py_ssize_t pos, Py_ssize_t end, const char *prefix, 
     int ndone = 0;
     Creators creators;
     creators.n = 0;
-    (void)trailing;
     if (depth > RW_MAX_DEPTH || plen + 32 > RW_MAX_PATH) return RW_BAIL;
     memcpy(path, prefix, (size_t)plen);
     if (!skip) {
@@ -1285,7 +1284,9 @@ static int rw_dataset(R *r, Py_ssize_t pos, Py_ssize_t end, const char *prefix, 
         }
         PyObject *pathobj = NULL, *edit = NULL;
         Py_ssize_t pl = plen;
-        if (!(elem == 0 || skip || (top && group == 0x0002))) {
+        /* past the top-level Pixel Data nothing is kept: the scan stops there, so no plan
+         * row speaks for what follows (a copy of an earlier element would take its edit) */
+        if (!(elem == 0 || skip || trailing || (top && group == 0x0002))) {
             snprintf(path + plen, 9, "%08X", tag);
             pl = plen + 8;
             pathobj = PyUnicode_FromStringAndSize(path, pl);

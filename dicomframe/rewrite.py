@@ -511,8 +511,11 @@ class _Rewriter:
                     elif group == 0x0008 and (elem == 0x0016 or elem == 0x0018):
                         self.sop[elem] = (vpos, length)
                 path = ""
-                if elem == 0 or skip or (top and group == 0x0002):
-                    edit = None  # group lengths and stray meta elements are always removed
+                if elem == 0 or skip or trailing or (top and group == 0x0002):
+                    # group lengths and stray meta elements are always removed, and so is all
+                    # past the top-level Pixel Data: the scan stops there, so no plan row speaks
+                    # for what follows (a copy of an earlier element would take its edit)
+                    edit = None
                 else:
                     hx = hex8(tag)
                     path = prefix + (hx if hx is not None else f"{tag:08X}")

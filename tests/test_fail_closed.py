@@ -515,3 +515,46 @@ def test_file_meta_uids_of_the_input_that_are_not_uids_are_never_copied(tmp_path
         assert got.file_meta.MediaStorageSOPClassUID == sop_class
     if case == "meta instance not a UID":  # the kept SOP Instance UID stands in
         assert got.file_meta.MediaStorageSOPInstanceUID == got.SOPInstanceUID == ds.SOPInstanceUID
+
+
+def _with_pixels() -> Dataset:
+    ds = _base()
+    ds.Rows, ds.Columns, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 2, 2, 8, 8, 7
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PixelRepresentation = 1, "MONOCHROME2", 0
+    ref = Dataset()
+    ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = "1.2.840.10008.5.1.4.1.1.7", "1.2.3.4"
+    ds.ReferencedImageSequence = Sequence([ref])
+    ds.PixelData = b"\0\1\2\3"
+    return ds
+
+
+@pytest.mark.parametrize("copy", ["a UID", "text", "a sequence"])
+def test_nothing_after_the_top_level_pixel_data_is_kept(tmp_path: Path, copy: str) -> None:
+    """The scan stops at Pixel Data: an element after it (a second copy of one seen before,
+    whose Keep it would take) is dropped, by both rewriters."""
+    import dicomframe as dcf
+    from dicomframe.apply import edits_for
+    from dicomframe.plan import make_plan
+    from dicomframe.rewrite import rewrite
+
+    _save(_with_pixels(), tmp_path / "whole.dcm")
+    data = (tmp_path / "whole.dcm").read_bytes()
+    if copy == "a UID":
+        data += _explicit(0x00080016, "UI", f"1.2.3.{MARK}\0".encode())
+    elif copy == "text":
+        data += _explicit(0x00080070, "LO", f"{MARK}^Doe^Jane".encode())
+    else:
+        code = _explicit(0x00081150, "UI", f"1.2.{MARK}\0".encode())
+        data += _explicit(0x00081140, "SQ", b"\xfe\xff\x00\xe0" + len(code).to_bytes(4, "little") + code)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.dcm").write_bytes(data)
+    result = deidentify(
+        tmp_path / "in", tmp_path / "out", key=KEY, vault=tmp_path / "vault", batch_id="b", progress=False
+    )
+    assert result.written == 1 and not _leaks(tmp_path / "out")
+    assert _only_output(tmp_path / "out").PixelData == b"\0\1\2\3"
+    plan = make_plan(dcf.scan(tmp_path / "in", progress=False), "default", KEY)
+    edits, meta = edits_for(plan.table.select("tag_path", "tag", "vr", "action", "new_value").rows(), plan.additions)
+    for accelerate in (True, False):
+        out = rewrite(data, edits, meta=meta, accelerate=accelerate)
+        assert MARK.encode() not in out and out.endswith(b"\0\1\2\3")
