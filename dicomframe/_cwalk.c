@@ -25,7 +25,7 @@ enum { CODE_NEED = 1, CODE_TRUNCATED = 2, CODE_CORRUPT = 3, CODE_UNSUPPORTED = 4
 /* truncated: what */
 enum { T_HEADER = 1, T_VALUE = 2, T_SEQUENCE = 3, T_ITEM = 4, T_FRAGMENT = 5 };
 /* corrupt: what */
-enum { C_DELIM = 1, C_VR = 2, C_ITEM = 3, C_FRAGMENT = 4, C_OVERRUN = 5, C_DEPTH = 6 };
+enum { C_DELIM = 1, C_VR = 2, C_ITEM = 3, C_FRAGMENT = 4, C_OVERRUN = 5, C_DEPTH = 6, C_SEQ_OVERRUN = 7 };
 /* deeper nesting is refused (a damaged or hostile file): real ones stay far below, and the
  * path of every row grows with its depth (memory would grow with its square) */
 #define MAX_DEPTH 64
@@ -317,8 +317,8 @@ static Py_ssize_t sequence(W *w, Py_ssize_t pos, uint32_t length, int depth, PyO
         uint32_t t = ((uint32_t)rd16(p) << 16) | rd16(p + 2);
         uint32_t ilen = rd32(p + 4);
         if (t == 0xFFFEE0DDu) {
-            *n_items = n;
-            return pos + 8;
+            pos += 8;
+            break;
         }
         if (t != 0xFFFEE000u) {
             raise_walk(CODE_CORRUPT, C_ITEM, tag, pos, 0);
@@ -338,6 +338,12 @@ static Py_ssize_t sequence(W *w, Py_ssize_t pos, uint32_t length, int depth, PyO
         Py_DECREF(prefix);
         if (r < 0) return -1;
         n++;
+    }
+    if (length != UNDEFINED && pos != end) {
+        /* items running past the sequence's own length: a reader that skips the sequence
+         * by its length would read the rest of an item as elements of the data set */
+        raise_walk(CODE_CORRUPT, C_SEQ_OVERRUN, tag, end, 0);
+        return -1;
     }
     *n_items = n;
     return pos;
@@ -1350,10 +1356,9 @@ static int rw_dataset(R *r, Py_ssize_t pos, Py_ssize_t end, const char *prefix, 
                 } else {
                     r->np = mark;
                 }
-            } else if (length != UNDEFINED) {
-                epos = vpos + (Py_ssize_t)length;
-                if (epos > size) RW_FAIL(RW_BAIL);
             } else {
+                /* removed: walked all the same, so that its items must end where it says
+                 * (a reader skipping it by its length would take an item's rest for elements) */
                 Py_ssize_t mark = r->np;
                 int c = rw_sequence(r, vpos, length, depth + 1, path, pl, 1, &epos);
                 if (c < 0) RW_FAIL(c);
@@ -1449,6 +1454,8 @@ static int rw_sequence(R *r, Py_ssize_t pos, uint32_t length, int depth, const c
             changed = 1;
         }
     }
+    /* items running past the sequence's own length: the Python walker says why */
+    if (end < RW_INF && pos != end) return RW_BAIL;
     *out_end = pos;
     return changed;
 }

@@ -509,7 +509,8 @@ class _Walker:
             item_len = self.i(self.buf, pos + 4)[0]
             item_tag = (group << 16) | elem
             if item_tag == _SEQ_DELIM:
-                return pos + 8, n
+                pos += 8
+                break
             if item_tag != _ITEM:
                 raise _corrupt(f"expected an item in sequence {message_tag(tag)}", pos)
             pos += 8
@@ -520,6 +521,10 @@ class _Walker:
                 self.walk(pos, pos + item_len, depth, prefix, explicit, decoder)
                 pos += item_len
             n += 1
+        if end < _INF and pos != end:
+            # a reader that skips the sequence by its length would read the rest of an
+            # item as elements of the data set
+            raise _corrupt(_corrupt_what(7, tag), end)
         return pos, n
 
     def skip_fragments(self, pos: int, tag: int) -> int:
@@ -623,6 +628,7 @@ def _corrupt_what(code: int, tag: int) -> str:
         4: f"invalid fragment in element {message_tag(tag)}",
         5: "element runs past the end of its item",
         6: f"sequences nested more than {MAX_DEPTH} levels deep",
+        7: f"the items of sequence {message_tag(tag)} run past its length",
     }[code]
 
 

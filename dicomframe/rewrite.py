@@ -541,11 +541,9 @@ class _Rewriter:
                         epos, items = self.sequence(
                             vpos, length, depth + 1, path, explicit and not is_un, tag, False
                         )
-                    elif length != UNDEFINED:
-                        epos = vpos + length
-                        if epos > size:
-                            raise _truncated(f"sequence {message_tag(tag)}", vpos)
                     else:
+                        # removed: walked all the same, so that its items must end where it
+                        # says (skipped by its length, an item's rest would be read as elements)
                         epos = self.sequence(
                             vpos, length, depth + 1, path, explicit and not is_un, tag, True
                         )[0]
@@ -660,6 +658,8 @@ class _Rewriter:
                 out.append(enc.item)
                 out.extend(pieces)
                 out.append(enc.item_end)
+        if end < _INF and pos != end:
+            raise _corrupt(f"the items of sequence {message_tag(tag)} run past its length", end)
         return pos, (out if changed else None)
 
     def fragments_end(self, pos: int, tag: int) -> int:

@@ -558,3 +558,45 @@ def test_nothing_after_the_top_level_pixel_data_is_kept(tmp_path: Path, copy: st
     for accelerate in (True, False):
         out = rewrite(data, edits, meta=meta, accelerate=accelerate)
         assert MARK.encode() not in out and out.endswith(b"\0\1\2\3")
+
+
+@pytest.mark.parametrize("item", ["undefined length", "defined, longer than the sequence"])
+@pytest.mark.parametrize("sequence", [0x00400275, 0x00081120], ids=["RequestAttributes", "ReferencedPatient"])
+def test_a_removed_sequence_whose_item_runs_past_its_length_refuses_the_file(
+    tmp_path: Path, item: str, sequence: int
+) -> None:
+    """Skipped by its length, the rest of the item would be read as top-level elements
+    (taking their Keep); the scan and both rewriters refuse the file instead."""
+    from dicomframe._parse import BytesReader, parse_file
+    from dicomframe.errors import ParseError
+    from dicomframe.rewrite import Keep, rewrite
+
+    ds = _base()
+    _save(ds, tmp_path / "whole.dcm")
+    hidden = _explicit(0x00080016, "UI", f"1.2.3.{MARK}\0".encode()) + _explicit(
+        0x00080070, "LO", f"{MARK} hidden text".encode()
+    )
+    if item == "undefined length":
+        head = b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
+        tail = b"\xfe\xff\x0d\xe0\0\0\0\0"
+    else:
+        head = b"\xfe\xff\x00\xe0" + len(hidden).to_bytes(4, "little")
+        tail = b""
+    data = (tmp_path / "whole.dcm").read_bytes()
+    data += (sequence >> 16).to_bytes(2, "little") + (sequence & 0xFFFF).to_bytes(2, "little") + b"SQ\0\0"
+    data += len(head).to_bytes(4, "little") + head + hidden + tail
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.dcm").write_bytes(data)
+    for accelerate in (True, False):
+        with pytest.raises(ParseError, match="run past its length") as scanned:
+            parse_file(BytesReader(data), accelerate=accelerate)
+        assert scanned.value.kind == "corrupt"
+        with pytest.raises(ParseError, match="run past its length"):
+            rewrite(data, {"00080016": Keep(), "00080070": Keep()}, accelerate=accelerate)
+    for profile in ("basic", "default", "research", "cloud-upload"):
+        result = deidentify(
+            tmp_path / "in", tmp_path / profile, key=KEY, vault=tmp_path / f"v-{profile}", batch_id="b",
+            profile=profile, progress=False,
+        )  # fmt: skip
+        assert result.written == 0 and [f["kind"] for f in result.failed] == ["corrupt"]
+        assert not _leaks(tmp_path / profile)
