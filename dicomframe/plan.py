@@ -357,6 +357,36 @@ def _unlisted_table(pairs: pl.DataFrame, profile: Profile) -> pl.DataFrame:
     )
 
 
+#: bytes per value of the binary VRs Table E.3.10-1 lists
+_BINARY_SIZE = {"US": 2, "SS": 2, "UL": 4, "SL": 4, "FL": 4, "FD": 8, "AT": 4}
+#: a code string (PS3.5 6.2): capitals, digits, space and underscore, at most 16
+_CS_SYNTAX = r"[A-Z0-9 _]{0,16}"
+
+
+def _whole_value(syntax: str) -> str:
+    """A regex for a whole value whose every value (between backslashes) is ``syntax``."""
+    one = rf" *(?:{syntax}) *"
+    return rf"^(?:{one})?(?:\\(?:{one})?)*$"
+
+
+def _reads_as_listed(listed_vr: pl.Expr) -> pl.Expr:
+    """Whether a safe private element read as UN holds what the table's VR says.
+
+    Numbers, dates, UIDs and codes: text of that syntax. Binary numbers: whole values,
+    and not plainly text (a word hidden in a float array is not a float). Text VRs (LO,
+    SH, ST, LT), opaque bytes (OB, OW) and sequences: as the table says, whatever they hold.
+    """
+    value, length = pl.col("value"), pl.col("length")
+    checks = {name: _VALUE_SYNTAX[name] for name in ("DS", "IS", "UI", "DA", "TM")} | {"CS": _CS_SYNTAX}
+    decided: pl.Expr = pl.lit(True)
+    for name, syntax in checks.items():
+        decided = pl.when(listed_vr == name).then(value.str.contains(_whole_value(syntax)).fill_null(False)).otherwise(decided)
+    for name, size in _BINARY_SIZE.items():
+        whole = value.is_null() & length.is_not_null() & (length % size == 0)
+        decided = pl.when(listed_vr == name).then(whole).otherwise(decided)
+    return decided
+
+
 def _private_and_unknown(matched: pl.DataFrame, profile: Profile) -> pl.DataFrame:
     """Private elements, creators, unknown and group-length elements (fail closed)."""
     group = pl.col("tag") // 65536
@@ -380,11 +410,12 @@ def _private_and_unknown(matched: pl.DataFrame, profile: Profile) -> pl.DataFram
             safe, on=["private_creator", "_g", "_e"], how="left"
         )
         # kept when written with the VR the table gives it (``OW/OB``: either; blank: any),
-        # or as UN: text where the table says a number is not that attribute (fail closed)
+        # or as UN (implicit VR, mostly) when it reads as that VR: text where the table says a
+        # number is not that attribute (fail closed)
         listed_vr = pl.col("_safe_vr").fill_null("")
         vr_ok = (
             (listed_vr == "")
-            | (pl.col("vr") == "UN")
+            | ((pl.col("vr") == "UN") & _reads_as_listed(listed_vr))
             | listed_vr.str.split("/").list.contains(pl.col("vr"))
         )
         safe_hit = pl.col("_safe").fill_null(False) & vr_ok
@@ -876,8 +907,7 @@ def _malformed_removed(plan: pl.DataFrame) -> pl.DataFrame:
     checked = plan.select(vr.filter(where), value.filter(where)).unique()
     bad = []
     for name, syntax in _VALUE_SYNTAX.items():  # each distinct value once
-        one = rf" *(?:{syntax}) *"
-        found = checked.filter((vr == name) & ~value.str.contains(rf"^(?:{one})?(?:\\(?:{one})?)*$"))
+        found = checked.filter((vr == name) & ~value.str.contains(_whole_value(syntax)))
         bad.append(found)
     wrong = pl.concat(bad)
     if wrong.height == 0:

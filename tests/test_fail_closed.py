@@ -600,3 +600,42 @@ def test_a_removed_sequence_whose_item_runs_past_its_length_refuses_the_file(
         )  # fmt: skip
         assert result.written == 0 and [f["kind"] for f in result.failed] == ["corrupt"]
         assert not _leaks(tmp_path / profile)
+
+
+@pytest.mark.parametrize("encoding", ["explicit UN", "implicit VR"])
+def test_a_safe_private_attribute_read_as_un_is_kept_only_when_it_reads_as_its_listed_vr(
+    tmp_path: Path, encoding: str
+) -> None:
+    """(2001,xx43) is listed IS and (2001,xx4F) FD: as UN (or in implicit VR, where the scan
+    knows no VR for them) a word in either goes, a number stays."""
+    import struct
+
+    from pydicom.uid import ImplicitVRLittleEndian
+
+    ds = _base()
+    ds.add_new(0x20010010, "LO", "Philips Imaging DD 001")
+    ds.add_new(0x20011043, "UN", f"{MARK} Doe".encode())  # listed IS: a word
+    ds.add_new(0x20011044, "UN", b"12")  # listed IS: a number
+    ds.add_new(0x2001104F, "UN", struct.pack("<d", 1.5))  # listed FD: a number
+    ds.add_new(0x200110C2, "UN", f"{MARK}!".encode())  # listed FD: eight bytes of text
+    ds.add_new(0x20010011, "LO", "Philips Imaging DD 001")  # a second block of the same creator
+    ds.add_new(0x20011143, "UN", b"3\\4 ")  # listed IS, VM 2: numbers
+    if encoding == "implicit VR":
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+        (tmp_path / "in").mkdir()
+        ds.save_as(tmp_path / "in" / "a.dcm", enforce_file_format=True)
+    else:
+        _save(ds, tmp_path / "in" / "a.dcm")
+    profile = Profile.preset("default").with_options(Option.RETAIN_SAFE_PRIVATE)
+    result = deidentify(
+        tmp_path / "in", tmp_path / "out", key=KEY, vault=tmp_path / "vault", batch_id="b", profile=profile,
+        progress=False,
+    )  # fmt: skip
+    assert result.written == 1 and not _leaks(tmp_path / "out")
+    got = _only_output(tmp_path / "out")
+    kept = {int(e.tag) for e in got if e.tag.group == 0x2001}
+    assert kept == {0x20010010, 0x20011044, 0x2001104F, 0x20010011, 0x20011143}
+    assert got[0x2001104F].value in (struct.pack("<d", 1.5), 1.5)
