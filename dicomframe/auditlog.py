@@ -258,6 +258,18 @@ class AuditLog:
     def __repr__(self) -> str:
         return f"AuditLog({str(self._path)!r})"
 
+    def check_writable(self) -> None:
+        """Raise :class:`AuditLogError` now when records could not be appended later (its
+        folder missing, no write permission): a long run learns it before doing any work."""
+        folder = self._path.parent
+        if not folder.is_dir():
+            raise AuditLogError(
+                f"cannot create the audit log {self._path}: its folder does not exist; create it first"
+            )
+        target = self._path if self._path.exists() else folder
+        if not os.access(target, os.W_OK):
+            raise AuditLogError(f"cannot write the audit log {self._path}: check the path and permissions")
+
     def append(
         self,
         action: str,

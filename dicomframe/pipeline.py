@@ -307,14 +307,29 @@ def _deidentify(
             "the vault must not be inside the output (DST): the mapping holds original identifiers; "
             "give --vault a location apart from DST"
         )
+    for source_text in [src] if isinstance(src, str | os.PathLike) else list(src):
+        if _same_place(os.fspath(source_text), dst_text):
+            raise UserInputError(
+                "the output (DST) must not be inside the source (SRC): a later run would take the "
+                "de-identified files for inputs; give DST a folder outside SRC"
+            )
+    if audit_log is not None:
+        from .auditlog import AuditLog
+
+        AuditLog(audit_log).check_writable()  # now, not after the whole batch is written
+    from .vault import check_key
+
+    check_key(vault_text, project_key, storage_options=storage_options)
     batch = batch_id or _new_batch_id()
     if not batch.replace("-", "").replace("_", "").isalnum() or len(batch) > 64:
         raise UserInputError("--batch-id may hold letters, digits, '-' and '_' only (at most 64)")
     out_fs, out_root = _fs(dst_text, storage_options)
     batch_root = _join(out_root, batch)
     batch_uri = _join(dst_text, batch) + "/"
+    settings = _settings_digest(project_key, profile, org, date_shift, pixel_clean)
     if not dry_run:
         _check_destination(out_fs, out_root, dst_text)
+        _check_committed(out_fs, batch_root, batch_uri, settings)
     ahead = None if dry_run else _make_tmp_files_ahead(out_fs, batch_root, jobs, cleanup)
     source = resolve_source(src, storage_options)
     # a batch is de-identified in parts of PART_FILES inputs, each scanned, planned, written
@@ -399,7 +414,7 @@ def _deidentify(
                 metadata=run.metadata,
             )
             parquet_uri = _join(dst_text, batch, "manifest.parquet")
-        manifest = _manifest(batch, priority.upper(), submitted, ok_files, failed)
+        manifest = _manifest(batch, priority.upper(), submitted, ok_files, failed, settings)
         manifest_path = _join(batch_root, "manifest.json")
         write_atomic(
             out_fs,
@@ -1024,11 +1039,22 @@ def _existing_outputs(out_fs: Any, batch_root: str, dst_text: str) -> dict[str, 
     return existing
 
 
-def _same_place(dst: str, vault: str) -> bool:
-    if "://" in dst or "://" in vault:
-        return vault.rstrip("/").startswith(dst.rstrip("/") + "/") or vault.rstrip("/") == dst.rstrip("/")
-    a, b = os.path.abspath(dst), os.path.abspath(vault)
-    return b == a or b.startswith(a + os.sep)
+def _same_place(outer: str, inner: str) -> bool:
+    """Whether ``inner`` is ``outer`` or inside it (local paths through their links, and
+    ``file://`` URLs as the paths they are)."""
+
+    def local(text: str) -> str | None:
+        if text.lower().startswith("file://"):
+            text = text[len("file://") :]
+        return None if "://" in text else os.path.realpath(text)
+
+    a, b = local(outer), local(inner)
+    if a is None or b is None:
+        if a is not None or b is not None:
+            return False  # one local, one remote
+        a, b = outer.rstrip("/"), inner.rstrip("/")
+        return b == a or b.startswith(a + "/")
+    return b == a or b.startswith(a.rstrip(os.sep) + os.sep)
 
 
 def _new_batch_id() -> str:
@@ -1149,7 +1175,72 @@ def _run_apply(
     return results
 
 
-def _manifest(batch: str, priority: str, submitted: str, ok: pl.DataFrame, failed: list[dict[str, Any]]) -> dict[str, Any]:
+def _settings_digest(
+    key: ProjectKey, profile: Any, org: str, date_shift: DateShift | None, pixel_clean: str
+) -> str:
+    """What decides the bytes of a batch's outputs besides its inputs, as a digest: the
+    project key (by its id), the profile (options, rules, pixel rules), ``--org``, the date
+    shift range and the pixel clean mode. Written into ``manifest.json`` (``settings``), so
+    that a committed batch is never changed by a run with other settings."""
+    import hashlib
+
+    from .profiles import Profile
+
+    prof = profile if isinstance(profile, Profile) else Profile.load(profile)
+    shift = date_shift or DateShift()
+    described = {
+        "key_id": key.key_id,
+        "options": sorted(option.value for option in prof.options),
+        "rules": [repr(rule) for rule in prof.rules],
+        "pixel_rules": [repr(rule) for rule in prof.pixel_rules],
+        "org": org,
+        "date_shift": [shift.min_days, shift.max_days],
+        "pixel_clean": pixel_clean,
+    }
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _check_committed(out_fs: Any, batch_root: str, batch_uri: str, settings: str) -> None:
+    """Refuse to change a committed batch (its ``manifest.json`` is there) with other settings.
+
+    Readers may have taken it already; a re-run with the same settings finds every output
+    there and changes nothing."""
+    from .apply import _is_local, _url
+
+    path = _join(batch_root, "manifest.json")
+    if out_fs is None or _is_local(out_fs):
+        try:
+            with open(path, "rb") as fh:
+                data: bytes | None = fh.read()
+        except FileNotFoundError:
+            data = None
+    else:
+
+        def read() -> bytes | None:
+            try:
+                return bytes(out_fs.cat_file(path))
+            except FileNotFoundError:
+                return None
+
+        data = with_retries(read, _url(out_fs, path), "reading")
+    if data is None:
+        return
+    try:
+        found = json.loads(data).get("settings")
+    except (ValueError, AttributeError):
+        found = None
+    if found != settings:
+        raise UserInputError(
+            f"{batch_uri} is a committed batch (it has its manifest.json) made with other settings: another "
+            "project key, profile or options, --org, date shift or pixel cleaning. A committed batch is never "
+            "changed (readers may have taken it). Give a new --batch-id, or delete that batch folder to make "
+            "it again"
+        )
+
+
+def _manifest(
+    batch: str, priority: str, submitted: str, ok: pl.DataFrame, failed: list[dict[str, Any]], settings: str = ""
+) -> dict[str, Any]:
     studies = []
     if ok.height:
         for (cloud_id,), group in ok.sort("out_key").group_by("cloud_study_id", maintain_order=True):
@@ -1171,6 +1262,9 @@ def _manifest(batch: str, priority: str, submitted: str, ok: pl.DataFrame, faile
         "total_images": int(ok.height),
         "studies": studies,
         "failed": [{"input": f["input"], "kind": f["kind"], "reason": f["reason"]} for f in failed],
+        # what decided the outputs' bytes besides the inputs (key id, profile, options, …), as a
+        # digest: a run with other settings does not change a committed batch
+        "settings": settings,
     }
 
 

@@ -340,6 +340,40 @@ def read_plan(
     return pl.read_parquet(io.BytesIO(plain))
 
 
+def check_key(
+    vault: str | os.PathLike[str], key: ProjectKey, *, storage_options: dict[str, Any] | None = None
+) -> None:
+    """Refuse ``key`` when the vault's batches are sealed with another project key.
+
+    A vault serves one project: batches under two keys could not be audited or listed
+    together, and a key mix-up shows here rather than years later. Reads the key id in
+    the header of the newest batch's mapping (no decryption). A vault with no batch
+    takes any key.
+
+    Raises
+    ------
+    WrongKey
+        The vault's batches were sealed with another key.
+    """
+    store = _Store.open(vault, storage_options)
+    batches = store.batches()
+    if not batches:
+        return
+    newest = batches[-1]
+    with _storage_errors("read", store.uri(newest)):
+        head = bytes(store.fs.cat_file(store.path(newest), start=0, end=HEADER_LENGTH))
+    raw_id = head[len(MAGIC) + 1 : len(MAGIC) + 1 + _KEY_ID_LENGTH]
+    if head[: len(MAGIC)] != MAGIC or not set(raw_id) <= _HEX_DIGITS:
+        return  # not ours to judge here: reading the batch reports the damage
+    found = raw_id.decode("ascii")
+    if found != key.key_id:
+        raise WrongKey(
+            f"vault {store.text} holds batches sealed with key {found} (batch {newest}), and you gave key "
+            f"{key.key_id}: a vault serves one project key. Use the key file whose key_id line reads {found}, "
+            "or give another --vault"
+        )
+
+
 def list_batches(
     vault: str | os.PathLike[str], *, storage_options: dict[str, Any] | None = None
 ) -> list[str]:

@@ -215,21 +215,48 @@ def test_a_batch_id_that_holds_another_runs_outputs_is_not_committed_again(
 
     if part_files is not None:
         monkeypatch.setattr(dicomframe.pipeline, "PART_FILES", part_files)
-    kwargs: dict[str, Any] = {"vault": tmp_path / "v", "batch_id": "b1", "progress": False}
-    first = deidentify(SAMPLES / "cohort", tmp_path / "out", key=KEY, **kwargs)
+    kwargs: dict[str, Any] = {"batch_id": "b1", "progress": False}
+    first = deidentify(SAMPLES / "cohort", tmp_path / "out", key=KEY, vault=tmp_path / "v", **kwargs)
     batch = tmp_path / "out" / "b1"
     manifest = (batch / "manifest.json").read_bytes()
     other = ProjectKey.from_bytes(bytes(range(1, 33)))
+    # committed: refused before any work, whatever the parts
+    with pytest.raises(UserInputError, match=r"is a committed batch .* made with other settings.*--batch-id"):
+        deidentify(SAMPLES / "cohort", tmp_path / "out", key=other, vault=tmp_path / "v-other", **kwargs)
+    assert (batch / "manifest.json").read_bytes() == manifest and len(list(batch.rglob("*.dcm"))) == 70
+    # not committed (a run that stopped before its manifest): the outputs it left decide
+    (batch / "manifest.json").unlink()
     wrote = "This run's outputs are not committed" if part_files else "This run wrote nothing"
     with pytest.raises(UserInputError, match=rf"holds 70 DICOM outputs that this run does not produce.*{wrote}.*--batch-id"):
-        deidentify(SAMPLES / "cohort", tmp_path / "out", key=other, **kwargs)
-    assert (batch / "manifest.json").read_bytes() == manifest  # the first run's commit stands
+        deidentify(SAMPLES / "cohort", tmp_path / "out", key=other, vault=tmp_path / "v-other", **kwargs)
+    assert not (batch / "manifest.json").exists()
     written = len(list(batch.rglob("*.dcm")))
     # at once, it is known before writing (nothing written); in parts, once all are planned
     assert written == (70 if part_files is None else 140)
     if part_files is None:  # the same key and options again: every output already there
-        again = deidentify(SAMPLES / "cohort", tmp_path / "out", key=KEY, **kwargs)
+        again = deidentify(SAMPLES / "cohort", tmp_path / "out", key=KEY, vault=tmp_path / "v", **kwargs)
         assert again.ok and again.skipped == 70 and again.outputs == first.outputs
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"profile": "research"}, {"profile": "cloud-upload", "org": "OTHER"}, {"pixel_clean": "off"}, {"org": "ACME2"}],
+    ids=["profile", "profile+org", "pixel-clean", "org"],
+)
+def test_a_committed_batch_is_not_changed_by_a_run_with_other_settings(tmp_path: Path, change: dict[str, Any]) -> None:
+    from dicomframe.errors import UserInputError
+
+    kwargs: dict[str, Any] = {"key": KEY, "vault": tmp_path / "v", "batch_id": "b1", "progress": False}
+    deidentify(SAMPLES / "cohort", tmp_path / "out", **kwargs)
+    batch = tmp_path / "out" / "b1"
+    before = {p: p.read_bytes() for p in sorted(batch.rglob("*")) if p.is_file()}
+    mapping = sorted((tmp_path / "v").rglob("*"))
+    with pytest.raises(UserInputError, match="committed batch"):
+        deidentify(SAMPLES / "cohort", tmp_path / "out", **kwargs, **change)
+    assert {p: p.read_bytes() for p in sorted(batch.rglob("*")) if p.is_file()} == before
+    assert sorted((tmp_path / "v").rglob("*")) == mapping
+    again = deidentify(SAMPLES / "cohort", tmp_path / "out", **kwargs)  # the same settings: nothing changes
+    assert again.ok and again.skipped == 70
 
 
 @pytest.mark.s3
