@@ -9,7 +9,8 @@ Exit codes (other systems depend on them):
   A one-line message says what to fix; no traceback.
 * ``3`` to ``6`` — ``reidentify`` refused: 3 no such batch in the vault, 4 the vault
   file was written with another project key, 5 the vault file is damaged, altered or
-  was moved from another batch, 6 no such study in the batch.
+  was moved from another batch, 6 no such study in the batch. ``deidentify`` exits 4
+  too when the vault's batches were sealed with another project key.
 """
 
 from __future__ import annotations
@@ -299,6 +300,8 @@ def deidentify(
     DST/<batch_id>/manifest.json (last); the mapping to originals goes to VAULT only.
     Exit code 0 when every input was written, 1 when any failed (listed below): damaged,
     empty, unreadable or not DICOM. A DICOMDIR in SRC is left out (its images are read).
+    Exit 2, before any work, for a --batch-id already committed with other settings (key,
+    profile, --org, ...) or DST inside SRC; exit 4 for a vault of another project key.
 
     Examples:
 
