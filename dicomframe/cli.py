@@ -394,7 +394,7 @@ def audit(
       dicomframe audit --list-rules
     """
     from .phiaudit import RULES, SEVERITIES
-    from .phiaudit import audit as run_audit
+    from .phiaudit import _audit as run_audit
 
     if list_rules:
         table = Table(title="audit rules", title_justify="left")
@@ -409,7 +409,7 @@ def audit(
         raise UserInputError("give the folder or URL of the de-identified files (or --list-rules)")
     if fail_on not in SEVERITIES:
         raise UserInputError(f"--fail-on must be one of {', '.join(SEVERITIES)} (got {fail_on!r})")
-    findings = run_audit(
+    run = run_audit(
         src,
         vault=vault,
         key=key_file,
@@ -418,8 +418,17 @@ def audit(
         ocr=ocr,
         progress=progress and sys.stderr.isatty(),
     )
+    findings = run.findings
+    unreadable = f" ({run.unreadable:,} more unreadable or not DICOM)" if run.unreadable else ""
+    searched = f"; {run.originals:,} original identifiers of the vault searched for" if vault else ""
+    _out.print(
+        f"audited {run.files:,} DICOM file{'s' if run.files != 1 else ''}{unreadable} with {len(run.rules)} "
+        f"rule{'s' if len(run.rules) != 1 else ''} ({', '.join(run.rules)}), profile {profile}{searched}",
+        highlight=False,
+    )
     if output:
         findings.write_parquet(output)
+        _out.print(f"findings table written to {output}", highlight=False)
     if findings.height == 0:
         _out.print("no findings", highlight=False)
         return
@@ -439,6 +448,8 @@ def audit(
     for row in findings.head(15).iter_rows(named=True):
         detail.add_row(*[_escape("" if row.get(c) is None else str(row.get(c))) for c in ("file_id", "tag_path", "keyword", "rule", "evidence")])
     _out.print(detail)
+    if findings.height > 15:
+        _out.print(f"… {findings.height - 15:,} more: -o FILE writes them all (Parquet)", highlight=False)
     level = SEVERITIES.index(fail_on)
     worst = findings.filter(pl.col("severity").is_in(list(SEVERITIES[level:])))
     if worst.height:

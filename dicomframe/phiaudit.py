@@ -324,8 +324,8 @@ def _burned_in_text(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
 RULES: tuple[Rule, ...] = (
     Rule("vault_original", "high", "an original identifier known to the vault (patient id, accession number, original UIDs) in any element, at any depth, private tags included", _vault_originals),
     Rule("vault_original_in_name", "high", "an original identifier known to the vault in a file or object name", _vault_originals_in_paths),
-    Rule("should_be_removed", "high", "an attribute the profile removes (X) is present", _profile_violations),
-    Rule("private_not_safe", "medium", "private tags not on the safe-private list for their creator, or with no creator", _private_tags),
+    Rule("should_be_removed", "high", "an attribute the profile removes (X) is present; also reports should_be_empty: one it empties (Z) holds a value", _profile_violations),
+    Rule("private_not_safe", "medium", "private tags not on the safe-private list for their creator; also reports private_unknown_creator: private tags with no creator", _private_tags),
     Rule("name_in_text", "high", "person-name-like text (Family^Given, Dr./Mr./Mrs. Name) in descriptions, comments, SR text", _names_in_text),
     Rule("date_in_text", "medium", "date-like strings in free text", _dates_in_text),
     Rule("id_in_text", "medium", "MRN- or accession-like tokens in free text", _ids_in_text),
@@ -337,6 +337,8 @@ RULES: tuple[Rule, ...] = (
 
 #: rules that run only when asked for by name (or ``ocr=True``): they are slow or need extras
 _ON_REQUEST = frozenset({"burned_in_text"})
+#: names that findings carry besides their rule's: asking for one runs that rule
+ALSO_REPORTED = {"should_be_empty": "should_be_removed", "private_unknown_creator": "private_not_safe"}
 
 
 def _originals_from_vault(vault: str, key: ProjectKey, storage_options: dict[str, Any] | None) -> list[str]:
@@ -369,6 +371,8 @@ def audit_scan(
 ) -> pl.DataFrame:
     """Run the audit rules over an existing scan. See :func:`audit`."""
     prof = profile if isinstance(profile, Profile) else Profile.load(profile)
+    if rules is not None:
+        rules = [ALSO_REPORTED.get(name, name) for name in rules]
     chosen = [r for r in RULES if (r.name in rules if rules is not None else r.name not in _ON_REQUEST)]
     if rules is not None and len(chosen) != len(set(rules)):
         unknown = sorted(set(rules) - {r.name for r in RULES})
@@ -425,16 +429,68 @@ def audit(
     >>> findings = audit("out/batch-1", vault="vault", key="project.key")  # doctest: +SKIP
     >>> findings.filter(pl.col("severity") == "high")                       # doctest: +SKIP
     """
+    return _audit(
+        src, vault=vault, key=key, profile=profile, rules=rules, ocr=ocr, names=names, jobs=jobs,
+        storage_options=storage_options, progress=progress,
+    ).findings  # fmt: skip
+
+
+@dataclass(frozen=True)
+class AuditRun:
+    """What :func:`audit` looked at, besides what it found (the command line prints it)."""
+
+    findings: pl.DataFrame
+    files: int
+    unreadable: int
+    rules: tuple[str, ...]
+    originals: int
+
+
+def _audit(
+    src: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    vault: str | os.PathLike[str] | None = None,
+    key: ProjectKey | str | os.PathLike[str] | None = None,
+    profile: Profile | str = "default",
+    rules: Sequence[str] | None = None,
+    ocr: bool = False,
+    names: Sequence[str] = (),
+    jobs: int | None = None,
+    storage_options: dict[str, Any] | None = None,
+    progress: bool | None = None,
+) -> AuditRun:
+    """:func:`audit`, telling also how many files and which rules it checked. An audit
+    that would check nothing (no file, a vault with no batch) is an error, never a
+    clean result."""
     from .keys import ProjectKey, load_key
     from .scanner import scan
+    from .vault import list_batches
 
     originals: list[str] = []
     if vault is not None:
         if key is None:
             raise UserInputError("--vault needs --key-file: the vault is encrypted with the project key")
+        if not list_batches(vault, storage_options=storage_options):
+            raise UserInputError(
+                f"the vault {os.fspath(vault)} holds no batch (one folder VAULT/<batch_id>/ per batch): "
+                "check the path; without the vault's originals the audit would miss them"
+            )
         project_key = key if isinstance(key, ProjectKey) else load_key(key)
         originals = _originals_from_vault(os.fspath(vault), project_key, storage_options)
+    elif key is not None:
+        raise UserInputError(
+            "--key-file only opens the vault: give --vault too (to search for every original identifier), "
+            "or leave the key out"
+        )
     result = scan(src, jobs=jobs, storage_options=storage_options, progress=progress)
-    return audit_scan(
-        result, profile=profile, originals=originals, rules=rules, ocr=ocr, names=names, storage_options=storage_options
+    if result.instances.height == 0 and result.errors.height == 0:
+        raise UserInputError("no file to audit in SRC (an empty folder?): check the path")
+    prof = profile if isinstance(profile, Profile) else Profile.load(profile)
+    findings = audit_scan(
+        result, profile=prof, originals=originals, rules=rules, ocr=ocr, names=names, storage_options=storage_options
     )
+    asked = None if rules is None else {ALSO_REPORTED.get(name, name) for name in rules}
+    chosen = [r.name for r in RULES if (r.name in asked if asked is not None else r.name not in _ON_REQUEST)]
+    if ocr and "burned_in_text" not in chosen:
+        chosen.append("burned_in_text")
+    return AuditRun(findings, result.instances.height, result.errors.height, tuple(chosen), len(originals))

@@ -1230,11 +1230,15 @@ def _check_committed(out_fs: Any, batch_root: str, batch_uri: str, settings: str
     except (ValueError, AttributeError):
         found = None
     if found != settings:
+        made = (
+            "by an earlier dicomframe that did not record its settings"
+            if found is None
+            else "with other settings: another project key, profile or options, --org, date shift or pixel cleaning"
+        )
         raise UserInputError(
-            f"{batch_uri} is a committed batch (it has its manifest.json) made with other settings: another "
-            "project key, profile or options, --org, date shift or pixel cleaning. A committed batch is never "
-            "changed (readers may have taken it). Give a new --batch-id, or delete that batch folder to make "
-            "it again"
+            f"{batch_uri} is a committed batch (it has its manifest.json) made {made}. A committed batch is "
+            "never changed (readers may have taken it). Give a new --batch-id, or delete that batch folder to "
+            "make it again"
         )
 
 

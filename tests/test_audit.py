@@ -188,3 +188,38 @@ def test_a_file_the_audit_cannot_read_is_never_reported_clean(outputs, tmp_path:
     unreadable = findings.filter(pl.col("rule") == "unreadable").sort("severity")
     assert unreadable.select("severity", "evidence").rows() == [("high", "truncated"), ("medium", "not_dicom")]
     assert unreadable["path"].str.ends_with("stray.dcm").any()  # the batch's own manifests are not listed
+
+
+def test_an_audit_that_would_check_nothing_is_an_error_not_a_clean_result(tmp_path: Path) -> None:
+    from dicomframe.errors import UserInputError
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserInputError, match="no file to audit"):
+        dcf.audit(tmp_path / "empty", progress=False)
+    with pytest.raises(UserInputError, match="holds no batch"):
+        dcf.audit(SAMPLES / "cohort", vault=tmp_path / "typo_vault", key=KEY, progress=False)
+    with pytest.raises(UserInputError, match="--key-file only opens the vault"):
+        dcf.audit(SAMPLES / "cohort", key=KEY, progress=False)
+
+
+def test_the_names_findings_carry_can_be_asked_for_as_rules() -> None:
+    scanned = dcf.scan(SAMPLES / "cohort", progress=False)
+    emptied = audit_scan(scanned, rules=["should_be_empty"])
+    assert set(emptied["rule"]) <= {"should_be_removed", "should_be_empty"} and emptied.height
+    assert audit_scan(scanned, rules=["private_unknown_creator"]).equals(audit_scan(scanned, rules=["private_not_safe"]))
+
+
+def test_the_command_line_says_what_it_audited(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dicomframe.cli import main
+
+    def run(*args: str) -> int:
+        with pytest.raises(SystemExit) as exc:
+            main(list(args))
+        return int(exc.value.code or 0)
+
+    run("audit", str(SAMPLES / "cohort"), "--no-progress", "--rule", "uid_with_org_root")
+    said = " ".join(capsys.readouterr().out.split())
+    assert "audited 70 DICOM files with 1 rule (uid_with_org_root), profile default" in said
+    (tmp_path / "empty").mkdir()
+    assert run("audit", str(tmp_path / "empty")) == 2
+    assert "no findings" not in capsys.readouterr().out
