@@ -375,7 +375,7 @@ def audit(
     vault: Annotated[str | None, typer.Option("--vault", help="Vault of the batches: search for every original identifier it holds.", show_default=False)] = None,
     key_file: Annotated[str | None, typer.Option("--key-file", help="Project key file (needed with --vault).", show_default=False)] = None,
     output: Annotated[str | None, typer.Option("--output", "-o", help="Write the findings table to this Parquet file.", show_default=False)] = None,
-    profile: Annotated[str, typer.Option("--profile", help="Profile the files were de-identified with.")] = "default",
+    profile: Annotated[str, typer.Option("--profile", help="Profile the files were de-identified with (a preset or a TOML file). auto: the preset their DeidentificationMethod names, else default.")] = "auto",
     fail_on: Annotated[str, typer.Option("--fail-on", help="Exit 1 when a finding of this severity or higher exists: low, medium, high.")] = "medium",
     rule: Annotated[list[str] | None, typer.Option("--rule", help="Run only this rule (repeatable).", show_default=False)] = None,
     list_rules: Annotated[bool, typer.Option("--list-rules", help="List the rules and what each catches, then exit.")] = False,
@@ -423,7 +423,7 @@ def audit(
     searched = f"; {run.originals:,} original identifiers of the vault searched for" if vault else ""
     _out.print(
         f"audited {run.files:,} DICOM file{'s' if run.files != 1 else ''}{unreadable} with {len(run.rules)} "
-        f"rule{'s' if len(run.rules) != 1 else ''} ({', '.join(run.rules)}), profile {profile}{searched}",
+        f"rule{'s' if len(run.rules) != 1 else ''} ({', '.join(run.rules)}), profile {run.profile}{searched}",
         highlight=False,
     )
     if output:

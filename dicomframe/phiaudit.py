@@ -178,9 +178,19 @@ def _dates_in_text(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
 
 def _ids_in_text(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
     rows = _text(scan).filter(
-        pl.col("value").str.contains(_ID) & ~pl.col("keyword").is_in(["PatientID", "AccessionNumber"])
+        pl.col("value").str.contains(_ID)
+        & ~pl.col("keyword").is_in(["PatientID", "AccessionNumber"])
+        & ~pl.col("tag").is_in(_kept_by_options(ctx["profile"]))
     )
     return _findings(rows, "id_in_text", "medium", mask(pl.col("value")), "clean this text (Clean Descriptors)")
+
+
+def _kept_by_options(profile: Profile) -> list[int]:
+    """Tags the profile keeps because one of its Retain options says so (a device's serial
+    number under Retain Device Identity): their values are kept on purpose, not leaks."""
+    table = profile.table()
+    kept = table.filter((pl.col("action") == "K") & pl.col("source").str.starts_with("retain_") & pl.col("tag").is_not_null())
+    return [int(t) for t in kept["tag"].to_list()]
 
 
 def _uid_roots(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
@@ -197,15 +207,19 @@ def _uid_roots(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
     return _findings(rows, "uid_with_org_root", "high", mask(pl.col("value")), "replace this UID (action U)")
 
 
+def _own_manifest() -> pl.Expr:
+    """A batch's own manifests among the scan's errors (not DICOM, and not a leak)."""
+    name = pl.col("path").str.replace(r"^.*[/\\]", "")
+    return (pl.col("kind") == "not_dicom") & name.is_in(["manifest.json", "manifest.parquet"])
+
+
 def _unreadable(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
     """Files the scan could not read: nothing in them was checked, so none is clean.
 
     A batch's own manifests are not DICOM and are not reported; any other file that is
     not DICOM is, as medium (a stray export, a report), damaged ones and DICOMDIRs
     (which list patient names) as high."""
-    name = pl.col("path").str.replace(r"^.*[/\\]", "")
-    manifest = (pl.col("kind") == "not_dicom") & name.is_in(["manifest.json", "manifest.parquet"])
-    return scan.errors.filter(~manifest).select(
+    return scan.errors.filter(~_own_manifest()).select(
         pl.col("file_id").cast(pl.Int64),
         tag_path=pl.lit(None, pl.String),
         keyword=pl.lit(None, pl.String),
@@ -396,7 +410,7 @@ def audit(
     *,
     vault: str | os.PathLike[str] | None = None,
     key: ProjectKey | str | os.PathLike[str] | None = None,
-    profile: Profile | str = "default",
+    profile: Profile | str = "auto",
     rules: Sequence[str] | None = None,
     ocr: bool = False,
     names: Sequence[str] = (),
@@ -414,7 +428,9 @@ def audit(
         When given, every original identifier in the vault (patient ids, accession
         numbers, original UIDs) is searched for in every element and file name.
     profile
-        The profile the files were de-identified with (for the "should be removed" rule).
+        The profile the files were de-identified with (for the "should be removed" rule,
+        and what its Retain options keep on purpose). ``"auto"``: the preset the files
+        name in their DeidentificationMethod, else ``default``.
     rules
         Names of the rules to run (default: all but ``burned_in_text``; see :data:`RULES`).
     ocr
@@ -444,6 +460,8 @@ class AuditRun:
     unreadable: int
     rules: tuple[str, ...]
     originals: int
+    #: the name of the profile the files were checked against
+    profile: str
 
 
 def _audit(
@@ -451,7 +469,7 @@ def _audit(
     *,
     vault: str | os.PathLike[str] | None = None,
     key: ProjectKey | str | os.PathLike[str] | None = None,
-    profile: Profile | str = "default",
+    profile: Profile | str = "auto",
     rules: Sequence[str] | None = None,
     ocr: bool = False,
     names: Sequence[str] = (),
@@ -485,7 +503,7 @@ def _audit(
     result = scan(src, jobs=jobs, storage_options=storage_options, progress=progress)
     if result.instances.height == 0 and result.errors.height == 0:
         raise UserInputError("no file to audit in SRC (an empty folder?): check the path")
-    prof = profile if isinstance(profile, Profile) else Profile.load(profile)
+    prof = _profile_of(result) if profile == "auto" else profile if isinstance(profile, Profile) else Profile.load(profile)
     findings = audit_scan(
         result, profile=prof, originals=originals, rules=rules, ocr=ocr, names=names, storage_options=storage_options
     )
@@ -493,4 +511,18 @@ def _audit(
     chosen = [r.name for r in RULES if (r.name in asked if asked is not None else r.name not in _ON_REQUEST)]
     if ocr and "burned_in_text" not in chosen:
         chosen.append("burned_in_text")
-    return AuditRun(findings, result.instances.height, result.errors.height, tuple(chosen), len(originals))
+    unreadable = result.errors.filter(~_own_manifest()).height
+    return AuditRun(findings, result.instances.height, unreadable, tuple(chosen), len(originals), prof.name)
+
+
+def _profile_of(scanned: ScanResult) -> Profile:
+    """The preset the files say they were de-identified with (their DeidentificationMethod,
+    as dicomframe writes it), else ``default``: one preset named by every file that names
+    one; a profile file's rules are not in the files (give it with ``profile=``)."""
+    from .profiles import PRESETS
+
+    methods = scanned.elements.filter((pl.col("tag") == 0x00120063) & (pl.col("depth") == 0))["value"]
+    names = set(methods.drop_nulls().str.extract(r"^dicomframe [^;]*; profile (\S+): PS3\.15").drop_nulls().to_list())
+    if len(names) == 1 and (name := names.pop()) in PRESETS:
+        return Profile.preset(name)
+    return Profile.preset("default")

@@ -223,3 +223,18 @@ def test_the_command_line_says_what_it_audited(tmp_path: Path, capsys: pytest.Ca
     (tmp_path / "empty").mkdir()
     assert run("audit", str(tmp_path / "empty")) == 2
     assert "no findings" not in capsys.readouterr().out
+
+
+def test_the_audit_checks_against_the_preset_the_files_name(tmp_path: Path) -> None:
+    """A research batch passes its own audit: the files name their preset, and what its
+    Retain options keep (a device serial number) is not reported as an ID in text."""
+    from dicomframe.phiaudit import _audit
+
+    deidentify(
+        SAMPLES / "cohort", tmp_path / "out", key=KEY, vault=tmp_path / "vault", batch_id="r", profile="research",
+        progress=False,
+    )  # fmt: skip
+    run = _audit(tmp_path / "out" / "r", vault=tmp_path / "vault", key=KEY, progress=False)
+    assert run.profile == "research" and run.findings.height == 0 and run.files == 70 and run.unreadable == 0
+    against_default = _audit(tmp_path / "out" / "r", profile="default", progress=False)
+    assert against_default.profile == "default" and against_default.findings.height > 0
