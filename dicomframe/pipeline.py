@@ -145,8 +145,23 @@ class DeidentifyResult:
         )
         return f"{n:,} finding{'s' if n != 1 else ''}, NOT committed: " + ", ".join(shown) + more + removed
 
+    def _uncleaned(self) -> int:
+        files = self.plan.files
+        if "pixel_uncleaned_at_risk" not in files.columns:
+            return 0
+        return int(files["pixel_uncleaned_at_risk"].sum())
+
+    @staticmethod
+    def _uncleaned_text(n: int) -> str:
+        return (
+            f"{n:,} image{'s' if n != 1 else ''} at risk of burned-in text (ultrasound, secondary capture, "
+            "BurnedInAnnotation YES) left as they are (--pixel-clean off): look for text in them with "
+            "dicomframe audit --ocr"
+        )
+
     def rows(self) -> list[tuple[str, str]]:
         pixels = self._pixel_counts()
+        uncleaned = self._uncleaned()
         out = [
             ("batch id", self.batch_id),
             ("batch", self.batch_uri),
@@ -156,6 +171,7 @@ class DeidentifyResult:
             *([("already there (resumed)", f"{self.skipped:,}")] if self.skipped else []),
             *([("duplicate instances (written once)", f"{self.duplicates:,}")] if self.duplicates else []),
             *([("pixels cleaned" if not self.dry_run else "pixels to clean", pixels)] if pixels else []),
+            *([("pixels NOT cleaned", self._uncleaned_text(uncleaned))] if uncleaned else []),
             *([("leak gate", self._finding_counts())] if self.findings is not None and self.findings.height else []),
             ("elapsed", f"{self.elapsed_s:.2f} s"),
             ("throughput", f"{self.files_per_second:,.0f} files/s"),

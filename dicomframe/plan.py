@@ -1102,6 +1102,10 @@ def make_plan(
     files = _files_table(table, context)
     jobs = pixel_jobs(instances, prof.pixel_rules, pixel_clean)
     files = files.join(jobs, on="file_id", how="left")
+    # images that pixel clean would have cleaned, left as they are (pixel_clean="off"): said
+    # in the run's summary, so that burned-in text is checked for (audit --ocr)
+    at_risk = pixel_jobs(instances, prof.pixel_rules, "auto")["file_id"] if pixel_clean == "off" else pl.Series([], dtype=pl.Int64)
+    files = files.with_columns(pixel_uncleaned_at_risk=pl.col("file_id").is_in(at_risk.implode()))
     additions = {
         "method_codes": method_codes(prof),
         "method_text": _method_text(prof),
