@@ -146,7 +146,7 @@ _JOINS: Final[Mapping[str, tuple[str, ...]]] = {
 }
 _JOIN_KEY: Final = "__dicomframe_vault_key__"
 
-KeyLike = ProjectKey | KeyProvider
+KeyLike = ProjectKey | KeyProvider | str | os.PathLike[str]
 
 
 # -- public API ----------------------------------------------------------------------
@@ -592,8 +592,12 @@ def _resolve_key(key: object) -> ProjectKey:
                 "ProjectKey: wrap the secret with ProjectKey.from_bytes"
             )
         return provided
+    if isinstance(key, str | os.PathLike):  # a key file, as deidentify and audit take it
+        from .keys import load_key
+
+        return load_key(key)
     raise UserInputError(
-        f"a vault key must be a ProjectKey or a KeyProvider (with get_key()), not "
+        f"a vault key must be a ProjectKey, a KeyProvider (with get_key()) or a key file, not "
         f"{type(key).__name__}: load one with dicomframe.keys.load_key(KEYFILE)"
     )
 

@@ -302,6 +302,9 @@ def test_a_key_provider_is_accepted_wherever_a_key_is(vault: Path, tmp_path: Pat
         pl.DataFrame({"cloud_study_id": [cloud_id]}), str(vault), FileKeyProvider(key_file)
     )
     assert frame["original_patient_id"].to_list() == ["MRN1234567"]
+    # a key file, as deidentify and audit take it
+    assert read_mapping(str(vault), "b1", key_file).equals(mapping)
+    assert reidentify_study(str(vault), str(key_file), "b1", cloud_id)["patient_id"] == "MRN1234567"
 
 
 def test_something_that_is_not_a_key_is_refused(vault: Path) -> None:
@@ -309,7 +312,7 @@ def test_something_that_is_not_a_key_is_refused(vault: Path) -> None:
         def get_key(self) -> bytes:
             return b"\0" * 32
 
-    with pytest.raises(UserInputError, match="ProjectKey or a KeyProvider"):
+    with pytest.raises(UserInputError, match="a ProjectKey, a KeyProvider .* or a key file"):
         write_mapping(str(vault), "b1", _mapping("b1", "jane-ct"), b"\0" * 32)  # type: ignore[arg-type]
     with pytest.raises(UserInputError, match="ProjectKey.from_bytes"):
         read_mapping(str(vault), "b1", Broken())  # type: ignore[arg-type]
