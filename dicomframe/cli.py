@@ -311,8 +311,17 @@ def deidentify(
 
       dicomframe deidentify studies/ s3://bucket/batches --key-file project.key --vault vault/ --profile cloud-upload --org ACME
     """
+    from .pipeline import _new_batch_id
     from .pipeline import deidentify as run
 
+    if batch_id is None and not dry_run:
+        # named now, so that an interrupted run can be resumed under the same id
+        batch_id = _new_batch_id()
+        _err.print(
+            f"batch id {batch_id} (to resume an interrupted run: the same command with --batch-id {batch_id})",
+            highlight=False,
+            soft_wrap=True,
+        )
     result = run(
         src,
         dst,
@@ -572,7 +581,11 @@ def main(argv: list[str] | None = None) -> None:
     except DicomframeError as exc:
         _fail(_escape(str(exc)), getattr(exc, "exit_code", 1))
     except KeyboardInterrupt:
-        _fail("interrupted; nothing half-written was left behind: re-run the same command", 130)
+        _fail(
+            "interrupted; nothing half-written was left behind: re-run the same command (deidentify: with "
+            "the --batch-id it printed first, to resume that batch)",
+            130,
+        )
     except Exception as exc:  # a bug: its message or traceback may quote a value from a file
         if os.environ.get(DEBUG_ENV):
             raise

@@ -166,7 +166,10 @@ class DeidentifyResult:
             ("batch id", self.batch_id),
             ("batch", self.batch_uri),
             ("studies", f"{self.studies:,}"),
-            ("files written" if not self.dry_run else "files planned", f"{self.written:,}"),
+            (
+                "files written" if not self.dry_run else "files planned",
+                f"{self.written:,}" + (f" ({self.removed:,} withheld by the leak gate)" if self.removed else ""),
+            ),
             ("failed", f"{len(self.failed):,}"),
             *([("already there (resumed)", f"{self.skipped:,}")] if self.skipped else []),
             *([("duplicate instances (written once)", f"{self.duplicates:,}")] if self.duplicates else []),

@@ -266,6 +266,11 @@ def test_cli_keygen_and_deidentify(tmp_path: Path, capsys: pytest.CaptureFixture
     (tmp_path / "open.key").chmod(0o644)
     code = run("deidentify", str(SAMPLES / "cohort"), str(tmp_path / "o2"), "--key-file", str(tmp_path / "open.key"), "--vault", str(tmp_path / "v2"))
     assert code == 2 and "chmod 600" in capsys.readouterr().err
+    # no --batch-id: the id is told first, so that an interrupted run can be resumed
+    code = run("deidentify", str(SAMPLES / "cohort" / "DOE_JANE_MRN1234567"), str(tmp_path / "o3"), "--key-file", str(key), "--vault", str(tmp_path / "vault"), "--no-progress")
+    said = capsys.readouterr()
+    batch = said.err.split("batch id ", 1)[1].split()[0]
+    assert code == 0 and f"--batch-id {batch}" in said.err and (tmp_path / "o3" / batch / "manifest.json").exists()
 
 
 @pytest.mark.s3

@@ -417,6 +417,7 @@ def test_what_the_leak_gate_flags_is_removed_not_left_for_a_reader(tmp_path: Pat
     assert not result.committed and result.findings.height and result.removed == 1
     assert not list((out / "b").rglob("*.dcm")) and not _leaks(out)
     assert "1 output holding them withheld" in dict(result.rows())["leak gate"]
+    assert dict(result.rows())["files written"] == "1 (1 withheld by the leak gate)"
     kept = deidentify(
         tmp_path / "in", tmp_path / "out2", key=KEY, vault=tmp_path / "v2", batch_id="b", profile=leaky,
         progress=False, keep_flagged=True,
