@@ -351,6 +351,8 @@ def _deidentify(
         _check_committed(out_fs, batch_root, batch_uri, settings)
     ahead = None if dry_run else _make_tmp_files_ahead(out_fs, batch_root, jobs, cleanup)
     source = resolve_source(src, storage_options)
+    if not source.files:
+        raise UserInputError("no file in SRC (an empty folder?): check the path; nothing was written")
     # a batch is de-identified in parts of PART_FILES inputs, each scanned, planned, written
     # and gated (or, in a dry run, added to the vault's plan) before the next: memory stays
     # flat whatever the batch size

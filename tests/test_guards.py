@@ -71,3 +71,11 @@ def test_an_audit_log_that_cannot_be_written_stops_the_run_before_any_work(sourc
             audit_log=tmp_path / "missing" / "audit.jsonl",
         )  # fmt: skip
     assert _nothing_written(tmp_path / "out") and not (tmp_path / "vault").exists()
+
+
+def test_an_empty_source_is_refused_rather_than_made_an_empty_batch(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    for dry_run in (False, True):
+        with pytest.raises(UserInputError, match="no file in SRC"):
+            deidentify(tmp_path / "empty", tmp_path / "out", key=KEY, vault=tmp_path / "vault", progress=False, dry_run=dry_run)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "vault").exists()
