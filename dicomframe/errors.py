@@ -114,7 +114,11 @@ class AuditLogError(DicomframeError):
 
 
 class MissingExtraError(DicomframeError):
-    """An optional dependency is needed; the message names the extra to install."""
+    """An optional dependency is needed; the message names the extra to install.
+
+    A setup error, as a usage error is (exit code 2): nothing was processed."""
+
+    exit_code = 2
 
     def __init__(self, feature: str, extra: str, package: str) -> None:
         super().__init__(
