@@ -12,6 +12,7 @@ import os
 import re
 import warnings
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pydicom
@@ -59,11 +60,26 @@ def _save(ds: Dataset, path: Path) -> None:
 
 def _run(tmp_path: Path, ds: Dataset, profile: str | Profile = "default") -> tuple[object, Path]:
     _save(ds, tmp_path / "in" / "a.dcm")
-    result = deidentify(
+    return _deidentify_in(tmp_path, profile), tmp_path / "out"
+
+
+def _deidentify_in(tmp_path: Path, profile: str | Profile = "default") -> Any:
+    """De-identify ``tmp_path/in`` into ``tmp_path/out`` (batch ``b``)."""
+    return deidentify(
         tmp_path / "in", tmp_path / "out", key=KEY, vault=tmp_path / "vault", batch_id="b",
         profile=profile, progress=False,
     )  # fmt: skip
-    return result, tmp_path / "out"
+
+
+def _run_bytes(tmp_path: Path, data: bytes, profile: str | Profile = "default") -> Any:
+    """Write ``data`` as ``tmp_path/in/a.dcm`` and de-identify it."""
+    (tmp_path / "in").mkdir(exist_ok=True)
+    (tmp_path / "in" / "a.dcm").write_bytes(data)
+    return _deidentify_in(tmp_path, profile)
+
+
+#: default + Retain Safe Private
+SAFE_PRIVATE = Profile.preset("default").with_options(Option.RETAIN_SAFE_PRIVATE)
 
 
 def _leaks(out: Path) -> list[str]:
@@ -438,13 +454,7 @@ def test_a_private_creator_written_twice_with_two_values_takes_its_block_with_it
         data += safe + _explicit(0x70531009, "DS", b"1.5 ") + forged + _explicit(0x70531009, "DS", b"2.5 ")
     else:
         data += forged + safe + _explicit(0x70531009, "DS", b"1.5 ")
-    (tmp_path / "in").mkdir()
-    (tmp_path / "in" / "a.dcm").write_bytes(data)
-    profile = Profile.preset("default").with_options(Option.RETAIN_SAFE_PRIVATE)
-    result = deidentify(
-        tmp_path / "in", tmp_path / "out", key=KEY, vault=tmp_path / "vault", batch_id="b", profile=profile,
-        progress=False,
-    )  # fmt: skip
+    result = _run_bytes(tmp_path, data, SAFE_PRIVATE)
     assert result.written == 1 and not _leaks(tmp_path / "out")
     got = _only_output(tmp_path / "out")
     assert not [e for e in got if e.tag.group == 0x7053]
@@ -458,12 +468,7 @@ def test_a_creator_whose_only_kept_element_is_malformed_goes_with_it(tmp_path: P
     ds.add_new(0x70531009, "DS", "1.5")
     _save(ds, tmp_path / "in" / "a.dcm")
     data = (tmp_path / "in" / "a.dcm").read_bytes().replace(b"1.5 ", b"ABC ")  # listed as DS: not a number
-    (tmp_path / "in" / "a.dcm").write_bytes(data)
-    profile = Profile.preset("default").with_options(Option.RETAIN_SAFE_PRIVATE)
-    result = deidentify(
-        tmp_path / "in", tmp_path / "out", key=KEY, vault=tmp_path / "vault", batch_id="b", profile=profile,
-        progress=False,
-    )  # fmt: skip
+    result = _run_bytes(tmp_path, data, SAFE_PRIVATE)
     assert result.written == 1
     got = _only_output(tmp_path / "out")
     assert 0x70531009 not in got and 0x70530010 not in got
@@ -547,11 +552,7 @@ def test_nothing_after_the_top_level_pixel_data_is_kept(tmp_path: Path, copy: st
     else:
         code = _explicit(0x00081150, "UI", f"1.2.{MARK}\0".encode())
         data += _explicit(0x00081140, "SQ", b"\xfe\xff\x00\xe0" + len(code).to_bytes(4, "little") + code)
-    (tmp_path / "in").mkdir()
-    (tmp_path / "in" / "a.dcm").write_bytes(data)
-    result = deidentify(
-        tmp_path / "in", tmp_path / "out", key=KEY, vault=tmp_path / "vault", batch_id="b", progress=False
-    )
+    result = _run_bytes(tmp_path, data)
     assert result.written == 1 and not _leaks(tmp_path / "out")
     assert _only_output(tmp_path / "out").PixelData == b"\0\1\2\3"
     plan = make_plan(dcf.scan(tmp_path / "in", progress=False), "default", KEY)
@@ -630,11 +631,7 @@ def test_a_safe_private_attribute_read_as_un_is_kept_only_when_it_reads_as_its_l
         ds.save_as(tmp_path / "in" / "a.dcm", enforce_file_format=True)
     else:
         _save(ds, tmp_path / "in" / "a.dcm")
-    profile = Profile.preset("default").with_options(Option.RETAIN_SAFE_PRIVATE)
-    result = deidentify(
-        tmp_path / "in", tmp_path / "out", key=KEY, vault=tmp_path / "vault", batch_id="b", profile=profile,
-        progress=False,
-    )  # fmt: skip
+    result = _deidentify_in(tmp_path, SAFE_PRIVATE)
     assert result.written == 1 and not _leaks(tmp_path / "out")
     got = _only_output(tmp_path / "out")
     kept = {int(e.tag) for e in got if e.tag.group == 0x2001}
