@@ -293,6 +293,15 @@ def deidentify(
             "at them; still uncommitted) instead of removing them. Not for a shared bucket.",
         ),
     ] = False,
+    storage_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--storage-option",
+            help="fsspec option KEY=VALUE for the URLs of SRC, DST and VAULT, e.g. endpoint_url=http://... "
+            "or anon=true (repeatable; credentials are better left to the environment).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """De-identify DICOM files with the PS3.15 profile, keyed pseudonyms and a per-patient date shift.
 
@@ -337,6 +346,7 @@ def deidentify(
         audit_log=audit_log,
         pixel_clean=pixel_clean,
         keep_flagged=keep_flagged,
+        storage_options=_parse_options(storage_option) or None,
     )
     table = Table(title="dicomframe deidentify" + (" (dry run)" if dry_run else ""), show_header=False, title_justify="left")
     for label, value in result.rows():
@@ -393,6 +403,10 @@ def audit(
         typer.Option("--ocr", help="Also OCR the images that may hold burned-in text (extra ocr; Debian tesseract-ocr)."),
     ] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    storage_option: Annotated[
+        list[str] | None,
+        typer.Option("--storage-option", help="fsspec option KEY=VALUE for the URLs of SRC and VAULT (repeatable).", show_default=False),
+    ] = None,
 ) -> None:
     """Audit de-identified files for PHI that survived: a findings table, evidence masked.
 
@@ -426,6 +440,7 @@ def audit(
         rules=rule,
         ocr=ocr,
         progress=progress and sys.stderr.isatty(),
+        storage_options=_parse_options(storage_option) or None,
     )
     findings = run.findings
     unreadable = f" ({run.unreadable:,} more unreadable or not DICOM)" if run.unreadable else ""

@@ -348,6 +348,7 @@ def _deidentify(
     settings = _settings_digest(project_key, profile, org, date_shift, pixel_clean)
     if not dry_run:
         _check_destination(out_fs, out_root, dst_text)
+        _check_not_a_batch(out_fs, out_root, dst_text)
         _check_committed(out_fs, batch_root, batch_uri, settings)
     ahead = None if dry_run else _make_tmp_files_ahead(out_fs, batch_root, jobs, cleanup)
     source = resolve_source(src, storage_options)
@@ -1219,6 +1220,23 @@ def _settings_digest(
         "pixel_clean": pixel_clean,
     }
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _check_not_a_batch(out_fs: Any, out_root: str, dst_text: str) -> None:
+    """Refuse a DST that is itself a batch's folder (it has a manifest.json): the new batch
+    would be made inside a finished one. DST is the folder that holds the batches."""
+    from .apply import _is_local, _url
+
+    path = _join(out_root, "manifest.json")
+    if out_fs is None or _is_local(out_fs):
+        found = os.path.isfile(path)
+    else:
+        found = bool(with_retries(lambda: out_fs.exists(path), _url(out_fs, path), "checking"))
+    if found:
+        raise UserInputError(
+            f"{dst_text} is a batch's own folder (it has a manifest.json): give DST the folder that holds "
+            "the batches (its parent), where each run adds DST/<batch_id>/"
+        )
 
 
 def _check_committed(out_fs: Any, batch_root: str, batch_uri: str, settings: str) -> None:

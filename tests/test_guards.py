@@ -79,3 +79,34 @@ def test_an_empty_source_is_refused_rather_than_made_an_empty_batch(tmp_path: Pa
         with pytest.raises(UserInputError, match="no file in SRC"):
             deidentify(tmp_path / "empty", tmp_path / "out", key=KEY, vault=tmp_path / "vault", progress=False, dry_run=dry_run)
     assert not (tmp_path / "out").exists() and not (tmp_path / "vault").exists()
+
+
+def test_a_batch_folder_given_as_the_output_is_refused(source: Path, tmp_path: Path) -> None:
+    deidentify(source, tmp_path / "out", key=KEY, vault=tmp_path / "vault", batch_id="b1", progress=False)
+    with pytest.raises(UserInputError, match="is a batch's own folder .* the folder that holds the batches"):
+        deidentify(source, tmp_path / "out" / "b1", key=KEY, vault=tmp_path / "vault", batch_id="b2", progress=False)
+    assert not (tmp_path / "out" / "b1" / "b2").exists()
+
+
+@pytest.mark.parametrize("command", ["deidentify", "audit"])
+def test_storage_options_reach_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str) -> None:
+    import dicomframe.phiaudit
+    import dicomframe.pipeline
+    from dicomframe.cli import main
+
+    seen: dict[str, object] = {}
+
+    def capture(*args: object, **kwargs: object) -> object:
+        seen.update(kwargs)
+        raise UserInputError("stop here")
+
+    if command == "deidentify":
+        monkeypatch.setattr(dicomframe.pipeline, "deidentify", capture)
+        args = ["deidentify", "s3://in/x", "s3://out", "--key-file", "k", "--vault", "v"]
+    else:
+        monkeypatch.setattr(dicomframe.phiaudit, "_audit", capture)
+        args = ["audit", "s3://out/b1"]
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "--storage-option", "endpoint_url=http://127.0.0.1:9", "--storage-option", "anon=true"])
+    assert exc.value.code == 2
+    assert seen["storage_options"] == {"endpoint_url": "http://127.0.0.1:9", "anon": "true"}
