@@ -390,15 +390,7 @@ def write_atomic(
                 os.close(fd)
             if not publish and tmp_root is not None:
                 return tmp
-            try:
-                os.replace(tmp, path)
-            except FileNotFoundError:
-                if tmp_root is None:
-                    raise
-                # the temporary file was made elsewhere: the output's folder may not exist yet
-                # (another thread may be making it right now: exist_ok)
-                os.makedirs(parent, exist_ok=True)
-                os.replace(tmp, path)
+            _move_into_place(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.remove(tmp)  # never visible under the output's name
@@ -417,13 +409,20 @@ def publish_staged(staged: Sequence[tuple[str, str]]) -> None:
     sees the whole output or none.
     """
     for tmp, path in staged:
-        try:
-            os.replace(tmp, path)
-        except FileNotFoundError:
-            if not os.path.exists(tmp):
-                raise
-            os.makedirs(path.rsplit("/", 1)[0], exist_ok=True)  # the output's folder is new
-            os.replace(tmp, path)
+        _move_into_place(tmp, path)
+
+
+def _move_into_place(tmp: str, path: str) -> None:
+    """Rename the finished temporary file ``tmp`` to ``path`` (atomic), making the output's
+    folder when it does not exist yet (the temporary file was made elsewhere; another
+    thread may be making the folder right now: exist_ok)."""
+    try:
+        os.replace(tmp, path)
+    except FileNotFoundError:
+        if not os.path.exists(tmp):
+            raise
+        os.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        os.replace(tmp, path)
 
 
 class TmpFiles:

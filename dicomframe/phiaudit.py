@@ -385,14 +385,7 @@ def audit_scan(
 ) -> pl.DataFrame:
     """Run the audit rules over an existing scan. See :func:`audit`."""
     prof = profile if isinstance(profile, Profile) else Profile.load(profile)
-    if rules is not None:
-        rules = [ALSO_REPORTED.get(name, name) for name in rules]
-    chosen = [r for r in RULES if (r.name in rules if rules is not None else r.name not in _ON_REQUEST)]
-    if rules is not None and len(chosen) != len(set(rules)):
-        unknown = sorted(set(rules) - {r.name for r in RULES})
-        raise UserInputError(f"unknown audit rule(s) {unknown}; `dicomframe audit --list-rules` lists them")
-    if ocr and all(r.name != "burned_in_text" for r in chosen):
-        chosen += [r for r in RULES if r.name == "burned_in_text"]
+    chosen = _chosen_rules(rules, ocr)
     ctx = {
         "profile": prof,
         "originals": [o for o in originals if len(o) >= 4],
@@ -403,6 +396,19 @@ def audit_scan(
     findings = pl.concat(parts) if parts else pl.DataFrame(schema=FINDINGS_SCHEMA)
     paths = scan.instances.select("file_id", "path").vstack(scan.errors.select("file_id", "path"))
     return findings.join(paths, on="file_id", how="left").sort("file_id", "rule", "tag_path", nulls_last=True)
+
+
+def _chosen_rules(rules: Sequence[str] | None, ocr: bool) -> list[Rule]:
+    """The rules to run: those named (a finding's own name runs its rule), else all but those
+    run on request; with ``ocr``, burned_in_text too."""
+    asked = None if rules is None else [ALSO_REPORTED.get(name, name) for name in rules]
+    chosen = [r for r in RULES if (r.name in asked if asked is not None else r.name not in _ON_REQUEST)]
+    if asked is not None and len(chosen) != len(set(asked)):
+        unknown = sorted(set(asked) - {r.name for r in RULES})
+        raise UserInputError(f"unknown audit rule(s) {unknown}; `dicomframe audit --list-rules` lists them")
+    if ocr and all(r.name != "burned_in_text" for r in chosen):
+        chosen += [r for r in RULES if r.name == "burned_in_text"]
+    return chosen
 
 
 def audit(
@@ -507,12 +513,9 @@ def _audit(
     findings = audit_scan(
         result, profile=prof, originals=originals, rules=rules, ocr=ocr, names=names, storage_options=storage_options
     )
-    asked = None if rules is None else {ALSO_REPORTED.get(name, name) for name in rules}
-    chosen = [r.name for r in RULES if (r.name in asked if asked is not None else r.name not in _ON_REQUEST)]
-    if ocr and "burned_in_text" not in chosen:
-        chosen.append("burned_in_text")
+    chosen = tuple(r.name for r in _chosen_rules(rules, ocr))
     unreadable = result.errors.filter(~_own_manifest()).height
-    return AuditRun(findings, result.instances.height, unreadable, tuple(chosen), len(originals), prof.name)
+    return AuditRun(findings, result.instances.height, unreadable, chosen, len(originals), prof.name)
 
 
 def _profile_of(scanned: ScanResult) -> Profile:

@@ -51,8 +51,9 @@ from .apply import with_retries, write_atomic
 from .errors import StorageError, UserInputError
 from .keys import ProjectKey, load_key
 from .plan import Plan, make_plan
+from .profiles import Profile
 from .pseudonyms import DateShift
-from .tags import UID_SYNTAX
+from .tags import UID_MAX, UID_SYNTAX
 
 __all__ = ["PART_FILES", "PRIORITIES", "DeidentifyResult", "deidentify"]
 
@@ -345,7 +346,8 @@ def _deidentify(
     out_fs, out_root = _fs(dst_text, storage_options)
     batch_root = _join(out_root, batch)
     batch_uri = _join(dst_text, batch) + "/"
-    settings = _settings_digest(project_key, profile, org, date_shift, pixel_clean)
+    prof = profile if isinstance(profile, Profile) else Profile.load(profile)  # once: every part plans with it
+    settings = _settings_digest(project_key, prof, org, date_shift, pixel_clean)
     if not dry_run:
         _check_destination(out_fs, out_root, dst_text)
         _check_not_a_batch(out_fs, out_root, dst_text)
@@ -387,7 +389,7 @@ def _deidentify(
                 if not 1 < scanned.instances.height < IN_PROCESS_FILES:
                     ahead.stop()  # one file, or worker processes: they make their own
             with run.timed("plan"):
-                plan = make_plan(scanned, profile, project_key, org=org, date_shift=date_shift, pixel_clean=pixel_clean)
+                plan = make_plan(scanned, prof, project_key, org=org, date_shift=date_shift, pixel_clean=pixel_clean)
             if dry_run:
                 run.plan_part(scanned, plan, vault_text, project_key)
                 whole.update(run.done, len(run.failed))
@@ -482,7 +484,7 @@ def _named_files(scanned: Any, plan: Plan) -> pl.DataFrame:
         out_key=pl.when(
             pl.all_horizontal(
                 [
-                    pl.col(c).fill_null("").str.contains(_NAMING_UID) & (pl.col(c).str.len_bytes() <= 64)
+                    pl.col(c).fill_null("").str.contains(_NAMING_UID) & (pl.col(c).str.len_bytes() <= UID_MAX)
                     for c in ("study_uid", "series_uid", "sop_uid")
                 ]
             )
@@ -914,17 +916,14 @@ def _leak_gate(
         done = set(written["file_id"].unique().to_list())
         inline = _by_position(written, ok_files.select("file_id", pl.col("out_key").alias("output")), position)
     staged = staged or {}
-    pending = [
-        staged.get(fid) or batch_uri + key
+    reads = [
+        (staged.get(fid) or batch_uri + key, key)
         for fid, key in ok_files.select("file_id", "out_key").iter_rows()
         if fid not in done
     ]
+    pending = [path for path, _ in reads]
     # what each read-back path holds (as a scan names it: objects without their scheme)
-    holds = {
-        _strip_protocol(staged.get(fid) or batch_uri + key): key
-        for fid, key in ok_files.select("file_id", "out_key").iter_rows()
-        if fid not in done
-    }
+    holds = {_strip_protocol(path): key for path, key in reads}
     parts: list[pl.DataFrame] = []
     names = position.select(pl.col("_pos").alias("file_id"), "output")
     # each output's inputs (more than one when inputs share an instance's UIDs): a name's
@@ -1198,7 +1197,7 @@ def _run_apply(
 
 
 def _settings_digest(
-    key: ProjectKey, profile: Any, org: str, date_shift: DateShift | None, pixel_clean: str
+    key: ProjectKey, prof: Profile, org: str, date_shift: DateShift | None, pixel_clean: str
 ) -> str:
     """What decides the bytes of a batch's outputs besides its inputs, as a digest: the
     project key (by its id), the profile (options, rules, pixel rules), ``--org``, the date
@@ -1206,9 +1205,6 @@ def _settings_digest(
     that a committed batch is never changed by a run with other settings."""
     import hashlib
 
-    from .profiles import Profile
-
-    prof = profile if isinstance(profile, Profile) else Profile.load(profile)
     shift = date_shift or DateShift()
     described = {
         "key_id": key.key_id,
@@ -1222,17 +1218,32 @@ def _settings_digest(
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:32]
 
 
+def _manifest_there(out_fs: Any, folder: str) -> bytes | None:
+    """The bytes of ``folder/manifest.json`` (local or object store), or None when absent."""
+    from .apply import _is_local, _url
+
+    path = _join(folder, "manifest.json")
+    if out_fs is None or _is_local(out_fs):
+        try:
+            with open(path, "rb") as fh:
+                return fh.read()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+
+    def read() -> bytes | None:
+        try:
+            return bytes(out_fs.cat_file(path))
+        except (FileNotFoundError, IsADirectoryError):
+            return None
+
+    found: bytes | None = with_retries(read, _url(out_fs, path), "reading")
+    return found
+
+
 def _check_not_a_batch(out_fs: Any, out_root: str, dst_text: str) -> None:
     """Refuse a DST that is itself a batch's folder (it has a manifest.json): the new batch
     would be made inside a finished one. DST is the folder that holds the batches."""
-    from .apply import _is_local, _url
-
-    path = _join(out_root, "manifest.json")
-    if out_fs is None or _is_local(out_fs):
-        found = os.path.isfile(path)
-    else:
-        found = bool(with_retries(lambda: out_fs.exists(path), _url(out_fs, path), "checking"))
-    if found:
+    if _manifest_there(out_fs, out_root) is not None:
         raise UserInputError(
             f"{dst_text} is a batch's own folder (it has a manifest.json): give DST the folder that holds "
             "the batches (its parent), where each run adds DST/<batch_id>/"
@@ -1244,24 +1255,7 @@ def _check_committed(out_fs: Any, batch_root: str, batch_uri: str, settings: str
 
     Readers may have taken it already; a re-run with the same settings finds every output
     there and changes nothing."""
-    from .apply import _is_local, _url
-
-    path = _join(batch_root, "manifest.json")
-    if out_fs is None or _is_local(out_fs):
-        try:
-            with open(path, "rb") as fh:
-                data: bytes | None = fh.read()
-        except FileNotFoundError:
-            data = None
-    else:
-
-        def read() -> bytes | None:
-            try:
-                return bytes(out_fs.cat_file(path))
-            except FileNotFoundError:
-                return None
-
-        data = with_retries(read, _url(out_fs, path), "reading")
+    data = _manifest_there(out_fs, batch_root)
     if data is None:
         return
     try:

@@ -387,6 +387,14 @@ def _reads_as_listed(listed_vr: pl.Expr) -> pl.Expr:
     return decided
 
 
+#: where a private element belongs: its data set (its path without its own tag) and its
+#: block (group and block byte, which a creator (gggg,00xx) shares with its (gggg,xxyy))
+_BLOCK_KEYS = ["file_id", "_parent", "_block"]
+_PARENT = pl.col("tag_path").str.replace(r"[0-9A-F]{8}$", "").alias("_parent")
+_BLOCK_OF_ELEMENT = ((pl.col("tag") // 65536) * 256 + (pl.col("tag") % 65536) // 256).alias("_block")
+_BLOCK_OF_CREATOR = ((pl.col("tag") // 65536) * 256 + pl.col("tag") % 256).alias("_block")
+
+
 def _private_and_unknown(matched: pl.DataFrame, profile: Profile) -> pl.DataFrame:
     """Private elements, creators, unknown and group-length elements (fail closed)."""
     group = pl.col("tag") // 65536
@@ -447,14 +455,9 @@ def _private_and_unknown(matched: pl.DataFrame, profile: Profile) -> pl.DataFram
     out = out.with_columns(action=decided, source=decided_source).drop("_safe", "_g", "_e", "_safe_vr", "_u_action", "_u_source")
     # a private creator is kept exactly when a data element of its block is kept
     # (looked up for the creator rows only, and put back by position)
-    parent = pl.col("tag_path").str.replace(r"[0-9A-F]{8}$", "")
     kept_blocks = (
         out.filter(private_data & (pl.col("action") != "X"))
-        .select(
-            "file_id",
-            parent.alias("_parent"),
-            ((pl.col("tag") // 65536) * 256 + (pl.col("tag") % 65536) // 256).alias("_block"),
-        )
+        .select("file_id", _PARENT, _BLOCK_OF_ELEMENT)
         .unique()
         .with_columns(_kept=pl.lit(True))
     )
@@ -463,12 +466,8 @@ def _private_and_unknown(matched: pl.DataFrame, profile: Profile) -> pl.DataFram
     if kept_blocks.height and creators.any():
         found = (
             out.filter(creators)
-            .select(
-                "file_id",
-                parent.alias("_parent"),
-                ((pl.col("tag") // 65536) * 256 + pl.col("tag") % 256).alias("_block"),
-            )
-            .join(kept_blocks, on=["file_id", "_parent", "_block"], how="left", maintain_order="left")
+            .select("file_id", _PARENT, _BLOCK_OF_CREATOR)
+            .join(kept_blocks, on=_BLOCK_KEYS, how="left", maintain_order="left")
         )
         kept = kept.scatter(creators.arg_true(), found["_kept"])
     out = out.with_columns(kept)
@@ -703,13 +702,11 @@ def _private_blocks(plan: pl.DataFrame) -> pl.DataFrame:
     data, creators = flags["data"], flags["creator"]
     if not data.any() and not creators.any():  # the usual case: no private element is kept
         return plan
-    keys = ["file_id", "_parent", "_block"]
-    parent = pl.col("tag_path").str.replace(r"[0-9A-F]{8}$", "").alias("_parent")
-    of_data = plan.filter(data).select("file_id", parent, (group * 256 + elem // 256).alias("_block"))
-    of_creators = plan.filter(creators).select("file_id", parent, (group * 256 + elem % 256).alias("_block"))
+    of_data = plan.filter(data).select("file_id", _PARENT, _BLOCK_OF_ELEMENT)
+    of_creators = plan.filter(creators).select("file_id", _PARENT, _BLOCK_OF_CREATOR)
     mark = pl.lit(True).alias("_with")
-    with_creator = of_data.join(of_creators.unique().with_columns(mark), on=keys, how="left", maintain_order="left")
-    with_data = of_creators.join(of_data.unique().with_columns(mark), on=keys, how="left", maintain_order="left")
+    with_creator = of_data.join(of_creators.unique().with_columns(mark), on=_BLOCK_KEYS, how="left", maintain_order="left")
+    with_data = of_creators.join(of_data.unique().with_columns(mark), on=_BLOCK_KEYS, how="left", maintain_order="left")
     alone = pl.repeat(False, plan.height, dtype=pl.Boolean, eager=True)
     alone = alone.scatter(data.arg_true(), with_creator["_with"].is_null())
     alone = alone.scatter(creators.arg_true(), with_data["_with"].is_null())

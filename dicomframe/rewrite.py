@@ -67,6 +67,7 @@ from ._parse import (
     IMPLICIT_LE,
     _check_meta_start,
     _corrupt,
+    _corrupt_what,
     _looks_explicit,
     _private_vr,
     _truncated,
@@ -659,7 +660,7 @@ class _Rewriter:
                 out.extend(pieces)
                 out.append(enc.item_end)
         if end < _INF and pos != end:
-            raise _corrupt(f"the items of sequence {message_tag(tag)} run past its length", end)
+            raise _corrupt(_corrupt_what(7, tag), end)  # as the scan says it
         return pos, (out if changed else None)
 
     def fragments_end(self, pos: int, tag: int) -> int:

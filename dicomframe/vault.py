@@ -128,6 +128,8 @@ _KEY_ID_LENGTH: Final = 16
 _NONCE_LENGTH: Final = 12
 _TAG_LENGTH: Final = 16
 HEADER_LENGTH: Final = len(MAGIC) + 1 + _KEY_ID_LENGTH + _NONCE_LENGTH
+#: where a vault file's header holds the key id
+_KEY_ID_AT: Final = slice(len(MAGIC) + 1, len(MAGIC) + 1 + _KEY_ID_LENGTH)
 _HEX_DIGITS: Final = frozenset(b"0123456789abcdef")
 _SUBKEY_PURPOSE: Final = "vault"
 _MAX_BATCH_ID: Final = 64
@@ -362,7 +364,7 @@ def check_key(
     newest = batches[-1]
     with _storage_errors("read", store.uri(newest)):
         head = bytes(store.fs.cat_file(store.path(newest), start=0, end=HEADER_LENGTH))
-    raw_id = head[len(MAGIC) + 1 : len(MAGIC) + 1 + _KEY_ID_LENGTH]
+    raw_id = head[_KEY_ID_AT]
     if head[: len(MAGIC)] != MAGIC or not set(raw_id) <= _HEX_DIGITS:
         return  # not ours to judge here: reading the batch reports the damage
     found = raw_id.decode("ascii")
@@ -714,9 +716,8 @@ def _open_sealed(data: bytes, batch_id: str, key: ProjectKey, uri: str) -> bytes
             f"{FORMAT_VERSION}: upgrade dicomframe if a newer one wrote it; otherwise it is damaged: "
             f"{restore}"
         )
-    id_start = len(MAGIC) + 1
-    raw_id = data[id_start : id_start + _KEY_ID_LENGTH]
-    nonce = data[id_start + _KEY_ID_LENGTH : HEADER_LENGTH]
+    raw_id = data[_KEY_ID_AT]
+    nonce = data[_KEY_ID_AT.stop : HEADER_LENGTH]
     if not set(raw_id) <= _HEX_DIGITS:
         raise Tampered(f"vault file {uri} has a damaged header (its key id is not hex): {restore}")
     header, body = data[:HEADER_LENGTH], data[HEADER_LENGTH:]
