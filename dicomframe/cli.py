@@ -15,6 +15,7 @@ Exit codes (other systems depend on them):
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from typing import TYPE_CHECKING, Annotated, NoReturn
@@ -307,10 +308,12 @@ def deidentify(
 
     Writes DST/<batch_id>/<study>/<series>/<sop>.dcm (names from the new UIDs only) and
     DST/<batch_id>/manifest.json (last); the mapping to originals goes to VAULT only.
+    A DICOMDIR in SRC is left out (its images are read).
+
     Exit code 0 when every input was written, 1 when any failed (listed below): damaged,
-    empty, unreadable or not DICOM. A DICOMDIR in SRC is left out (its images are read).
-    Exit 2, before any work, for a --batch-id already committed with other settings (key,
-    profile, --org, ...) or DST inside SRC; exit 4 for a vault of another project key.
+    empty, unreadable or not DICOM. Exit 2, before any work, for a --batch-id already
+    committed with other settings (key, profile, --org, ...) or DST inside SRC; exit 4
+    for a vault of another project key.
 
     Examples:
 
@@ -632,6 +635,23 @@ def _escape(text: str) -> str:
     from rich.markup import escape
 
     return escape(text)
+
+
+def _reflowed(doc: str) -> str:
+    """A command's docstring as ``--help`` shows it: the lines of a paragraph joined, for the
+    terminal to wrap at its own width; indented lines (examples) kept as they are."""
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(
+        text if any(line.startswith(" ") for line in text.splitlines()) else " ".join(text.split("\n"))
+        for text in paragraphs
+    )
+
+
+# rich help keeps a docstring's line breaks: without this, each sentence broke where the
+# source line did, mid-width
+for _info in [*app.registered_commands, *auditlog_app.registered_commands]:
+    if _info.help is None and _info.callback is not None and _info.callback.__doc__:
+        _info.help = _reflowed(_info.callback.__doc__)
 
 
 if __name__ == "__main__":  # pragma: no cover
