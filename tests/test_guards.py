@@ -73,6 +73,16 @@ def test_an_audit_log_that_cannot_be_written_stops_the_run_before_any_work(sourc
     assert _nothing_written(tmp_path / "out") and not (tmp_path / "vault").exists()
 
 
+@pytest.mark.parametrize("dry_run", [False, True], ids=["run", "dry-run"])
+def test_a_vault_that_is_a_file_is_refused_before_any_work(source: Path, tmp_path: Path, dry_run: bool) -> None:
+    vault = tmp_path / "vault"
+    vault.write_bytes(b"not a folder")
+    with pytest.raises(UserInputError, match="is a file, not a folder: give --vault a folder"):
+        deidentify(source, tmp_path / "out", key=KEY, vault=vault, progress=False, dry_run=dry_run)
+    assert not (tmp_path / "out").exists()
+    assert vault.read_bytes() == b"not a folder"
+
+
 def test_an_empty_source_is_refused_rather_than_made_an_empty_batch(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     for dry_run in (False, True):
