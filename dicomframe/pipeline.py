@@ -341,8 +341,8 @@ def _deidentify(
 
     check_key(vault_text, project_key, storage_options=storage_options)
     batch = batch_id or _new_batch_id()
-    if not batch.replace("-", "").replace("_", "").isalnum() or len(batch) > 64:
-        raise UserInputError("--batch-id may hold letters, digits, '-' and '_' only (at most 64)")
+    if not (batch.isascii() and batch.replace("-", "").replace("_", "").isalnum()) or len(batch) > 64:
+        raise UserInputError("--batch-id may hold ASCII letters, digits, '-' and '_' only (at most 64)")
     out_fs, out_root = _fs(dst_text, storage_options)
     batch_root = _join(out_root, batch)
     batch_uri = _join(dst_text, batch) + "/"

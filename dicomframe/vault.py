@@ -615,6 +615,7 @@ def _valid_batch_id(batch_id: object) -> bool:
     return (
         isinstance(batch_id, str)
         and 0 < len(batch_id) <= _MAX_BATCH_ID
+        and batch_id.isascii()
         and batch_id.replace("-", "").replace("_", "").isalnum()
     )
 
@@ -622,7 +623,7 @@ def _valid_batch_id(batch_id: object) -> bool:
 def _check_batch_id(batch_id: object) -> str:
     if not _valid_batch_id(batch_id):
         raise UserInputError(
-            f"a batch id may hold letters, digits, '-' and '_' only (1 to {_MAX_BATCH_ID} "
+            f"a batch id may hold ASCII letters, digits, '-' and '_' only (1 to {_MAX_BATCH_ID} "
             "characters); list a vault's batches with dicomframe.vault.list_batches(VAULT)"
         )
     assert isinstance(batch_id, str)

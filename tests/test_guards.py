@@ -83,6 +83,14 @@ def test_a_vault_that_is_a_file_is_refused_before_any_work(source: Path, tmp_pat
     assert vault.read_bytes() == b"not a folder"
 
 
+@pytest.mark.parametrize("batch_id", ["Müller", "b²", "a/b", "x" * 65])
+def test_a_batch_id_is_ascii_letters_digits_dash_and_underscore(source: Path, tmp_path: Path, batch_id: str) -> None:
+    # a batch id becomes a folder name and is printed: a name typed as an id must not get through
+    with pytest.raises(UserInputError, match="ASCII letters, digits"):
+        deidentify(source, tmp_path / "out", key=KEY, vault=tmp_path / "vault", batch_id=batch_id, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
 def test_an_empty_source_is_refused_rather_than_made_an_empty_batch(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     for dry_run in (False, True):
