@@ -181,6 +181,18 @@ def test_the_same_file_sent_twice_gets_the_same_pseudonymous_uids(client: httpx.
     assert first.headers["X-Dicomframe-Batch-Id"] != second.headers["X-Dicomframe-Batch-Id"]
 
 
+def test_concurrent_uploads_each_get_their_own_file_back(gateway: Gateway, client: httpx.Client) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    alone = {path: pydicom.dcmread(io.BytesIO(_anonymize(client, path.read_bytes()).content)).SOPInstanceUID for path in SENT}
+    with ThreadPoolExecutor(len(SENT)) as pool:
+        answers = list(pool.map(lambda path: _anonymize(client, path.read_bytes()), SENT * 2))
+    for path, answer in zip(SENT * 2, answers, strict=True):
+        assert answer.status_code == 200, answer.text
+        assert pydicom.dcmread(io.BytesIO(answer.content)).SOPInstanceUID == alone[path]
+    assert not list(gateway.tmp.iterdir())
+
+
 def test_a_body_that_is_not_dicom_is_refused_without_being_echoed(gateway: Gateway, client: httpx.Client) -> None:
     notes = SAMPLES / "odd" / "notes.txt"  # plain text holding a fake name, MRN, phone and e-mail
     answer = _anonymize(client, notes.read_bytes())
@@ -286,6 +298,29 @@ def test_an_unknown_batch_is_404_and_a_malformed_id_422(client: httpx.Client) ->
     assert client.get("/v2/nothing").status_code == 404
 
 
+def test_a_batch_committed_without_the_gateway_is_told_from_its_manifest(gateway: Gateway, client: httpx.Client) -> None:
+    from dicomframe.pipeline import deidentify
+
+    src = gateway.root / "cli-input"
+    src.mkdir()
+    (src / "IM0001").write_bytes(CT.read_bytes())
+    deidentify(src, gateway.root / "out", key=gateway.key_file, vault=gateway.vault, batch_id="cli-made", progress=False)
+    status = client.get("/v1/batches/cli-made").json()
+    assert status["status"] == "ok" and status["written"] == 1 and status["studies"] == 1
+    assert Path(status["manifest_uri"]).is_file()
+
+
+def test_every_upload_is_in_the_audit_log_and_its_chain_holds(gateway: Gateway, client: httpx.Client) -> None:
+    from dicomframe.auditlog import verify
+
+    batch = _anonymize(client, CT.read_bytes()).headers["X-Dicomframe-Batch-Id"]
+    log = gateway.root / "audit.jsonl"
+    assert verify(log).ok
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert any(r.get("batch_id") == batch for r in records)
+    _no_planted_value_in(log.read_bytes())
+
+
 def test_no_planted_value_reaches_the_server_log(gateway: Gateway, client: httpx.Client) -> None:
     for path in SENT:
         assert _anonymize(client, path.read_bytes()).status_code == 200
@@ -352,3 +387,65 @@ def test_serve_refuses_settings_that_cannot_work(tmp_path: Path, capsys: pytest.
             main(argv)
         assert exc.value.code == 2, argv
         assert message in capsys.readouterr().err
+
+
+def test_a_vault_that_cannot_be_written_answers_500_without_the_error_text(strict_gateway: Gateway) -> None:
+    vault, aside = strict_gateway.vault, strict_gateway.root / "vault-aside"
+    if vault.exists():
+        vault.rename(aside)
+    vault.write_text("not a folder")  # the mapping cannot be written
+    try:
+        answer = httpx.post(
+            f"{strict_gateway.url}/v1/anonymize", content=CT.read_bytes(), headers={"Content-Type": "application/dicom"}
+        )
+    finally:
+        vault.unlink()
+        if aside.exists():
+            aside.rename(vault)
+    assert answer.status_code == 500 and answer.json()["error"] == "vault"
+    assert str(strict_gateway.root) not in answer.text  # the error's message names the vault's path
+    assert not list(strict_gateway.tmp.iterdir())
+    log = strict_gateway.log.read_text()
+    assert "anonymize failed: vault (VaultError at vault.py" in log
+    _no_planted_value_in(log.encode())
+
+
+def test_an_unexpected_error_answers_a_generic_500_and_is_logged_without_its_text(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The app in a uvicorn of this process, with one more route that fails as a bug would."""
+    import threading
+
+    import uvicorn
+
+    from dicomframe.gateway.http import GatewaySettings, create_app
+
+    key = tmp_path / "project.key"
+    generate_key_file(key)
+    app = create_app(GatewaySettings(str(tmp_path / "out"), key=str(key), vault=str(tmp_path / "vault")))
+
+    @app.get("/v1/fails")
+    def fails() -> None:
+        raise ValueError("Doe^Jane^Marie MRN1234567")  # an exception quoting values, as a bug may
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    with caplog.at_level("INFO", logger="dicomframe.gateway"):
+        thread.start()
+        try:
+            deadline = time.monotonic() + 60
+            while not server.started:
+                if not thread.is_alive() or time.monotonic() > deadline:
+                    pytest.fail("uvicorn did not start in a thread")
+                time.sleep(0.05)
+            answer = httpx.get(f"http://127.0.0.1:{port}/v1/fails")
+        finally:
+            server.should_exit = True
+            thread.join(30)
+    assert answer.status_code == 500 and answer.json()["error"] == "internal"
+    assert "Doe" not in answer.text and "MRN" not in answer.text
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "internal error: ValueError at http.py" in logged and "raised in test_gateway.py" in logged
+    assert "GET /v1/fails 500" in logged
+    assert "Doe" not in logged and "MRN" not in logged

@@ -97,6 +97,8 @@ _BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _GLOB_CHARS = frozenset("*?[")
 _BATCH_FIELDS = frozenset(("src", "batch_id", "priority"))
 _ACTIVE = ("queued", "running")
+#: the dicomframe package's folder: frames under it are "ours" in an error's place
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
 @dataclass(frozen=True)
@@ -236,13 +238,21 @@ def _now() -> str:
 
 
 def _where(exc: BaseException) -> str:
-    """``"KeyError at dicomframe/pipeline.py:412 in _deidentify"``: an error without its message."""
+    """``"KeyError at pipeline.py:412 in _deidentify"``: an error's type and place, not its message.
+
+    The place is the innermost frame of dicomframe; where the error was raised deeper (in a
+    library), that frame is named too.
+    """
     frames = traceback.extract_tb(exc.__traceback__)
-    ours = [f for f in frames if "dicomframe" in f.filename.replace(os.sep, "/").split("/")] or frames
-    if not ours:
+    if not frames:
         return type(exc).__name__
-    last = ours[-1]
-    return f"{type(exc).__name__} at {os.path.basename(last.filename)}:{last.lineno} in {last.name}"
+    ours = [f for f in frames if os.path.abspath(f.filename).startswith(_PACKAGE)]
+    place = ours[-1] if ours else frames[-1]
+    text = f"{type(exc).__name__} at {os.path.basename(place.filename)}:{place.lineno} in {place.name}"
+    if frames[-1] is not place:
+        last = frames[-1]
+        text += f", raised in {os.path.basename(last.filename)}:{last.lineno} in {last.name}"
+    return text
 
 
 def _log_failure(what: str, exc: BaseException) -> None:
@@ -871,7 +881,12 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             size = await _receive(request, os.path.join(work, "in", "upload.dcm"), settings.max_body)
             if not size:
                 raise _Problem(422, "empty", "the body is empty: send one DICOM Part 10 file")
-            done = await run_in_threadpool(gw.anonymize, work)
+            try:
+                done = await run_in_threadpool(gw.anonymize, work)
+            except DicomframeError as exc:  # the gateway's setup or storage, not the upload
+                kind, detail = _refusal(exc)
+                log.error("anonymize failed: %s (%s)", kind, _where(exc))
+                raise _Problem(500, kind, detail) from None
         finally:
             await run_in_threadpool(_remove, work)
         return StreamingResponse(
