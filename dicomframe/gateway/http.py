@@ -559,7 +559,8 @@ class _Gateway:
 
     # -- batches -----------------------------------------------------------------------
 
-    def submit(self, src: str, batch_id: str | None, priority: str) -> _Job:
+    def submit(self, src: str, batch_id: str | None, priority: str) -> dict[str, Any]:
+        """Queue a batch; its view as it was accepted (``queued``), before the worker takes it."""
         from ..pipeline import _new_batch_id
 
         with self.lock:
@@ -574,12 +575,13 @@ class _Gateway:
                     status_url=_status_url(batch_id),
                 )
             job = self.jobs[batch_id] = _Job(batch_id=batch_id, src=src, priority=priority)
+            accepted = job.view()
             if self.worker is None or not self.worker.is_alive():
                 self.worker = threading.Thread(target=self._work, name="dicomframe-batches", daemon=True)
                 self.worker.start()
-        self.queue.put(job)
         log.info("batch %s queued (priority %s)", job.batch_id, priority)
-        return job
+        self.queue.put(job)
+        return accepted
 
     def _work(self) -> None:
         while True:
@@ -920,9 +922,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             raise _Problem(422, "bad_priority", f"priority is one of {', '.join(PRIORITIES)}")
         src = await run_in_threadpool(gw.roots.check, body["src"])
         job = gw.submit(src, batch_id, priority.upper())
-        url = _status_url(job.batch_id)
+        url = _status_url(job["batch_id"])
         return JSONResponse(
-            {"batch_id": job.batch_id, "status": job.status, "status_url": url},
+            {"batch_id": job["batch_id"], "status": job["status"], "status_url": url},
             status_code=202,
             headers={"Location": url},
         )
