@@ -101,8 +101,21 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(10)
 
 
+#: the bucket and prefix the main gateway may read batches from (on the moto S3 server)
+BUCKET = "gateway-incoming"
+
+
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+def gateway(tmp_path_factory: pytest.TempPathFactory, s3_server: str) -> Iterator[Gateway]:
+    """The main gateway: a token, an audit log, and three allowed sources (the cohort, a
+    local folder holding a link out of it, and a prefix of a bucket on the S3 server)."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    fs.mkdir(BUCKET)
+    for path in sorted(CT.parent.iterdir())[:3]:
+        fs.pipe(f"{BUCKET}/incoming/study1/{path.name}", path.read_bytes())
+    s3fs.S3FileSystem.clear_instance_cache()
     root = tmp_path_factory.mktemp("gateway")
     token_file = root / "token"
     token_file.write_text(TOKEN + "\n")
@@ -115,7 +128,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     (incoming / "escape").symlink_to(outside)  # a link inside an allowed root, to a folder outside it
     gw = _start(
         root,
-        "--allow-source", str(COHORT), "--allow-source", str(incoming), "--token-file", str(token_file),
+        "--allow-source", str(COHORT), "--allow-source", str(incoming), "--allow-source", f"s3://{BUCKET}/incoming",
+        "--token-file", str(token_file),
         "--audit-log", str(root / "audit.jsonl"),
     )  # fmt: skip
     yield gw
@@ -237,6 +251,10 @@ def test_the_token_is_required(gateway: Gateway, client: httpx.Client) -> None:
         ("s3://bucket/studies", 403),
         ("file://localhost/etc", 422),
         (str(COHORT / "*"), 422),
+        (f"s3://{BUCKET}/incoming-other/study1", 403),  # a prefix ends at a '/'
+        (f"s3://{BUCKET}/incoming/../secret", 422),
+        (f"s3://{BUCKET}/incoming/study1::file:///etc", 422),  # fsspec's chain of file systems
+        (f"s3://{BUCKET}/incoming/study1?versionId=1", 422),
     ],
 )
 def test_a_batch_from_outside_the_allowed_sources_is_refused(client: httpx.Client, src: str, status: int) -> None:
@@ -267,28 +285,41 @@ def test_malformed_batch_requests_are_refused(client: httpx.Client) -> None:
     assert client.post("/v1/batches", content=b" " * (65 * 1024)).status_code == 413
 
 
+def _wait(client: httpx.Client, url: str) -> dict[str, object]:
+    """Poll a batch's status until it is neither queued nor running (a generous bound, not a speed)."""
+    deadline = time.monotonic() + 900
+    while True:
+        status: dict[str, object] = client.get(url).json()
+        if status["status"] not in ("queued", "running"):
+            return status
+        if time.monotonic() > deadline:
+            pytest.fail(f"the batch is still {status['status']} after 900 s")
+        time.sleep(0.5)
+
+
 def test_a_batch_runs_in_the_background_until_committed(gateway: Gateway, client: httpx.Client) -> None:
     answer = client.post("/v1/batches", json={"src": str(COHORT), "batch_id": "gw-cohort", "priority": "urgent"})
     assert answer.status_code == 202, answer.text
     queued = answer.json()
     assert queued["batch_id"] == "gw-cohort" and queued["status"] == "queued"
     assert queued["status_url"] == "/v1/batches/gw-cohort" == answer.headers["Location"]
-    deadline = time.monotonic() + 900  # a generous bound on a busy machine; never asserted as a speed
-    while True:
-        status = client.get(queued["status_url"]).json()
-        if status["status"] not in ("queued", "running"):
-            break
-        if time.monotonic() > deadline:
-            pytest.fail(f"the batch is still {status['status']} after 900 s")
-        time.sleep(0.5)
+    status = _wait(client, queued["status_url"])
     assert status["status"] == "ok", status
     assert status["written"] == 70 and status["failed"] == 0 and status["studies"] == 10
     assert status["priority"] == "URGENT" and status["finished_at"]
-    manifest = json.loads(Path(status["manifest_uri"]).read_text())
+    manifest = json.loads(Path(str(status["manifest_uri"])).read_text())
     assert manifest["batch_id"] == "gw-cohort" and manifest["total_images"] == 70
-    assert Path(status["manifest_uri"]) == gateway.root / "out" / "gw-cohort" / "manifest.json"
+    assert Path(str(status["manifest_uri"])) == gateway.root / "out" / "gw-cohort" / "manifest.json"
     assert "gw-cohort" in list_batches(gateway.vault)
     assert "src" not in status and str(COHORT) not in json.dumps(status)
+
+
+def test_a_batch_is_read_from_an_allowed_bucket_prefix(gateway: Gateway, client: httpx.Client) -> None:
+    answer = client.post("/v1/batches", json={"src": f"s3://{BUCKET}/incoming/study1", "batch_id": "gw-s3"})
+    assert answer.status_code == 202, answer.text
+    status = _wait(client, answer.json()["status_url"])
+    assert status["status"] == "ok" and status["written"] == 3, status
+    assert (gateway.root / "out" / "gw-s3" / "manifest.json").is_file()
 
 
 def test_an_unknown_batch_is_404_and_a_malformed_id_422(client: httpx.Client) -> None:

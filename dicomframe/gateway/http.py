@@ -365,7 +365,7 @@ class _Roots:
         if "://" in src and not src.lower().startswith("file://"):
             scheme, _, rest = src.partition("://")
             if _bad_url(rest):
-                raise _Problem(422, "bad_source", "a src URL may not hold '..' or '.' segments, '?' or '#'")
+                raise _Problem(422, "bad_source", "a src URL may not hold '..' or '.' segments, '?', '#', '\\' or '::'")
             url = f"{scheme.lower()}://{rest}"
             if any(url == prefix or url.startswith(prefix + "/") for prefix in self.urls):
                 return url
@@ -387,15 +387,23 @@ class _Roots:
         return real
 
     def holds(self, path: str) -> bool:
-        """True when a local ``path`` is inside one of the local roots."""
-        if "://" in path:
-            return False
-        real = os.path.realpath(path)
+        """True when ``path`` is inside one of the roots, or holds one."""
+        if "://" in path and not path.lower().startswith("file://"):
+            scheme, _, rest = path.partition("://")
+            url = f"{scheme.lower()}://{rest.rstrip('/')}"
+            return any(url == p or url.startswith(p + "/") or p.startswith(url + "/") for p in self.urls)
+        real = os.path.realpath(path[len("file://") :] if path.lower().startswith("file://") else path)
         return any(_inside(real, root) or _inside(root, real) for root in self.local)
 
 
 def _bad_url(rest: str) -> bool:
-    return bool({"?", "#", "\\"} & set(rest)) or any(part in (".", "..") for part in rest.split("/"))
+    """A URL path that could lead out of a prefix: ``..`` or ``.`` segments, a query or fragment,
+    a backslash, or fsspec's ``::`` (a chain of file systems)."""
+    return (
+        bool({"?", "#", "\\"} & set(rest))
+        or "::" in rest
+        or any(part in (".", "..") for part in rest.split("/"))
+    )
 
 
 def _forbidden() -> _Problem:
