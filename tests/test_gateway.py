@@ -156,6 +156,13 @@ def _no_planted_value_in(text: bytes) -> None:
     assert not found, f"{len(found)} planted values"
 
 
+def _no_upload_left(gateway: Gateway) -> None:
+    """Nothing of an upload is left: at most the gateway's spool, empty."""
+    left = list(gateway.tmp.iterdir())
+    assert len(left) <= 1 and not [p.name for p in left if not p.name.startswith("dicomframe-gateway-")]
+    assert not [p for p in gateway.tmp.rglob("*") if p not in left]
+
+
 def test_health_answers_without_a_token(gateway: Gateway) -> None:
     answer = httpx.get(f"{gateway.url}/healthz")
     assert answer.status_code == 200
@@ -176,7 +183,7 @@ def test_a_file_sent_comes_back_deidentified_and_its_mapping_is_in_the_vault(
     assert new.StudyInstanceUID.startswith("2.25.") and new.StudyInstanceUID != old.StudyInstanceUID
     _no_planted_value_in(_dataset_bytes(answer.content))
     # the upload's private folder is gone once the answer is sent
-    assert not list(gateway.tmp.iterdir())
+    _no_upload_left(gateway)
     # a batch of one file in the vault: the study is re-identified through it
     key = load_key(gateway.key_file)
     assert batch in list_batches(gateway.vault)
@@ -204,7 +211,7 @@ def test_concurrent_uploads_each_get_their_own_file_back(gateway: Gateway, clien
     for path, answer in zip(SENT * 2, answers, strict=True):
         assert answer.status_code == 200, answer.text
         assert pydicom.dcmread(io.BytesIO(answer.content)).SOPInstanceUID == alone[path]
-    assert not list(gateway.tmp.iterdir())
+    _no_upload_left(gateway)
 
 
 def test_a_body_that_is_not_dicom_is_refused_without_being_echoed(gateway: Gateway, client: httpx.Client) -> None:
@@ -218,7 +225,7 @@ def test_a_body_that_is_not_dicom_is_refused_without_being_echoed(gateway: Gatew
         for word in line.split():
             if len(word) >= 4:
                 assert word.lower() not in answer.text.lower()
-    assert not list(gateway.tmp.iterdir())
+    _no_upload_left(gateway)
     damaged = _anonymize(client, CT.read_bytes()[:700])  # cut inside the header
     assert damaged.status_code == 422 and damaged.json()["error"] == "truncated"
     _no_planted_value_in(damaged.content)
@@ -383,7 +390,7 @@ def test_the_leak_gate_stops_a_file_and_names_only_its_rules(strict_gateway: Gat
     assert problem["error"] == "leak_gate" and "original_identifier" in problem["rules"]
     assert b"DICM" not in answer.content
     _no_planted_value_in(answer.content)
-    assert not list(strict_gateway.tmp.iterdir())
+    _no_upload_left(strict_gateway)
     _no_planted_value_in(strict_gateway.log.read_bytes())
 
 
@@ -392,7 +399,7 @@ def test_a_body_over_max_body_is_413(strict_gateway: Gateway) -> None:
         f"{strict_gateway.url}/v1/anonymize", content=bytes(65 * 1024), headers={"Content-Type": "application/dicom"}
     )
     assert answer.status_code == 413 and answer.json()["error"] == "too_large"
-    assert not list(strict_gateway.tmp.iterdir())
+    _no_upload_left(strict_gateway)
 
 
 def test_a_gateway_without_allowed_sources_takes_no_batch(strict_gateway: Gateway) -> None:
@@ -435,7 +442,7 @@ def test_a_vault_that_cannot_be_written_answers_500_without_the_error_text(stric
             aside.rename(vault)
     assert answer.status_code == 500 and answer.json()["error"] == "vault"
     assert str(strict_gateway.root) not in answer.text  # the error's message names the vault's path
-    assert not list(strict_gateway.tmp.iterdir())
+    _no_upload_left(strict_gateway)
     log = strict_gateway.log.read_text()
     assert "anonymize failed: vault (VaultError at vault.py" in log
     _no_planted_value_in(log.encode())
@@ -480,3 +487,24 @@ def test_an_unexpected_error_answers_a_generic_500_and_is_logged_without_its_tex
     assert "internal error: ValueError at http.py" in logged and "raised in test_gateway.py" in logged
     assert "GET /v1/fails 500" in logged
     assert "Doe" not in logged and "MRN" not in logged
+
+
+def test_uploads_left_by_a_killed_gateway_are_removed_by_the_next(tmp_path: Path) -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    tmp = tmp_path / "tmp"
+    stale = tmp / f"dicomframe-gateway-{gone.pid}-abc" / "xyz" / "in"
+    stale.mkdir(parents=True)
+    (stale / "upload.dcm").write_bytes(CT.read_bytes())
+    running = tmp / f"dicomframe-gateway-{os.getpid()}-abc"  # a running process's spool: left alone
+    running.mkdir()
+    gw = _start(tmp_path)
+    try:
+        assert sorted(p.name for p in tmp.iterdir() if "abc" in p.name) == [running.name]
+        answer = httpx.post(f"{gw.url}/v1/anonymize", content=CT.read_bytes(), headers={"Content-Type": "application/dicom"})
+        assert answer.status_code == 200
+    finally:
+        _stop(gw.process)
+    assert gw.process.returncode == 0
+    assert [p.name for p in tmp.iterdir()] == [running.name]  # its own spool went at shutdown
+    assert "removed 1 upload folder(s)" in gw.log.read_text()

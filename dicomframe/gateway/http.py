@@ -97,6 +97,8 @@ _BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _GLOB_CHARS = frozenset("*?[")
 _BATCH_FIELDS = frozenset(("src", "batch_id", "priority"))
 _ACTIVE = ("queued", "running")
+#: batches whose status the gateway keeps in memory (beyond: the oldest finished are forgotten)
+_KEEP_JOBS = 10_000
 #: the dicomframe package's folder: frames under it are "ours" in an error's place
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
@@ -502,12 +504,22 @@ class _Gateway:
         self.lock = threading.Lock()
         self.queue: queue.Queue[_Job | None] = queue.Queue()
         self.worker: threading.Thread | None = None
+        self.spool: str | None = None
+        _sweep(settings.temp_dir)
 
     # -- single files ------------------------------------------------------------------
 
     def workdir(self) -> str:
-        """A new private folder (mode 0700) for one upload, with ``in/`` for it."""
-        work = tempfile.mkdtemp(prefix="dicomframe-gateway-", dir=self.settings.temp_dir)
+        """A new private folder (mode 0700) for one upload, with ``in/`` for it.
+
+        Uploads go into this process's spool, ``dicomframe-gateway-<pid>-*`` in the temporary
+        folder, made on first use and removed at shutdown; a gateway that was killed leaves
+        its spool behind, and the next one to start removes it (see :func:`_sweep`).
+        """
+        with self.lock:
+            if self.spool is None:
+                self.spool = tempfile.mkdtemp(prefix=f"{_SPOOL}{os.getpid()}-", dir=self.settings.temp_dir)
+        work = tempfile.mkdtemp(dir=self.spool)
         os.mkdir(os.path.join(work, "in"), 0o700)
         return work
 
@@ -582,8 +594,12 @@ class _Gateway:
                     f"batch {batch_id} is {known.status}: poll its status_url, or give another batch_id",
                     status_url=_status_url(batch_id),
                 )
+            self.jobs.pop(batch_id, None)  # a batch sent again goes to the end (the newest)
             job = self.jobs[batch_id] = _Job(batch_id=batch_id, src=src, priority=priority)
             accepted = job.view()
+            finished = [b for b, j in self.jobs.items() if j.status not in _ACTIVE]
+            for old in finished[: max(0, len(self.jobs) - _KEEP_JOBS)]:
+                del self.jobs[old]  # the oldest finished; a committed one is still told from its manifest
             if self.worker is None or not self.worker.is_alive():
                 self.worker = threading.Thread(target=self._work, name="dicomframe-batches", daemon=True)
                 self.worker.start()
@@ -679,7 +695,10 @@ class _Gateway:
     def stop(self) -> None:
         with self.lock:
             unfinished = [job.batch_id for job in self.jobs.values() if job.status in _ACTIVE]
+            spool, self.spool = self.spool, None
         self.queue.put(None)
+        if spool is not None:
+            _remove(spool)
         if unfinished:
             log.warning(
                 "stopping with %d batch(es) queued or running (%s): submit them again with the same "
@@ -692,6 +711,44 @@ _INTERNAL = (
     "internal error in the gateway; its operator finds the error's type and place in the log "
     "(never its message, which may quote patient data). Report it as a bug with that log line"
 )
+
+
+#: the name of a gateway's spool of uploads starts with this, then its process id and '-'
+_SPOOL = "dicomframe-gateway-"
+
+
+def _sweep(temp_dir: str | None) -> None:
+    """Remove the spools gateways that are no longer running left behind (killed mid-request):
+    they may hold uploads, which are PHI. A spool of a running process is left alone."""
+    base = temp_dir or tempfile.gettempdir()
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return
+    removed = 0
+    for name in names:
+        pid_text = name[len(_SPOOL) :].partition("-")[0]
+        if not name.startswith(_SPOOL) or not pid_text.isdigit():
+            continue
+        path = os.path.join(base, name)
+        try:
+            if os.lstat(path).st_uid != os.getuid() or not stat.S_ISDIR(os.lstat(path).st_mode):
+                continue
+        except OSError:
+            continue
+        pid = int(pid_text)
+        if pid != os.getpid():  # this process's own name: left by an earlier life of its process id
+            try:
+                os.kill(pid, 0)
+                continue  # running (or another user's process): not ours to remove
+            except ProcessLookupError:
+                pass
+            except OSError:
+                continue
+        _remove(path)
+        removed += 1
+    if removed:
+        log.warning("removed %d upload folder(s) a gateway that stopped uncleanly left in %s", removed, base)
 
 
 def _status_url(batch_id: str) -> str:
