@@ -150,9 +150,9 @@ class GatewaySettings:
     >>> app = create_app(settings)                                     # doctest: +SKIP
     """
 
-    dst: str
-    key: ProjectKey | str
-    vault: str
+    dst: str | os.PathLike[str]
+    key: ProjectKey | str | os.PathLike[str]
+    vault: str | os.PathLike[str]
     profile: str = "default"
     org: str = "DICOMFRAME"
     allow_sources: tuple[str, ...] = ()
@@ -398,6 +398,11 @@ class _Roots:
         return any(_inside(real, root) or _inside(root, real) for root in self.local)
 
 
+def _absolute(place: str) -> str:
+    """A local path made absolute; a URL as it is."""
+    return place if "://" in place else os.path.abspath(place)
+
+
 def _bad_url(rest: str) -> bool:
     """A URL path that could lead out of a prefix: ``..`` or ``.`` segments, a query or fragment,
     a backslash, or fsspec's ``::`` (a chain of file systems)."""
@@ -477,7 +482,7 @@ class _Gateway:
 
         self.settings = settings
         # local places made absolute now: the manifest_uri of a status means the same wherever asked
-        self.dst, self.vault = (p if "://" in p else os.path.abspath(p) for p in (settings.dst, settings.vault))
+        self.dst, self.vault = (_absolute(os.fspath(settings.dst)), _absolute(os.fspath(settings.vault)))
         if settings.max_body < 1:
             raise UserInputError("--max-body must be at least 1 byte")
         if settings.concurrency < 1:
@@ -902,7 +907,10 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        phrase = HTTPStatus(exc.status_code).phrase if exc.status_code in HTTPStatus._value2member_map_ else "error"
+        try:
+            phrase = HTTPStatus(exc.status_code).phrase
+        except ValueError:
+            phrase = "error"
         kind = phrase.lower().replace(" ", "_").replace("-", "_")
         detail = {
             404: "no such endpoint: GET /healthz, POST /v1/anonymize, POST /v1/batches, GET /v1/batches/{batch_id}",
