@@ -427,6 +427,27 @@ def test_serve_refuses_settings_that_cannot_work(tmp_path: Path, capsys: pytest.
         assert message in capsys.readouterr().err
 
 
+def test_with_pixel_clean_on_an_ultrasound_comes_back_with_its_burned_in_text_blacked_out(tmp_path: Path) -> None:
+    import shutil
+
+    pytest.importorskip("pytesseract", reason="pixel clean needs `pip install 'dicomframe[ocr]'` (pytesseract)")
+    if shutil.which("tesseract") is None:
+        pytest.skip("pixel clean needs the tesseract program: `apt-get install tesseract-ocr` (or `make install`)")
+    ultrasound = SENT[4]
+    gw = _start(tmp_path, "--pixel-clean", "auto")  # the option given last wins over _start's "off"
+    try:
+        answer = httpx.post(
+            f"{gw.url}/v1/anonymize", content=ultrasound.read_bytes(),
+            headers={"Content-Type": "application/dicom"}, timeout=600,
+        )  # fmt: skip
+    finally:
+        _stop(gw.process)
+    assert answer.status_code == 200, answer.text
+    new, old = pydicom.dcmread(io.BytesIO(answer.content)), pydicom.dcmread(ultrasound)
+    assert new.BurnedInAnnotation == "NO" and "113101" in {i.CodeValue for i in new.DeidentificationMethodCodeSequence}
+    assert new.PixelData != old.PixelData
+
+
 def test_a_vault_that_cannot_be_written_answers_500_without_the_error_text(strict_gateway: Gateway) -> None:
     vault, aside = strict_gateway.vault, strict_gateway.root / "vault-aside"
     if vault.exists():
