@@ -679,7 +679,7 @@ def serve(
         from .errors import MissingExtraError
 
         raise MissingExtraError("the HTTP gateway (dicomframe serve)", "serve", "uvicorn") from None
-    from .gateway.http import GatewaySettings, create_app, read_token_file
+    from .gateway.http import GatewaySettings, create_app, quiet_warnings, read_token_file
 
     settings = GatewaySettings(
         dst=dst,
@@ -712,6 +712,7 @@ def serve(
         soft_wrap=True,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_warnings()
     # uvicorn's access log would print each request's path, which a client chooses: the
     # gateway logs its own line per request, with the route instead
     uvicorn.run(application, host=host, port=port, access_log=False, server_header=False, log_level="info")

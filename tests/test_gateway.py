@@ -529,3 +529,18 @@ def test_uploads_left_by_a_killed_gateway_are_removed_by_the_next(tmp_path: Path
     assert gw.process.returncode == 0
     assert [p.name for p in tmp.iterdir()] == [running.name]  # its own spool went at shutdown
     assert "removed 1 upload folder(s)" in gw.log.read_text()
+
+
+def test_a_warning_is_logged_by_category_and_place_never_its_text(
+    caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import warnings
+
+    from dicomframe.gateway.http import quiet_warnings
+
+    with warnings.catch_warnings(), caplog.at_level("WARNING", logger="dicomframe.gateway"):
+        warnings.simplefilter("always")
+        quiet_warnings()
+        warnings.warn("Invalid value for VR DA: 'Doe^Jane^Marie'", UserWarning, stacklevel=1)
+    assert "UserWarning at test_gateway.py" in caplog.text and "Doe" not in caplog.text
+    assert "Doe" not in capsys.readouterr().err

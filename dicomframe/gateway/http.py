@@ -83,7 +83,7 @@ try:
 except ImportError:  # pragma: no cover - the test extra installs them
     raise MissingExtraError("the HTTP gateway (dicomframe serve)", "serve", "fastapi") from None
 
-__all__ = ["DEFAULT_MAX_BODY", "GatewaySettings", "create_app", "read_token_file"]
+__all__ = ["DEFAULT_MAX_BODY", "GatewaySettings", "create_app", "quiet_warnings", "read_token_file"]
 
 log = logging.getLogger("dicomframe.gateway")
 
@@ -206,6 +206,32 @@ def read_token_file(path: str | os.PathLike[str]) -> str:
             "(`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'` makes one)"
         )
     return token
+
+
+def quiet_warnings() -> None:
+    """Log Python warnings by category and place only, never their text, for this whole process.
+
+    A library's warning may quote a value from a file (pydicom's on an invalid value
+    does), and the gateway's threads make ``warnings.catch_warnings`` blocks unreliable
+    (they swap process-wide state: a thread leaving its block shows another's warnings).
+    ``dicomframe serve`` calls this before serving; call it in any process that serves
+    the app.
+
+    Examples
+    --------
+    >>> quiet_warnings()  # doctest: +SKIP
+    """
+    import warnings
+
+    def show(
+        message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None
+    ) -> None:
+        log.warning(
+            "a %s at %s:%d (its text is not logged: it may quote a value from a file)",
+            category.__name__, os.path.basename(filename), lineno,
+        )  # fmt: skip
+
+    warnings.showwarning = show
 
 
 class _Problem(Exception):
