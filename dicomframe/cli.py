@@ -582,6 +582,142 @@ def reidentify(
     typer.echo(json.dumps(found, indent=2))
 
 
+def _parse_size(text: str) -> int:
+    """``"2G"``, ``"2GiB"``, ``"500M"``, ``"64k"`` or a number of bytes → bytes (units of 1,024)."""
+    import re
+
+    match = re.fullmatch(r"\s*(\d+)\s*([kmgt]?)(?:i?b)?\s*", text.lower())
+    if not match:
+        raise UserInputError(f"--max-body takes a size such as 2G, 500M, 64K or a number of bytes (got {text!r})")
+    power: int = " kmgt".index(match.group(2) or " ")
+    return int(match.group(1)) << (10 * power)
+
+
+@app.command()
+def serve(
+    dst: Annotated[str, typer.Argument(help="Output root of batches (folder or URL); each goes to DST/<batch_id>/.", show_default=False)],
+    key_file: Annotated[str, typer.Option("--key-file", help="Project key file (dicomframe keygen).", show_default=False)],
+    vault: Annotated[str, typer.Option("--vault", help="Where every mapping goes (folder or URL), apart from DST.", show_default=False)],
+    host: Annotated[str, typer.Option("--host", help="Address to listen on. Keep loopback unless a --token-file is set and TLS is in front.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8080,
+    profile: Annotated[
+        str,
+        typer.Option("--profile", help="Preset (basic, default, research, cloud-upload) or a TOML file, as for deidentify."),
+    ] = "default",
+    org: Annotated[str, typer.Option("--org", help="Organisation prefix for templates ({org}).")] = "DICOMFRAME",
+    allow_source: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-source",
+            help="A folder or URL prefix POST /v1/batches may read (repeatable). A src must resolve inside "
+            "one (links followed); anything else is refused (403). None: no batch is taken.",
+            show_default=False,
+        ),
+    ] = None,
+    token_file: Annotated[
+        str | None,
+        typer.Option(
+            "--token-file",
+            help="File holding the bearer token every /v1 request must send (Authorization: Bearer TOKEN); "
+            "mode 0600. Without it, no token is asked.",
+            show_default=False,
+        ),
+    ] = None,
+    audit_log: Annotated[
+        str | None,
+        typer.Option(
+            "--audit-log",
+            envvar="DICOMFRAME_AUDIT_LOG",
+            help="Append a record of every batch (single files included) to this tamper-evident log (no PHI).",
+            show_default=False,
+        ),
+    ] = None,
+    max_body: Annotated[str, typer.Option("--max-body", help="Largest file POST /v1/anonymize takes (2G, 500M, ...); larger: 413.")] = "2G",
+    pixel_clean: Annotated[
+        str,
+        typer.Option("--pixel-clean", help="Burned-in text: auto, rules or off, as for deidentify."),
+    ] = "auto",
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="Worker processes of a batch \\[default: all cores].", show_default=False)] = None,
+    storage_option: Annotated[
+        list[str] | None,
+        typer.Option("--storage-option", help="fsspec option KEY=VALUE for the URLs of DST, VAULT and sources (repeatable).", show_default=False),
+    ] = None,
+) -> None:
+    """Run the HTTP gateway: de-identify files sent to it, and batches of folders it may read.
+
+    POST /v1/anonymize takes one DICOM file as the body and answers the de-identified
+    file, with headers X-Dicomframe-Batch-Id and X-Dicomframe-Study-Id (the pseudonymous
+    study id); its mapping goes to VAULT, so it can be re-identified. The same key gives
+    the same pseudonymous UIDs on every call. POST /v1/batches with {"src": ...} de-identifies
+    a folder under an --allow-source root into DST, one batch at a time; GET
+    /v1/batches/<batch_id> tells its status. GET /healthz needs no token.
+
+    Answers and log lines never hold a value from a file, a path sent by a client or an
+    exception's text. Uploads pass through a private temporary folder (under TMPDIR: keep
+    it on an encrypted disk), removed when the request ends. Stop with Ctrl-C; an
+    unfinished batch resumes when submitted again with its batch_id.
+
+    Examples:
+
+      dicomframe serve out/ --key-file project.key --vault vault/ --allow-source /srv/incoming
+
+      curl --data-binary @file.dcm -H 'Content-Type: application/dicom' -o deid.dcm http://127.0.0.1:8080/v1/anonymize
+
+      curl -H 'Content-Type: application/json' -d '{"src": "/srv/incoming/study1"}' http://127.0.0.1:8080/v1/batches
+
+      curl http://127.0.0.1:8080/v1/batches/BATCH_ID
+
+    With a token (--token-file gateway.token), every /v1 request sends it:
+
+      curl -H "Authorization: Bearer $(cat gateway.token)" --data-binary @file.dcm -H 'Content-Type: application/dicom' -o deid.dcm http://127.0.0.1:8080/v1/anonymize
+    """
+    import logging
+
+    try:
+        import uvicorn
+    except ImportError:
+        from .errors import MissingExtraError
+
+        raise MissingExtraError("the HTTP gateway (dicomframe serve)", "serve", "uvicorn") from None
+    from .gateway.http import GatewaySettings, create_app, quiet_warnings, read_token_file
+
+    settings = GatewaySettings(
+        dst=dst,
+        key=key_file,
+        vault=vault,
+        profile=profile,
+        org=org,
+        allow_sources=tuple(allow_source or ()),
+        token=read_token_file(token_file) if token_file else None,
+        audit_log=audit_log,
+        max_body=_parse_size(max_body),
+        pixel_clean=pixel_clean,
+        jobs=jobs,
+        storage_options=_parse_options(storage_option) or None,
+    )
+    application = create_app(settings)
+    loopback = host in ("127.0.0.1", "::1", "localhost")
+    if not loopback and settings.token is None:
+        _err.print(
+            f"[bold yellow]warning:[/] listening on {_escape(host)} without --token-file: anyone who reaches this "
+            "port can send files and start batches",
+            highlight=False,
+            soft_wrap=True,
+        )
+    _err.print(
+        f"dicomframe gateway on http://{_escape(host)}:{port} — batches to {_escape(dst)}, mappings to "
+        f"{_escape(vault)}, profile {_escape(profile)}, "
+        f"{len(settings.allow_sources)} allowed source(s), token {'required' if settings.token else 'not required'}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_warnings()
+    # uvicorn's access log would print each request's path, which a client chooses: the
+    # gateway logs its own line per request, with the route instead
+    uvicorn.run(application, host=host, port=port, access_log=False, server_header=False, log_level="info")
+
+
 @app.command()
 def version() -> None:
     """Print the dicomframe version."""

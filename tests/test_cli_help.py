@@ -6,7 +6,7 @@ import pytest
 
 from dicomframe.cli import _reflowed, main
 
-COMMANDS = [["scan"], ["keygen"], ["deidentify"], ["audit"], ["reidentify"], ["version"], ["auditlog", "verify"]]
+COMMANDS = [["scan"], ["keygen"], ["deidentify"], ["audit"], ["reidentify"], ["version"], ["auditlog", "verify"], ["serve"]]
 
 
 def _help(capsys: pytest.CaptureFixture[str], *args: str) -> str:

@@ -28,6 +28,8 @@ MODULES = [
     "dicomframe.auditlog",
     "dicomframe.frames",
     "dicomframe.errors",
+    "dicomframe.gateway",
+    "dicomframe.gateway.http",
 ]
 
 
