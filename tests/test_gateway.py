@@ -452,13 +452,18 @@ def test_a_vault_that_cannot_be_written_answers_500_without_the_error_text(stric
     vault, aside = strict_gateway.vault, strict_gateway.root / "vault-aside"
     if vault.exists():
         vault.rename(aside)
-    vault.write_text("not a folder")  # the mapping cannot be written
+    # the mapping cannot be written: the vault leads into a file (a vault that is a file is
+    # refused before any work, as a setting; this one shows only when written to)
+    blocker = strict_gateway.root / "blocker"
+    blocker.write_text("not a folder")
+    vault.symlink_to(blocker / "vault")
     try:
         answer = httpx.post(
             f"{strict_gateway.url}/v1/anonymize", content=CT.read_bytes(), headers={"Content-Type": "application/dicom"}
         )
     finally:
         vault.unlink()
+        blocker.unlink()
         if aside.exists():
             aside.rename(vault)
     assert answer.status_code == 500 and answer.json()["error"] == "vault"
