@@ -28,6 +28,7 @@ MODULES = [
     "dicomframe.auditlog",
     "dicomframe.frames",
     "dicomframe.errors",
+    "dicomframe.gateway.scp",
 ]
 
 
