@@ -11,6 +11,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -45,10 +46,12 @@ def _echo(port: int, called: str = "DICOMFRAME", calling: str = "SITE_A") -> sub
     )  # fmt: skip
 
 
-def _store(port: int, folder: Path, called: str = "DICOMFRAME", calling: str = "SITE_A") -> subprocess.CompletedProcess[str]:
+def _store(
+    port: int, folder: Path, called: str = "DICOMFRAME", calling: str = "SITE_A", *options: str
+) -> subprocess.CompletedProcess[str]:
     """storescu of every file under ``folder``, in one association (verbose: it prints each status)."""
     return subprocess.run(
-        ["storescu", "-v", "-aec", called, "-aet", calling, "+sd", "+r", "127.0.0.1", str(port), str(folder)],
+        ["storescu", "-v", *options, "-aec", called, "-aet", calling, "+sd", "+r", "127.0.0.1", str(port), str(folder)],
         capture_output=True, text=True, timeout=TIMEOUT, check=False,
     )  # fmt: skip
 
@@ -69,10 +72,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Receiver, P
         receiver.stop()
 
 
-def _send(receiver: Receiver, folder: Path) -> list[object]:
+def _send(receiver: Receiver, folder: Path, *options: str) -> list[Any]:
     """Send ``folder`` in one association; the batches it made once the receiver is idle."""
     before = len(receiver.batches)
-    sent = _store(receiver.port, folder)
+    sent = _store(receiver.port, folder, "DICOMFRAME", "SITE_A", *options)
     assert sent.returncode == 0, sent.stderr[-2000:]
     assert receiver.wait_idle(TIMEOUT), "the batch did not finish"
     return list(receiver.batches[before:])
@@ -236,3 +239,47 @@ def test_cli_receive_prints_each_batch_and_stops_on_ctrl_c(tmp_path: Path) -> No
     assert "4 written, 0 failed" in line and f"{batch_id}/manifest.json" in line
     assert (tmp_path / "out" / batch_id / "manifest.json").is_file()
     assert not any(part in "".join(lines) for part in ("RIVERA", "Rivera", "MRN5678901"))
+
+
+@pytest.mark.parametrize(
+    ("tool", "propose"),
+    [("dcmcjpeg", "-xs"), ("dcmcrle", "-xr")],  # JPEG Lossless SV1, RLE Lossless
+)
+def test_compressed_pixel_data_is_stored_as_received(site, tmp_path: Path, tool: str, propose: str) -> None:
+    receiver, root = site
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} is not installed: run `make services` (Debian package dcmtk)")
+    sent = tmp_path / "compressed"
+    sent.mkdir()
+    source = min(SMALL_STUDY.rglob("*.dcm"))
+    subprocess.run([tool, str(source), str(sent / "image.dcm")], check=True, capture_output=True, timeout=TIMEOUT)
+    old = pydicom.dcmread(sent / "image.dcm")
+    assert old.file_meta.TransferSyntaxUID.is_compressed
+    (batch,) = _send(receiver, sent, propose)  # storescu proposes the image's syntax and the uncompressed ones
+    assert batch.committed and batch.written == 1
+    (output,) = (root / "out" / batch.batch_id).rglob("*.dcm")
+    new = pydicom.dcmread(output)
+    assert new.file_meta.TransferSyntaxUID == old.file_meta.TransferSyntaxUID
+    assert new.PixelData == old.PixelData  # never decoded, never re-encoded
+
+
+def test_an_aborted_association_keeps_what_was_stored_before_the_abort(site) -> None:
+    from pynetdicom import AE
+
+    receiver, _root = site
+    files = sorted(SMALL_STUDY.rglob("*.dcm"))
+    first = pydicom.dcmread(files[0], stop_before_pixels=True)
+    sender = AE(ae_title="SITE_A")
+    sender.add_requested_context(first.SOPClassUID, first.file_meta.TransferSyntaxUID)
+    before = len(receiver.batches)
+    assoc = sender.associate("127.0.0.1", receiver.port, ae_title="DICOMFRAME")
+    assert assoc.is_established
+    try:
+        for path in files[:2]:
+            assert assoc.send_c_store(path).Status == 0x0000
+    finally:
+        assoc.abort()
+    assert receiver.wait_idle(TIMEOUT)
+    (batch,) = receiver.batches[before:]
+    assert batch.committed and batch.written == 2 and batch.failed == 0
+    assert list(receiver.incoming.iterdir()) == []

@@ -421,8 +421,9 @@ class Receiver:
             ae.require_calling_aet = list(self.allow_calling)
         for context in VerificationPresentationContexts:  # C-ECHO
             ae.add_supported_context(context.abstract_syntax)
+        syntaxes = _accepted_syntaxes(ALL_TRANSFER_SYNTAXES)
         for context in AllStoragePresentationContexts:
-            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+            ae.add_supported_context(context.abstract_syntax, syntaxes)
         return ae
 
     # -- association thread ------------------------------------------------------------------
@@ -578,6 +579,38 @@ class Receiver:
             )  # fmt: skip
             raise
         return len(inputs)
+
+
+#: uncompressed transfer syntaxes, in the order the SCP prefers them when a presentation
+#: context offers several: Explicit VR Little Endian keeps the VRs (private tags included)
+_UNCOMPRESSED = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"]
+#: compressed transfer syntaxes that lose nothing: JPEG Lossless (14, 14 SV1), JPEG-LS Lossless,
+#: JPEG 2000 Lossless (Part 1 and 2), JPEG XL Lossless, HTJ2K Lossless (and RPCL), RLE Lossless,
+#: Deflated Image Frame Compression
+_LOSSLESS = {
+    "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.90",
+    "1.2.840.10008.1.2.4.92", "1.2.840.10008.1.2.4.110", "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202",
+    "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.8.1",
+}  # fmt: skip
+#: JPIP: the pixel data is not in the instance but at a URL of the sender's (it could not be
+#: de-identified with the rest, and the URL itself is removed)
+_REFUSED = {"1.2.840.10008.1.2.4.94", "1.2.840.10008.1.2.4.95", "1.2.840.10008.1.2.4.204", "1.2.840.10008.1.2.4.205"}
+
+
+def _accepted_syntaxes(known: Sequence[str]) -> list[str]:
+    """The transfer syntaxes accepted, in the order chosen from when a context offers several.
+
+    pynetdicom accepts the first of this list that a context proposes. A sender (dcmtk's
+    storescu) proposes a compressed image's syntax in a context of its own, so each image comes
+    as stored; where a context offers several: lossless compressed first (a sender that holds
+    the image so need not decode it), then uncompressed, and lossy compression last (a sender
+    is never asked to compress lossily an image it offers in another syntax).
+    """
+    known = [uid for uid in known if uid not in _REFUSED]
+    lossless = [uid for uid in known if uid in _LOSSLESS]
+    uncompressed = [uid for uid in _UNCOMPRESSED if uid in known]
+    rest = [uid for uid in known if uid not in _LOSSLESS and uid not in _UNCOMPRESSED]
+    return lossless + uncompressed + rest
 
 
 def _ae_title(title: str, option: str) -> str:
