@@ -283,3 +283,37 @@ def test_an_aborted_association_keeps_what_was_stored_before_the_abort(site) -> 
     (batch,) = receiver.batches[before:]
     assert batch.committed and batch.written == 2 and batch.failed == 0
     assert list(receiver.incoming.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("spool", "chmod 700"),  # a spool others may read: it would hold patient data
+        ("port", "give another --port"),  # a port already in use
+        ("vault", "apart from DST"),  # the vault inside the output
+    ],
+)
+def test_cli_receive_refuses_a_bad_setting_before_listening(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, message: str
+) -> None:
+    import socket
+
+    from dicomframe.cli import main
+
+    key_file = tmp_path / "project.key"
+    generate_key_file(key_file)
+    spool, vault = tmp_path / "spool", tmp_path / "vault"
+    if option == "spool":
+        spool.mkdir(mode=0o755)
+        os.chmod(spool, 0o755)
+    if option == "vault":
+        vault = tmp_path / "out" / "vault"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1] if option == "port" else 0
+        args = ["receive", str(tmp_path / "out"), "--key-file", str(key_file), "--vault", str(vault)]
+        with pytest.raises(SystemExit) as exc:
+            main([*args, "--port", str(port), "--spool", str(spool)])
+    assert exc.value.code == 2
+    assert message in " ".join(capsys.readouterr().err.split())
