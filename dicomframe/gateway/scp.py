@@ -277,7 +277,7 @@ class Receiver:
         self._check_settings()
         self._take_spool()
         try:
-            self._resume_leftovers()
+            leftovers = self._leftovers()  # listed before the first association makes its folder
             ae = self._application_entity(pynetdicom)
             handlers = [
                 (pynetdicom.evt.EVT_C_STORE, self._on_store),
@@ -293,6 +293,11 @@ class Receiver:
                     "another program may use the port; give another --port"
                 ) from None
             self.port = int(self._server.server_address[1])
+            for batch_id, folder in leftovers:
+                _log.warning("batch %s: left in the spool by an earlier run, de-identifying it now", batch_id)
+                with self._lock:
+                    self._pending += 1
+                self._queue.put((batch_id, folder))
             self._worker = threading.Thread(target=self._work, name="dicomframe-receiver-batches", daemon=True)
             self._worker.start()
         except BaseException:
@@ -392,18 +397,16 @@ class Receiver:
             os.close(self._lockfile)  # closing releases the lock
             self._lockfile = None
 
-    def _resume_leftovers(self) -> None:
-        """Queue the spool folders an earlier run left (killed before it de-identified them)."""
+    def _leftovers(self) -> list[tuple[str, Path]]:
+        """The spool folders an earlier run left (killed before it de-identified them), with their batch ids."""
         from ..pipeline import _new_batch_id
 
+        found = []
         for folder in sorted(p for p in self.incoming.iterdir() if p.is_dir() and not p.is_symlink()):
             for tmp in folder.glob(f"{_TMP_PREFIX}*"):  # never answered Success: the sender has it
                 tmp.unlink()
-            batch_id = folder.name if _BATCH_ID.match(folder.name) else _new_batch_id()
-            _log.warning("batch %s: left by an earlier run, de-identifying it now", batch_id)
-            with self._lock:
-                self._pending += 1
-            self._queue.put((batch_id, folder))
+            found.append((folder.name if _BATCH_ID.match(folder.name) else _new_batch_id(), folder))
+        return found
 
     def _application_entity(self, pynetdicom: Any) -> Any:
         from pynetdicom import (
@@ -486,7 +489,11 @@ class Receiver:
                     if self.on_batch is not None:
                         self.on_batch(finished)
             except Exception as exc:  # noqa: BLE001 - the worker must go on for the next associations
-                _log.error("batch %s: internal error (%s) after de-identification", batch_id, type(exc).__name__)
+                _log.error(
+                    "batch %s: internal error (%s); what its spool folder still holds is de-identified when "
+                    "the receiver starts again",
+                    batch_id, type(exc).__name__,
+                )  # fmt: skip
             finally:
                 with self._lock:
                     self._pending -= 1
