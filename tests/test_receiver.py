@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -184,6 +185,28 @@ def test_a_spool_left_by_a_killed_receiver_is_deidentified_when_it_starts_again(
     assert [p.name for p in (spool / "quarantine" / batch.batch_id).iterdir()] == [f"{99:032x}.dcm"]
     assert (spool / "quarantine" / batch.batch_id).stat().st_mode & 0o777 == 0o700
     assert list((spool / "incoming").iterdir()) == []
+
+
+def test_a_batch_the_leak_gate_stops_keeps_every_input_in_quarantine(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    leaky = tmp_path / "leaky.toml"
+    leaky.write_text('[profile]\nbase = "default"\n\n[[rule]]\nkeyword = "PatientName"\naction = "K"\n')
+    receiver = Receiver(
+        tmp_path / "out", key=KEY, vault=tmp_path / "vault", port=0, spool=tmp_path / "spool",
+        profile=str(leaky), pixel_clean="rules",
+    )  # fmt: skip
+    with receiver:
+        (batch,) = _send(receiver, SMALL_STUDY)
+    assert not batch.committed and batch.manifest_uri is None
+    assert batch.quarantined == 4 == len(list((receiver.quarantine / batch.batch_id).iterdir()))
+    assert not (tmp_path / "out" / batch.batch_id / "manifest.json").exists()
+    assert list(receiver.incoming.iterdir()) == []
+    # the log says what happened and where the inputs are, never what they hold
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("dicomframe")).lower()
+    assert f"batch {batch.batch_id}: not committed" in logged
+    assert not [v for v in _planted() if v.lower() in logged]
 
 
 def test_a_spool_others_may_read_is_refused(tmp_path: Path) -> None:
