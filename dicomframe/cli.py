@@ -443,6 +443,15 @@ def receive(
         typer.Option("--pixel-clean", help="Burned-in text: auto, rules or off, as deidentify takes it."),
     ] = "auto",
     jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="Worker processes per batch \\[default: all cores].", show_default=False)] = None,
+    priority: Annotated[str, typer.Option("--priority", help="STAT, URGENT or ROUTINE (in each batch's manifest).")] = "ROUTINE",
+    storage_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--storage-option",
+            help="fsspec option KEY=VALUE for the URLs of DST and VAULT (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Receive studies over DICOM (C-STORE) and de-identify each association as one batch.
 
@@ -487,7 +496,7 @@ def receive(
     receiver = Receiver(
         dst, key=key_file, vault=vault, port=port, host=host, ae_title=ae_title, allow_calling=allow_calling,
         profile=profile, org=org, spool=spool, audit_log=audit_log, pixel_clean=pixel_clean, jobs=jobs,
-        on_batch=report,
+        priority=priority, storage_options=_parse_options(storage_option) or None, on_batch=report,
     )  # fmt: skip
     receiver.start()
     _out.print(

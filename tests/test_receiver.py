@@ -340,3 +340,20 @@ def test_cli_receive_refuses_a_bad_setting_before_listening(
             main([*args, "--port", str(port), "--spool", str(spool)])
     assert exc.value.code == 2
     assert message in " ".join(capsys.readouterr().err.split())
+
+
+@pytest.mark.s3
+def test_batches_go_to_a_bucket_as_deidentify_writes_them(s3_bucket: str, tmp_path: Path) -> None:
+    import s3fs
+
+    receiver = Receiver(
+        f"s3://{s3_bucket}/incoming", key=KEY, vault=tmp_path / "vault", port=0, spool=tmp_path / "spool",
+        pixel_clean="rules", priority="STAT",
+    )  # fmt: skip
+    with receiver:
+        (batch,) = _send(receiver, SMALL_STUDY)
+    assert batch.committed and batch.manifest_uri == f"s3://{s3_bucket}/incoming/{batch.batch_id}/manifest.json"
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    manifest = json.loads(fs.cat_file(f"{s3_bucket}/incoming/{batch.batch_id}/manifest.json"))
+    assert manifest["priority"] == "STAT" and manifest["total_images"] == batch.written == 4
+    assert list(receiver.incoming.iterdir()) == []

@@ -190,8 +190,9 @@ class Receiver:
         The called AE title senders must address; associations to another are rejected.
     allow_calling
         When given, only these calling AE titles may associate.
-    profile, org, pixel_clean, audit_log, jobs
-        As :func:`~dicomframe.pipeline.deidentify` takes them, for every batch.
+    profile, org, priority, pixel_clean, audit_log, jobs, storage_options
+        As :func:`~dicomframe.pipeline.deidentify` takes them, for every batch (the storage
+        options serve ``dst`` and ``vault`` URLs).
     spool
         Folder for the instances received and not yet de-identified (mode 0700; created when
         missing; refused when others may read it). Default: :func:`default_spool`.
@@ -225,6 +226,8 @@ class Receiver:
         audit_log: str | os.PathLike[str] | None = None,
         pixel_clean: str = "auto",
         jobs: int | None = None,
+        priority: str = "ROUTINE",
+        storage_options: dict[str, Any] | None = None,
         on_batch: Callable[[FinishedBatch], None] | None = None,
     ) -> None:
         self.dst = os.fspath(dst)
@@ -240,6 +243,8 @@ class Receiver:
         self.audit_log = audit_log
         self.pixel_clean = pixel_clean
         self.jobs = jobs
+        self.priority = priority
+        self.storage_options = storage_options
         self.on_batch = on_batch
         #: every batch finished since :meth:`start`, in the order finished
         self.batches: list[FinishedBatch] = []
@@ -369,7 +374,11 @@ class Receiver:
                 "the spool must not be inside the output (DST), nor DST inside the spool: the spool holds "
                 "the instances as received; give --spool a folder apart from DST"
             )
-        check_key(self.vault, self._key)
+        from ..pipeline import PRIORITIES
+
+        if self.priority.upper() not in PRIORITIES:
+            raise UserInputError(f"--priority must be one of {', '.join(PRIORITIES)} (got {self.priority!r})")
+        check_key(self.vault, self._key, storage_options=self.storage_options)
         if self.audit_log is not None:
             from ..auditlog import AuditLog
 
@@ -519,6 +528,8 @@ class Receiver:
                 audit_log=self.audit_log,
                 pixel_clean=self.pixel_clean,
                 jobs=self.jobs,
+                priority=self.priority,
+                storage_options=self.storage_options,
             )
         except Exception as exc:  # noqa: BLE001 - its message may quote a value from a file: only its type is told
             kept = self._quarantine(batch_id, folder, inputs)
@@ -559,7 +570,7 @@ class Receiver:
 
         assert self._key is not None
         try:
-            mapping = read_mapping(self.vault, result.batch_id, self._key)
+            mapping = read_mapping(self.vault, result.batch_id, self._key, storage_options=self.storage_options)
         except Exception as exc:  # noqa: BLE001 - then every input is kept
             _log.warning("batch %s: its mapping could not be read back (%s)", result.batch_id, type(exc).__name__)
             return inputs
