@@ -355,7 +355,7 @@ class Receiver:
 
     def _check_settings(self) -> None:
         from ..keys import ProjectKey, load_key
-        from ..pipeline import _same_place
+        from ..pipeline import PRIORITIES, _same_place
         from ..profiles import Profile
         from ..vault import check_key
 
@@ -374,8 +374,6 @@ class Receiver:
                 "the spool must not be inside the output (DST), nor DST inside the spool: the spool holds "
                 "the instances as received; give --spool a folder apart from DST"
             )
-        from ..pipeline import PRIORITIES
-
         if self.priority.upper() not in PRIORITIES:
             raise UserInputError(f"--priority must be one of {', '.join(PRIORITIES)} (got {self.priority!r})")
         check_key(self.vault, self._key, storage_options=self.storage_options)
