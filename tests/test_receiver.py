@@ -131,6 +131,22 @@ def test_two_associations_are_two_batches_and_a_study_sent_again_keeps_its_pseud
     assert list(receiver.incoming.iterdir()) == []
 
 
+def test_two_sites_sending_at_once_get_a_batch_each(site) -> None:
+    receiver, root = site
+    before = len(receiver.batches)
+    command = ["storescu", "-aec", "DICOMFRAME", "+sd", "+r", "127.0.0.1", str(receiver.port)]
+    senders = [
+        subprocess.Popen([*command, "-aet", calling, str(study)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for calling, study in (("SITE_A", STUDY), ("SITE_B", SMALL_STUDY))
+    ]
+    assert [sender.wait(TIMEOUT) for sender in senders] == [0, 0]
+    assert receiver.wait_idle(TIMEOUT)
+    batches = receiver.batches[before:]
+    assert sorted(b.written for b in batches) == [4, 9] and all(b.committed for b in batches)
+    for batch in batches:  # each association's instances, and only those, in its batch
+        assert len(_study_uids(root / "out" / batch.batch_id)) == 1
+
+
 def test_an_echo_alone_makes_no_batch(site) -> None:
     receiver, _root = site
     before = len(receiver.batches)
