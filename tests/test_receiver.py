@@ -373,3 +373,29 @@ def test_batches_go_to_a_bucket_as_deidentify_writes_them(s3_bucket: str, tmp_pa
     manifest = json.loads(fs.cat_file(f"{s3_bucket}/incoming/{batch.batch_id}/manifest.json"))
     assert manifest["priority"] == "STAT" and manifest["total_images"] == batch.written == 4
     assert list(receiver.incoming.iterdir()) == []
+
+
+def test_stop_ends_an_association_still_open_and_finishes_its_batch(tmp_path: Path) -> None:
+    from pynetdicom import AE
+
+    files = sorted(SMALL_STUDY.rglob("*.dcm"))
+    first = pydicom.dcmread(files[0], stop_before_pixels=True)
+    sender = AE(ae_title="SITE_A")
+    sender.add_requested_context(first.SOPClassUID, first.file_meta.TransferSyntaxUID)
+    receiver = Receiver(
+        tmp_path / "out", key=KEY, vault=tmp_path / "vault", port=0, spool=tmp_path / "spool", pixel_clean="rules"
+    )
+    receiver.start()
+    assoc = sender.associate("127.0.0.1", receiver.port, ae_title="DICOMFRAME")
+    try:
+        assert assoc.is_established
+        for path in files[:3]:
+            assert assoc.send_c_store(path).Status == 0x0000
+        receiver.stop()  # as Ctrl-C does: the association is aborted, what it stored is finished
+    finally:
+        if assoc.is_alive():
+            assoc.abort()
+    assert assoc.is_aborted
+    (batch,) = receiver.batches
+    assert batch.committed and batch.written == 3
+    assert list(receiver.incoming.iterdir()) == []
