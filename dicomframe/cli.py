@@ -424,7 +424,8 @@ def receive(
         typer.Option(
             "--spool",
             help="Folder for instances received and not yet de-identified, and quarantine/ for those that "
-            "failed (mode 0700; it holds patient data) \\[default: dicomframe-spool-<uid> in the system "
+            "failed (mode 0700; it holds patient data). The system temp folder may be emptied at boot: in "
+            "production give a folder on a lasting disk \\[default: dicomframe-spool-<uid> in the system "
             "temp folder].",
             show_default=False,
         ),
