@@ -491,16 +491,20 @@ class Receiver:
             batch_id, folder = item
             try:
                 finished = self._deidentify(batch_id, folder)
-                if finished is not None:
-                    self.batches.append(finished)
-                    if self.on_batch is not None:
-                        self.on_batch(finished)
             except Exception as exc:  # noqa: BLE001 - the worker must go on for the next associations
+                finished = None
                 _log.error(
                     "batch %s: internal error (%s); what its spool folder still holds is de-identified when "
                     "the receiver starts again",
                     batch_id, type(exc).__name__,
                 )  # fmt: skip
+            try:
+                if finished is not None:
+                    self.batches.append(finished)
+                    if self.on_batch is not None:
+                        self.on_batch(finished)
+            except Exception as exc:  # noqa: BLE001 - a caller's callback must not stop the worker
+                _log.error("batch %s: the on_batch callback failed (%s)", batch_id, type(exc).__name__)
             finally:
                 with self._lock:
                     self._pending -= 1
