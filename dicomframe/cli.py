@@ -389,6 +389,147 @@ def deidentify(
 
 
 @app.command()
+def receive(
+    dst: Annotated[str, typer.Argument(help="Output root (folder or URL); each association's batch goes to DST/<batch_id>/.", show_default=False)],
+    key_file: Annotated[str, typer.Option("--key-file", help="Project key file (dicomframe keygen).", show_default=False)],
+    vault: Annotated[str, typer.Option("--vault", help="Where the mappings go (folder or URL), apart from DST.", show_default=False)],
+    port: Annotated[int, typer.Option("--port", help="TCP port to listen on (0: a free one, printed at start).")] = 11112,
+    host: Annotated[
+        str,
+        typer.Option(
+            "--host",
+            help="Address to listen on. The default answers this machine only; --host 0.0.0.0 listens on "
+            "every interface, so that the sites' senders can reach it (mind the firewall).",
+        ),
+    ] = "127.0.0.1",
+    ae_title: Annotated[str, typer.Option("--ae-title", help="Called AE title senders must address; associations to another are rejected.")] = "DICOMFRAME",
+    allow_calling: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-calling",
+            help="Accept associations from this calling AE title only (repeatable) \\[default: any].",
+            show_default=False,
+        ),
+    ] = None,
+    profile: Annotated[
+        str,
+        typer.Option(
+            "--profile",
+            help="Preset (basic, default, research, cloud-upload) or a TOML file, as deidentify takes it.",
+        ),
+    ] = "default",
+    org: Annotated[str, typer.Option("--org", help="Organisation prefix for templates ({org}).")] = "DICOMFRAME",
+    spool: Annotated[
+        str | None,
+        typer.Option(
+            "--spool",
+            help="Folder for instances received and not yet de-identified, and quarantine/ for those that "
+            "failed (mode 0700; it holds patient data). The system temp folder may be emptied at boot: in "
+            "production give a folder on a lasting disk \\[default: dicomframe-spool-<uid> in the system "
+            "temp folder].",
+            show_default=False,
+        ),
+    ] = None,
+    audit_log: Annotated[
+        str | None,
+        typer.Option(
+            "--audit-log",
+            envvar="DICOMFRAME_AUDIT_LOG",
+            help="Append a record of each batch to this tamper-evident log (JSON Lines; no PHI).",
+            show_default=False,
+        ),
+    ] = None,
+    pixel_clean: Annotated[
+        str,
+        typer.Option("--pixel-clean", help="Burned-in text: auto, rules or off, as deidentify takes it."),
+    ] = "auto",
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="Worker processes per batch \\[default: all cores].", show_default=False)] = None,
+    priority: Annotated[str, typer.Option("--priority", help="STAT, URGENT or ROUTINE (in each batch's manifest).")] = "ROUTINE",
+    storage_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--storage-option",
+            help="fsspec option KEY=VALUE for the URLs of DST and VAULT (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Receive studies over DICOM (C-STORE) and de-identify each association as one batch.
+
+    Sites push with C-STORE to the called AE title (--ae-title) on --port; C-ECHO answers
+    a link check. Each instance is written to the spool and flushed to disk before the
+    sender is told it is stored. When the association ends, what it sent is de-identified
+    like `dicomframe deidentify` does into DST/<batch_id>/ (mapping in VAULT), and the
+    spool folder is removed. Inputs that fail stay in SPOOL/quarantine/<batch_id>/.
+
+    One line per finished batch: batch id, files written, failed, where its manifest is.
+    Runs until Ctrl-C, then finishes the batches received and exits 0. Needs the extra
+    net: pip install 'dicomframe\\[net]'.
+
+    Examples:
+
+      dicomframe receive out/ --key-file project.key --vault vault/ --port 11112
+
+      echoscu -aec DICOMFRAME 127.0.0.1 11112
+
+      storescu -aec DICOMFRAME -aet SITE_A +sd +r 127.0.0.1 11112 studies/
+    """
+    import signal
+    import threading
+
+    from .gateway.scp import FinishedBatch, Receiver
+
+    def report(batch: FinishedBatch) -> None:
+        if batch.committed:
+            where = f"manifest {batch.manifest_uri}"
+        elif batch.error:
+            where = f"NOT committed ({batch.error}); inputs kept in {receiver.quarantine / batch.batch_id}"
+        else:
+            where = f"NOT committed (leak gate); inputs kept in {receiver.quarantine / batch.batch_id}"
+        kept = f", {batch.quarantined:,} kept in quarantine" if batch.committed and batch.quarantined else ""
+        _out.print(
+            f"batch {batch.batch_id}: {batch.written:,} written, {batch.failed:,} failed{kept}, {where}",
+            highlight=False,
+            soft_wrap=True,
+            markup=False,
+        )
+
+    receiver = Receiver(
+        dst, key=key_file, vault=vault, port=port, host=host, ae_title=ae_title, allow_calling=allow_calling,
+        profile=profile, org=org, spool=spool, audit_log=audit_log, pixel_clean=pixel_clean, jobs=jobs,
+        priority=priority, storage_options=_parse_options(storage_option) or None, on_batch=report,
+    )  # fmt: skip
+    receiver.start()
+    _out.print(
+        f"listening on {receiver.host}:{receiver.port} as {receiver.ae_title}; spool {receiver.spool}; "
+        "Ctrl-C stops (the batches received are finished first)",
+        highlight=False,
+        soft_wrap=True,
+        markup=False,
+    )
+    stopped = threading.Event()
+    # Ctrl-C (SIGINT) and SIGTERM (a service manager) stop it the same way; set here, since
+    # a program started in the background of a script inherits SIGINT ignored
+    previous = {sig: signal.signal(sig, lambda *_: stopped.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stopped.wait(0.5):
+            pass
+    finally:
+        for sig, handler in previous.items():  # a second Ctrl-C while the batches finish interrupts
+            signal.signal(sig, handler)
+        _err.print("stopping: finishing the batches received…", highlight=False)
+        receiver.stop()
+    failed = [b for b in receiver.batches if not b.committed or b.failed]
+    _out.print(
+        f"stopped: {len(receiver.batches):,} batch{'es' if len(receiver.batches) != 1 else ''}"
+        + (f", {len(failed):,} with inputs kept in {receiver.quarantine}" if failed else ""),
+        highlight=False,
+        soft_wrap=True,
+        markup=False,
+    )
+
+
+@app.command()
 def audit(
     src: Annotated[
         str | None,

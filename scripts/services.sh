@@ -4,6 +4,7 @@
 #   - S3: moto in server mode (Python package, installed by `pip install -e .[test]`).
 # System tools (Debian packages, installed here when missing; never fatal if apt is unavailable):
 #   - gdcmanon (libgdcm-tools): reference de-identifier for benchmarks/bench_deidentify.py.
+#   - storescu, echoscu (dcmtk): the DICOM senders tests/test_receiver.py pushes studies with.
 set -euo pipefail
 [ "${1:-}" = "ocr" ] || echo "services: S3 via moto server (started by the test fixtures on 127.0.0.1)"
 
@@ -54,6 +55,8 @@ if [ "${1:-}" = "ocr" ]; then
     exit 0
 fi
 ensure_pkg gdcmanon libgdcm-tools
+# the DICOM receiver's tests send with dcmtk's storescu and echoscu, as a site would
+ensure_pkg storescu dcmtk
 
 # Azure Blob: Azurite (npm), installed into .services/ (git-ignored) when node and npm exist.
 # The test fixture starts `azurite-blob` on a free loopback port and stops it after the run.

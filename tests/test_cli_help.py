@@ -6,7 +6,10 @@ import pytest
 
 from dicomframe.cli import _reflowed, main
 
-COMMANDS = [["scan"], ["keygen"], ["deidentify"], ["audit"], ["reidentify"], ["version"], ["auditlog", "verify"], ["serve"]]
+COMMANDS = [
+    ["scan"], ["keygen"], ["deidentify"], ["audit"], ["reidentify"], ["receive"], ["serve"], ["version"],
+    ["auditlog", "verify"],
+]  # fmt: skip
 
 
 def _help(capsys: pytest.CaptureFixture[str], *args: str) -> str:
@@ -42,3 +45,10 @@ def test_reflowed_joins_lines_and_keeps_indented_blocks() -> None:
       dicomframe scan b/
     """
     assert _reflowed(doc) == "First line of a paragraph.\n\nExamples:\n\n  dicomframe scan a/\n  dicomframe scan b/"
+
+
+def test_receive_help_shows_how_a_site_sends(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "250")
+    text = _help(capsys, "receive")
+    assert "\n   echoscu -aec DICOMFRAME 127.0.0.1 11112" in text
+    assert "storescu -aec DICOMFRAME" in text and "0.0.0.0" in text

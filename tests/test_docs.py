@@ -30,6 +30,7 @@ MODULES = [
     "dicomframe.errors",
     "dicomframe.gateway",
     "dicomframe.gateway.http",
+    "dicomframe.gateway.scp",
 ]
 
 

@@ -1,0 +1,640 @@
+"""A DICOM Storage SCP that de-identifies what sites push to it, one batch per association.
+
+Sites send studies with C-STORE (any storage SOP class, uncompressed or compressed
+transfer syntaxes; the pixel data is never decoded) and check the link with C-ECHO.
+Each instance received is written as a Part 10 file — preamble and file meta from
+the association's presentation context, then the data set exactly as it came, never
+re-encoded — into the association's own spool folder::
+
+    SPOOL/incoming/<batch_id>/<random>.dcm     while the association lasts (mode 0700)
+    SPOOL/quarantine/<batch_id>/<random>.dcm   inputs that could not be de-identified
+
+A file is written to a temporary name, flushed to disk (``fsync``) and renamed
+before the SCP answers Success (0x0000): what the sender was told is stored is on
+disk. When the spool write fails the answer is 0xA700 (out of resources) and the
+sender keeps the instance. Spool file names are random, never taken from UIDs or
+patient data.
+
+When the association is released — or aborted: what was received completely is
+kept — its folder is de-identified as one batch by
+:func:`dicomframe.pipeline.deidentify` on a worker thread (associations go on being
+accepted meanwhile), under a batch id made when the association began. Once the
+batch is committed the spool folder is removed (it holds PHI); inputs that failed
+stay in ``SPOOL/quarantine/<batch_id>/`` (all of them when the batch was not
+committed, e.g. stopped by the leak gate), and the log says how many and the batch
+id, nothing else. A receiver that was killed finds its unfinished spool folders
+when it starts again and de-identifies them under their batch ids.
+
+Log lines never hold a value read from a file: batch ids, counts and the AE titles
+of the peers. pynetdicom's own logger is set to WARNING when nothing set it (at
+INFO and DEBUG it logs the UIDs of every request).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import re
+import secrets
+import shutil
+import stat
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple, Self
+
+from ..errors import MissingExtraError, UserInputError
+
+if TYPE_CHECKING:
+    from ..keys import ProjectKey
+    from ..pipeline import DeidentifyResult
+
+__all__ = ["DEFAULT_AE_TITLE", "DEFAULT_PORT", "FinishedBatch", "Receiver", "default_spool"]
+
+#: the called AE title a sender must address (``--ae-title``)
+DEFAULT_AE_TITLE = "DICOMFRAME"
+#: the registered DICOM port for unsecured associations is 104; 11112 needs no privilege
+DEFAULT_PORT = 11112
+
+#: C-STORE status: refused, out of resources (the spool could not be written)
+STATUS_OUT_OF_RESOURCES = 0xA700
+STATUS_SUCCESS = 0x0000
+
+_log = logging.getLogger(__name__)
+
+#: the names _new_batch_id gives: a spool folder left by an earlier run keeps its batch id
+_BATCH_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{8}$")
+_TMP_PREFIX = ".tmp-"
+
+
+class FinishedBatch(NamedTuple):
+    """What became of one association's instances (counts and places only, no PHI)."""
+
+    #: the batch id (``DST/<batch_id>/``), made when the association began
+    batch_id: str
+    #: de-identified files written
+    written: int
+    #: inputs that could not be de-identified (kept in quarantine)
+    failed: int
+    #: ``DST/<batch_id>/manifest.json`` when the batch was committed, else None
+    manifest_uri: str | None
+    #: inputs kept in ``SPOOL/quarantine/<batch_id>/``
+    quarantined: int = 0
+    #: the type of the error that stopped the batch (its message may quote a value), or None
+    error: str | None = None
+
+    @property
+    def committed(self) -> bool:
+        """True when the batch's manifest.json was written."""
+        return self.manifest_uri is not None
+
+
+def default_spool() -> Path:
+    """The spool folder used when none is given: ``dicomframe-spool-<uid>`` in the system temp dir."""
+    return Path(tempfile.gettempdir()) / f"dicomframe-spool-{os.getuid()}"
+
+
+def _pynetdicom() -> Any:
+    try:
+        import pynetdicom
+    except ImportError:
+        raise MissingExtraError("receiving studies over DICOM", "net", "pynetdicom") from None
+    return pynetdicom
+
+
+def _private_dir(path: Path, what: str) -> None:
+    """Make ``path`` a folder only its owner may enter, or refuse one that others may."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = os.lstat(path)
+    except OSError as exc:
+        raise UserInputError(
+            f"cannot create the {what} {path} ({exc.strerror or type(exc).__name__}): give a folder you may write"
+        ) from None
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise UserInputError(f"the {what} {path} is not a folder (a link or a file): give another --spool")
+    if info.st_uid != os.getuid():
+        raise UserInputError(f"the {what} {path} belongs to another user: give a folder of your own with --spool")
+    if info.st_mode & 0o077:
+        raise UserInputError(
+            f"the {what} {path} may be read by others and will hold patient data: run `chmod 700 {path}` "
+            "or give another --spool"
+        )
+
+
+def _mkdir_private(path: Path) -> None:
+    path.mkdir(mode=0o700)
+    os.chmod(path, 0o700)  # whatever the umask
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_durably(folder: Path, data: bytes) -> Path:
+    """Write ``data`` to a new random name in ``folder``: temporary name, fsync, rename, fsync of the folder."""
+    name = secrets.token_hex(16)
+    tmp = folder / f"{_TMP_PREFIX}{name}"
+    final = folder / f"{name}.dcm"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    os.close(fd)
+    os.rename(tmp, final)
+    _fsync_dir(folder)
+    return final
+
+
+class _Association:
+    """The spool folder of one association (made at its first C-STORE)."""
+
+    def __init__(self, batch_id: str, folder: Path) -> None:
+        self.batch_id = batch_id
+        self.folder = folder
+        self.stored = 0
+
+
+class Receiver:
+    """A Storage SCP that de-identifies each association's instances as one batch.
+
+    Parameters
+    ----------
+    dst
+        Output root, as :func:`~dicomframe.pipeline.deidentify` takes it: each association's
+        batch goes to ``DST/<batch_id>/``.
+    key
+        The project key, or the path of its key file (``dicomframe keygen``).
+    vault
+        Where the mappings go, apart from ``dst``.
+    port
+        TCP port to listen on; 0 picks a free one (see :attr:`port` once started).
+    host
+        Address to listen on: ``127.0.0.1`` (default, this machine only) or ``0.0.0.0``
+        (every interface: the sites' senders must be able to reach it).
+    ae_title
+        The called AE title senders must address; associations to another are rejected.
+    allow_calling
+        When given, only these calling AE titles may associate.
+    profile, org, priority, pixel_clean, audit_log, jobs, storage_options
+        As :func:`~dicomframe.pipeline.deidentify` takes them, for every batch (the storage
+        options serve ``dst`` and ``vault`` URLs).
+    spool
+        Folder for the instances received and not yet de-identified (mode 0700; created when
+        missing; refused when others may read it). Default: :func:`default_spool`.
+    on_batch
+        Called on the worker thread with each :class:`FinishedBatch`.
+
+    Examples
+    --------
+    >>> receiver = Receiver("out", key="project.key", vault="vault", port=0)   # doctest: +SKIP
+    >>> receiver.start()                                                      # doctest: +SKIP
+    >>> receiver.port                      # storescu -aec DICOMFRAME 127.0.0.1 PORT study/  # doctest: +SKIP
+    40213
+    >>> receiver.stop()                    # finishes the batches received        # doctest: +SKIP
+    >>> receiver.batches                                                          # doctest: +SKIP
+    [FinishedBatch(batch_id='20260101-120000-1a2b3c4d', written=9, failed=0, manifest_uri='out/…/manifest.json', …)]
+    """
+
+    def __init__(
+        self,
+        dst: str | os.PathLike[str],
+        *,
+        key: ProjectKey | str | os.PathLike[str],
+        vault: str | os.PathLike[str],
+        port: int = DEFAULT_PORT,
+        host: str = "127.0.0.1",
+        ae_title: str = DEFAULT_AE_TITLE,
+        allow_calling: Sequence[str] | None = None,
+        profile: str = "default",
+        org: str = "DICOMFRAME",
+        spool: str | os.PathLike[str] | None = None,
+        audit_log: str | os.PathLike[str] | None = None,
+        pixel_clean: str = "auto",
+        jobs: int | None = None,
+        priority: str = "ROUTINE",
+        storage_options: dict[str, Any] | None = None,
+        on_batch: Callable[[FinishedBatch], None] | None = None,
+    ) -> None:
+        self.dst = os.fspath(dst)
+        self.vault = os.fspath(vault)
+        self._key_arg = key
+        self.port = port
+        self.host = host
+        self.ae_title = _ae_title(ae_title, "--ae-title")
+        self.allow_calling = [_ae_title(t, "--allow-calling") for t in allow_calling or []]
+        self.profile = profile
+        self.org = org
+        self.spool = Path(spool) if spool is not None else default_spool()
+        self.audit_log = audit_log
+        self.pixel_clean = pixel_clean
+        self.jobs = jobs
+        self.priority = priority
+        self.storage_options = storage_options
+        self.on_batch = on_batch
+        #: every batch finished since :meth:`start`, in the order finished
+        self.batches: list[FinishedBatch] = []
+        self._key: ProjectKey | None = None
+        self._server: Any = None
+        self._worker: threading.Thread | None = None
+        self._queue: queue.Queue[tuple[str, Path] | None] = queue.Queue()
+        self._lock = threading.Condition()
+        self._open: dict[Any, _Association] = {}
+        self._pending = 0  # associations with a spool folder, and batches queued or running
+        self._lockfile: int | None = None
+
+    @property
+    def incoming(self) -> Path:
+        """``SPOOL/incoming``: one folder per association not yet de-identified."""
+        return self.spool / "incoming"
+
+    @property
+    def quarantine(self) -> Path:
+        """``SPOOL/quarantine``: one folder per batch whose inputs could not all be de-identified."""
+        return self.spool / "quarantine"
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Check the settings, then listen; returns once the port is open.
+
+        Raises :class:`~dicomframe.errors.UserInputError` (a bad key, vault, profile,
+        spool or audit log, a port in use) before anything is accepted, and
+        :class:`~dicomframe.errors.MissingExtraError` without pynetdicom.
+        """
+        if self._server is not None:
+            raise UserInputError("this receiver is already started")
+        pynetdicom = _pynetdicom()
+        self._check_settings()
+        self._take_spool()
+        try:
+            leftovers = self._leftovers()  # listed before the first association makes its folder
+            ae = self._application_entity(pynetdicom)
+            handlers = [
+                (pynetdicom.evt.EVT_C_STORE, self._on_store),
+                (pynetdicom.evt.EVT_RELEASED, self._on_end),
+                (pynetdicom.evt.EVT_ABORTED, self._on_end),
+                (pynetdicom.evt.EVT_CONN_CLOSE, self._on_end),
+            ]
+            try:
+                self._server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
+            except OSError as exc:
+                raise UserInputError(
+                    f"cannot listen on {self.host}:{self.port} ({exc.strerror or type(exc).__name__}): "
+                    "another program may use the port; give another --port"
+                ) from None
+            self.port = int(self._server.server_address[1])
+            for batch_id, folder in leftovers:
+                _log.warning("batch %s: left in the spool by an earlier run, de-identifying it now", batch_id)
+                with self._lock:
+                    self._pending += 1
+                self._queue.put((batch_id, folder))
+            self._worker = threading.Thread(target=self._work, name="dicomframe-receiver-batches", daemon=True)
+            self._worker.start()
+        except BaseException:
+            self._release_spool()
+            raise
+        _log.info("listening on %s:%d as %s", self.host, self.port, self.ae_title)
+
+    def stop(self) -> None:
+        """Stop listening, end the associations in progress, and finish every pending batch.
+
+        An association still open is aborted: the instances it had stored are
+        de-identified as its batch (the sender was not told the others are stored).
+        """
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        for assoc in list(getattr(server, "active_associations", [])):
+            with contextlib.suppress(Exception):  # it may be ending by itself
+                assoc.abort()
+        for assoc in list(getattr(server, "active_associations", [])):
+            assoc.join(timeout=30)
+        with self._lock:
+            leftover = list(self._open)
+        for assoc in leftover:  # an association whose end event did not come
+            self._close(assoc)
+        self._queue.put(None)
+        if self._worker is not None:
+            self._worker.join()
+            self._worker = None
+        self._release_spool()
+        _log.info("stopped")
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until no association holds stored instances and no batch is pending.
+
+        Returns False when ``timeout`` seconds passed first.
+        """
+        with self._lock:
+            return self._lock.wait_for(lambda: self._pending == 0, timeout)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- checks before listening -------------------------------------------------------------
+
+    def _check_settings(self) -> None:
+        from ..keys import ProjectKey, load_key
+        from ..pipeline import PRIORITIES, _same_place
+        from ..profiles import Profile
+        from ..vault import check_key
+
+        self._key = self._key_arg if isinstance(self._key_arg, ProjectKey) else load_key(self._key_arg)
+        if self.pixel_clean not in ("auto", "rules", "off"):
+            raise UserInputError(f"--pixel-clean must be auto, rules or off (got {self.pixel_clean!r})")
+        Profile.load(self.profile)  # a bad profile is told now, not at the first batch
+        if _same_place(self.dst, self.vault):
+            raise UserInputError(
+                "the vault must not be inside the output (DST): the mapping holds original identifiers; "
+                "give --vault a location apart from DST"
+            )
+        spool = os.fspath(self.spool)
+        if _same_place(self.dst, spool) or _same_place(spool, self.dst):
+            raise UserInputError(
+                "the spool must not be inside the output (DST), nor DST inside the spool: the spool holds "
+                "the instances as received; give --spool a folder apart from DST"
+            )
+        if self.priority.upper() not in PRIORITIES:
+            raise UserInputError(f"--priority must be one of {', '.join(PRIORITIES)} (got {self.priority!r})")
+        check_key(self.vault, self._key, storage_options=self.storage_options)
+        if self.audit_log is not None:
+            from ..auditlog import AuditLog
+
+            AuditLog(self.audit_log).check_writable()
+
+    def _take_spool(self) -> None:
+        """Create the spool's folders and lock it: one receiver per spool."""
+        import fcntl
+
+        _private_dir(self.spool, "spool folder")
+        _private_dir(self.incoming, "spool folder")
+        _private_dir(self.quarantine, "quarantine folder")
+        fd = os.open(self.spool / ".lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise UserInputError(
+                f"another receiver uses the spool {self.spool}: stop it, or give this one another --spool"
+            ) from None
+        self._lockfile = fd
+
+    def _release_spool(self) -> None:
+        if self._lockfile is not None:
+            os.close(self._lockfile)  # closing releases the lock
+            self._lockfile = None
+
+    def _leftovers(self) -> list[tuple[str, Path]]:
+        """The spool folders an earlier run left (killed before it de-identified them), with their batch ids."""
+        from ..pipeline import _new_batch_id
+
+        found = []
+        for folder in sorted(p for p in self.incoming.iterdir() if p.is_dir() and not p.is_symlink()):
+            for tmp in folder.glob(f"{_TMP_PREFIX}*"):  # never answered Success: the sender has it
+                tmp.unlink()
+            found.append((folder.name if _BATCH_ID.match(folder.name) else _new_batch_id(), folder))
+        return found
+
+    def _application_entity(self, pynetdicom: Any) -> Any:
+        from pynetdicom import (
+            ALL_TRANSFER_SYNTAXES,
+            AllStoragePresentationContexts,
+            VerificationPresentationContexts,
+        )
+
+        pnd_log = logging.getLogger("pynetdicom")
+        if pnd_log.level == logging.NOTSET:
+            pnd_log.setLevel(logging.WARNING)  # at INFO and DEBUG it logs every request's UIDs
+        ae = pynetdicom.AE(ae_title=self.ae_title)
+        ae.require_called_aet = True
+        if self.allow_calling:
+            ae.require_calling_aet = list(self.allow_calling)
+        for context in VerificationPresentationContexts:  # C-ECHO
+            ae.add_supported_context(context.abstract_syntax)
+        syntaxes = _accepted_syntaxes(ALL_TRANSFER_SYNTAXES)
+        for context in AllStoragePresentationContexts:
+            ae.add_supported_context(context.abstract_syntax, syntaxes)
+        return ae
+
+    # -- association thread ------------------------------------------------------------------
+
+    def _on_store(self, event: Any) -> int:
+        """C-STORE: the encoded data set with its file meta, durably in the association's spool folder."""
+        try:
+            spooled = self._association(event.assoc)
+            _write_durably(spooled.folder, event.encoded_dataset(include_meta=True))
+        except Exception as exc:  # noqa: BLE001 - a full disk, a removed spool: the sender keeps the instance
+            _log.error(
+                "an instance could not be written to the spool (%s): answered 0xA700 (out of resources); "
+                "check the free space and permissions of %s",
+                type(exc).__name__,
+                self.spool,
+            )
+            return STATUS_OUT_OF_RESOURCES
+        spooled.stored += 1
+        return STATUS_SUCCESS
+
+    def _association(self, assoc: Any) -> _Association:
+        from ..pipeline import _new_batch_id
+
+        with self._lock:
+            spooled = self._open.get(assoc)
+            if spooled is not None:
+                return spooled
+        batch_id = _new_batch_id()
+        folder = self.incoming / batch_id
+        _mkdir_private(folder)
+        spooled = _Association(batch_id, folder)
+        with self._lock:
+            self._open[assoc] = spooled
+            self._pending += 1
+        return spooled
+
+    def _on_end(self, event: Any) -> None:
+        self._close(event.assoc)
+
+    def _close(self, assoc: Any) -> None:
+        """The association is over: queue its folder as a batch (once, whichever event came first)."""
+        with self._lock:
+            spooled = self._open.pop(assoc, None)
+        if spooled is None:
+            return
+        self._queue.put((spooled.batch_id, spooled.folder))
+
+    # -- worker thread -----------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch_id, folder = item
+            try:
+                finished = self._deidentify(batch_id, folder)
+            except Exception as exc:  # noqa: BLE001 - the worker must go on for the next associations
+                finished = None
+                _log.error(
+                    "batch %s: internal error (%s); what its spool folder still holds is de-identified when "
+                    "the receiver starts again",
+                    batch_id, type(exc).__name__,
+                )  # fmt: skip
+            try:
+                if finished is not None:
+                    self.batches.append(finished)
+                    if self.on_batch is not None:
+                        self.on_batch(finished)
+            except Exception as exc:  # noqa: BLE001 - a caller's callback must not stop the worker
+                _log.error("batch %s: the on_batch callback failed (%s)", batch_id, type(exc).__name__)
+            finally:
+                with self._lock:
+                    self._pending -= 1
+                    self._lock.notify_all()
+
+    def _deidentify(self, batch_id: str, folder: Path) -> FinishedBatch | None:
+        from ..pipeline import deidentify
+
+        inputs = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+        if not inputs:
+            shutil.rmtree(folder, ignore_errors=True)
+            return None
+        try:
+            result = deidentify(
+                os.fspath(folder),
+                self.dst,
+                key=self._key if self._key is not None else self._key_arg,
+                vault=self.vault,
+                profile=self.profile,
+                org=self.org,
+                batch_id=batch_id,
+                progress=False,
+                audit_log=self.audit_log,
+                pixel_clean=self.pixel_clean,
+                jobs=self.jobs,
+                priority=self.priority,
+                storage_options=self.storage_options,
+            )
+        except Exception as exc:  # noqa: BLE001 - its message may quote a value from a file: only its type is told
+            kept = self._quarantine(batch_id, folder, inputs)
+            _log.error(
+                "batch %s: de-identification stopped (%s); its %d inputs are kept in %s: fix the cause "
+                "and run `dicomframe deidentify %s DST --batch-id %s ...` on them",
+                batch_id, type(exc).__name__, kept, self.quarantine / batch_id,
+                self.quarantine / batch_id, batch_id,
+            )  # fmt: skip
+            return FinishedBatch(batch_id, 0, len(inputs), None, kept, type(exc).__name__)
+        kept_inputs = inputs if not result.committed else self._failed_inputs(result, inputs)
+        kept = self._quarantine(batch_id, folder, kept_inputs) if kept_inputs else 0
+        shutil.rmtree(folder, ignore_errors=True)
+        if not result.committed:
+            findings = result.findings.height if result.findings is not None else 0
+            _log.error(
+                "batch %s: NOT committed (%d leak gate findings); its %d inputs are kept in %s: look at "
+                "them with `dicomframe deidentify ... --dry-run --findings FILE`",
+                batch_id, findings, kept, self.quarantine / batch_id,
+            )  # fmt: skip
+        elif kept:
+            _log.warning(
+                "batch %s: %d inputs could not be de-identified and are kept in %s",
+                batch_id, kept, self.quarantine / batch_id,
+            )  # fmt: skip
+        else:
+            _log.info("batch %s: %d files written, manifest %s", batch_id, result.written, result.manifest_uri)
+        return FinishedBatch(batch_id, result.written, len(result.failed), result.manifest_uri, kept)
+
+    def _failed_inputs(self, result: DeidentifyResult, inputs: list[Path]) -> list[Path]:
+        """The spool files of the failed inputs (their paths are in the vault mapping only);
+        every input when they cannot all be told (fail closed: nothing stored is lost)."""
+        if not result.failed:
+            return []
+        import polars as pl
+
+        from ..vault import read_mapping
+
+        assert self._key is not None
+        try:
+            mapping = read_mapping(self.vault, result.batch_id, self._key, storage_options=self.storage_options)
+        except Exception as exc:  # noqa: BLE001 - then every input is kept
+            _log.warning("batch %s: its mapping could not be read back (%s)", result.batch_id, type(exc).__name__)
+            return inputs
+        wanted = [item["input"] for item in result.failed]
+        paths = mapping.filter(pl.col("input").is_in(wanted))["original_path"].to_list()
+        known = {os.path.realpath(p): p for p in map(os.fspath, inputs)}
+        found = [Path(known[os.path.realpath(p)]) for p in paths if p and os.path.realpath(p) in known]
+        return found if len(found) == len(wanted) else inputs
+
+    def _quarantine(self, batch_id: str, folder: Path, inputs: list[Path]) -> int:
+        """Move ``inputs`` to ``SPOOL/quarantine/<batch_id>/`` (mode 0700); returns how many."""
+        target = self.quarantine / batch_id
+        try:
+            target.mkdir(mode=0o700, exist_ok=True)
+            os.chmod(target, 0o700)
+            for path in inputs:
+                os.replace(path, target / path.name)
+            _fsync_dir(target)
+        except OSError as exc:
+            # the inputs stay where they are: the spool folder is then kept, not removed
+            _log.error(
+                "batch %s: inputs could not be moved to quarantine (%s); they stay in %s",
+                batch_id, type(exc).__name__, folder,
+            )  # fmt: skip
+            raise
+        return len(inputs)
+
+
+#: uncompressed transfer syntaxes, in the order the SCP prefers them when a presentation
+#: context offers several: Explicit VR Little Endian keeps the VRs (private tags included)
+_UNCOMPRESSED = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"]
+#: compressed transfer syntaxes that lose nothing: JPEG Lossless (14, 14 SV1), JPEG-LS Lossless,
+#: JPEG 2000 Lossless (Part 1 and 2), JPEG XL Lossless, HTJ2K Lossless (and RPCL), RLE Lossless,
+#: Deflated Image Frame Compression
+_LOSSLESS = {
+    "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.90",
+    "1.2.840.10008.1.2.4.92", "1.2.840.10008.1.2.4.110", "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202",
+    "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.8.1",
+}  # fmt: skip
+#: JPIP: the pixel data is not in the instance but at a URL of the sender's (it could not be
+#: de-identified with the rest, and the URL itself is removed)
+_REFUSED = {"1.2.840.10008.1.2.4.94", "1.2.840.10008.1.2.4.95", "1.2.840.10008.1.2.4.204", "1.2.840.10008.1.2.4.205"}
+
+
+def _accepted_syntaxes(known: Sequence[str]) -> list[str]:
+    """The transfer syntaxes accepted, in the order chosen from when a context offers several.
+
+    pynetdicom accepts the first of this list that a context proposes. A sender (dcmtk's
+    storescu) proposes a compressed image's syntax in a context of its own, so each image comes
+    as stored; where a context offers several: lossless compressed first (a sender that holds
+    the image so need not decode it), then uncompressed, and lossy compression last (a sender
+    is never asked to compress lossily an image it offers in another syntax).
+    """
+    known = [uid for uid in known if uid not in _REFUSED]
+    lossless = [uid for uid in known if uid in _LOSSLESS]
+    uncompressed = [uid for uid in _UNCOMPRESSED if uid in known]
+    rest = [uid for uid in known if uid not in _LOSSLESS and uid not in _UNCOMPRESSED]
+    return lossless + uncompressed + rest
+
+
+def _ae_title(title: str, option: str) -> str:
+    text = title.strip()
+    if not 1 <= len(text) <= 16 or "\\" in text or not text.isprintable():
+        raise UserInputError(f"{option} takes an AE title of 1 to 16 characters without '\\' (got {title!r})")
+    return text
