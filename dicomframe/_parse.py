@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import re
 import struct
-import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol
 
+from ._quiet import no_warnings
 from .errors import ParseError
 from .tags import KEYWORDS, VRS, keyword_for, message_tag, vr_for
 
@@ -190,8 +190,7 @@ def _make_decoder(charsets: list[str]) -> Callable[[bytes, str], str] | None:
     names = [c.strip() for c in charsets]
     if not any(names) or names == ["ISO_IR 6"]:
         return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with no_warnings():
         encodings = convert_encodings(names)
     if len(encodings) == 1 and "iso2022" not in encodings[0] and names[0][:8] != "ISO 2022":
         codec = encodings[0]
@@ -202,8 +201,7 @@ def _make_decoder(charsets: list[str]) -> Callable[[bytes, str], str] | None:
         return simple
 
     def escaped(raw: bytes, vr: str) -> str:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with no_warnings():
             if vr == "PN":
                 return "=".join(
                     decode_bytes(part, encodings, _PN_DELIMS) for part in raw.split(b"=")
@@ -826,8 +824,7 @@ def pydicom_rows(fileobj: BinaryIO) -> tuple[list[Row], FileInfo]:
     from pydicom.errors import InvalidDicomError
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with no_warnings():
             ds = pydicom.dcmread(fileobj, stop_before_pixels=True, force=True)
             rows: list[Row] = []
             meta = getattr(ds, "file_meta", None)

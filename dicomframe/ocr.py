@@ -16,12 +16,12 @@ Frames that cannot be decoded are skipped; :func:`find_text` reports them in
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 
+from ._quiet import no_warnings
 from .errors import DicomframeError, MissingExtraError
 
 if TYPE_CHECKING:
@@ -103,8 +103,7 @@ def render_frame(ds: Dataset, frame: int = 0) -> np.ndarray:
     from pydicom.pixels.utils import pixel_array
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with no_warnings():
             arr = pixel_array(ds, index=frame)
     except Exception as exc:  # noqa: BLE001 - decoder missing or damaged data: a reason, no value
         ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
@@ -221,8 +220,7 @@ def find_text(
     else:
         name = os.fspath(path_or_dataset)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with no_warnings():
                 ds = pydicom.dcmread(name)
         except Exception as exc:  # noqa: BLE001 - a file we cannot read is a reason, not a crash
             return _frame(name, [{"frame": None, "reason": f"not readable as DICOM ({type(exc).__name__})"}])

@@ -44,11 +44,11 @@ and found text never reach logs or messages.
 from __future__ import annotations
 
 import io
-import warnings
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any, Literal
 
+from ._quiet import no_warnings
 from .errors import DicomframeError, PixelCleanError, ProfileError
 
 if TYPE_CHECKING:
@@ -377,8 +377,7 @@ def clean_dataset(
         _mark_cleaned(ds)
         return 0
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with no_warnings():
             if ts.is_compressed:
                 ds.decompress(as_rgb=True, generate_instance_uid=False)
             arr = ds.pixel_array
@@ -442,8 +441,7 @@ def _darkest_index(ds: Dataset, arr: np.ndarray) -> int:
         entries = entries or 65536  # 0 means 2**16 entries
         index = np.arange(first, first + entries, dtype=np.int64)
         index = index[(index >= 0) & (index <= np.iinfo(arr.dtype).max)].astype(arr.dtype)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with no_warnings():
             colours = np.asarray(apply_color_lut(index, ds), dtype=np.int64)
         return int(index[int(colours.reshape(len(index), -1).sum(axis=1).argmin())])
     except Exception:  # noqa: BLE001 - a missing or damaged palette: the lowest index used
@@ -498,15 +496,13 @@ def clean_part10(data: bytes, regions: list[tuple[int, int, int, int]] | None = 
     import pydicom
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with no_warnings():
             ds = pydicom.dcmread(io.BytesIO(data))
     except Exception as exc:  # noqa: BLE001
         raise PixelCleanError(f"not readable for cleaning ({type(exc).__name__})") from None
     clean_dataset(ds, regions, ocr=ocr)
     buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with no_warnings():
         ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
 

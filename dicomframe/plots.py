@@ -17,11 +17,11 @@ keywords, severities or modalities, and text boxes are drawn as empty rectangles
 from __future__ import annotations
 
 import os
-import warnings
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from ._quiet import no_warnings
 from .errors import MissingExtraError, UserInputError
 
 if TYPE_CHECKING:
@@ -154,8 +154,7 @@ def show_text_boxes(
     if isinstance(path, pydicom.Dataset):
         ds = path
     else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with no_warnings():
             ds = pydicom.dcmread(os.fspath(path))
     image = render_frame(ds, frame)
     if boxes is None:
