@@ -34,8 +34,10 @@ __all__ = ["check_workers", "dask_client", "dask_map", "total_threads"]
 T = TypeVar("T")
 R = TypeVar("R")
 
-#: seconds to wait for the scheduler to answer, and for a first worker to join it
-CONNECT_TIMEOUT_S = 30
+#: seconds to wait for the scheduler to answer
+CONNECT_TIMEOUT_S = 10
+#: seconds to wait for a first worker to join the scheduler
+WORKER_TIMEOUT_S = 30
 #: what the workers must have in the same version as the client: the outputs' bytes depend on them
 SAME_VERSIONS = ("dicomframe", "pydicom")
 
@@ -125,7 +127,7 @@ def _versions() -> dict[str, str]:
 def check_workers(client: Any, address: str | None = None) -> None:
     """Refuse a cluster whose workers could not give the local engine's bytes.
 
-    Waits (at most :data:`CONNECT_TIMEOUT_S` seconds) for a first worker, then asks each
+    Waits (at most :data:`WORKER_TIMEOUT_S` seconds) for a first worker, then asks each
     worker for its versions of dicomframe and pydicom: they must be the client's.
 
     Raises
@@ -135,10 +137,10 @@ def check_workers(client: Any, address: str | None = None) -> None:
     """
     where = address or getattr(getattr(client, "scheduler", None), "address", None) or "the scheduler"
     try:
-        client.wait_for_workers(1, timeout=CONNECT_TIMEOUT_S)
+        client.wait_for_workers(1, timeout=WORKER_TIMEOUT_S)
     except (TimeoutError, OSError) as exc:
         raise UserInputError(
-            f"the Dask scheduler at {where} has no worker ({type(exc).__name__} after {CONNECT_TIMEOUT_S} s): "
+            f"the Dask scheduler at {where} has no worker ({type(exc).__name__} after {WORKER_TIMEOUT_S} s): "
             f"start some (`dask worker {where}`) on machines that reach the storage, then run again"
         ) from None
     try:
@@ -191,9 +193,13 @@ def _run_task(fn: Callable[..., R], chunk: Any, *args: Any) -> tuple[str, Any]:
     except MemoryError:
         return "memory", None
     except Exception as exc:  # noqa: BLE001 - a bug: its message may quote a value from a file
-        frames = traceback.extract_tb(exc.__traceback__)
+        frames = traceback.extract_tb(exc.__traceback__)[1:]  # not this function's own frame
         ours = [f for f in frames if os.path.basename(os.path.dirname(f.filename)) == "dicomframe"] or frames
-        where = f" at dicomframe/{os.path.basename(ours[-1].filename)}:{ours[-1].lineno} in {ours[-1].name}" if ours else ""
+        where = ""
+        if ours:
+            last = ours[-1]
+            folder = os.path.basename(os.path.dirname(last.filename))
+            where = f" at {folder}/{os.path.basename(last.filename)}:{last.lineno} in {last.name}"
         return "bug", (type(exc).__name__, where)
 
 
@@ -267,8 +273,9 @@ def dask_map(
     what
         What the work is, for error messages (``"scan"``, ``"de-identification"``).
     in_flight
-        Chunks submitted and not yet yielded, at most (default: twice the workers'
-        threads, at least 2): memory stays flat however many chunks there are.
+        Chunks submitted whose results were not taken yet, at most (default: twice
+        the workers' threads, at least 2): memory stays flat however many chunks
+        there are.
 
     Yields
     ------
@@ -311,11 +318,9 @@ def dask_map(
         while pending:
             future = pending.popleft()
             try:
+                outcome, detail = future.result()
                 if submitted < len(chunks):
                     submit()  # the workers stay busy while this result is used
-                outcome, detail = future.result()
-            except DicomframeError:
-                raise
             except Exception as exc:  # noqa: BLE001 - the cluster's errors: told by type, with what to do
                 raise _cluster_error(exc, what) from None
             finally:
