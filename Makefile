@@ -78,7 +78,8 @@ bench: install-test
 docs: install-test
 	$(BIN)/python -m pdoc --docformat numpy -o site/api dicomframe dicomframe.scanner dicomframe.profiles \
 	  dicomframe.plan dicomframe.pipeline dicomframe.pseudonyms dicomframe.keys dicomframe.vault \
-	  dicomframe.auditlog dicomframe.phiaudit dicomframe.pixelclean dicomframe.frames dicomframe.rewrite dicomframe.errors
+	  dicomframe.auditlog dicomframe.phiaudit dicomframe.pixelclean dicomframe.frames dicomframe.rewrite dicomframe.errors \
+	  dicomframe.distributed
 	@echo "API reference: site/api/index.html"
 
 samples: install

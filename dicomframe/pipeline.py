@@ -379,6 +379,8 @@ def _deidentify(
     source = resolve_source(src, storage_options)
     if not source.files:
         raise UserInputError("no file in SRC (an empty folder?): check the path; nothing was written")
+    if client is not None and (source.shares_memory_only or "memory" in str(getattr(out_fs, "protocol", ""))):
+        raise UserInputError(_DASK_MEMORY)  # before any work
     # a batch is de-identified in parts of PART_FILES inputs, each scanned, planned, written
     # and gated (or, in a dry run, added to the vault's plan) before the next: memory stays
     # flat whatever the batch size

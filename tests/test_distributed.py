@@ -17,6 +17,7 @@ distributed = pytest.importorskip(
     "distributed", reason="distributed is not installed: pip install -e '.[test]' (or '.[dask]')"
 )
 
+import dicomframe.pipeline
 from dicomframe.cli import main
 from dicomframe.distributed import dask_client, dask_map
 from dicomframe.errors import DicomframeError, StorageError, UserInputError
@@ -30,8 +31,11 @@ KEY = ProjectKey.from_bytes(bytes(range(32)))
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    """Two worker processes of one thread each, on loopback; a worker that dies once fails its task."""
+def cluster(s3_server: str) -> Iterator[Any]:
+    """Two worker processes of one thread each, on loopback; a worker that dies once fails its task.
+
+    Started after the S3 server: the workers read its credentials and endpoint from the
+    environment they inherit (none is sent with the work)."""
     import dask
 
     with (
@@ -110,6 +114,48 @@ def test_deidentify_on_dask_writes_the_local_engines_bytes(batches: tuple[Path, 
     assert not [p for p in dask_out.rglob(".*")], "temporary files left behind"
 
 
+def test_a_batch_in_parts_on_dask_writes_the_same_bytes(
+    client: Any, batches: tuple[Path, Any, Path, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the workers' temporary folders are removed after each part, and made again for the next
+    monkeypatch.setattr(dicomframe.pipeline, "PART_FILES", 25)
+    result = deidentify(
+        SAMPLES / "cohort", tmp_path / "out", key=KEY, vault=tmp_path / "v", batch_id="b1", progress=False, dask=client
+    )
+    assert result.ok and result.written == 70
+    _same_batch(batches[0], tmp_path / "out" / "b1")
+    assert not [p for p in (tmp_path / "out").rglob(".*")], "temporary files left behind"
+
+
+@pytest.mark.s3
+def test_an_s3_batch_on_dask_is_the_local_engines(client: Any, s3_bucket: str, batches: tuple[Path, Any, Path, Any], tmp_path: Path) -> None:
+    import s3fs
+
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    for path in sorted((SAMPLES / "cohort").rglob("*.dcm"))[:12]:
+        fs.pipe_file(f"{s3_bucket}/in/{path.relative_to(SAMPLES / 'cohort')}", path.read_bytes())
+    src = f"s3://{s3_bucket}/in"
+    local_scan = scan(src, progress=False)
+    remote_scan = scan(src, progress=False, dask=client)
+    assert remote_scan.instances.height == 12
+    assert remote_scan.instances.equals(local_scan.instances) and remote_scan.elements.equals(local_scan.elements)
+
+    local = deidentify(src, f"s3://{s3_bucket}/local", key=KEY, vault=tmp_path / "vl", batch_id="b4", progress=False)
+    remote = deidentify(
+        src, f"s3://{s3_bucket}/dask", key=KEY, vault=tmp_path / "vd", batch_id="b4", progress=False, dask=client
+    )
+    assert local.ok and remote.ok and remote.written == 12
+    objects = {
+        prefix: {
+            key.split(f"{prefix}/b4/", 1)[1]: hashlib.sha256(fs.cat_file(key)).hexdigest()
+            for key in fs.find(f"{s3_bucket}/{prefix}/b4")
+            if not key.endswith("manifest.json")
+        }
+        for prefix in ("local", "dask")
+    }
+    assert len(objects["dask"]) == 13 and objects["dask"] == objects["local"]
+
+
 def test_a_damaged_input_on_dask_is_a_failed_row_and_the_rest_is_written(client: Any, tmp_path: Path) -> None:
     src = tmp_path / "src"
     cohort = sorted(p for p in (SAMPLES / "cohort").rglob("*.dcm"))[:6]
@@ -157,12 +203,14 @@ def test_the_cli_runs_scan_and_deidentify_on_the_schedulers_address(
     _same_batch(tmp_path / "local" / "b3", tmp_path / "cli" / "b3")
 
 
-def test_memory_urls_are_refused_on_dask(client: Any) -> None:
+def test_memory_urls_are_refused_on_dask(client: Any, tmp_path: Path) -> None:
     import fsspec
 
     fsspec.filesystem("memory").pipe_file("/dask-test/a.dcm", (SAMPLES / "odd" / "empty.dcm").read_bytes())
     with pytest.raises(UserInputError, match="memory:// files live in this process only"):
         scan("memory://dask-test", progress=False, dask=client)
+    with pytest.raises(UserInputError, match="memory:// files live in this process only"):
+        deidentify(SAMPLES / "odd", "memory://dask-out", key=KEY, vault=tmp_path / "v", progress=False, dask=client)
 
 
 def test_a_given_client_is_left_open_and_an_opened_one_is_closed(cluster: Any, client: Any) -> None:
