@@ -3,6 +3,7 @@ local engine's tables and outputs, byte for byte; errors on the workers come bac
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -38,13 +39,25 @@ def cluster(s3_server: str) -> Iterator[Any]:
     environment they inherit (none is sent with the work)."""
     import dask
 
-    with (
-        dask.config.set({"distributed.scheduler.allowed-failures": 0}),
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
-        ) as running,
-    ):
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), _local_cluster(2) as running:
         yield running
+
+
+@contextlib.contextmanager
+def _local_cluster(workers: int) -> Iterator[Any]:
+    """A LocalCluster on loopback without a dashboard.
+
+    Without one, its scheduler still serves /health and /metrics, on port 8787 by default:
+    on a free port instead, so that another cluster on this machine is no conflict."""
+    with distributed.LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+    ) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="module")
@@ -268,3 +281,43 @@ def test_a_worker_that_dies_is_a_clear_error(client: Any) -> None:
     with pytest.raises(DicomframeError, match="Dask workers died running a chunk of the scan") as exc:
         list(dask_map(_die, [[1]], client, what="scan"))
     assert "re-run the same command" in str(exc.value)
+
+
+def test_a_dry_run_on_dask_plans_what_the_local_one_plans(client: Any, tmp_path: Path) -> None:
+    local = deidentify(SAMPLES / "odd", tmp_path / "a", key=KEY, vault=tmp_path / "va", dry_run=True, progress=False)
+    remote = deidentify(
+        SAMPLES / "odd", tmp_path / "b", key=KEY, vault=tmp_path / "vb", dry_run=True, progress=False, dask=client
+    )
+    assert remote.plan.table.equals(local.plan.table) and remote.failed == local.failed
+    assert not (tmp_path / "b").exists()
+
+
+def test_workers_of_another_version_are_refused_before_any_work(
+    client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.metadata
+
+    real = importlib.metadata.version
+    # this process claims another version; the workers answer with the installed one
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.0.0" if name == "dicomframe" else real(name))
+    with pytest.raises(UserInputError, match=r"has dicomframe .*, this process 0\.0\.0: the outputs would not be"):
+        scan(SAMPLES / "odd", progress=False, dask=client)
+
+
+def test_a_scheduler_without_workers_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dicomframe.distributed
+
+    monkeypatch.setattr(dicomframe.distributed, "WORKER_TIMEOUT_S", 1)
+    with _local_cluster(0) as empty, pytest.raises(UserInputError, match="has no worker .*start some"):
+        scan(SAMPLES / "odd", progress=False, dask=empty.scheduler_address)
+
+
+def test_a_lost_cluster_is_told_with_what_to_do() -> None:
+    from concurrent.futures import CancelledError
+
+    from dicomframe.distributed import _cluster_error
+
+    for exc in (CancelledError(), OSError("connection reset"), TimeoutError()):
+        error = _cluster_error(exc, "de-identification")
+        assert "lost the Dask cluster during the de-identification" in str(error)
+        assert "the same --batch-id resumes" in str(error)
