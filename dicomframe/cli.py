@@ -58,7 +58,7 @@ _DASK_HELP = (
     "Run on a Dask cluster: the scheduler's address, e.g. tcp://scheduler:8786. The workers need "
     "dicomframe installed (pip install 'dicomframe\\[dask]', same version) and must reach the storage "
     "themselves: a folder they share under the same path, or a URL (credentials from their own "
-    "environment). --jobs is then unused."
+    "environment). Across a network, use TLS (tls://...): the scan's results carry the inputs' header values."
 )
 
 

@@ -10,7 +10,9 @@ The workers read the sources and write the outputs themselves: the storage must 
 reachable from every worker under the same name (a local path on a file system the
 workers share, or an object-store URL), and each worker needs dicomframe installed,
 of the same version as the client. Credentials are not sent: the workers read theirs
-from their own environment, as each storage back-end does.
+from their own environment, as each storage back-end does. The scan's results (every
+header value of the inputs) and the inputs' paths travel between the client and the
+workers: across a network, the cluster needs TLS (``tls://`` addresses).
 
 Needs the ``dask`` extra (``pip install 'dicomframe[dask]'``); importing
 :mod:`dicomframe` does not import it.
