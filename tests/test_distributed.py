@@ -274,6 +274,9 @@ def test_a_bug_on_a_worker_is_told_without_its_message(client: Any) -> None:
     assert "DOE" not in text and "JANE" not in text
     assert "internal error on a Dask worker during the scan (ValueError at tests/test_distributed.py:" in text
     assert "in _bug)" in text and "report it" in text
+    # nor do the workers' logs: the task returned the error as a value, it did not raise there
+    logs = client.get_worker_logs()
+    assert logs and not any("JANE" in line for lines in logs.values() for _level, line in lines)
 
 
 def test_a_worker_that_dies_is_a_clear_error(client: Any) -> None:
