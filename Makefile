@@ -79,7 +79,7 @@ docs: install-test
 	$(BIN)/python -m pdoc --docformat numpy -o site/api dicomframe dicomframe.scanner dicomframe.profiles \
 	  dicomframe.plan dicomframe.pipeline dicomframe.pseudonyms dicomframe.keys dicomframe.vault \
 	  dicomframe.auditlog dicomframe.phiaudit dicomframe.pixelclean dicomframe.frames dicomframe.rewrite dicomframe.errors \
-	  dicomframe.gateway dicomframe.gateway.http dicomframe.gateway.scp
+	  dicomframe.gateway dicomframe.gateway.http dicomframe.gateway.scp dicomframe.distributed
 	@echo "API reference: site/api/index.html"
 
 samples: install

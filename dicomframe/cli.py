@@ -53,6 +53,15 @@ def _fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
+#: --dask of scan and deidentify
+_DASK_HELP = (
+    "Run on a Dask cluster: the scheduler's address, e.g. tcp://scheduler:8786. The workers need "
+    "dicomframe installed (pip install 'dicomframe\\[dask]', same version) and must reach the storage "
+    "themselves: a folder they share under the same path, or a URL (credentials from their own "
+    "environment). Across a network, use TLS (tls://...): the scan's results carry the inputs' header values."
+)
+
+
 def _parse_options(pairs: list[str] | None) -> dict[str, str]:
     options: dict[str, str] = {}
     for pair in pairs or []:
@@ -103,6 +112,14 @@ def scan(
         list[str] | None,
         typer.Option("--storage-option", help="fsspec option KEY=VALUE for URL sources (repeatable)."),
     ] = None,
+    dask: Annotated[
+        str | None,
+        typer.Option(
+            "--dask",
+            help=_DASK_HELP,
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Read DICOM headers into typed tables: one row per file, one row per element.
 
@@ -123,6 +140,7 @@ def scan(
         output=output,
         storage_options=_parse_options(storage_option),
         progress=progress and sys.stderr.isatty(),
+        dask=dask,
     )
     summary = result.summary
     table = Table(title="dicomframe scan", show_header=False, title_justify="left")
@@ -303,6 +321,14 @@ def deidentify(
             show_default=False,
         ),
     ] = None,
+    dask: Annotated[
+        str | None,
+        typer.Option(
+            "--dask",
+            help=_DASK_HELP,
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """De-identify DICOM files with the PS3.15 profile, keyed pseudonyms and a per-patient date shift.
 
@@ -350,6 +376,7 @@ def deidentify(
         pixel_clean=pixel_clean,
         keep_flagged=keep_flagged,
         storage_options=_parse_options(storage_option) or None,
+        dask=dask,
     )
     table = Table(title="dicomframe deidentify" + (" (dry run)" if dry_run else ""), show_header=False, title_justify="left")
     for label, value in result.rows():

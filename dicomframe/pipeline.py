@@ -223,6 +223,7 @@ def deidentify(
     manifest_parquet: bool = True,
     pixel_clean: str = "auto",
     keep_flagged: bool = False,
+    dask: Any = None,
 ) -> DeidentifyResult:
     """De-identify DICOM files into ``DST/<batch_id>/`` with a manifest and a vault mapping.
 
@@ -266,6 +267,19 @@ def deidentify(
         wait under temporary names until the gate has passed them), an object already
         PUT is deleted right after the gate. ``True`` leaves them there to be looked at,
         still uncommitted.
+    dask
+        Run the scan and the writing on a Dask cluster (extra ``dask``): a
+        ``distributed.Client``, or the scheduler's address such as
+        ``"tcp://scheduler:8786"`` (a client is connected for this run, then closed).
+        Planning, the leak gate and the commit stay in this process. The workers read
+        the inputs and write the outputs themselves: local paths must name the same
+        files and folders on every worker and here (a shared file system: outputs wait
+        under temporary names in the batch folder until the gate has passed them, and
+        are renamed from here), URLs must be reachable from them, with credentials from
+        their own environment (``storage_options`` are sent with the work; the
+        environment is not). Each worker needs dicomframe (and, for pixel clean, the
+        ``ocr`` extra and tesseract) installed, of this version. The outputs are the local
+        engine's, byte for byte. Default: this machine's worker processes.
 
     Examples
     --------
@@ -279,12 +293,19 @@ def deidentify(
     gc.disable()
     cleanup: list[Any] = []
     try:
+        client = None
+        if dask is not None:
+            from .distributed import dask_client
+
+            stack = contextlib.ExitStack()
+            client = stack.enter_context(dask_client(dask))
+            cleanup.append(stack.close)  # a client connected here is closed (one given is left open)
         return _deidentify(
             src, dst, key=key, vault=vault, profile=profile, org=org, batch_id=batch_id,
             priority=priority, jobs=jobs, dry_run=dry_run, date_shift=date_shift,
             storage_options=storage_options, progress=progress, audit_log=audit_log,
             manifest_parquet=manifest_parquet, pixel_clean=pixel_clean, cleanup=cleanup,
-            keep_flagged=keep_flagged,
+            keep_flagged=keep_flagged, client=client,
         )  # fmt: skip
     finally:
         for fn in reversed(cleanup):
@@ -313,6 +334,7 @@ def _deidentify(
     pixel_clean: str,
     cleanup: list[Any],
     keep_flagged: bool = False,
+    client: Any = None,
 ) -> DeidentifyResult:
     from .scanner import Progress, auto_progress, scan
     from .sources import Source, resolve_source
@@ -352,10 +374,13 @@ def _deidentify(
         _check_destination(out_fs, out_root, dst_text)
         _check_not_a_batch(out_fs, out_root, dst_text)
         _check_committed(out_fs, batch_root, batch_uri, settings)
-    ahead = None if dry_run else _make_tmp_files_ahead(out_fs, batch_root, jobs, cleanup)
+    # files made ahead serve the writers of this process only: none on a Dask cluster
+    ahead = None if dry_run or client is not None else _make_tmp_files_ahead(out_fs, batch_root, jobs, cleanup)
     source = resolve_source(src, storage_options)
     if not source.files:
         raise UserInputError("no file in SRC (an empty folder?): check the path; nothing was written")
+    if client is not None and (source.shares_memory_only or "memory" in str(getattr(out_fs, "protocol", ""))):
+        raise UserInputError(_DASK_MEMORY)  # before any work
     # a batch is de-identified in parts of PART_FILES inputs, each scanned, planned, written
     # and gated (or, in a dry run, added to the vault's plan) before the next: memory stays
     # flat whatever the batch size
@@ -372,6 +397,7 @@ def _deidentify(
             "uploaded_at": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         },
         keep_flagged=keep_flagged,
+        client=client,
     )  # fmt: skip
     show = auto_progress() if progress is None else progress
     whole = Progress(len(source.files), show and len(parts) > 1, "de-identifying")
@@ -381,7 +407,10 @@ def _deidentify(
         for number, files_of_part in enumerate(parts):
             part_source = Source(files=files_of_part, fs=source.fs, protocol=source.protocol, root=source.root)
             with run.timed("scan"):
-                scanned = scan(part_source, jobs=jobs, storage_options=storage_options, progress=show and len(parts) == 1)
+                if client is None:
+                    scanned = scan(part_source, jobs=jobs, storage_options=storage_options, progress=show and len(parts) == 1)
+                else:
+                    scanned = _dask_scan(part_source, client, storage_options, show and len(parts) == 1)
             if ahead is not None and number == 0:
                 from .scanner import IN_PROCESS_FILES
 
@@ -589,6 +618,8 @@ class _Run:
     timings: dict[str, float] = field(default_factory=dict)
     #: what the leak gate flags is published too (see ``keep_flagged`` of :func:`deidentify`)
     keep_flagged: bool = False
+    #: a connected ``distributed.Client``: the writing runs on its workers (see ``dask`` of :func:`deidentify`)
+    client: Any = None
 
     def spent(self, stage: str, since: float) -> None:
         """Add the time from ``since`` (``time.perf_counter()``) to now to ``stage``."""
@@ -675,7 +706,7 @@ class _Run:
             results = _run_apply(
                 items, self.source_fs, self.out_fs, self.jobs, plan.additions, self.metadata, progress, checked,
                 self.batch_root, whole=whole, done_before=self.done, errors_before=len(self.failed) + len(failed),
-                stage=stage,
+                stage=stage, client=self.client,
             )  # fmt: skip
             out_paths = {item[0]: item[2] for item in items}
             del items
@@ -1110,6 +1141,7 @@ def _run_apply(
     done_before: int = 0,
     errors_before: int = 0,
     stage: bool = False,
+    client: Any = None,
 ) -> list[Any]:
     """Apply the work items; with ``checked``, collect there the element tables of the outputs
     that the workers read from the bytes they wrote (for the leak gate). Local temporary
@@ -1117,7 +1149,8 @@ def _run_apply(
     ``stage``, local outputs stay there (see :func:`dicomframe.apply.apply_chunk`) and the
     caller publishes them and removes the folders.
     ``whole``: the progress bar of a run in parts (``done_before`` inputs done), else
-    this call shows its own."""
+    this call shows its own.
+    ``client``: a connected ``distributed.Client``, whose workers write the chunks."""
     from ._worker import _rows_to_arrow
     from .apply import _AHEAD, _is_local, apply_chunk, remove_tmp_dirs
     from .parallel import default_jobs, ordered_map, thread_map
@@ -1125,6 +1158,12 @@ def _run_apply(
 
     n_jobs = jobs or default_jobs()
     memory = "memory" in str(getattr(out_fs, "protocol", "")) or "memory" in str(getattr(src_fs, "protocol", ""))
+    if client is not None:
+        from .distributed import total_threads
+
+        if memory:
+            raise UserInputError(_DASK_MEMORY)
+        n_jobs = total_threads(client)
     # worker processes pay off once the work outweighs their start-up (about 0.3 s)
     small = len(items) < IN_PROCESS_FILES
     local_out = out_fs is None or _is_local(out_fs)
@@ -1142,12 +1181,21 @@ def _run_apply(
     if ahead is not None:
         ahead.stop()  # the writers make the rest: one more thread making files only slows them
     bar = Progress(len(items), auto_progress() if progress is None else progress, "writing")
-    threaded = (memory or small) and n_jobs > 1
-    if threaded:
+    threaded = (memory or small) and n_jobs > 1 and client is None
+    if client is not None:
+        from .distributed import dask_map
+
+        if src_fs is None:  # a worker has its own working folder: relative paths made absolute
+            chunks = [[_absolute_item(item) for item in chunk] for chunk in chunks]
+        parts: Any = dask_map(
+            apply_chunk, chunks, client, src_fs, out_fs, additions, metadata, checked is not None, tmp_root, stage,
+            what="de-identification",
+        )  # fmt: skip
+    elif threaded:
         # in this process, threads still use the other cores: reading, hashing (sha256)
         # and writing the pixel bytes release the GIL
         check = checked is not None
-        parts: Any = thread_map(
+        parts = thread_map(
             lambda c: apply_chunk(c, src_fs, out_fs, additions, metadata, check, tmp_root, stage), chunks, writers
         )
     else:
@@ -1188,12 +1236,36 @@ def _run_apply(
         if rows and checked is not None:
             checked.append(_rows_to_arrow(ids, rows))
     finally:
-        if threaded:
+        if threaded or client is not None:
             parts.close()  # writers not started are cancelled; the running ones finish first
         if tmp_root is not None and not stage:
             remove_tmp_dirs(tmp_root)
         bar.close()
     return results
+
+
+#: why memory:// does not go with dask=
+_DASK_MEMORY = (
+    "memory:// files live in this process only: Dask workers cannot read or write them. Run without "
+    "dask=, or use a folder the workers share or an object store"
+)
+
+
+def _absolute_item(item: Any) -> Any:
+    """A work item whose local input path is absolute (the same file from any working folder)."""
+    path = item[1]
+    return item if os.path.isabs(path) else (item[0], os.path.abspath(path), *item[2:])
+
+
+def _dask_scan(source: Any, client: Any, storage_options: dict[str, Any] | None, progress: bool) -> Any:
+    """A part's scan on the Dask workers of ``client`` (see :func:`dicomframe.scanner.scan`)."""
+    from .distributed import total_threads
+    from .scanner import _scan
+
+    return _scan(
+        source, jobs=total_threads(client), output=None, storage_options=storage_options, progress=progress,
+        chunk_size=None, on_progress=None, client=client,
+    )  # fmt: skip
 
 
 def _settings_digest(

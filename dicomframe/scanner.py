@@ -397,8 +397,11 @@ def _remote_threads(source: Source, jobs: int) -> int:
     return max(jobs, REMOTE_THREADS)
 
 
-def _iter_chunks(source: Source, jobs: int, chunk_size: int) -> Iterator[Chunk]:
+def _iter_chunks(source: Source, jobs: int, chunk_size: int, client: Any = None) -> Iterator[Chunk]:
     chunks = list(_chunks(source.files, chunk_size))
+    if client is not None:
+        yield from _dask_chunks(source, chunks, jobs, client)
+        return
     small = len(source.files) < IN_PROCESS_FILES and source.is_local
     threads = _remote_threads(source, jobs)
     remote = not (source.is_local or source.shares_memory_only)
@@ -423,6 +426,58 @@ def _iter_chunks(source: Source, jobs: int, chunk_size: int) -> Iterator[Chunk]:
         raise ScanError(str(exc)) from None
 
 
+def _dask_chunks(source: Source, chunks: list[list[FileRef]], threads: int, client: Any) -> Iterator[Chunk]:
+    """The chunks scanned on the Dask workers of ``client`` (see :mod:`dicomframe.distributed`).
+
+    A worker has its own working folder: relative local paths are sent made absolute,
+    and the tables keep them as given. No environment is sent (it holds credentials):
+    the workers use their own."""
+    from .distributed import dask_map
+
+    if source.shares_memory_only:
+        raise UserInputError(
+            "memory:// files live in this process only: Dask workers cannot read them. Scan them "
+            "without dask=, or put them where the workers reach them (a shared folder, an object store)"
+        )
+    remote = not source.is_local
+    readers = max(1, REMOTE_THREADS // max(1, threads)) if remote else 1
+    relative = source.is_local and any(not os.path.isabs(ref.path) for ref in source.files)
+    sent: Sequence[list[FileRef]] = chunks
+    if relative:
+        sent = [[_absolute(ref) for ref in chunk] for chunk in chunks]
+    try:
+        for chunk, done in zip(chunks, dask_map(scan_chunk, sent, client, source.fs, None, readers, what="scan"), strict=True):
+            yield _with_paths(done, chunk) if relative else done
+    except DicomframeError as exc:
+        if isinstance(exc, UserInputError):
+            raise
+        raise ScanError(str(exc)) from None
+
+
+def _absolute(ref: FileRef) -> FileRef:
+    return ref if os.path.isabs(ref.path) else FileRef(ref.file_id, os.path.abspath(ref.path), ref.size)
+
+
+def _with_paths(chunk: Chunk, refs: list[FileRef]) -> Chunk:
+    """``chunk`` (scanned from absolute paths) with the paths as ``refs`` give them."""
+    given = {ref.file_id: ref.path for ref in refs}
+    instances = chunk.instances
+    if instances.num_rows and "path" in instances.column_names:
+        paths = pa.array([given[fid] for fid in instances.column("file_id").to_pylist()], pa.string())
+        instances = instances.set_column(instances.column_names.index("path"), "path", paths)
+    errors = [
+        (row[0], _shown(given[row[0]]), *row[2:]) if row[0] in given else row for row in chunk.errors
+    ]
+    return Chunk(elements=chunk.elements, instances=instances, errors=errors, n_files=chunk.n_files)
+
+
+def _shown(path: str) -> str:
+    """A path as the errors table shows it (a name not in UTF-8 with "?"s; see ``_scan_chunk``)."""
+    from ._worker import _named_in_utf8
+
+    return path if _named_in_utf8(path) else path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def scan(
     src: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | Source,
     *,
@@ -432,6 +487,7 @@ def scan(
     progress: bool | None = None,
     chunk_size: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    dask: Any = None,
 ) -> ScanResult:
     """Scan DICOM files into instances, elements and errors tables.
 
@@ -458,6 +514,15 @@ def scan(
         Files per task sent to a worker (default: chosen from the file count).
     on_progress
         Called with ``(files_done, files_total)`` after each chunk.
+    dask
+        Scan on a Dask cluster (extra ``dask``): a ``distributed.Client``, or the
+        scheduler's address such as ``"tcp://scheduler:8786"`` (a client is connected
+        for this scan, then closed). The workers read the files themselves: local
+        paths must name the same files on every worker (a shared file system), URLs
+        must be reachable from them, with credentials from their own environment
+        (``storage_options`` are sent with the work; the environment is not). Each
+        worker needs dicomframe installed, of this version. ``jobs`` is then unused;
+        the tables are the local scan's. Default: this machine's worker processes.
 
     Returns
     -------
@@ -474,6 +539,32 @@ def scan(
     >>> result.elements.filter(pl.col("keyword") == "PatientName")["vr"].item()
     'PN'
     """
+    if dask is not None:
+        from .distributed import dask_client, total_threads
+
+        with dask_client(dask) as client:
+            return _scan(
+                src, jobs=total_threads(client), output=output, storage_options=storage_options,
+                progress=progress, chunk_size=chunk_size, on_progress=on_progress, client=client,
+            )  # fmt: skip
+    return _scan(
+        src, jobs=jobs, output=output, storage_options=storage_options, progress=progress,
+        chunk_size=chunk_size, on_progress=on_progress,
+    )  # fmt: skip
+
+
+def _scan(
+    src: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | Source,
+    *,
+    jobs: int | None,
+    output: str | os.PathLike[str] | None,
+    storage_options: dict[str, Any] | None,
+    progress: bool | None,
+    chunk_size: int | None,
+    on_progress: Callable[[int, int], None] | None,
+    client: Any = None,
+) -> ScanResult:
+    """:func:`scan`; with ``client`` (a connected ``distributed.Client``), on its workers."""
     started = time.perf_counter()
     # a Source already resolved (a part of a listing: de-identification in parts) keeps its file ids
     source = src if isinstance(src, Source) else resolve_source(src, storage_options)
@@ -482,7 +573,7 @@ def scan(
         raise UserInputError(f"--jobs must be at least 1 (got {n_jobs})")
     total = len(source.files)
     # small chunks keep memory flat (a chunk in flight is ~80 kB per file of Python objects)
-    readers = _remote_threads(source, n_jobs) or n_jobs
+    readers = (_remote_threads(source, n_jobs) if client is None else 0) or n_jobs
     size = chunk_size or max(8, min(64, total // (readers * 8) or 8))
     show = auto_progress() if progress is None else progress
 
@@ -494,7 +585,7 @@ def scan(
     done = 0
     bar = Progress(total, show)
     try:
-        for chunk in _iter_chunks(source, n_jobs, size):
+        for chunk in _iter_chunks(source, n_jobs, size, client):
             instance_tables.add(chunk.instances)
             error_rows.extend(chunk.errors)
             full = element_tables.add(chunk.elements)

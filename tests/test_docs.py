@@ -22,6 +22,7 @@ MODULES = [
     "dicomframe.plan",
     "dicomframe.rewrite",
     "dicomframe.pipeline",
+    "dicomframe.distributed",
     "dicomframe.leaks",
     "dicomframe.phiaudit",
     "dicomframe.vault",
