@@ -181,6 +181,7 @@ def _scan_chunk(refs: Sequence[FileRef], fs: Any, readers: int = 1) -> Chunk:
     records: list[dict[str, Any]] = []
     errors: list[tuple[Any, ...]] = []
     named = []
+    n_files = len(refs)  # every file of the chunk, those refused for their names included
     for ref in refs:
         if _named_in_utf8(ref.path):
             named.append(ref)
@@ -214,7 +215,7 @@ def _scan_chunk(refs: Sequence[FileRef], fs: Any, readers: int = 1) -> Chunk:
         elements=_rows_to_arrow(file_ids, all_rows),
         instances=_records_to_arrow(records),
         errors=errors,
-        n_files=len(refs),
+        n_files=n_files,
     )
 
 

@@ -35,10 +35,12 @@ def test_a_name_in_another_encoding_is_an_error_row_and_the_rest_is_written(tmp_
     odd = os.path.join(os.fsencode(src), "M\xfcller^Hans".encode("latin-1"))  # not UTF-8
     os.mkdir(odd)
     shutil.copy(good, os.path.join(odd, b"a.dcm"))
-    scan = dcf.scan(src, progress=False)
+    seen: list[tuple[int, int]] = []
+    scan = dcf.scan(src, progress=False, on_progress=lambda done, total: seen.append((done, total)))
     assert scan.instances.height == 1
     (row,) = scan.errors.iter_rows(named=True)
     assert row["kind"] == "unreadable" and "not valid UTF-8" in row["message"]
+    assert seen[-1] == (2, 2)  # the file refused for its name is counted done too
     result = deidentify(src, tmp_path / "out", key=KEY, vault=tmp_path / "vault", batch_id="b", progress=False)
     assert result.written == 1 and [f["kind"] for f in result.failed] == ["unreadable"]
 
