@@ -896,6 +896,9 @@ def version() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: runs the app and maps errors to exit codes."""
+    from ._quiet import silence_pydicom_log
+
+    silence_pydicom_log()  # pydicom's log lines quote values of files: none reach the terminal
     try:
         app(args=argv, prog_name="dicomframe")
     except UserInputError as exc:

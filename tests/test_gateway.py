@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -364,8 +365,17 @@ def test_no_planted_value_reaches_the_server_log(gateway: Gateway, client: httpx
         assert _anonymize(client, path.read_bytes()).status_code == 200
     _anonymize(client, (SAMPLES / "odd" / "notes.txt").read_bytes())
     client.post("/v1/batches", json={"src": str(COHORT / "DOE_JANE_MRN1234567" / "nothing")})
+    # an unknown character set: pydicom warns and logs its name (here, an MRN and a name)
+    odd = pydicom.dcmread(CT)
+    odd.SpecificCharacterSet = "MRN7654321 ROE"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        buffer = io.BytesIO()
+        odd.save_as(buffer)
+    _anonymize(client, buffer.getvalue())
     text = gateway.log.read_bytes()
     assert b"POST /v1/anonymize 200" in text
+    assert b"MRN7654321" not in text
     _no_planted_value_in(text)
     assert str(COHORT).encode() not in text and b"DOE_JANE" not in text
 

@@ -910,6 +910,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     >>> app = create_app(GatewaySettings("out", key="project.key", vault="vault"))  # doctest: +SKIP
     >>> uvicorn.run(app, host="127.0.0.1", port=8080)                     # doctest: +SKIP
     """
+    from .._quiet import silence_pydicom_log
+
+    silence_pydicom_log()  # its warnings quote values of the files uploaded
     gw = _Gateway(settings)
 
     @contextlib.asynccontextmanager

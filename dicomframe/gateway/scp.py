@@ -278,6 +278,9 @@ class Receiver:
         """
         if self._server is not None:
             raise UserInputError("this receiver is already started")
+        from .._quiet import silence_pydicom_log
+
+        silence_pydicom_log()  # its warnings quote values of the files received
         pynetdicom = _pynetdicom()
         self._check_settings()
         self._take_spool()
