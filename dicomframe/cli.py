@@ -787,7 +787,16 @@ def serve(
         typer.Option(
             "--token-file",
             help="File holding the bearer token every /v1 request must send (Authorization: Bearer TOKEN); "
-            "mode 0600. Without it, no token is asked.",
+            "mode 0600. Without it, no token is asked (loopback only: another --host needs one).",
+            show_default=False,
+        ),
+    ] = None,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            help="A name clients reach the gateway by (its Host header), besides 127.0.0.1, localhost and ::1, "
+            "e.g. gateway.hospital.example (repeatable). Requests naming any other host are refused (400).",
             show_default=False,
         ),
     ] = None,
@@ -862,16 +871,16 @@ def serve(
         pixel_clean=pixel_clean,
         jobs=jobs,
         storage_options=_parse_options(storage_option) or None,
+        # the address it listens on, when it names one, is a name clients may use
+        allowed_hosts=(*(allow_host or ()), *(() if host in ("0.0.0.0", "::") else (host,))),
     )
-    application = create_app(settings)
     loopback = host in ("127.0.0.1", "::1", "localhost")
     if not loopback and settings.token is None:
-        _err.print(
-            f"[bold yellow]warning:[/] listening on {_escape(host)} without --token-file: anyone who reaches this "
-            "port can send files and start batches",
-            highlight=False,
-            soft_wrap=True,
+        raise UserInputError(
+            f"--host {host} without --token-file: anyone who reaches this port could send files and start "
+            "batches; give --token-file (and put TLS in front), or keep the default --host 127.0.0.1"
         )
+    application = create_app(settings)
     _err.print(
         f"dicomframe gateway on http://{_escape(host)}:{port} — batches to {_escape(dst)}, mappings to "
         f"{_escape(vault)}, profile {_escape(profile)}, "

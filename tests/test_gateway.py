@@ -289,8 +289,25 @@ def test_malformed_batch_requests_are_refused(client: httpx.Client) -> None:
     ):
         answer = client.post("/v1/batches", json=body)
         assert answer.status_code == 422 and answer.json()["error"] == error, body
-    assert client.post("/v1/batches", content=b"{not json").status_code == 422
-    assert client.post("/v1/batches", content=b" " * (65 * 1024)).status_code == 413
+    as_json = {"Content-Type": "application/json"}
+    assert client.post("/v1/batches", content=b"{not json", headers=as_json).status_code == 422
+    too_large = client.post("/v1/batches", content=b" " * (65 * 1024), headers=as_json)
+    assert too_large.status_code == 413 and "--max-body" not in too_large.text  # a fixed limit, not the setting
+
+
+def test_a_cross_site_request_is_refused(gateway: Gateway, client: httpx.Client) -> None:
+    # a web page may send text/plain or a form anywhere without asking: a batch is JSON only
+    body = json.dumps({"src": str(COHORT)}).encode()
+    answer = client.post("/v1/batches", content=body, headers={"Content-Type": "text/plain"})
+    assert answer.status_code == 415 and answer.json()["error"] == "unsupported_media_type"
+    # a page that renamed itself to reach the gateway (DNS rebinding) names its own host
+    for path in ("/v1/batches/b1", "/v1/anonymize"):
+        answer = client.request("GET" if "b1" in path else "POST", path, headers={"Host": "evil.example:8080"})
+        assert answer.status_code == 400 and answer.json()["error"] == "bad_host"
+    assert client.get("/healthz", headers={"Host": "lb.internal"}).status_code == 200  # for load balancers
+    assert client.get("/v1/batches/b1", headers={"Host": "localhost:1"}).status_code in (404, 200)
+    # no redirect for a trailing slash (it would answer before the token is checked)
+    assert client.post("/v1/anonymize/", content=b"x", headers={"Content-Type": "application/dicom"}).status_code == 404
 
 
 def _wait(client: httpx.Client, url: str) -> dict[str, object]:
@@ -430,6 +447,7 @@ def test_serve_refuses_settings_that_cannot_work(tmp_path: Path, capsys: pytest.
         ([*base, str(tmp_path / "out"), "--token-file", str(token)], "chmod 600"),
         ([*base, str(tmp_path / "out"), "--max-body", "lots"], "--max-body"),
         ([*base, str(tmp_path / "out"), "--pixel-clean", "maybe"], "--pixel-clean"),
+        ([*base, str(tmp_path / "out"), "--host", "0.0.0.0"], "without --token-file"),
     ):
         with pytest.raises(SystemExit) as exc:
             main(argv)

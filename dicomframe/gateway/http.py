@@ -142,6 +142,11 @@ class GatewaySettings:
         Single files de-identified at once; further requests wait their turn.
     temp_dir
         Where the private temporary folders of uploads go (None: ``TMPDIR``).
+    allowed_hosts
+        Host names (or addresses) a request's ``Host`` header may name, besides this
+        machine's loopback names (``127.0.0.1``, ``localhost``, ``::1``): a request naming
+        another host is refused (400), so that a web page the operator visits cannot
+        reach the gateway by renaming itself (DNS rebinding).
 
     Examples
     --------
@@ -164,6 +169,7 @@ class GatewaySettings:
     storage_options: dict[str, Any] | None = field(default=None, hash=False)
     concurrency: int = 2
     temp_dir: str | None = None
+    allowed_hosts: tuple[str, ...] = ()
 
 
 def read_token_file(path: str | os.PathLike[str]) -> str:
@@ -838,17 +844,33 @@ def _too_large(limit: int) -> _Problem:
     return _Problem(
         413,
         "too_large",
-        f"the body is larger than this gateway takes ({limit:,} bytes, its --max-body): send a smaller "
-        "file, or ask its operator",
+        f"the body is larger than this gateway takes ({limit:,} bytes"
+        + (", its --max-body): send a smaller file, or ask its operator" if limit != _MAX_JSON else " of JSON)"),
     )
+
+
+#: the Host names of this machine's loopback, which every gateway answers to
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def _host_of(scope: MutableMapping[str, Any]) -> str:
+    """The host a request names (its Host header, without the port), lower case."""
+    for name, value in scope.get("headers") or ():
+        if name == b"host":
+            text = value.decode("latin-1").strip().lower()
+            if text.startswith("["):  # [::1]:8080
+                return text[1 : text.find("]")] if "]" in text else text
+            return text.rsplit(":", 1)[0] if text.count(":") == 1 else text
+    return ""
 
 
 class _Guard:
     """Outermost app layer: one log line per request (route, not path), and a generic 500
     for any unexpected error, logged by type and place (its message may quote a value)."""
 
-    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
+    def __init__(self, app: Callable[..., Awaitable[None]], hosts: frozenset[str] = _LOOPBACK_HOSTS) -> None:
         self.app = app
+        self.hosts = hosts
 
     async def __call__(
         self,
@@ -868,6 +890,13 @@ class _Guard:
             await send(message)
 
         try:
+            if scope.get("path") != "/healthz" and _host_of(scope) not in self.hosts:
+                # a name this gateway was not told it has: a page renamed to reach it (DNS rebinding)
+                await _Problem(
+                    400, "bad_host",
+                    "this gateway answers to its loopback names and to the names given with --allow-host only",
+                ).response()(scope, receive, sending)  # fmt: skip
+                return
             await self.app(scope, receive, sending)
         except Exception as exc:  # noqa: BLE001 - any error answers 500 without its text
             _log_failure("internal error", exc)
@@ -927,8 +956,10 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         redoc_url=None,
         openapi_url=None,
         lifespan=lifespan,
+        redirect_slashes=False,  # a redirect would answer before the token is checked
     )
-    app.add_middleware(_Guard)
+    hosts = _LOOPBACK_HOSTS | {h.strip().strip("[]").lower() for h in settings.allowed_hosts if h.strip()}
+    app.add_middleware(_Guard, hosts=frozenset(hosts))
 
     @app.exception_handler(_Problem)
     async def problem(_request: Request, exc: _Problem) -> JSONResponse:
@@ -1008,6 +1039,13 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     async def submit(request: Request) -> JSONResponse:
         from ..pipeline import PRIORITIES
 
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media != "application/json":
+            # a form or text/plain body is what a web page may send anywhere without asking
+            raise _Problem(
+                415, "unsupported_media_type",
+                "send the batch as JSON, with Content-Type: application/json",
+            )  # fmt: skip
         raw = await _receive(request, None, _MAX_JSON)
         assert isinstance(raw, bytes)
         try:
