@@ -857,7 +857,7 @@ def _host_of(scope: MutableMapping[str, Any]) -> str:
     """The host a request names (its Host header, without the port), lower case."""
     for name, value in scope.get("headers") or ():
         if name == b"host":
-            text = value.decode("latin-1").strip().lower()
+            text: str = bytes(value).decode("latin-1").strip().lower()
             if text.startswith("["):  # [::1]:8080
                 return text[1 : text.find("]")] if "]" in text else text
             return text.rsplit(":", 1)[0] if text.count(":") == 1 else text
