@@ -337,6 +337,10 @@ def test_a_batch_runs_in_the_background_until_committed(gateway: Gateway, client
     assert Path(str(status["manifest_uri"])) == gateway.root / "out" / "gw-cohort" / "manifest.json"
     assert "gw-cohort" in list_batches(gateway.vault)
     assert "src" not in status and str(COHORT) not in json.dumps(status)
+    # a committed batch is never rewritten, from any source
+    again = client.post("/v1/batches", json={"src": str(COHORT / "DOE_JANE_MRN1234567"), "batch_id": "gw-cohort"})
+    assert again.status_code == 409 and again.json()["error"] == "batch_committed"
+    assert json.loads(Path(str(status["manifest_uri"])).read_text())["total_images"] == 70
 
 
 def test_a_batch_is_read_from_an_allowed_bucket_prefix(gateway: Gateway, client: httpx.Client) -> None:

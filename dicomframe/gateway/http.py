@@ -1061,6 +1061,14 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         if not isinstance(priority, str) or priority.upper() not in PRIORITIES:
             raise _Problem(422, "bad_priority", f"priority is one of {', '.join(PRIORITIES)}")
         src = await run_in_threadpool(gw.roots.check, body["src"])
+        known = None if batch_id is None else await run_in_threadpool(gw.status, batch_id)
+        if known is not None and known.get("manifest_uri"):
+            # committed: a batch once handed out is never rewritten (another src would change it)
+            raise _Problem(
+                409, "batch_committed",
+                f"batch {batch_id} is committed: give another batch_id (its status_url tells what it holds)",
+                status_url=_status_url(str(batch_id)),
+            )  # fmt: skip
         job = gw.submit(src, batch_id, priority.upper())
         url = _status_url(job["batch_id"])
         return JSONResponse(
