@@ -289,10 +289,17 @@ def test_malformed_batch_requests_are_refused(client: httpx.Client) -> None:
     ):
         answer = client.post("/v1/batches", json=body)
         assert answer.status_code == 422 and answer.json()["error"] == error, body
+    nul = client.post("/v1/batches", json={"src": str(COHORT) + "/\u0000x"})
+    assert nul.status_code == 422 and nul.json()["error"] == "bad_source"
     as_json = {"Content-Type": "application/json"}
     assert client.post("/v1/batches", content=b"{not json", headers=as_json).status_code == 422
     too_large = client.post("/v1/batches", content=b" " * (65 * 1024), headers=as_json)
     assert too_large.status_code == 413 and "--max-body" not in too_large.text  # a fixed limit, not the setting
+
+
+def test_a_dicomdir_uploaded_is_told_apart_from_an_image(client: httpx.Client) -> None:
+    answer = _anonymize(client, (SAMPLES / "odd" / "dicomdir" / "DICOMDIR").read_bytes())
+    assert answer.status_code == 422 and answer.json()["error"] == "not_an_image"
 
 
 def test_a_cross_site_request_is_refused(gateway: Gateway, client: httpx.Client) -> None:

@@ -396,6 +396,8 @@ class _Roots:
                 "this gateway reads no source: its operator starts it with --allow-source ROOT for the "
                 "folders or URL prefixes batches may come from",
             )
+        if any(ord(c) < 32 for c in src):
+            raise _Problem(422, "bad_source", "a src may not hold control characters (a NUL, a line break, ...)")
         if "://" in src and not src.lower().startswith("file://"):
             scheme, _, rest = src.partition("://")
             if _bad_url(rest):
@@ -605,6 +607,14 @@ class _Gateway:
                 headers={"X-Dicomframe-Batch-Id": batch},
                 batch_id=batch,
             )
+        if not result.outputs and not result.failed and result.manifest_uri is not None:
+            log.info("anonymize: batch %s, the upload held no image (a DICOMDIR)", batch)
+            raise _Problem(
+                422, "not_an_image",
+                "the body is a DICOMDIR (an index of a medium), not an image: send the image files it lists",
+                headers={"X-Dicomframe-Batch-Id": batch},
+                batch_id=batch,
+            )  # fmt: skip
         if result.manifest_uri is None or len(result.outputs) != 1:
             raise RuntimeError(f"a batch of one file gave {len(result.outputs)} outputs, uncommitted")
         with open(result.manifest_uri, encoding="utf-8") as fh:
