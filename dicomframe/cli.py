@@ -514,8 +514,9 @@ def receive(
         else:
             where = f"NOT committed (leak gate); inputs kept in {receiver.quarantine / batch.batch_id}"
         kept = f", {batch.quarantined:,} kept in quarantine" if batch.committed and batch.quarantined else ""
+        twice = f", {batch.duplicates:,} received twice" if batch.duplicates else ""
         _out.print(
-            f"batch {batch.batch_id}: {batch.written:,} written, {batch.failed:,} failed{kept}, {where}",
+            f"batch {batch.batch_id}: {batch.written:,} written, {batch.failed:,} failed{twice}{kept}, {where}",
             highlight=False,
             soft_wrap=True,
             markup=False,

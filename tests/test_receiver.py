@@ -399,3 +399,26 @@ def test_stop_ends_an_association_still_open_and_finishes_its_batch(tmp_path: Pa
     (batch,) = receiver.batches
     assert batch.committed and batch.written == 3
     assert list(receiver.incoming.iterdir()) == []
+
+
+def test_an_instance_sent_again_with_other_content_is_kept_in_quarantine(site, tmp_path: Path) -> None:
+    receiver, _root = site
+    original = min(SMALL_STUDY.rglob("*.dcm"))
+    retry = tmp_path / "b.dcm"
+    retry.write_bytes(original.read_bytes())  # a sender's retry: the same bytes
+    corrected = pydicom.dcmread(original)
+    corrected.PatientWeight = "81"  # a corrected instance sent again: the same UIDs, other content
+    corrected.save_as(tmp_path / "c.dcm")
+    before = len(receiver.batches)
+    sent = subprocess.run(
+        ["storescu", "-aec", "DICOMFRAME", "-aet", "SITE_A", "127.0.0.1", str(receiver.port),
+         str(original), str(retry), str(tmp_path / "c.dcm")],
+        capture_output=True, text=True, timeout=TIMEOUT, check=False,
+    )  # fmt: skip
+    assert sent.returncode == 0, sent.stderr[-2000:]
+    assert receiver.wait_idle(TIMEOUT)
+    (batch,) = receiver.batches[before:]
+    assert batch.committed and batch.written == 1 and batch.duplicates == 2 and batch.quarantined == 1
+    (kept,) = (receiver.quarantine / batch.batch_id).iterdir()
+    assert pydicom.dcmread(kept).PatientWeight == 81  # the differing copy, nothing lost
+    assert list(receiver.incoming.iterdir()) == []

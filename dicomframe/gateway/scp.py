@@ -85,6 +85,9 @@ class FinishedBatch(NamedTuple):
     quarantined: int = 0
     #: the type of the error that stopped the batch (its message may quote a value), or None
     error: str | None = None
+    #: instances received more than once (the same SOP Instance UID): written once; a later
+    #: copy of other content is kept in quarantine (counted in ``quarantined``)
+    duplicates: int = 0
 
     @property
     def committed(self) -> bool:
@@ -138,9 +141,12 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_durably(folder: Path, data: bytes) -> Path:
-    """Write ``data`` to a new random name in ``folder``: temporary name, fsync, rename, fsync of the folder."""
-    name = secrets.token_hex(16)
+def _write_durably(folder: Path, data: bytes, order: int = 0) -> Path:
+    """Write ``data`` to a new name in ``folder``: temporary name, fsync, rename, fsync of the folder.
+
+    The name is the arrival number ``order`` (names sort as the instances came: of two
+    copies of one instance, the first to arrive is the one written) and a random part."""
+    name = f"{order:09d}-{secrets.token_hex(8)}"
     tmp = folder / f"{_TMP_PREFIX}{name}"
     final = folder / f"{name}.dcm"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
@@ -445,7 +451,7 @@ class Receiver:
         """C-STORE: the encoded data set with its file meta, durably in the association's spool folder."""
         try:
             spooled = self._association(event.assoc)
-            _write_durably(spooled.folder, event.encoded_dataset(include_meta=True))
+            _write_durably(spooled.folder, event.encoded_dataset(include_meta=True), spooled.stored)
         except Exception as exc:  # noqa: BLE001 - a full disk, a removed spool: the sender keeps the instance
             _log.error(
                 "an instance could not be written to the spool (%s): answered 0xA700 (out of resources); "
@@ -540,29 +546,72 @@ class Receiver:
             kept = self._quarantine(batch_id, folder, inputs)
             _log.error(
                 "batch %s: de-identification stopped (%s); its %d inputs are kept in %s: fix the cause "
-                "and run `dicomframe deidentify %s DST --batch-id %s ...` on them",
+                "and run `dicomframe deidentify %s DST --key-file ... --vault ...` on them (a new batch)",
                 batch_id, type(exc).__name__, kept, self.quarantine / batch_id,
-                self.quarantine / batch_id, batch_id,
+                self.quarantine / batch_id,
             )  # fmt: skip
             return FinishedBatch(batch_id, 0, len(inputs), None, kept, type(exc).__name__)
         kept_inputs = inputs if not result.committed else self._failed_inputs(result, inputs)
+        differing = self._differing_copies(result, inputs) if result.committed and result.duplicates else []
+        if differing:
+            _log.warning(
+                "batch %s: %d instances came again with other content under the same SOP Instance UID; "
+                "the first to arrive was de-identified, the later copies are kept in %s",
+                batch_id, len(differing), self.quarantine / batch_id,
+            )  # fmt: skip
+        kept_inputs = [*kept_inputs, *(p for p in differing if p not in kept_inputs)]
         kept = self._quarantine(batch_id, folder, kept_inputs) if kept_inputs else 0
         shutil.rmtree(folder, ignore_errors=True)
         if not result.committed:
             findings = result.findings.height if result.findings is not None else 0
             _log.error(
-                "batch %s: NOT committed (%d leak gate findings); its %d inputs are kept in %s: look at "
-                "them with `dicomframe deidentify ... --dry-run --findings FILE`",
-                batch_id, findings, kept, self.quarantine / batch_id,
+                "batch %s: NOT committed (%d leak gate findings); its %d inputs are kept in %s. "
+                "`dicomframe deidentify %s DST --key-file ... --vault ... --profile ... --findings FILE` "
+                "writes what the gate finds (rules and attributes, values masked): fix the profile until "
+                "it finds nothing; that run is the new batch",
+                batch_id, findings, kept, self.quarantine / batch_id, self.quarantine / batch_id,
             )  # fmt: skip
         elif kept:
             _log.warning(
-                "batch %s: %d inputs could not be de-identified and are kept in %s",
-                batch_id, kept, self.quarantine / batch_id,
+                "batch %s: %d inputs could not be de-identified and are kept in %s: `dicomframe scan %s` "
+                "says why (its errors table); what can be mended goes in a new batch with `dicomframe "
+                "deidentify %s DST --key-file ... --vault ...` (this batch is committed)",
+                batch_id, kept, self.quarantine / batch_id, self.quarantine / batch_id, self.quarantine / batch_id,
             )  # fmt: skip
         else:
             _log.info("batch %s: %d files written, manifest %s", batch_id, result.written, result.manifest_uri)
-        return FinishedBatch(batch_id, result.written, len(result.failed), result.manifest_uri, kept)
+        return FinishedBatch(
+            batch_id, result.written, len(result.failed), result.manifest_uri, kept, None, result.duplicates
+        )
+
+    def _differing_copies(self, result: DeidentifyResult, inputs: list[Path]) -> list[Path]:
+        """The later copies of an instance (same UIDs: one output) whose bytes differ from the
+        copy written: a corrected instance sent again must not vanish. Copies of the same
+        bytes are dropped (a sender's retry). Every duplicate when they cannot all be told."""
+        import polars as pl
+
+        from ..vault import read_mapping
+
+        assert self._key is not None
+        try:
+            mapping = read_mapping(self.vault, result.batch_id, self._key, storage_options=self.storage_options)
+        except Exception as exc:  # noqa: BLE001 - then every duplicate is kept
+            _log.warning("batch %s: its mapping could not be read back (%s)", result.batch_id, type(exc).__name__)
+            return inputs
+        known = {os.path.realpath(p): p for p in inputs}
+        rows = mapping.filter(pl.col("status").is_in(["written", "duplicate"]) & pl.col("output_path").is_not_null())
+        written = {
+            out: known.get(os.path.realpath(path))
+            for out, path in rows.filter(pl.col("status") == "written").select("output_path", "original_path").iter_rows()
+        }
+        differing: list[Path] = []
+        for out, path in rows.filter(pl.col("status") == "duplicate").select("output_path", "original_path").iter_rows():
+            copy, first = known.get(os.path.realpath(path)), written.get(out)
+            if copy is None or first is None:
+                return inputs
+            if copy.read_bytes() != first.read_bytes():
+                differing.append(copy)
+        return differing
 
     def _failed_inputs(self, result: DeidentifyResult, inputs: list[Path]) -> list[Path]:
         """The spool files of the failed inputs (their paths are in the vault mapping only);
