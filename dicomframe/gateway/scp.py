@@ -49,6 +49,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Self
 from ..errors import MissingExtraError, UserInputError
 
 if TYPE_CHECKING:
+    import polars as pl
+
     from ..keys import ProjectKey
     from ..pipeline import DeidentifyResult
 
@@ -590,14 +592,9 @@ class Receiver:
         bytes are dropped (a sender's retry). Every duplicate when they cannot all be told."""
         import polars as pl
 
-        from ..vault import read_mapping
-
-        assert self._key is not None
-        try:
-            mapping = read_mapping(self.vault, result.batch_id, self._key, storage_options=self.storage_options)
-        except Exception as exc:  # noqa: BLE001 - then every duplicate is kept
-            _log.warning("batch %s: its mapping could not be read back (%s)", result.batch_id, type(exc).__name__)
-            return inputs
+        mapping = self._mapping(result)
+        if mapping is None:
+            return inputs  # fail closed: every one is kept
         known = {os.path.realpath(p): p for p in inputs}
         rows = mapping.filter(pl.col("status").is_in(["written", "duplicate"]) & pl.col("output_path").is_not_null())
         written = {
@@ -613,6 +610,17 @@ class Receiver:
                 differing.append(copy)
         return differing
 
+    def _mapping(self, result: DeidentifyResult) -> pl.DataFrame | None:
+        """The batch's mapping read back from the vault (inputs' paths, statuses); None when it cannot be."""
+        from ..vault import read_mapping
+
+        assert self._key is not None
+        try:
+            return read_mapping(self.vault, result.batch_id, self._key, storage_options=self.storage_options)
+        except Exception as exc:  # noqa: BLE001 - its message may quote a value: only its type is told
+            _log.warning("batch %s: its mapping could not be read back (%s)", result.batch_id, type(exc).__name__)
+            return None
+
     def _failed_inputs(self, result: DeidentifyResult, inputs: list[Path]) -> list[Path]:
         """The spool files of the failed inputs (their paths are in the vault mapping only);
         every input when they cannot all be told (fail closed: nothing stored is lost)."""
@@ -620,14 +628,9 @@ class Receiver:
             return []
         import polars as pl
 
-        from ..vault import read_mapping
-
-        assert self._key is not None
-        try:
-            mapping = read_mapping(self.vault, result.batch_id, self._key, storage_options=self.storage_options)
-        except Exception as exc:  # noqa: BLE001 - then every input is kept
-            _log.warning("batch %s: its mapping could not be read back (%s)", result.batch_id, type(exc).__name__)
-            return inputs
+        mapping = self._mapping(result)
+        if mapping is None:
+            return inputs  # fail closed: every one is kept
         wanted = [item["input"] for item in result.failed]
         paths = mapping.filter(pl.col("input").is_in(wanted))["original_path"].to_list()
         known = {os.path.realpath(p): p for p in map(os.fspath, inputs)}
