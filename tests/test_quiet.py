@@ -46,6 +46,7 @@ def test_pydicom_logs_no_value_of_a_file_read_by_a_scan(tmp_path: Path, caplog: 
     import pydicom
 
     import dicomframe as dcf
+    from dicomframe import _quiet
 
     ds = pydicom.dcmread(min((SAMPLES / "cohort").rglob("*.dcm")))
     ds.SpecificCharacterSet = "MRN1234567 DOE"  # an unknown character set: pydicom warns and logs its name
@@ -53,10 +54,15 @@ def test_pydicom_logs_no_value_of_a_file_read_by_a_scan(tmp_path: Path, caplog: 
         warnings.simplefilter("ignore")
         ds.save_as(tmp_path / "a.dcm")
     caplog.clear()  # what pydicom logged while writing it
-    with caplog.at_level(logging.DEBUG):
-        dcf.scan(tmp_path, progress=False)
-    assert "MRN1234567" not in caplog.text
-    assert not logging.getLogger("pydicom").disabled  # only while inside the blocks
+    logger, off_for_good = logging.getLogger("pydicom"), _quiet._log_off_for_good
+    _quiet._log_off_for_good, logger.disabled = False, False  # as in a notebook (the CLI switches it off)
+    try:
+        with caplog.at_level(logging.DEBUG):
+            dcf.scan(tmp_path, progress=False)
+        assert "MRN1234567" not in caplog.text
+        assert not logger.disabled  # only while inside the blocks
+    finally:
+        _quiet._log_off_for_good = logger.disabled = off_for_good
 
 
 def test_silenced_for_good_stays_silent_after_the_blocks(caplog: pytest.LogCaptureFixture) -> None:
