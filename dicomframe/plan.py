@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
+from pydicom.charset import python_encoding
 
 from . import __version__
 from .errors import UserInputError
@@ -894,6 +895,10 @@ _VALUE_SYNTAX = {
 }
 
 
+#: the defined terms of Specific Character Set (0008,0005) (pydicom's table of them)
+_CHARSETS = sorted(python_encoding)
+
+
 def _malformed_removed(plan: pl.DataFrame) -> pl.DataFrame:
     """A value kept as it is (K, or a time of day under C) that is not what its VR says
     (``StudyTime`` = ``SMITH^JOHN``, an ``IS`` holding a word) is removed (fail closed):
@@ -907,9 +912,17 @@ def _malformed_removed(plan: pl.DataFrame) -> pl.DataFrame:
         found = checked.filter((vr == name) & ~value.str.contains(_whole_value(syntax)))
         bad.append(found)
     wrong = pl.concat(bad)
-    if wrong.height == 0:
+    # a character set that is none of the defined terms (PS3.3 C.12.1.1.2, as pydicom knows
+    # them) is free text written as codes (``ISO_IR 1OO DOE``): it names no encoding either
+    charset = kept & (pl.col("tag") == 0x00080005) & value.is_not_null()
+    unknown_charset = charset & (
+        value.str.split("\\").list.eval(pl.element().str.strip_chars(" ").is_in(_CHARSETS).not_()).list.any()
+    )
+    if wrong.height == 0 and plan.select(unknown_charset.any()).item() is not True:
         return plan
-    malformed = kept & pl.struct(vr, value).is_in(wrong.select(pl.struct("vr", "value")).to_series().implode())
+    malformed = unknown_charset | (
+        kept & pl.struct(vr, value).is_in(wrong.select(pl.struct("vr", "value")).to_series().implode())
+    )
     return plan.with_columns(
         action=pl.when(malformed).then(pl.lit("X")).otherwise(pl.col("action")),
         source=pl.when(malformed).then(pl.lit("not a valid value of its VR: fail closed")).otherwise(pl.col("source")),

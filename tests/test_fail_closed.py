@@ -637,3 +637,15 @@ def test_a_safe_private_attribute_read_as_un_is_kept_only_when_it_reads_as_its_l
     kept = {int(e.tag) for e in got if e.tag.group == 0x2001}
     assert kept == {0x20010010, 0x20011044, 0x2001104F, 0x20010011, 0x20011143}
     assert got[0x2001104F].value in (struct.pack("<d", 1.5), 1.5)
+
+
+def test_a_character_set_that_is_no_defined_term_is_removed(tmp_path: Path) -> None:
+    # valid code-string syntax, but no encoding: free text written where a code goes
+    for charset, kept in (("ISO_IR 1OO DOE", False), ("ISO_IR 100", True), ("\\ISO 2022 IR 87", True)):
+        ds = _base()
+        ds.SpecificCharacterSet = charset
+        result, out = _run(tmp_path / str(kept) / charset[-3:], ds)
+        assert result.written == 1, charset
+        (written,) = out.rglob("*.dcm")
+        found = pydicom.dcmread(written, stop_before_pixels=True).get((0x0008, 0x0005))
+        assert (found is not None) is kept, charset
