@@ -933,14 +933,10 @@ DEBUG_ENV = "DICOMFRAME_DEBUG"
 
 def _internal_error(exc: BaseException) -> str:
     """An unexpected error, told without its message (it may hold a value from a file)."""
-    import traceback
+    from .errors import innermost_frame
 
-    frames = traceback.extract_tb(exc.__traceback__)
-    ours = [f for f in frames if os.path.basename(os.path.dirname(f.filename)) == "dicomframe"] or frames
-    where = ""
-    if ours:
-        last = ours[-1]
-        where = f" at dicomframe/{os.path.basename(last.filename)}:{last.lineno} in {last.name}"
+    last = innermost_frame(exc)
+    where = "" if last is None else f" at dicomframe/{os.path.basename(last.filename)}:{last.lineno} in {last.name}"
     return (
         f"internal error ({type(exc).__name__}{where}). This is a bug in dicomframe: please report it "
         "with that line. Its message is not shown, as it may quote a value from a file; "

@@ -23,13 +23,12 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
-import traceback
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from . import errors as _errors
-from .errors import DicomframeError, MissingExtraError, UserInputError
+from .errors import DicomframeError, MissingExtraError, UserInputError, innermost_frame
 
 __all__ = ["check_workers", "dask_client", "dask_map", "total_threads"]
 
@@ -195,11 +194,9 @@ def _run_task(fn: Callable[..., R], chunk: Any, *args: Any) -> tuple[str, Any]:
     except MemoryError:
         return "memory", None
     except Exception as exc:  # noqa: BLE001 - a bug: its message may quote a value from a file
-        frames = traceback.extract_tb(exc.__traceback__)[1:]  # not this function's own frame
-        ours = [f for f in frames if os.path.basename(os.path.dirname(f.filename)) == "dicomframe"] or frames
+        last = innermost_frame(exc, skip=1)  # not this function's own frame
         where = ""
-        if ours:
-            last = ours[-1]
+        if last is not None:
             folder = os.path.basename(os.path.dirname(last.filename))
             where = f" at {folder}/{os.path.basename(last.filename)}:{last.lineno} in {last.name}"
         return "bug", (type(exc).__name__, where)

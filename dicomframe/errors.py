@@ -12,6 +12,9 @@ exit code 1.
 
 from __future__ import annotations
 
+import os
+import traceback
+
 __all__ = [
     "AuditLogError",
     "DeidentifyError",
@@ -30,6 +33,7 @@ __all__ = [
     "UserInputError",
     "VaultError",
     "WrongKey",
+    "innermost_frame",
 ]
 
 
@@ -127,3 +131,16 @@ class MissingExtraError(DicomframeError):
         )
         self.extra = extra
         self.package = package
+
+
+#: the package's folder: frames under it are dicomframe's own
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def innermost_frame(exc: BaseException, skip: int = 0) -> traceback.FrameSummary | None:
+    """Where an unexpected error happened, to tell it without its message (which may quote a
+    value from a file): the innermost frame of dicomframe's own code in its traceback (past
+    the first ``skip``), else the innermost frame; None without a traceback."""
+    frames = traceback.extract_tb(exc.__traceback__)[skip:]
+    ours = [f for f in frames if os.path.abspath(f.filename).startswith(_PACKAGE_DIR)]
+    return (ours or frames)[-1] if frames else None

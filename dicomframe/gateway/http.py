@@ -70,6 +70,7 @@ from ..errors import (
     UserInputError,
     VaultError,
     WrongKey,
+    innermost_frame,
 )
 from ..keys import ProjectKey, load_key
 
@@ -99,9 +100,6 @@ _BATCH_FIELDS = frozenset(("src", "batch_id", "priority"))
 _ACTIVE = ("queued", "running")
 #: batches whose status the gateway keeps in memory (beyond: the oldest finished are forgotten)
 _KEEP_JOBS = 10_000
-#: the dicomframe package's folder: frames under it are "ours" in an error's place
-_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
-
 
 @dataclass(frozen=True)
 class GatewaySettings:
@@ -277,14 +275,12 @@ def _where(exc: BaseException) -> str:
     The place is the innermost frame of dicomframe; where the error was raised deeper (in a
     library), that frame is named too.
     """
-    frames = traceback.extract_tb(exc.__traceback__)
-    if not frames:
+    place = innermost_frame(exc)
+    if place is None:
         return type(exc).__name__
-    ours = [f for f in frames if os.path.abspath(f.filename).startswith(_PACKAGE)]
-    place = ours[-1] if ours else frames[-1]
     text = f"{type(exc).__name__} at {os.path.basename(place.filename)}:{place.lineno} in {place.name}"
-    if frames[-1] is not place:
-        last = frames[-1]
+    last = traceback.extract_tb(exc.__traceback__)[-1]
+    if (last.filename, last.lineno, last.name) != (place.filename, place.lineno, place.name):
         text += f", raised in {os.path.basename(last.filename)}:{last.lineno} in {last.name}"
     return text
 
