@@ -359,11 +359,11 @@ def _deidentify(
         from .auditlog import AuditLog
 
         AuditLog(audit_log).check_writable()  # now, not after the whole batch is written
-    from .vault import check_key
+    from .vault import _valid_batch_id, check_key
 
     check_key(vault_text, project_key, storage_options=storage_options)
     batch = batch_id or _new_batch_id()
-    if not (batch.isascii() and batch.replace("-", "").replace("_", "").isalnum()) or len(batch) > 64:
+    if not _valid_batch_id(batch):
         raise UserInputError("--batch-id may hold ASCII letters, digits, '-' and '_' only (at most 64)")
     out_fs, out_root = _fs(dst_text, storage_options)
     batch_root = _join(out_root, batch)

@@ -46,7 +46,6 @@ import json
 import logging
 import os
 import queue
-import re
 import shutil
 import stat
 import sys
@@ -94,7 +93,6 @@ DEFAULT_MAX_BODY = 2 * 1024**3
 _MAX_JSON = 64 * 1024
 #: set (to anything) to log an internal error's whole traceback, which may quote patient data
 _DEBUG_ENV = "DICOMFRAME_DEBUG"
-_BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _GLOB_CHARS = frozenset("*?[")
 _BATCH_FIELDS = frozenset(("src", "batch_id", "priority"))
 _ACTIVE = ("queued", "running")
@@ -343,7 +341,9 @@ def _refusal(exc: DicomframeError) -> tuple[str, str]:
 
 def _check_batch_id(batch_id: Any) -> str:
     """A batch id as the CLI takes it (letters, digits, '-' and '_', at most 64), in ASCII."""
-    if not isinstance(batch_id, str) or not _BATCH_ID.fullmatch(batch_id):
+    from ..vault import _valid_batch_id  # the rule of every batch id
+
+    if not isinstance(batch_id, str) or not _valid_batch_id(batch_id):
         raise _Problem(
             422,
             "bad_batch_id",
