@@ -896,7 +896,7 @@ _VALUE_SYNTAX = {
 
 
 #: the defined terms of Specific Character Set (0008,0005) (pydicom's table of them)
-_CHARSETS = sorted(python_encoding)
+_CHARSETS = frozenset(python_encoding)
 
 
 def _malformed_removed(plan: pl.DataFrame) -> pl.DataFrame:
@@ -915,12 +915,14 @@ def _malformed_removed(plan: pl.DataFrame) -> pl.DataFrame:
     # a character set that is none of the defined terms (PS3.3 C.12.1.1.2, as pydicom knows
     # them) is free text written as codes (``ISO_IR 1OO DOE``): it names no encoding either
     charset = kept & (pl.col("tag") == 0x00080005) & value.is_not_null()
-    unknown_charset = charset & (
-        value.str.split("\\").list.eval(pl.element().str.strip_chars(" ").is_in(_CHARSETS).not_()).list.any()
-    )
-    if wrong.height == 0 and plan.select(unknown_charset.any()).item() is not True:
+    unknown = [  # each distinct value once
+        text
+        for text in plan.filter(charset)["value"].unique().to_list()
+        if any(part.strip(" ") not in _CHARSETS for part in text.split("\\"))
+    ]
+    if wrong.height == 0 and not unknown:
         return plan
-    malformed = unknown_charset | (
+    malformed = (charset & value.is_in(unknown)) | (
         kept & pl.struct(vr, value).is_in(wrong.select(pl.struct("vr", "value")).to_series().implode())
     )
     return plan.with_columns(
