@@ -175,6 +175,12 @@ BAD_NAME = (
 )
 
 
+def shown_name(path: str) -> str:
+    """A path as the errors table shows it: a name not in UTF-8 has its undecodable bytes as "?"s
+    (U+FFFD), so the table can be written as Arrow strings and printed."""
+    return path if _named_in_utf8(path) else path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _scan_chunk(refs: Sequence[FileRef], fs: Any, readers: int = 1) -> Chunk:
     file_ids: list[int] = []
     all_rows: list[Row] = []
@@ -186,8 +192,7 @@ def _scan_chunk(refs: Sequence[FileRef], fs: Any, readers: int = 1) -> Chunk:
         if _named_in_utf8(ref.path):
             named.append(ref)
         else:
-            shown = ref.path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-            errors.append((ref.file_id, shown, ref.size, "unreadable", BAD_NAME))
+            errors.append((ref.file_id, shown_name(ref.path), ref.size, "unreadable", BAD_NAME))
     refs = named
     for ref, read in zip(refs, _read_all(refs, fs, readers), strict=True):
         if isinstance(read, ParseError):

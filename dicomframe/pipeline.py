@@ -1161,9 +1161,7 @@ def _run_apply(
     if client is not None:
         from .distributed import total_threads
 
-        if memory:
-            raise UserInputError(_DASK_MEMORY)
-        n_jobs = total_threads(client)
+        n_jobs = total_threads(client)  # memory:// was refused with dask before any work
     # worker processes pay off once the work outweighs their start-up (about 0.3 s)
     small = len(items) < IN_PROCESS_FILES
     local_out = out_fs is None or _is_local(out_fs)

@@ -29,6 +29,7 @@ from ._worker import (
     column,
     empty_table,
     scan_chunk,
+    shown_name,
     storage_environment,
 )
 from .errors import DicomframeError, ScanError, StorageError, UserInputError
@@ -466,16 +467,9 @@ def _with_paths(chunk: Chunk, refs: list[FileRef]) -> Chunk:
         paths = pa.array([given[fid] for fid in instances.column("file_id").to_pylist()], pa.string())
         instances = instances.set_column(instances.column_names.index("path"), "path", paths)
     errors = [
-        (row[0], _shown(given[row[0]]), *row[2:]) if row[0] in given else row for row in chunk.errors
+        (row[0], shown_name(given[row[0]]), *row[2:]) if row[0] in given else row for row in chunk.errors
     ]
     return Chunk(elements=chunk.elements, instances=instances, errors=errors, n_files=chunk.n_files)
-
-
-def _shown(path: str) -> str:
-    """A path as the errors table shows it (a name not in UTF-8 with "?"s; see ``_scan_chunk``)."""
-    from ._worker import _named_in_utf8
-
-    return path if _named_in_utf8(path) else path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def scan(
