@@ -77,7 +77,7 @@ bench: install-test
 # the API reference, generated from the numpydoc docstrings (also built by a test in `make test`)
 docs: install-test
 	$(BIN)/python -m pdoc --docformat numpy -o site/api dicomframe dicomframe.scanner dicomframe.profiles \
-	  dicomframe.plan dicomframe.pipeline dicomframe.pseudonyms dicomframe.keys dicomframe.vault \
+	  dicomframe.planner dicomframe.pipeline dicomframe.pseudonyms dicomframe.keys dicomframe.vault \
 	  dicomframe.auditlog dicomframe.phiaudit dicomframe.pixelclean dicomframe.frames dicomframe.rewrite dicomframe.errors \
 	  dicomframe.gateway dicomframe.gateway.http dicomframe.gateway.scp dicomframe.distributed
 	@echo "API reference: site/api/index.html"

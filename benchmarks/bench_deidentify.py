@@ -185,9 +185,9 @@ def _run_baseline(folder: str, out_dir: str) -> dict[str, Any]:
 
 
 def _run_dicomframe(folder: str, out_dir: str, jobs: int, key_file: str) -> dict[str, Any]:
-    # resolve every module deidentify loads lazily (scanner, plan, rewrite: polars,
+    # resolve every module deidentify loads lazily (scanner, planner, rewrite: polars,
     # pyarrow…) before the clock, as the baseline imports pydicom before it
-    import dicomframe.plan
+    import dicomframe.planner
     import dicomframe.rewrite
     import dicomframe.scanner  # noqa: F401
     from dicomframe.pipeline import deidentify

@@ -1,8 +1,12 @@
 """dicomframe: de-identify and audit DICOM research cohorts as dataframes.
 
+>>> import polars as pl
 >>> import dicomframe as dcf
+>>> from dicomframe.keys import load_key
 >>> result = dcf.scan("data-samples/cohort")          # doctest: +SKIP
 >>> result.instances.group_by("Modality").len()        # doctest: +SKIP
+>>> plan = dcf.plan(result, "research", load_key("project.key"))  # doctest: +SKIP
+>>> plan.table.filter(pl.col("action") == "C")         # doctest: +SKIP
 
 Heavy modules load on first use, so ``import dicomframe`` stays quick and
 worker processes import only what they need.
@@ -26,14 +30,19 @@ from .errors import (
 if TYPE_CHECKING:
     from .phiaudit import audit
     from .pipeline import deidentify
+    from .planner import Plan
+    from .planner import make_plan as plan
     from .scanner import ScanResult, ScanSummary, scan
     from .tags import format_tag, keyword_for, parse_tag
 
 __version__ = "0.1.0"
 
-_LAZY = {
+#: public name -> the module that defines it, or (that module, its name there)
+_LAZY: dict[str, str | tuple[str, str]] = {
     "audit": "phiaudit",
     "deidentify": "pipeline",
+    "plan": ("planner", "make_plan"),
+    "Plan": "planner",
     "scan": "scanner",
     "ScanResult": "scanner",
     "ScanSummary": "scanner",
@@ -46,6 +55,7 @@ __all__ = [
     "DicomframeError",
     "MissingExtraError",
     "ParseError",
+    "Plan",
     "ScanError",
     "ScanResult",
     "ScanSummary",
@@ -58,15 +68,17 @@ __all__ = [
     "format_tag",
     "keyword_for",
     "parse_tag",
+    "plan",
     "scan",
 ]
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
+    where = _LAZY.get(name)
+    if where is None:
         raise AttributeError(f"module 'dicomframe' has no attribute {name!r}")
-    value = getattr(import_module(f".{module}", __name__), name)
+    module, attr = (where, name) if isinstance(where, str) else where
+    value = getattr(import_module(f".{module}", __name__), attr)
     globals()[name] = value
     return value
 

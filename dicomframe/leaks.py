@@ -26,7 +26,7 @@ import re
 
 import polars as pl
 
-from .plan import _IDENTIFYING, _TOKEN_END, _TOKEN_START, Plan
+from .planner import _IDENTIFYING, _TOKEN_END, _TOKEN_START, Plan
 from .profiles import Option, safe_private_table
 
 __all__ = ["FINDINGS_SCHEMA", "NUMBER_VRS", "equals_an_original", "findings_from", "gate", "holds_an_original", "mask"]
@@ -154,7 +154,7 @@ def equals_an_original(column: str, originals: list[str], separator: str = "\\")
 @functools.lru_cache(maxsize=4096)
 def _as_token(found: str) -> re.Pattern[str]:
     """``found`` as a token of its own: the rule Clean Descriptors scrubs by (see
-    :data:`dicomframe.plan._TOKEN_START`). ``MRN1234567`` holds ``1234567``; ``71234567``
+    :data:`dicomframe.planner._TOKEN_START`). ``MRN1234567`` holds ``1234567``; ``71234567``
     and ``SUMMARY`` hold neither ``1234567`` nor ``MARY``: a longer number, a longer word."""
     return re.compile(f"{_TOKEN_START}{re.escape(found)}{_TOKEN_END}")
 

@@ -50,7 +50,7 @@ from . import __version__
 from .apply import with_retries, write_atomic
 from .errors import StorageError, UserInputError
 from .keys import ProjectKey, load_key
-from .plan import Plan, make_plan
+from .planner import Plan, make_plan
 from .profiles import Profile
 from .pseudonyms import DateShift
 from .tags import UID_MAX, UID_SYNTAX
@@ -795,7 +795,7 @@ class _Run:
 
     def result_plan(self, last: Plan) -> Plan:
         """The plan of a run in several parts: its files and summary (the element rows of
-        the parts are not kept: ``--dry-run`` or :func:`dicomframe.plan.make_plan` give them)."""
+        the parts are not kept: ``--dry-run`` or :func:`dicomframe.plan` give them)."""
         summary = (
             pl.concat(self._summaries, how="vertical_relaxed")
             .group_by("action", "source")

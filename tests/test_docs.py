@@ -19,7 +19,7 @@ MODULES = [
     "dicomframe.profiles",
     "dicomframe.keys",
     "dicomframe.pseudonyms",
-    "dicomframe.plan",
+    "dicomframe.planner",
     "dicomframe.rewrite",
     "dicomframe.pipeline",
     "dicomframe.distributed",
@@ -57,6 +57,6 @@ def test_the_api_reference_builds(tmp_path: Path) -> None:
         timeout=300,
     )
     pages = {p.name for p in out.rglob("*.html")}
-    assert "index.html" in pages and "scanner.html" in pages and "plan.html" in pages
+    assert "index.html" in pages and "scanner.html" in pages and "planner.html" in pages
     text = (out / "dicomframe" / "scanner.html").read_text()
     assert "def scan" in text or "scan(" in text

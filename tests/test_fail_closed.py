@@ -196,7 +196,7 @@ def test_with_clean_descriptors_unlisted_free_text_is_cleaned_like_the_listed(
     tmp_path: Path,
 ) -> None:
     import dicomframe as dcf
-    from dicomframe.plan import make_plan
+    from dicomframe.planner import make_plan
 
     ds = _base()
     ds.CommentsOnTheScheduledProcedureStep = "Jane Doe asked for a copy"
@@ -210,7 +210,7 @@ def test_with_clean_descriptors_unlisted_free_text_is_cleaned_like_the_listed(
 
 def test_the_plan_says_why_an_unlisted_attribute_went(tmp_path: Path) -> None:
     import dicomframe as dcf
-    from dicomframe.plan import make_plan
+    from dicomframe.planner import make_plan
 
     ds = _base()
     ds[0x00140104] = DataElement(0x00140104, "PN", "Roe^Rita")
@@ -285,7 +285,7 @@ def test_clean_descriptors_finds_the_patients_name_however_it_is_written(
     tmp_path: Path, name: str, description: str
 ) -> None:
     import dicomframe as dcf
-    from dicomframe.plan import make_plan
+    from dicomframe.planner import make_plan
 
     ds = _base()
     ds.SpecificCharacterSet = "ISO_IR 100"
@@ -382,7 +382,7 @@ def test_a_template_on_an_attribute_that_is_not_text_is_refused_at_once(keyword:
 
 def test_a_template_by_pattern_writes_nothing_into_a_date(tmp_path: Path) -> None:
     import dicomframe as dcf
-    from dicomframe.plan import make_plan
+    from dicomframe.planner import make_plan
     from dicomframe.profiles import Rule
 
     ds = _base()
@@ -540,7 +540,7 @@ def test_nothing_after_the_top_level_pixel_data_is_kept(tmp_path: Path, copy: st
     whose Keep it would take) is dropped, by both rewriters."""
     import dicomframe as dcf
     from dicomframe.apply import edits_for
-    from dicomframe.plan import make_plan
+    from dicomframe.planner import make_plan
     from dicomframe.rewrite import rewrite
 
     _save(_with_pixels(), tmp_path / "whole.dcm")

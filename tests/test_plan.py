@@ -8,7 +8,7 @@ from pydicom.datadict import DicomDictionary
 
 import dicomframe as dcf
 from dicomframe.keys import ProjectKey
-from dicomframe.plan import DUMMIES, make_plan
+from dicomframe.planner import DUMMIES, make_plan
 from dicomframe.profiles import Option, Profile, resolve_code
 
 from .conftest import CORPUS, SAMPLES
@@ -23,8 +23,16 @@ def cohort() -> dcf.ScanResult:
 
 
 @pytest.fixture(scope="module")
-def default_plan(cohort: dcf.ScanResult) -> dcf.ScanResult:
+def default_plan(cohort: dcf.ScanResult) -> dcf.Plan:
     return make_plan(cohort, "default", KEY)
+
+
+def test_the_package_plans_as_the_issue_writes_it(cohort: dcf.ScanResult, default_plan: dcf.Plan) -> None:
+    # dicomframe.plan(scan_result, profile, key): the call shape other code depends on
+    plan = dcf.plan(cohort, "default", KEY)
+    assert isinstance(plan, dcf.Plan)
+    assert plan.table.equals(default_plan.table)
+    assert "plan" in dir(dcf) and dcf.plan is make_plan
 
 
 def test_every_element_gets_one_action(cohort: dcf.ScanResult, default_plan) -> None:

@@ -72,7 +72,7 @@ def _rows(data: bytes) -> list[Row] | None:
 @pytest.fixture(scope="module")
 def planned() -> dict[str, tuple[list[Any], dict[str, Any]]]:
     """Plan rows of every file, from a real scan and the default profile."""
-    from dicomframe.plan import make_plan
+    from dicomframe.planner import make_plan
     from dicomframe.scanner import scan
 
     result = scan([str(p) for p in ALL_FILES], progress=False)

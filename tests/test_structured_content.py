@@ -134,7 +134,7 @@ def test_without_the_option_the_content_items_are_emptied(tmp_path: Path) -> Non
 def test_the_plan_says_which_rule_decided_each_content_item(tmp_path: Path) -> None:
     import polars as pl
 
-    from dicomframe.plan import make_plan
+    from dicomframe.planner import make_plan
     from dicomframe.scanner import scan
 
     _report(tmp_path / "sr.dcm")

@@ -1085,7 +1085,7 @@ def make_plan(
     >>> from dicomframe.keys import ProjectKey
     >>> from pydicom.data import get_testdata_file
     >>> scan = dcf.scan(get_testdata_file("CT_small.dcm"), progress=False)
-    >>> plan = make_plan(scan, "default", ProjectKey.from_bytes(bytes(32)))
+    >>> plan = dcf.plan(scan, "default", ProjectKey.from_bytes(bytes(32)))
     >>> plan.table.filter(pl.col("keyword") == "PatientName")["action"].item()
     'Z'
     """
