@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .planner import make_plan as plan
     from .scanner import ScanResult, ScanSummary, scan
     from .tags import format_tag, keyword_for, parse_tag
+    from .vault import reidentify
 
 __version__ = "0.1.0"
 
@@ -43,6 +44,7 @@ _LAZY: dict[str, str | tuple[str, str]] = {
     "deidentify": "pipeline",
     "plan": ("planner", "make_plan"),
     "Plan": "planner",
+    "reidentify": "vault",
     "scan": "scanner",
     "ScanResult": "scanner",
     "ScanSummary": "scanner",
@@ -69,6 +71,7 @@ __all__ = [
     "keyword_for",
     "parse_tag",
     "plan",
+    "reidentify",
     "scan",
 ]
 

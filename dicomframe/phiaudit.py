@@ -17,7 +17,7 @@ burned-in text).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -116,6 +116,75 @@ def _vault_originals_in_paths(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataF
         "high",
         mask(pl.col("path").str.split("/").list.last()),
         "rename the file or object from its new UIDs",
+    )
+
+
+def _strings(value: Any, place: str) -> Iterator[tuple[str, str, bool]]:
+    """Every scalar of a decoded JSON document or Parquet row: (its place, as text, a number?)."""
+    if isinstance(value, dict):
+        for name, item in value.items():
+            yield from _strings(item, f"{place}.{name}" if place else str(name))
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            yield from _strings(item, f"{place}[{i}]")
+    elif isinstance(value, str):
+        yield place, value, False
+    elif value is not None and not isinstance(value, bool):
+        yield place, str(value), True
+
+
+def _read_bytes(path: str, ctx: dict[str, Any]) -> bytes:
+    if "://" not in path or path.startswith("file://"):
+        with open(path.removeprefix("file://"), "rb") as fh:
+            return fh.read()
+    import fsspec
+
+    with fsspec.open(path, "rb", **(ctx.get("storage_options") or {})) as fh:
+        return bytes(fh.read())
+
+
+def _manifest_values(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
+    """Every value of the batch manifests among the scanned files (``manifest.json``,
+    ``manifest.parquet``), one row each: file_id, tag_path (the value's place in the
+    manifest, e.g. ``studies[0].cloud_study_id``, ``[12].series_description``), value and
+    whether it is a number. A manifest that does not decode is read as one text."""
+    import io
+    import json
+
+    import pyarrow.parquet as pq
+
+    rows: list[tuple[int, str, str, bool]] = []
+    for file_id, path in scan.errors.filter(_own_manifest()).select("file_id", "path").iter_rows():
+        data = _read_bytes(path, ctx)
+        try:
+            if path.endswith(".json"):
+                document = json.loads(data)
+            else:
+                document = pq.read_table(io.BytesIO(data)).to_pylist()
+        except Exception:  # noqa: BLE001 - damaged or not ours: every byte is still searched
+            rows.append((int(file_id), "", data.decode("utf-8", "replace"), False))
+            continue
+        rows.extend((int(file_id), place, text, number) for place, text, number in _strings(document, ""))
+    return pl.DataFrame(
+        rows, schema={"file_id": pl.Int64, "tag_path": pl.String, "value": pl.String, "_number": pl.Boolean}, orient="row"
+    )
+
+
+def _vault_originals_in_manifests(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
+    originals: list[str] = ctx.get("originals") or []
+    if not originals:
+        return pl.DataFrame(schema=FINDINGS_SCHEMA)
+    values = _manifest_values(scan, ctx)
+    if values.height == 0:
+        return pl.DataFrame(schema=FINDINGS_SCHEMA)
+    # object keys are '/'-separated new UIDs ending .dcm, as file names are
+    rows = _holding_originals(values, "value", originals, "/", suffix=".dcm", number=pl.col("_number"))
+    return _findings(
+        rows.with_columns(keyword=pl.lit(None, pl.String), vr=pl.lit(None, pl.String)),
+        "vault_original_in_manifest",
+        "high",
+        mask(pl.col("value")),
+        "make the manifest again from the de-identified files (de-identify the batch again)",
     )
 
 
@@ -338,6 +407,7 @@ def _burned_in_text(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
 RULES: tuple[Rule, ...] = (
     Rule("vault_original", "high", "an original identifier known to the vault (patient id, accession number, original UIDs) in any element, at any depth, private tags included", _vault_originals),
     Rule("vault_original_in_name", "high", "an original identifier known to the vault in a file or object name", _vault_originals_in_paths),
+    Rule("vault_original_in_manifest", "high", "an original identifier known to the vault in a batch manifest (manifest.json, manifest.parquet) among the files; tag_path tells the field", _vault_originals_in_manifests),
     Rule("should_be_removed", "high", "an attribute the profile removes (X) is present; also reports should_be_empty: one it empties (Z) holds a value", _profile_violations),
     Rule("private_not_safe", "medium", "private tags not on the safe-private list for their creator; also reports private_unknown_creator: private tags with no creator", _private_tags),
     Rule("name_in_text", "high", "person-name-like text (Family^Given, Dr./Mr./Mrs. Name) in descriptions, comments, SR text", _names_in_text),
@@ -416,7 +486,7 @@ def audit(
     *,
     vault: str | os.PathLike[str] | None = None,
     key: ProjectKey | str | os.PathLike[str] | None = None,
-    profile: Profile | str = "auto",
+    profile: Profile | str | None = None,
     rules: Sequence[str] | None = None,
     ocr: bool = False,
     names: Sequence[str] = (),
@@ -432,11 +502,11 @@ def audit(
         The de-identified files (folder, glob, URL).
     vault, key
         When given, every original identifier in the vault (patient ids, accession
-        numbers, original UIDs) is searched for in every element and file name.
+        numbers, original UIDs) is searched for in every element, file name and batch manifest.
     profile
         The profile the files were de-identified with (for the "should be removed" rule,
-        and what its Retain options keep on purpose). ``"auto"``: the preset the files
-        name in their DeidentificationMethod, else ``default``.
+        and what its Retain options keep on purpose). ``None`` (or ``"auto"``): the preset
+        the files name in their DeidentificationMethod, else ``default``.
     rules
         Names of the rules to run (default: all but ``burned_in_text``; see :data:`RULES`).
     ocr
@@ -475,7 +545,7 @@ def _audit(
     *,
     vault: str | os.PathLike[str] | None = None,
     key: ProjectKey | str | os.PathLike[str] | None = None,
-    profile: Profile | str = "auto",
+    profile: Profile | str | None = None,
     rules: Sequence[str] | None = None,
     ocr: bool = False,
     names: Sequence[str] = (),
@@ -509,7 +579,10 @@ def _audit(
     result = scan(src, jobs=jobs, storage_options=storage_options, progress=progress)
     if result.instances.height == 0 and result.errors.height == 0:
         raise UserInputError("no file to audit in SRC (an empty folder?): check the path")
-    prof = _profile_of(result) if profile == "auto" else profile if isinstance(profile, Profile) else Profile.load(profile)
+    if profile is None or profile == "auto":
+        prof = _profile_of(result)
+    else:
+        prof = profile if isinstance(profile, Profile) else Profile.load(profile)
     findings = audit_scan(
         result, profile=prof, originals=originals, rules=rules, ocr=ocr, names=names, storage_options=storage_options
     )

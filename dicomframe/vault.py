@@ -72,6 +72,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .errors import (
     DicomframeError,
+    SourceNotFoundError,
     StorageError,
     Tampered,
     UnknownBatch,
@@ -241,6 +242,8 @@ def read_mapping(
     ------
     UnknownBatch
         No mapping for ``batch_id`` in this vault (exit code 3).
+    SourceNotFoundError
+        ``vault`` is a local folder that does not exist (a usage error, exit code 2).
     WrongKey
         The file was written with another project key (exit code 4).
     Tampered
@@ -563,6 +566,9 @@ def reidentify(
     if batch_id is None:
         batches = list_batches(vault, storage_options=storage_options)
         if not batches:
+            absent = _Store.open(vault, storage_options).absent()
+            if absent is not None:
+                raise absent
             raise UnknownBatch(
                 f"vault {os.fspath(vault)} holds no batch (no <batch_id>/{MAPPING_FILE}): "
                 "check the vault location"
@@ -820,7 +826,21 @@ class _Store:
         names = {str(p).rstrip("/").rsplit("/", 2)[-2] for p in found}
         return sorted(n for n in names if _valid_batch_id(n))
 
-    def _unknown(self, batch_id: str) -> UnknownBatch:
+    def absent(self) -> SourceNotFoundError | None:
+        """A local vault folder that does not exist: a wrong path (a usage error, exit 2, as
+        for any missing folder), not a vault without the batch. An object store has no
+        folders to tell this by."""
+        if self.local and not os.path.isdir(self.root):
+            return SourceNotFoundError(
+                f"no vault at {self.text}: the folder does not exist; give the VAULT that deidentify "
+                "was run with (--vault)"
+            )
+        return None
+
+    def _unknown(self, batch_id: str) -> UnknownBatch | SourceNotFoundError:
+        absent = self.absent()
+        if absent is not None:
+            return absent
         try:
             batches = self.batches()
         except DicomframeError:

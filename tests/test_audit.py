@@ -238,3 +238,36 @@ def test_the_audit_checks_against_the_preset_the_files_name(tmp_path: Path) -> N
     assert run.profile == "research" and run.findings.height == 0 and run.files == 70 and run.unreadable == 0
     against_default = _audit(tmp_path / "out" / "r", profile="default", progress=False)
     assert against_default.profile == "default" and against_default.findings.height > 0
+
+
+def test_originals_known_to_the_vault_are_found_in_manifests(outputs, tmp_path: Path) -> None:
+    """A manifest edited by hand (or made by another tool) that quotes an original is a leak."""
+    import json
+
+    from dicomframe.vault import read_mapping
+
+    _, out, vault = outputs
+    folder = tmp_path / "b"
+    shutil.copytree(out, folder)
+    mapping = read_mapping(vault, "b", KEY)
+    mrn = mapping["original_patient_id"].drop_nulls()[0]
+    accession = mapping["original_accession_number"].drop_nulls()[0]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["studies"][1]["note"] = f"re-sent for {mrn}"
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    table = pl.read_parquet(folder / "manifest.parquet")
+    table = table.with_columns(pl.when(pl.int_range(pl.len()) == 3).then(pl.lit(accession)).otherwise("series_description").alias("series_description"))
+    table.write_parquet(folder / "manifest.parquet")
+    findings = dcf.audit(folder, vault=vault, key=KEY, progress=False).filter(pl.col("rule") == "vault_original_in_manifest")
+    assert sorted(findings["tag_path"]) == ["[3].series_description", "studies[1].note"]
+    assert set(findings["severity"]) == {"high"} and findings["path"].str.contains("manifest").all()
+    assert mrn not in " ".join(findings["evidence"]) and accession not in " ".join(findings["evidence"])
+    # not a manifest that decodes: its bytes are still searched
+    (folder / "manifest.json").write_text(f"{{truncated {mrn}")
+    broken = dcf.audit(folder, vault=vault, key=KEY, rules=["vault_original_in_manifest"], progress=False)
+    assert sorted(broken["tag_path"]) == ["", "[3].series_description"]
+
+
+def test_audit_takes_profile_none_as_the_issue_writes_it(outputs) -> None:
+    _, out, vault = outputs
+    assert dcf.audit(out, vault=vault, key=KEY, profile=None, progress=False).height == 0

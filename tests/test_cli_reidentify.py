@@ -150,3 +150,14 @@ def test_reidentify_prints_the_originals_and_exits_with_the_vault_error_code(
     from dicomframe.auditlog import verify
 
     assert verify(log).ok
+
+
+def test_a_vault_folder_that_does_not_exist_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    key_file = tmp_path / "project.key"
+    generate_key_file(key_file)
+    args = ("--key-file", str(key_file), "--batch-id", "b1", "--study", "X")
+    code, out, err = run(capsys, "reidentify", str(tmp_path / "no-such-vault"), *args)
+    assert code == 2 and out == "" and "does not exist" in err and len(err.strip().splitlines()) == 1, err
+    (tmp_path / "empty").mkdir()
+    code, _, err = run(capsys, "reidentify", str(tmp_path / "empty"), *args)
+    assert code == 3 and "holds no batch" in err, err

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from dicomframe import vault as vault_module
 from dicomframe.errors import (
     DicomframeError,
+    SourceNotFoundError,
     StorageError,
     Tampered,
     UnknownBatch,
@@ -481,13 +482,21 @@ def test_an_unknown_batch_names_the_batches_the_vault_holds(two_batches: Path) -
     )
 
 
-def test_an_empty_or_missing_vault_holds_no_batch(tmp_path: Path) -> None:
-    missing = tmp_path / "nowhere"
+def test_an_empty_vault_holds_no_batch_and_a_missing_one_is_a_wrong_path(tmp_path: Path) -> None:
+    missing, empty = tmp_path / "nowhere", tmp_path / "empty"
+    empty.mkdir()
     assert list_batches(str(missing)) == []
     assert list_batches(_memory_vault()) == []
-    error = _raises(UnknownBatch, lambda: read_mapping(str(missing), "b1", KEY))
+    error = _raises(UnknownBatch, lambda: read_mapping(str(empty), "b1", KEY))
     assert "it holds no batch" in str(error) and "check the vault location" in str(error)
     with pytest.raises(UnknownBatch, match="holds no batch"):
+        reidentify(pl.DataFrame({"cloud_study_id": ["X"]}), str(empty), KEY)
+    with pytest.raises(UnknownBatch, match="holds no batch"):
+        reidentify(pl.DataFrame({"cloud_study_id": ["X"]}), _memory_vault(), KEY)
+    # a folder that does not exist is a usage error (exit 2), as a missing SRC is
+    error = _raises(SourceNotFoundError, lambda: read_mapping(str(missing), "b1", KEY))
+    assert "does not exist" in str(error)
+    with pytest.raises(SourceNotFoundError, match="does not exist"):
         reidentify(pl.DataFrame({"cloud_study_id": ["X"]}), str(missing), KEY)
 
 
