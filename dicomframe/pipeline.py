@@ -445,7 +445,7 @@ def _deidentify(
     ok_files = files.filter(pl.col("status") == "written")
     submitted = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     mapping_uri = _write_mapping(
-        vault_text, batch, files, run.errors(), org, submitted, project_key, storage_options
+        vault_text, batch, files, run.errors(), org, submitted, project_key, storage_options, source.base
     )
     findings = run.findings()
     flagged: set[str] = set()
@@ -1405,8 +1405,12 @@ def _write_mapping(
     submitted: str,
     key: ProjectKey,
     storage_options: dict[str, Any] | None,
+    base: str = "",
 ) -> str:
-    """The batch's mapping table (original ↔ pseudonymous), encrypted into the vault only."""
+    """The batch's mapping table (original ↔ pseudonymous), encrypted into the vault only.
+
+    ``base``: what the source's paths start with (:attr:`dicomframe.sources.Source.base`);
+    ``original_relative_path`` is the path without it, ``original_path`` the whole path."""
     from .vault import write_mapping
 
     mapping = files.select(
@@ -1426,6 +1430,7 @@ def _write_mapping(
         pl.col("accession").alias("accession_number"),
         "date_offset_days",
         pl.col("path").alias("original_path"),
+        pl.col("path").str.strip_prefix(base).alias("original_relative_path"),
         pl.col("out_key").alias("output_path"),
         "status",
         pl.col("file_id").cast(pl.Int64).alias("input"),  # the input number of the summary and manifest
@@ -1433,6 +1438,7 @@ def _write_mapping(
     errors = scan_errors.select(
         pl.lit(batch).alias("batch_id"),
         pl.col("path").alias("original_path"),
+        pl.col("path").str.strip_prefix(base).alias("original_relative_path"),
         pl.col("kind").alias("status"),
         pl.col("file_id").cast(pl.Int64).alias("input"),
     )

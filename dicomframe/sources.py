@@ -52,9 +52,47 @@ class Source:
         return self.fs is None
 
     @property
+    def base(self) -> str:
+        """What every file's path starts with: the folder given (a folder source), else the
+        folder all the files share; ``""`` when they share none.
+
+        A path with this prefix taken off is the file's path relative to the source, as the
+        vault records it (``original_relative_path``): ``"ct/1.dcm"`` for ``SRC/ct/1.dcm``.
+
+        >>> Source([FileRef(0, "in/a/1.dcm", 1), FileRef(1, "in/b/2.dcm", 1)], root="in").base
+        'in/'
+        >>> Source([FileRef(0, "in/a/1.dcm", 1)], root="in/a/1.dcm").base
+        'in/a/'
+        """
+        paths = [ref.path for ref in self.files]
+        if not paths:
+            return ""
+        sep = os.sep if self.fs is None else "/"
+        root = self.root[7:] if self.root.lower().startswith("file://") else self.root
+        if self.fs is not None and "://" in root:
+            root = root.split("://", 1)[1]
+        root = root.rstrip("/" + sep)
+        if root and all(path.startswith(root + sep) for path in paths):
+            return root + sep
+        parents = {path.rsplit(sep, 1)[0] if sep in path else "" for path in paths}
+        try:
+            common = os.path.commonpath(sorted(parents)) if self.fs is None else _common_posix(parents)
+        except ValueError:  # absolute and relative paths mixed
+            return ""
+        common = common.rstrip("/" + sep)
+        return common + sep if common and all(path.startswith(common + sep) for path in paths) else ""
+
+    @property
     def shares_memory_only(self) -> bool:
         """True when the files live in this process only (``memory://``)."""
         return self.protocol == "memory"
+
+
+def _common_posix(folders: Iterable[str]) -> str:
+    """The longest folder path every one of ``folders`` (``/``-separated) is in."""
+    import posixpath
+
+    return posixpath.commonpath(sorted(folders))
 
 
 def _is_url(text: str) -> bool:

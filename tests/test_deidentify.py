@@ -74,6 +74,10 @@ def test_outputs_are_valid_dicom_with_untouched_pixels(batch) -> None:
     out, vault, _result = batch
     mapping = read_mapping(vault.parent, "b1", KEY).filter(pl.col("status") == "written")
     assert mapping.height == 70
+    cohort = SAMPLES / "cohort"
+    for original, relative in mapping.select("original_path", "original_relative_path").iter_rows():
+        # the vault records where each input was inside SRC (issue: "original relative path")
+        assert Path(original) == cohort / relative and not Path(relative).is_absolute()
     for original, output in mapping.select("original_path", "output_path").iter_rows():
         with warnings.catch_warnings():
             warnings.simplefilter("error")
@@ -139,10 +143,10 @@ def test_damaged_inputs_fail_alone_and_are_reported(tmp_path: Path) -> None:
     assert any(f["reason"].startswith("not a DICOM file") for f in result.failed)
     # the vault mapping names each failed input by the same number, with its path
     mapping = read_mapping(tmp_path / "v", "odd", KEY)
-    by_input = {i: (p, st) for i, p, st in mapping.select("input", "original_path", "status").iter_rows()}
+    by_input = {i: (p, st) for i, p, st in mapping.select("input", "original_relative_path", "status").iter_rows()}
     for failure in result.failed:
         assert by_input[failure["input"]][1] == failure["kind"]
-    assert by_input[next(f["input"] for f in result.failed if f["kind"] == "not_dicom")][0].endswith("notes.txt")
+    assert by_input[next(f["input"] for f in result.failed if f["kind"] == "not_dicom")][0] == "notes.txt"
     assert result.written >= 1  # the readable files still go through
     manifest = json.loads((tmp_path / "out" / "odd" / "manifest.json").read_text())
     assert len(manifest["failed"]) == len(result.failed)

@@ -73,3 +73,27 @@ def test_an_unreadable_folder_is_named_by_its_depth_not_its_name(
     with pytest.raises(StorageError) as info:
         dcf.scan(src, progress=False)
     assert "Smith" not in str(info.value) and "1 level(s) below the source folder" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("root", "paths", "fs", "base"),
+    [
+        # a folder: paths relative to it, even when every file sits in one subfolder
+        ("in", ["in/a/1.dcm", "in/a/2.dcm"], None, "in/"),
+        ("in/", ["in/a/1.dcm"], None, "in/"),
+        # one file: its folder
+        ("in/a/1.dcm", ["in/a/1.dcm"], None, "in/a/"),
+        # a glob or a list: the folder the files share
+        ("", ["in/a/1.dcm", "in/b/2.dcm"], None, "in/"),
+        ("", ["x/1.dcm", "/y/2.dcm"], None, ""),
+        # an object store: the listing has no protocol
+        ("s3://bucket/cohort", ["bucket/cohort/p1/1.dcm"], object(), "bucket/cohort/"),
+        ("s3://bucket/cohort/*.dcm", ["bucket/cohort/1.dcm", "bucket/cohort/2.dcm"], object(), "bucket/cohort/"),
+    ],
+)
+def test_the_base_of_a_source_makes_each_path_relative_to_src(root: str, paths: list[str], fs: object, base: str) -> None:
+    from dicomframe.sources import FileRef, Source
+
+    source = Source([FileRef(i, p, 1) for i, p in enumerate(paths)], fs=fs, root=root)
+    assert source.base == base
+    assert all(p.startswith(base) for p in paths)
