@@ -133,9 +133,15 @@ def _strings(value: Any, place: str) -> Iterator[tuple[str, str, bool]]:
         yield place, str(value), True
 
 
+def _local_path(path: str) -> str | None:
+    """The file-system path of a scanned file's ``path`` (None: a URL, read through fsspec)."""
+    return path.removeprefix("file://") if "://" not in path or path.startswith("file://") else None
+
+
 def _read_bytes(path: str, ctx: dict[str, Any]) -> bytes:
-    if "://" not in path or path.startswith("file://"):
-        with open(path.removeprefix("file://"), "rb") as fh:
+    local = _local_path(path)
+    if local is not None:
+        with open(local, "rb") as fh:
             return fh.read()
     import fsspec
 
@@ -354,8 +360,9 @@ def _originals_for_pixels(ctx: dict[str, Any]) -> list[str]:
 
 def _read_for_ocr(path: str, ctx: dict[str, Any]) -> Any:
     """A local path as is; a URL read through fsspec into a pydicom dataset."""
-    if "://" not in path or path.startswith("file://"):
-        return path.removeprefix("file://")
+    local = _local_path(path)
+    if local is not None:
+        return local
     import fsspec
     import pydicom
 
