@@ -97,7 +97,7 @@ class ScanSummary:
             ("errors", f"{self.errors:,} ({kinds})"),
             ("bytes", _human_bytes(self.bytes)),
             ("elapsed", f"{self.elapsed_s:.2f} s"),
-            ("throughput", f"{self.files_per_second:,.0f} files/s on {self.jobs} process(es)"),
+            ("throughput", f"{self.files_per_second:,.0f} files/s on {self.jobs} worker(s)"),
         ]
 
     def __str__(self) -> str:
