@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -82,16 +83,31 @@ def _send(receiver: Receiver, folder: Path, *options: str) -> list[Any]:
     return list(receiver.batches[before:])
 
 
+def _logged(caplog: Any, text: str) -> list[str]:
+    """The messages holding ``text``, waited for: the receiver logs a rejection on its
+    association thread, just after the sender has its answer."""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        said = [r.getMessage() for r in caplog.records if text in r.getMessage()]
+        if said or time.monotonic() > deadline:
+            return said
+        time.sleep(0.05)
+
+
 def test_echo_succeeds(site) -> None:
     receiver, _root = site
     assert _echo(receiver.port).returncode == 0
 
 
-def test_an_association_to_another_called_ae_title_is_rejected(site) -> None:
+def test_an_association_to_another_called_ae_title_is_rejected(site, caplog) -> None:
     receiver, _root = site
-    answer = _echo(receiver.port, called="SOMEONE_ELSE")
+    with caplog.at_level(logging.WARNING, logger="dicomframe"):
+        answer = _echo(receiver.port, called="SOMEONE_ELSE")
     assert answer.returncode != 0
     assert "Called AE Title Not Recognized" in answer.stderr
+    # the site's operator sees why in the receiver's log too
+    said = _logged(caplog, "rejected")
+    assert said and "'SOMEONE_ELSE'" in said[0] and "'DICOMFRAME'" in said[0]
 
 
 def test_a_study_sent_becomes_a_committed_batch_without_phi(site) -> None:
@@ -154,14 +170,15 @@ def test_an_echo_alone_makes_no_batch(site) -> None:
     assert receiver.wait_idle(TIMEOUT) and len(receiver.batches) == before
 
 
-def test_only_the_calling_ae_titles_allowed_may_associate(tmp_path: Path) -> None:
+def test_only_the_calling_ae_titles_allowed_may_associate(tmp_path: Path, caplog) -> None:
     receiver = Receiver(
         tmp_path / "out", key=KEY, vault=tmp_path / "vault", port=0, spool=tmp_path / "spool",
         allow_calling=["SITE_A"],
     )  # fmt: skip
-    with receiver:
+    with receiver, caplog.at_level(logging.WARNING, logger="dicomframe"):
         refused = _echo(receiver.port, calling="SITE_B")
         assert refused.returncode != 0 and "Calling AE Title Not Recognized" in refused.stderr
+        assert _logged(caplog, "'SITE_B' is not one of --allow-calling")
         assert _echo(receiver.port, calling="SITE_A").returncode == 0
 
 

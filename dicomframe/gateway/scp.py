@@ -300,6 +300,7 @@ class Receiver:
                 (pynetdicom.evt.EVT_RELEASED, self._on_end),
                 (pynetdicom.evt.EVT_ABORTED, self._on_end),
                 (pynetdicom.evt.EVT_CONN_CLOSE, self._on_end),
+                (pynetdicom.evt.EVT_REJECTED, self._on_rejected),
             ]
             try:
                 self._server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
@@ -480,6 +481,24 @@ class Receiver:
             self._open[assoc] = spooled
             self._pending += 1
         return spooled
+
+    def _on_rejected(self, event: Any) -> None:
+        """An association refused: said in the log, with what the sender should change.
+
+        AE titles and the address name devices, not patients."""
+        requestor = event.assoc.requestor
+        calling = str(getattr(requestor, "ae_title", "") or "").strip()
+        primitive = getattr(requestor, "primitive", None)
+        called = str(getattr(primitive, "called_ae_title", "") or "").strip()
+        if self.allow_calling and calling not in {t.strip() for t in self.allow_calling}:
+            why = f"calling AE title {calling!r} is not one of --allow-calling"
+        elif called and called != self.ae_title.strip():
+            why = f"it addressed the called AE title {called!r}; senders must address {self.ae_title!r}"
+        else:
+            why = "too many associations at once, or a user identity refused"
+        _log.warning(
+            "association from %s (calling AE %r) rejected: %s", getattr(requestor, "address", "?"), calling, why
+        )
 
     def _on_end(self, event: Any) -> None:
         self._close(event.assoc)
