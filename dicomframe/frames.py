@@ -20,7 +20,10 @@ Series methods work on columns of the tables a scan produces:
 DataFrame methods know which table they are given by its columns:
 
 - instances table: ``summary()``, ``studies()``, ``devices()``;
-- elements table: ``person_names()``, ``names_in_text()``.
+- elements table: ``person_names()``, ``names_in_text()``;
+- the files of any rows with a ``path`` column (a filtered instances table):
+  ``paths()``, ``deidentify(dst, key=..., vault=...)`` and ``audit()``, which run
+  :func:`dicomframe.deidentify` and :func:`dicomframe.audit` on exactly those files.
 
 Every method is one dataframe expression (a tag dictionary look-up is done once
 per distinct tag). The pandas accessor converts to polars through Arrow and
@@ -31,6 +34,7 @@ keep their types.
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
@@ -43,6 +47,8 @@ from .tags import keyword_for
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from .pipeline import DeidentifyResult
 
 __all__ = [
     "PN_COMPONENTS",
@@ -340,6 +346,85 @@ class DicomFrameNamespace:
             .sort("files", *cols, descending=[True] + [False] * len(cols), nulls_last=True)
         )
 
+    # ---------------------------------------------------------------- files
+
+    def paths(self, protocol: str | None = None) -> list[str]:
+        """The distinct files of these rows (column ``path``), in order, as
+        :func:`dicomframe.deidentify` and :func:`dicomframe.audit` take them.
+
+        ``protocol``: for a scan of an object store (``s3``, ``az``, ``gs``, ``memory`` …),
+        whose ``path`` column holds the keys without it: each path becomes a URL again.
+
+        Examples
+        --------
+        >>> import dicomframe.frames  # noqa: F401
+        >>> pl.DataFrame({"path": ["bucket/a.dcm", "bucket/a.dcm", "bucket/b.dcm"]}).dicom.paths("s3")
+        ['s3://bucket/a.dcm', 's3://bucket/b.dcm']
+        """
+        if "path" not in self._df.columns:
+            raise UserInputError(
+                ".dicom.paths() needs a path column: use the instances table of a scan "
+                "(dicomframe.scan(...).instances), filtered as you like"
+            )
+        found = self._df.get_column("path").drop_nulls().unique(maintain_order=True).to_list()
+        if protocol:
+            scheme = protocol.removesuffix("://")
+            found = [p if "://" in p else f"{scheme}://{p}" for p in found]
+        return [str(p) for p in found]
+
+    def _chosen(self, method: str, protocol: str | None) -> list[str]:
+        found = self.paths(protocol)
+        if not found:
+            raise UserInputError(
+                f".dicom.{method}() was given no rows: the filter left no file; nothing was done"
+            )
+        return found
+
+    def deidentify(
+        self,
+        dst: str | os.PathLike[str],
+        *,
+        key: Any,
+        vault: str | os.PathLike[str],
+        profile: Any = "default",
+        protocol: str | None = None,
+        **options: Any,
+    ) -> DeidentifyResult:
+        """De-identify the files of these rows: a cohort chosen with dataframe filters.
+
+        Takes a scan's instances table (or any frame with its ``path`` column) and runs
+        :func:`dicomframe.deidentify` on exactly those files: ``DST/<batch_id>/``, the
+        manifest, the vault mapping, the leak gate, as the CLI does. ``options`` are
+        that function's (``org``, ``batch_id``, ``jobs``, ``dry_run``, ``progress`` …);
+        ``protocol`` as :meth:`paths` takes it (``storage_options`` then go in ``options``).
+
+        Examples
+        --------
+        >>> import dicomframe as dcf, dicomframe.frames                              # doctest: +SKIP
+        >>> scan = dcf.scan("studies/")                                              # doctest: +SKIP
+        >>> ct = scan.instances.filter(pl.col("Modality") == "CT")                   # doctest: +SKIP
+        >>> ct.dicom.deidentify("out/", key="project.key", vault="vault/").written   # doctest: +SKIP
+        70
+        """
+        from .pipeline import deidentify
+
+        return deidentify(self._chosen("deidentify", protocol), dst, key=key, vault=vault, profile=profile, **options)
+
+    def audit(self, *, protocol: str | None = None, **options: Any) -> pl.DataFrame:
+        """Audit the files of these rows for PHI that survived: :func:`dicomframe.audit`
+        on exactly those files (``vault``, ``key``, ``rules``, ``ocr`` … as it takes them).
+
+        Returns the findings table (masked evidence), one row per finding.
+
+        Examples
+        --------
+        >>> out = dcf.scan("out/<batch_id>/").instances                              # doctest: +SKIP
+        >>> out.filter(pl.col("Modality") == "US").dicom.audit(ocr=True)            # doctest: +SKIP
+        """
+        from .phiaudit import audit
+
+        return audit(self._chosen("audit", protocol), **options)
+
     # ---------------------------------------------------------------- elements
 
     def person_names(self) -> pl.DataFrame:
@@ -485,6 +570,23 @@ def _register_pandas() -> None:
         def names_in_text(self, **kwargs: Any) -> pd.DataFrame:
             """See the polars ``DataFrame.dicom.names_in_text``."""
             return _to_pandas(DicomFrameNamespace(self._polars()).names_in_text(**kwargs))
+
+        def _files(self) -> DicomFrameNamespace:
+            if "path" not in self._df.columns:
+                return DicomFrameNamespace(pl.DataFrame())  # paths() says what is missing
+            return DicomFrameNamespace(pl.from_pandas(self._df[["path"]]))
+
+        def paths(self, protocol: str | None = None) -> list[str]:
+            """See the polars ``DataFrame.dicom.paths``."""
+            return self._files().paths(protocol)
+
+        def deidentify(self, dst: str | os.PathLike[str], **kwargs: Any) -> DeidentifyResult:
+            """See the polars ``DataFrame.dicom.deidentify``."""
+            return self._files().deidentify(dst, **kwargs)
+
+        def audit(self, **kwargs: Any) -> pd.DataFrame:
+            """See the polars ``DataFrame.dicom.audit``; the findings as an Arrow-backed frame."""
+            return _to_pandas(self._files().audit(**kwargs))
 
 
 def _pandas_available() -> bool:

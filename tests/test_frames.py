@@ -146,3 +146,67 @@ def test_import_dicomframe_and_a_scan_do_not_load_frames_or_pandas(samples: Path
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.split("\n")[0] == "[] False False"
+
+
+# --------------------------------------------------------------------------- files of rows
+
+KEY = bytes(range(32))
+
+
+def _key() -> dcf.ProjectKey:
+    from dicomframe.keys import ProjectKey
+
+    return ProjectKey.from_bytes(KEY)
+
+
+def test_a_filtered_cohort_is_de_identified_file_for_file_and_audited(cohort: dcf.ScanResult, tmp_path: Path) -> None:
+    from dicomframe.vault import read_mapping
+
+    first = cohort.instances["PatientID"].sort()[0]
+    chosen = cohort.instances.filter(pl.col("PatientID") == first)
+    assert 0 < chosen.height < cohort.instances.height
+    result = chosen.dicom.deidentify(
+        tmp_path / "out", key=_key(), vault=tmp_path / "vault", batch_id="one", progress=False
+    )
+    assert result.ok and result.written == chosen.height
+    # exactly the rows chosen went, and the vault knows them by their paths
+    mapping = read_mapping(tmp_path / "vault", "one", _key())
+    assert sorted(mapping["original_path"].to_list()) == sorted(chosen["path"].to_list())
+    # the outputs, audited from their own scan, with the vault's originals searched for
+    out = dcf.scan(tmp_path / "out" / "one", progress=False, jobs=1).instances
+    findings = out.dicom.audit(vault=tmp_path / "vault", key=_key(), progress=False)
+    assert findings.filter(pl.col("severity") == "high").height == 0
+    # pandas gives the same, as an Arrow-backed frame
+    same = out.to_pandas(use_pyarrow_extension_array=True).dicom.audit(vault=tmp_path / "vault", key=_key(), progress=False)
+    assert isinstance(same, pd.DataFrame) and len(same) == findings.height
+
+
+def test_files_of_rows_say_what_they_need(cohort: dcf.ScanResult, tmp_path: Path) -> None:
+    with pytest.raises(UserInputError, match=r"paths\(\) needs a path column"):
+        cohort.elements.dicom.deidentify(tmp_path / "out", key=_key(), vault=tmp_path / "vault")
+    with pytest.raises(UserInputError, match=r"no rows: the filter left no file; nothing was done"):
+        cohort.instances.head(0).dicom.audit()
+    with pytest.raises(UserInputError, match="path column"):
+        cohort.elements.to_pandas().dicom.audit()
+    assert not (tmp_path / "out").exists()
+    # paths of an object store's scan become URLs again; repeated rows count once
+    frame = pl.DataFrame({"path": ["bucket/a.dcm", "bucket/a.dcm", None, "s3://bucket/b.dcm"]})
+    assert frame.dicom.paths("s3://") == ["s3://bucket/a.dcm", "s3://bucket/b.dcm"]
+    assert frame.to_pandas().dicom.paths() == ["bucket/a.dcm", "s3://bucket/b.dcm"]
+
+
+def test_a_memory_scan_filtered_is_de_identified_from_its_urls(tmp_path: Path, samples: Path) -> None:
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    for path in sorted((samples / "cohort").rglob("*.dcm"))[:3]:
+        fs.pipe(f"/frames-test/{path.name}", path.read_bytes())
+    try:
+        scan = dcf.scan("memory://frames-test", progress=False, jobs=1)
+        two = scan.instances.head(2)
+        result = two.dicom.deidentify(
+            tmp_path / "out", key=_key(), vault=tmp_path / "vault", protocol="memory", progress=False
+        )
+        assert result.ok and result.written == 2
+    finally:
+        fs.rm("/frames-test", recursive=True)
