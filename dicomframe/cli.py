@@ -896,6 +896,122 @@ def serve(
     uvicorn.run(application, host=host, port=port, access_log=False, server_header=False, log_level="info")
 
 
+#: what each action letter of a profile does (PS3.15 E.1-1 codes, and T for a template)
+_ACTION_MEANING = {
+    "X": "remove",
+    "Z": "empty (or dummy)",
+    "D": "dummy value",
+    "K": "keep",
+    "C": "clean",
+    "U": "keyed new UID",
+    "T": "template",
+}
+
+
+@app.command()
+def profile(
+    name: Annotated[
+        str,
+        typer.Argument(help="A preset (basic, default, research, cloud-upload) or a TOML profile file."),
+    ] = "default",
+    keyword: Annotated[
+        list[str] | None,
+        typer.Option("--keyword", "-k", help="Show the rows of this attribute keyword (repeat for more).", show_default=False),
+    ] = None,
+    action: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--action", "-a", help="Show the rows of this action letter, e.g. K for what is kept (repeat for more).",
+            show_default=False,
+        ),
+    ] = None,
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output", "-o",
+            help="Write the whole resolved table (or the rows chosen) to OUT.csv or OUT.parquet, for review.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Show what a profile does to each attribute: PS3.15 Table E.1-1 with its options, resolved.
+
+    Without --keyword or --action, a summary: the options, and how many rows each action
+    has, by where it comes from (the basic profile, an option, a custom rule). Attributes
+    the table does not list are removed, private ones too unless --profile keeps them
+    (fail closed).
+
+    Examples:
+
+      dicomframe profile research
+
+      dicomframe profile default --keyword PatientName --keyword StudyDate
+
+      dicomframe profile my-study.toml --action K
+
+      dicomframe profile cloud-upload -o cloud-upload.csv
+    """
+    import polars as pl
+
+    from .profiles import Action, Profile
+    from .tags import format_tag
+
+    prof = Profile.load(name)
+    table = prof.table()
+    shown = table.with_columns(
+        pl.coalesce(
+            pl.col("pattern"), pl.col("tag").map_elements(format_tag, return_dtype=pl.String, skip_nulls=True)
+        ).alias("tag_text")
+    ).select(
+        pl.col("tag_text").alias("tag"), "keyword", "name", pl.col("action").cast(pl.String), "source", "template",
+        "private_creator",
+    )
+    chosen = shown
+    if keyword:
+        unknown = sorted(set(keyword) - set(shown["keyword"].drop_nulls().to_list()))
+        if unknown:
+            raise UserInputError(
+                f"no row of the profile for keyword(s) {', '.join(unknown)} (keywords are case-sensitive, "
+                "e.g. PatientName); an attribute the table does not list is removed"
+            )
+        chosen = chosen.filter(pl.col("keyword").is_in(keyword))
+    if action:
+        letters = [Action.parse(a).value for a in action]
+        chosen = chosen.filter(pl.col("action").is_in(letters))
+    options = ", ".join(prof._option_list()) or "none"
+    _out.print(f"profile {prof.name}: options {options}; {len(prof.rules)} custom rule(s)", highlight=False)
+    if output:
+        if output.endswith(".parquet"):
+            chosen.write_parquet(output)
+        elif output.endswith(".csv"):
+            chosen.write_csv(output)
+        else:
+            raise UserInputError("--output must end in .csv or .parquet")
+        _out.print(f"{chosen.height} rows written to {output}", highlight=False, soft_wrap=True)
+        return
+    if not keyword and not action:
+        counts = (
+            shown.group_by("action", "source").len().sort(["action", "len"], descending=[False, True])
+        )
+        grid = Table("action", "meaning", "source", "rows")
+        for letter, source, rows in counts.iter_rows():
+            grid.add_row(letter, _ACTION_MEANING.get(letter, ""), source, str(rows))
+        _out.print(grid)
+        _out.print(
+            "An attribute the table does not list is removed (fail closed). --keyword NAME or --action "
+            "LETTER shows the rows; -o FILE.csv writes them all.",
+            highlight=False,
+        )
+        return
+    grid = Table("tag", "keyword", "action", "source", "template")
+    for row in chosen.iter_rows(named=True):
+        grid.add_row(
+            row["tag"] or "", row["keyword"] or row["name"] or "", row["action"], row["source"], row["template"] or "",
+        )
+    _out.print(grid)
+    _out.print(f"{chosen.height} row(s)", highlight=False)
+
+
 @app.command()
 def version() -> None:
     """Print the dicomframe version."""
