@@ -48,6 +48,30 @@ _out = Console()
 _err = Console(stderr=True)
 
 
+#: the TLS options of `receive` and `serve` (see dicomframe.gateway.tls)
+TlsCertOption = Annotated[
+    str | None,
+    typer.Option(
+        "--tls-cert",
+        help="Serve over TLS with this certificate (PEM, the chain after it). Needs --tls-key.",
+        show_default=False,
+    ),
+]
+TlsKeyOption = Annotated[
+    str | None,
+    typer.Option("--tls-key", help="The private key of --tls-cert (PEM, no passphrase).", show_default=False),
+]
+TlsCaOption = Annotated[
+    str | None,
+    typer.Option(
+        "--tls-ca",
+        help="Mutual TLS: clients must present a certificate signed by this CA (PEM); others are refused "
+        "in the handshake.",
+        show_default=False,
+    ),
+]
+
+
 def _fail(message: str, code: int) -> NoReturn:
     _err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
     sys.exit(code)
@@ -480,6 +504,9 @@ def receive(
             show_default=False,
         ),
     ] = None,
+    tls_cert: TlsCertOption = None,
+    tls_key: TlsKeyOption = None,
+    tls_ca: TlsCaOption = None,
 ) -> None:
     """Receive studies over DICOM (C-STORE) and de-identify each association as one batch.
 
@@ -500,6 +527,13 @@ def receive(
       echoscu -aec DICOMFRAME 127.0.0.1 11112
 
       storescu -aec DICOMFRAME -aet SITE_A +sd +r 127.0.0.1 11112 studies/
+
+    Over a network you do not own, add TLS (DICOM's port for it is 2762); with --tls-ca,
+    only senders holding a certificate that CA signed get in:
+
+      dicomframe receive out/ --key-file project.key --vault vault/ --host 0.0.0.0 --port 2762 --tls-cert receiver.pem --tls-key receiver.key --tls-ca sites-ca.pem
+
+      storescu +tls site.key site.pem +cf receiver.pem -aec DICOMFRAME +sd +r HOST 2762 studies/
     """
     import signal
     import threading
@@ -526,10 +560,11 @@ def receive(
         dst, key=key_file, vault=vault, port=port, host=host, ae_title=ae_title, allow_calling=allow_calling,
         profile=profile, org=org, spool=spool, audit_log=audit_log, pixel_clean=pixel_clean, jobs=jobs,
         priority=priority, storage_options=_parse_options(storage_option) or None, on_batch=report,
+        tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca,
     )  # fmt: skip
     receiver.start()
     _out.print(
-        f"listening on {receiver.host}:{receiver.port} as {receiver.ae_title}; spool {receiver.spool}; "
+        f"listening on {receiver.host}:{receiver.port} as {receiver.ae_title}{receiver.security}; spool {receiver.spool}; "
         "Ctrl-C stops (the batches received are finished first)",
         highlight=False,
         soft_wrap=True,

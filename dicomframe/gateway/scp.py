@@ -168,6 +168,41 @@ def _write_durably(folder: Path, data: bytes, order: int = 0) -> Path:
     return final
 
 
+class _TlsRefusals(logging.Filter):
+    """On pynetdicom's network logger: a TLS handshake that failed becomes one warning of ours.
+
+    pynetdicom logs it as an error with a traceback, once the association's thread first
+    reads (see :mod:`dicomframe.gateway.tls`); what the operator needs is why, and what to do.
+    """
+
+    def __init__(self, mutual: bool) -> None:
+        super().__init__()
+        self.hint = (
+            ": the sender needs a certificate signed by --tls-ca, and must trust the receiver's certificate"
+            if mutual
+            else ": the sender must speak TLS and trust the receiver's certificate"
+        )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        import ssl
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, ssl.SSLError):
+            reason = exc.reason or type(exc).__name__
+            hint = (
+                ": the sender did not speak TLS (plain DICOM to a TLS port?)"
+                if reason in ("WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNKNOWN_PROTOCOL")
+                else self.hint
+            )
+            _log.warning("a connection was refused in the TLS handshake (%s)%s", reason, hint)
+            return False
+        return True
+
+
+#: the pynetdicom logger that reports a failed read, TLS handshakes included
+_NETWORK_LOGGER = "pynetdicom.dul"
+
+
 class _Association:
     """The spool folder of one association (made at its first C-STORE)."""
 
@@ -206,6 +241,10 @@ class Receiver:
         missing; refused when others may read it). Default: :func:`default_spool`.
     on_batch
         Called on the worker thread with each :class:`FinishedBatch`.
+    tls_cert, tls_key, tls_ca
+        DICOM over TLS (see :mod:`dicomframe.gateway.tls`): the receiver's certificate and
+        private key (PEM); with ``tls_ca``, senders must present a certificate that CA
+        signed. Without them, plain TCP (keep it on a network you trust).
 
     Examples
     --------
@@ -237,7 +276,13 @@ class Receiver:
         priority: str = "ROUTINE",
         storage_options: dict[str, Any] | None = None,
         on_batch: Callable[[FinishedBatch], None] | None = None,
+        tls_cert: str | os.PathLike[str] | None = None,
+        tls_key: str | os.PathLike[str] | None = None,
+        tls_ca: str | os.PathLike[str] | None = None,
     ) -> None:
+        from .tls import TlsFiles
+
+        self.tls = TlsFiles.of(tls_cert, tls_key, tls_ca)
         self.dst = os.fspath(dst)
         self.vault = os.fspath(vault)
         self._key_arg = key
@@ -257,6 +302,8 @@ class Receiver:
         #: every batch finished since :meth:`start`, in the order finished
         self.batches: list[FinishedBatch] = []
         self._key: ProjectKey | None = None
+        self._tls_context: Any = None
+        self._tls_filter: _TlsRefusals | None = None
         self._server: Any = None
         self._worker: threading.Thread | None = None
         self._queue: queue.Queue[tuple[str, Path] | None] = queue.Queue()
@@ -303,13 +350,18 @@ class Receiver:
                 (pynetdicom.evt.EVT_REJECTED, self._on_rejected),
             ]
             try:
-                self._server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
+                self._server = ae.start_server(
+                    (self.host, self.port), block=False, evt_handlers=handlers, ssl_context=self._tls_context
+                )
             except OSError as exc:
                 raise UserInputError(
                     f"cannot listen on {self.host}:{self.port} ({exc.strerror or type(exc).__name__}): "
                     "another program may use the port; give another --port"
                 ) from None
             self.port = int(self._server.server_address[1])
+            if self.tls is not None:
+                self._tls_filter = _TlsRefusals(self.tls.mutual)
+                logging.getLogger(_NETWORK_LOGGER).addFilter(self._tls_filter)
             for batch_id, folder in leftovers:
                 _log.warning("batch %s: left in the spool by an earlier run, de-identifying it now", batch_id)
                 with self._lock:
@@ -320,7 +372,7 @@ class Receiver:
         except BaseException:
             self._release_spool()
             raise
-        _log.info("listening on %s:%d as %s", self.host, self.port, self.ae_title)
+        _log.info("listening on %s:%d as %s%s", self.host, self.port, self.ae_title, self.security)
 
     def stop(self) -> None:
         """Stop listening, end the associations in progress, and finish every pending batch.
@@ -336,7 +388,9 @@ class Receiver:
             with contextlib.suppress(Exception):  # it may be ending by itself
                 assoc.abort()
         for assoc in list(getattr(server, "active_associations", [])):
-            assoc.join(timeout=30)
+            # one still negotiating has stored nothing (a connection that never sent a request,
+            # or failed its TLS handshake, waits out pynetdicom's ACSE timeout): not waited for
+            assoc.join(timeout=30 if assoc.is_established else 0.5)
         with self._lock:
             leftover = list(self._open)
         for assoc in leftover:  # an association whose end event did not come
@@ -346,6 +400,9 @@ class Receiver:
             self._worker.join()
             self._worker = None
         self._release_spool()
+        if self._tls_filter is not None:
+            logging.getLogger(_NETWORK_LOGGER).removeFilter(self._tls_filter)
+            self._tls_filter = None
         _log.info("stopped")
 
     def wait_idle(self, timeout: float | None = None) -> bool:
@@ -363,6 +420,13 @@ class Receiver:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    @property
+    def security(self) -> str:
+        """How senders connect, for the start-up line: TLS, and whether they need a certificate."""
+        if self.tls is None:
+            return " (plain TCP, no TLS)"
+        return " (TLS, senders need a certificate the --tls-ca signed)" if self.tls.mutual else " (TLS)"
+
     # -- checks before listening -------------------------------------------------------------
 
     def _check_settings(self) -> None:
@@ -372,6 +436,11 @@ class Receiver:
         from ..vault import check_key
 
         self._key = self._key_arg if isinstance(self._key_arg, ProjectKey) else load_key(self._key_arg)
+        if self.tls is not None:
+            from .tls import server_context
+
+            # a bad file is told now, before listening; handshakes in the associations' threads
+            self._tls_context = server_context(self.tls, handshake_on_accept=False)
         if self.pixel_clean not in ("auto", "rules", "off"):
             raise UserInputError(f"--pixel-clean must be auto, rules or off (got {self.pixel_clean!r})")
         Profile.load(self.profile)  # a bad profile is told now, not at the first batch
