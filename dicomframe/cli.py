@@ -855,6 +855,9 @@ def serve(
         list[str] | None,
         typer.Option("--storage-option", help="fsspec option KEY=VALUE for the URLs of DST, VAULT and sources (repeatable).", show_default=False),
     ] = None,
+    tls_cert: TlsCertOption = None,
+    tls_key: TlsKeyOption = None,
+    tls_ca: TlsCaOption = None,
 ) -> None:
     """Run the HTTP gateway: de-identify files sent to it, and batches of folders it may read.
 
@@ -883,6 +886,13 @@ def serve(
     With a token (--token-file gateway.token), every /v1 request sends it:
 
       curl -H "Authorization: Bearer $(cat gateway.token)" --data-binary @file.dcm -H 'Content-Type: application/dicom' -o deid.dcm http://127.0.0.1:8080/v1/anonymize
+
+    Beyond this machine, serve HTTPS (--tls-cert, --tls-key) so the token and the files are
+    encrypted on the wire; --tls-ca also asks each client for a certificate that CA signed:
+
+      dicomframe serve out/ --key-file project.key --vault vault/ --host 0.0.0.0 --token-file gateway.token --tls-cert gateway.pem --tls-key gateway.key
+
+      curl --cacert gateway.pem -H "Authorization: Bearer $(cat gateway.token)" https://gateway.hospital.example:8080/v1/batches/BATCH_ID
     """
     import logging
 
@@ -910,15 +920,30 @@ def serve(
         # the address it listens on, when it names one, is a name clients may use
         allowed_hosts=(*(allow_host or ()), *(() if host in ("0.0.0.0", "::") else (host,))),
     )
+    from .gateway.tls import TlsFiles, server_context
+
+    tls = TlsFiles.of(tls_cert, tls_key, tls_ca)
+    if tls is not None:
+        server_context(tls)  # a file that does not fit is told now, in our words, not by uvicorn
     loopback = host in ("127.0.0.1", "::1", "localhost")
     if not loopback and settings.token is None:
         raise UserInputError(
             f"--host {host} without --token-file: anyone who reaches this port could send files and start "
-            "batches; give --token-file (and put TLS in front), or keep the default --host 127.0.0.1"
+            "batches; give --token-file (with --tls-cert/--tls-key, or TLS in front), or keep the default "
+            "--host 127.0.0.1"
         )
     application = create_app(settings)
+    if not loopback and tls is None:
+        _err.print(
+            "warning: plain HTTP beyond this machine: the token and the files cross the network unencrypted; "
+            "give --tls-cert and --tls-key, or put a TLS proxy in front",
+            highlight=False,
+            soft_wrap=True,
+        )
+    scheme = "https" if tls is not None else "http"
+    clients = "; clients need a certificate the --tls-ca signed" if tls is not None and tls.mutual else ""
     _err.print(
-        f"dicomframe gateway on http://{_escape(host)}:{port} — batches to {_escape(dst)}, mappings to "
+        f"dicomframe gateway on {scheme}://{_escape(host)}:{port}{clients} — batches to {_escape(dst)}, mappings to "
         f"{_escape(vault)}, profile {_escape(profile)}, "
         f"{len(settings.allow_sources)} allowed source(s), token {'required' if settings.token else 'not required'}",
         highlight=False,
@@ -928,7 +953,16 @@ def serve(
     quiet_warnings()
     # uvicorn's access log would print each request's path, which a client chooses: the
     # gateway logs its own line per request, with the route instead
-    uvicorn.run(application, host=host, port=port, access_log=False, server_header=False, log_level="info")
+    secure: dict[str, object] = {}
+    if tls is not None:
+        import ssl
+
+        secure = {"ssl_certfile": tls.cert, "ssl_keyfile": tls.key}
+        if tls.ca is not None:
+            secure |= {"ssl_ca_certs": tls.ca, "ssl_cert_reqs": ssl.CERT_REQUIRED}
+    uvicorn.run(
+        application, host=host, port=port, access_log=False, server_header=False, log_level="info", **secure  # type: ignore[arg-type]
+    )
 
 
 #: what each action letter of a profile does (PS3.15 E.1-1 codes, and T for a template)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
+import ipaddress
 import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -156,3 +159,50 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(5)
+
+
+def _pair(folder: Path, name: str, issuer: tuple[Any, Any] | None, ca: bool = False) -> tuple[Any, Any]:
+    """A key and certificate (PEM files ``name.key``, ``name.pem``), signed by ``issuer`` or self-signed."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    signer_key, signer_cert = issuer if issuer is not None else (key, None)
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(signer_cert.subject if signer_cert is not None else subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if not ca:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+    cert = builder.sign(signer_key, hashes.SHA256())
+    (folder / f"{name}.key").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    (folder / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key, cert
+
+
+@pytest.fixture(scope="session")
+def tls_certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """PEM files for TLS tests: a CA (ca.pem), a server's and a site's pair it signed
+    (receiver.pem/.key, site.pem/.key), and a stranger's pair from a CA nobody trusts."""
+    folder = tmp_path_factory.mktemp("certs")
+    ca = _pair(folder, "ca", None, ca=True)
+    _pair(folder, "receiver", ca)
+    _pair(folder, "site", ca)
+    stranger = _pair(folder, "stranger-ca", None, ca=True)
+    _pair(folder, "stranger", stranger)
+    return folder

@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,8 +59,10 @@ class Gateway:
     process: subprocess.Popen[bytes]
 
 
-def _start(root: Path, *options: str) -> Gateway:
-    """``dicomframe serve`` in a process of its own, on a free loopback port; waits until it answers."""
+def _start(root: Path, *options: str, client: dict[str, Any] | None = None) -> Gateway:
+    """``dicomframe serve`` in a process of its own, on a free loopback port; waits until it answers.
+
+    ``client``: httpx options (``verify``, ``cert``) for a gateway serving HTTPS (``--tls-cert``)."""
     root.mkdir(parents=True, exist_ok=True)
     key_file = root / "project.key"
     if not key_file.exists():
@@ -77,11 +80,11 @@ def _start(root: Path, *options: str) -> Gateway:
     ]  # fmt: skip
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if '--tls-cert' in options else 'http'}://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
         try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+            if httpx.get(f"{url}/healthz", timeout=2, **(client or {})).status_code == 200:
                 break
         except httpx.TransportError:
             pass

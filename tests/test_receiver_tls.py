@@ -1,13 +1,11 @@
 """DICOM over TLS: the receiver with a certificate, and with mutual TLS, against dcmtk's storescu/echoscu.
 
-The certificates are made here (a CA, the receiver's, a site's, and one from a CA nobody
+The certificates come from the tls_certs fixture (a CA, the receiver's, a site's, and one from a CA nobody
 trusts) with ``cryptography``; dcmtk is Debian's (`make services`).
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import logging
 import shutil
 import socket
@@ -36,51 +34,6 @@ STUDY = SAMPLES / "cohort" / "RIVERA_CARLOS_MRN5678901" / "2024-04-02_CT_KNEE_LT
 TIMEOUT = 120  # seconds a batch may take on a busy machine (never asserted as speed)
 
 
-def _pair(folder: Path, name: str, issuer: tuple[Any, Any] | None, ca: bool = False) -> tuple[Any, Any]:
-    """A key and certificate (PEM files ``name.key``, ``name.pem``), signed by ``issuer`` or self-signed."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    signer_key, signer_cert = issuer if issuer is not None else (key, None)
-    now = dt.datetime.now(dt.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(signer_cert.subject if signer_cert is not None else subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if not ca:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-    cert = builder.sign(signer_key, hashes.SHA256())
-    (folder / f"{name}.key").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    (folder / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return key, cert
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("certs")
-    ca = _pair(folder, "ca", None, ca=True)
-    _pair(folder, "receiver", ca)
-    _pair(folder, "site", ca)
-    stranger = _pair(folder, "stranger-ca", None, ca=True)
-    _pair(folder, "stranger", stranger)
-    return folder
-
-
 def _dcmtk(tool: str, port: int, *options: str, files: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [tool, *options, "-aec", "DICOMFRAME", "-aet", "SITE_A", "127.0.0.1", str(port), *files],
@@ -88,17 +41,17 @@ def _dcmtk(tool: str, port: int, *options: str, files: tuple[str, ...] = ()) -> 
     )  # fmt: skip
 
 
-def _tls(certs: Path, who: str = "site") -> list[str]:
+def _tls(tls_certs: Path, who: str = "site") -> list[str]:
     """storescu/echoscu options: TLS with ``who``'s certificate, trusting the CA that signed the receiver's."""
-    return ["+tls", str(certs / f"{who}.key"), str(certs / f"{who}.pem"), "-pw", "+cf", str(certs / "ca.pem")]
+    return ["+tls", str(tls_certs / f"{who}.key"), str(tls_certs / f"{who}.pem"), "-pw", "+cf", str(tls_certs / "ca.pem")]
 
 
 @pytest.fixture(scope="module")
-def mutual(certs: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Receiver, Path]]:
+def mutual(tls_certs: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Receiver, Path]]:
     root = tmp_path_factory.mktemp("receiver-tls")
     receiver = Receiver(
         root / "out", key=KEY, vault=root / "vault", port=0, spool=root / "spool", pixel_clean="rules",
-        tls_cert=certs / "receiver.pem", tls_key=certs / "receiver.key", tls_ca=certs / "ca.pem",
+        tls_cert=tls_certs / "receiver.pem", tls_key=tls_certs / "receiver.key", tls_ca=tls_certs / "ca.pem",
     )  # fmt: skip
     receiver.start()
     try:
@@ -107,10 +60,10 @@ def mutual(certs: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
         receiver.stop()
 
 
-def test_a_site_with_a_certificate_the_ca_signed_stores_a_study_over_tls(mutual, certs: Path) -> None:
+def test_a_site_with_a_certificate_the_ca_signed_stores_a_study_over_tls(mutual, tls_certs: Path) -> None:
     receiver, root = mutual
     before = len(receiver.batches)
-    sent = _dcmtk("storescu", receiver.port, *_tls(certs), "+sd", "+r", files=(str(STUDY),))
+    sent = _dcmtk("storescu", receiver.port, *_tls(tls_certs), "+sd", "+r", files=(str(STUDY),))
     assert sent.returncode == 0, sent.stderr[-2000:]
     assert receiver.wait_idle(TIMEOUT)
     (batch,) = receiver.batches[before:]
@@ -119,14 +72,14 @@ def test_a_site_with_a_certificate_the_ca_signed_stores_a_study_over_tls(mutual,
     assert "TLS, senders need a certificate" in receiver.security
 
 
-def test_plain_tcp_and_strangers_are_refused_before_any_dicom(mutual, certs: Path, caplog) -> None:
+def test_plain_tcp_and_strangers_are_refused_before_any_dicom(mutual, tls_certs: Path, caplog) -> None:
     receiver, _root = mutual
     before = len(receiver.batches)
     with caplog.at_level(logging.WARNING, logger="dicomframe"):
         assert _dcmtk("echoscu", receiver.port).returncode != 0  # no TLS at all
         assert _dcmtk("echoscu", receiver.port, "+tla", "-ic").returncode != 0  # TLS without a certificate
-        assert _dcmtk("echoscu", receiver.port, *_tls(certs, "stranger")).returncode != 0  # a CA nobody trusts
-        assert _dcmtk("echoscu", receiver.port, *_tls(certs)).returncode == 0
+        assert _dcmtk("echoscu", receiver.port, *_tls(tls_certs, "stranger")).returncode != 0  # a CA nobody trusts
+        assert _dcmtk("echoscu", receiver.port, *_tls(tls_certs)).returncode == 0
         # the operator reads why, one line each, no traceback
         said = _logged(caplog, "refused in the TLS handshake", 3)
     assert receiver.wait_idle(TIMEOUT) and len(receiver.batches) == before
@@ -136,11 +89,11 @@ def test_plain_tcp_and_strangers_are_refused_before_any_dicom(mutual, certs: Pat
     assert not [r for r in caplog.records if r.exc_info and r.name.startswith("pynetdicom")]
 
 
-def test_one_silent_connection_holds_no_other_sender_back(mutual, certs: Path) -> None:
+def test_one_silent_connection_holds_no_other_sender_back(mutual, tls_certs: Path) -> None:
     """The handshake runs in each association's thread, not in the one accepting loop."""
     receiver, _root = mutual
     with socket.create_connection(("127.0.0.1", receiver.port)):  # connects, says nothing
-        assert _dcmtk("echoscu", receiver.port, *_tls(certs), "-to", "30").returncode == 0
+        assert _dcmtk("echoscu", receiver.port, *_tls(tls_certs), "-to", "30").returncode == 0
 
 
 def _logged(caplog: Any, text: str, count: int) -> list[str]:
@@ -153,15 +106,15 @@ def _logged(caplog: Any, text: str, count: int) -> list[str]:
         time.sleep(0.05)
 
 
-def test_tls_without_client_certificates(certs: Path, tmp_path: Path) -> None:
+def test_tls_without_client_certificates(tls_certs: Path, tmp_path: Path) -> None:
     receiver = Receiver(
         tmp_path / "out", key=KEY, vault=tmp_path / "vault", port=0, spool=tmp_path / "spool",
-        tls_cert=certs / "receiver.pem", tls_key=certs / "receiver.key",
+        tls_cert=tls_certs / "receiver.pem", tls_key=tls_certs / "receiver.key",
     )  # fmt: skip
     with receiver:
         assert receiver.security == " (TLS)"
         # a sender that checks the receiver's certificate, without one of its own
-        assert _dcmtk("echoscu", receiver.port, "+tla", "+cf", str(certs / "ca.pem")).returncode == 0
+        assert _dcmtk("echoscu", receiver.port, "+tla", "+cf", str(tls_certs / "ca.pem")).returncode == 0
         # (plain TCP to a TLS port: see the mutual test; pynetdicom then waits out its ACSE timeout)
 
 
@@ -176,8 +129,8 @@ def test_tls_without_client_certificates(certs: Path, tmp_path: Path) -> None:
     ],
 )
 def test_tls_files_that_do_not_fit_are_refused_before_listening(
-    certs: Path, tmp_path: Path, given: dict[str, str], message: str
+    tls_certs: Path, tmp_path: Path, given: dict[str, str], message: str
 ) -> None:
-    files = {option: certs / name for option, name in given.items()}
+    files = {option: tls_certs / name for option, name in given.items()}
     with pytest.raises(UserInputError, match=message):
         Receiver(tmp_path / "out", key=KEY, vault=tmp_path / "vault", port=0, spool=tmp_path / "spool", **files).start()
