@@ -206,3 +206,13 @@ def tls_certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     stranger = _pair(folder, "stranger-ca", None, ca=True)
     _pair(folder, "stranger", stranger)
     return folder
+
+
+def require_dicom_network() -> None:
+    """Skip the calling test module without pynetdicom or dcmtk's storescu/echoscu."""
+    import shutil
+
+    pytest.importorskip("pynetdicom", reason="pynetdicom is not installed: pip install -e '.[test]' (extra net)")
+    for tool in ("storescu", "echoscu"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed: run `make services` (Debian package dcmtk)", allow_module_level=True)

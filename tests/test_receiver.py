@@ -22,13 +22,10 @@ from dicomframe.errors import UserInputError
 from dicomframe.keys import ProjectKey, generate_key_file
 from dicomframe.vault import read_mapping
 
-from .conftest import SAMPLES
+from .conftest import SAMPLES, require_dicom_network
 from .test_deidentify import _dataset_bytes, _planted
 
-pytest.importorskip("pynetdicom", reason="pynetdicom is not installed: pip install -e '.[test]' (extra net)")
-for _tool in ("storescu", "echoscu"):
-    if shutil.which(_tool) is None:
-        pytest.skip(f"{_tool} is not installed: run `make services` (Debian package dcmtk)", allow_module_level=True)
+require_dicom_network()
 
 from dicomframe.gateway.scp import Receiver
 

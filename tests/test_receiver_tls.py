@@ -7,7 +7,6 @@ trusts) with ``cryptography``; dcmtk is Debian's (`make services`).
 from __future__ import annotations
 
 import logging
-import shutil
 import socket
 import subprocess
 import time
@@ -20,12 +19,9 @@ import pytest
 from dicomframe.errors import UserInputError
 from dicomframe.keys import ProjectKey
 
-from .conftest import SAMPLES
+from .conftest import SAMPLES, require_dicom_network
 
-pytest.importorskip("pynetdicom", reason="pynetdicom is not installed: pip install -e '.[test]' (extra net)")
-for _tool in ("storescu", "echoscu"):
-    if shutil.which(_tool) is None:
-        pytest.skip(f"{_tool} is not installed: run `make services` (Debian package dcmtk)", allow_module_level=True)
+require_dicom_network()
 
 from dicomframe.gateway.scp import Receiver
 
