@@ -870,8 +870,8 @@ def serve(
 
     Answers and log lines never hold a value from a file, a path sent by a client or an
     exception's text. Uploads pass through a private temporary folder (under TMPDIR: keep
-    it on an encrypted disk), removed when the request ends. Stop with Ctrl-C; an
-    unfinished batch resumes when submitted again with its batch_id.
+    it on an encrypted disk), removed when the request ends. Stop with Ctrl-C; the
+    batches not finished are kept in the vault (encrypted) and resume at the next start.
 
     Examples:
 

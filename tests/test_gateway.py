@@ -332,6 +332,36 @@ def _wait(client: httpx.Client, url: str) -> dict[str, object]:
         time.sleep(0.5)
 
 
+def test_batches_unfinished_at_a_stop_are_queued_again_at_the_next_start(tmp_path: Path) -> None:
+    """The vault keeps each accepted batch, sealed, until it ends: a stop loses none."""
+    small = CT.parent.parent  # one study
+    options = ("--allow-source", str(COHORT), "--jobs", "1")
+    first = _start(tmp_path, *options)
+    with httpx.Client(base_url=first.url, timeout=120) as client:
+        for batch_id, src in (("gw-slow", COHORT), ("gw-small", small)):
+            answer = client.post("/v1/batches", json={"src": str(src), "batch_id": batch_id})
+            assert answer.status_code == 202, answer.text
+    _stop(first.process)  # at once: the cohort is still being written, the study waits its turn
+    kept = {p.parent.name: p.read_bytes() for p in first.vault.glob("*/gateway-job.json.enc")}
+    assert "gw-small" in kept
+    for sealed in kept.values():  # the source folders name patients: sealed, never in clear
+        assert str(COHORT).encode() not in sealed and b"DOE_JANE" not in sealed
+    assert "the gateway queues them again when it starts" in first.log.read_text()
+
+    second = _start(tmp_path, *options)
+    try:
+        with httpx.Client(base_url=second.url, timeout=120) as client:
+            for batch_id in kept:
+                status = _wait(client, f"/v1/batches/{batch_id}")
+                assert status["status"] == "ok", status
+            assert client.get("/v1/batches/gw-small").json()["written"] == len(list(small.rglob("IM*")))
+    finally:
+        _stop(second.process)
+    assert "queued again" in second.log.read_text()
+    assert not list(second.vault.glob("*/gateway-job.json.enc"))  # ended: nothing left to resume
+    assert {"gw-slow", "gw-small"} <= set(list_batches(second.vault))
+
+
 def test_a_batch_runs_in_the_background_until_committed(gateway: Gateway, client: httpx.Client) -> None:
     answer = client.post("/v1/batches", json={"src": str(COHORT), "batch_id": "gw-cohort", "priority": "urgent"})
     assert answer.status_code == 202, answer.text

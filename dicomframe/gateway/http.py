@@ -21,7 +21,10 @@ Endpoints (all answers are JSON, except the de-identified file):
     ``{"src": ..., "batch_id"?: ..., "priority"?: ...}``: de-identify ``src`` (a folder,
     file or URL inside one of the allowed sources) into the gateway's destination, in
     a background worker (one batch at a time, in order). Answers 202 with the
-    ``status_url``.
+    ``status_url``. Each accepted batch is kept in the vault, encrypted
+    (``VAULT/<batch_id>/gateway-job.json.enc``), until it ends: a batch queued or
+    running when the gateway stops (or is killed) is queued again when it starts,
+    and resumes where it stopped.
 ``GET /v1/batches/{batch_id}``
     The batch's status: ``queued``, ``running``, ``ok``, ``partial`` (some inputs
     failed), ``gate_failed`` (the leak gate stopped it: not committed) or ``error``,
@@ -98,6 +101,8 @@ _BATCH_FIELDS = frozenset(("src", "batch_id", "priority"))
 _ACTIVE = ("queued", "running")
 #: batches whose status the gateway keeps in memory (beyond: the oldest finished are forgotten)
 _KEEP_JOBS = 10_000
+#: the vault file of a batch accepted and not yet ended (its src, priority and time, sealed)
+JOB_FILE = "gateway-job.json.enc"
 
 @dataclass(frozen=True)
 class GatewaySettings:
@@ -622,13 +627,84 @@ class _Gateway:
 
     # -- batches -----------------------------------------------------------------------
 
-    def submit(self, src: str, batch_id: str | None, priority: str) -> dict[str, Any]:
-        """Queue a batch; its view as it was accepted (``queued``), before the worker takes it."""
+    # -- jobs kept in the vault until they end ---------------------------------------------
+
+    def _store(self) -> Any:
+        from ..vault import _Store
+
+        return _Store.open(self.vault, self.settings.storage_options)
+
+    def _keep(self, job: _Job) -> None:
+        """Seal the job into the vault (its src may name a patient): resumed after a restart."""
+        from ..vault import _seal
+
+        plain = json.dumps({"src": job.src, "priority": job.priority, "submitted_at": job.submitted_at}).encode()
+        try:
+            self._store().write(job.batch_id, _seal(plain, _job_binding(job.batch_id), self.key), JOB_FILE)
+        except (DicomframeError, OSError) as exc:
+            log.error("batch %s: cannot be kept in the vault (%s)", job.batch_id, type(exc).__name__)
+            raise _Problem(
+                503, "vault_unavailable",
+                "the gateway cannot write to its vault, so it takes no batch now; try again later "
+                "(its operator finds why in the log)",
+            ) from None  # fmt: skip
+
+    def _forget(self, batch_id: str) -> None:
+        """The job ended: its vault file goes (a failure to remove it only means a resume later)."""
+        store = self._store()
+        try:
+            store.fs.rm_file(store.path(batch_id, JOB_FILE))
+        except FileNotFoundError:
+            pass
+        except Exception as exc:  # noqa: BLE001 - the batch is done; at worst it is queued again later
+            log.warning("batch %s: its job file could not be removed from the vault (%s)", batch_id, type(exc).__name__)
+
+    def resume(self) -> int:
+        """Queue again the batches the vault keeps (accepted before a stop, never ended); how many."""
+        from ..vault import _open_sealed, _valid_batch_id
+
+        store = self._store()
+        try:
+            found = store.fs.glob(f"{store.root.rstrip('/')}/*/{JOB_FILE}")
+        except FileNotFoundError:
+            return 0
+        kept: list[tuple[str, str, str, str]] = []
+        for path in found:
+            batch_id = str(path).rstrip("/").rsplit("/", 2)[-2]
+            if not _valid_batch_id(batch_id):
+                continue
+            try:
+                plain = _open_sealed(store.fs.cat_file(path), _job_binding(batch_id), self.key, store.uri(batch_id, JOB_FILE))
+                job = json.loads(plain)
+                kept.append((job["submitted_at"], batch_id, job["src"], job["priority"]))
+            except (DicomframeError, OSError, ValueError, KeyError, TypeError) as exc:
+                log.error(
+                    "batch %s: its job file in the vault cannot be read (%s); left there, not resumed",
+                    batch_id, type(exc).__name__,
+                )  # fmt: skip
+        for submitted_at, batch_id, src, priority in sorted(kept):
+            try:
+                checked = self.roots.check(src)
+            except _Problem as exc:
+                log.error("batch %s: not resumed, its source is refused now (%s)", batch_id, exc.error)
+                self._forget(batch_id)
+                continue
+            log.warning("batch %s: accepted before the gateway stopped and not ended; queued again", batch_id)
+            self.submit(checked, batch_id, priority, submitted_at=submitted_at, keep=False)
+        return len(kept)
+
+    def submit(
+        self, src: str, batch_id: str | None, priority: str, *, submitted_at: str | None = None, keep: bool = True
+    ) -> dict[str, Any]:
+        """Queue a batch; its view as it was accepted (``queued``), before the worker takes it.
+
+        ``keep``: seal it into the vault first (:meth:`resume` finds it after a restart);
+        ``submitted_at``: the time it was first accepted (a resumed batch)."""
         from ..pipeline import _new_batch_id
 
+        if batch_id is None:
+            batch_id = _new_batch_id()
         with self.lock:
-            if batch_id is None:
-                batch_id = _new_batch_id()
             known = self.jobs.get(batch_id)
             if known is not None and known.status in _ACTIVE:
                 raise _Problem(
@@ -638,11 +714,23 @@ class _Gateway:
                     status_url=_status_url(batch_id),
                 )
             self.jobs.pop(batch_id, None)  # a batch sent again goes to the end (the newest)
+            # held as queued from now: a second request for this id gets 409 while it is kept
             job = self.jobs[batch_id] = _Job(batch_id=batch_id, src=src, priority=priority)
+            if submitted_at is not None:
+                job.submitted_at = submitted_at
             accepted = job.view()
             finished = [b for b, j in self.jobs.items() if j.status not in _ACTIVE]
             for old in finished[: max(0, len(self.jobs) - _KEEP_JOBS)]:
                 del self.jobs[old]  # the oldest finished; a committed one is still told from its manifest
+        if keep:
+            try:
+                self._keep(job)
+            except BaseException:
+                with self.lock:
+                    if self.jobs.get(batch_id) is job:
+                        del self.jobs[batch_id]  # never accepted
+                raise
+        with self.lock:
             if self.worker is None or not self.worker.is_alive():
                 self.worker = threading.Thread(target=self._work, name="dicomframe-batches", daemon=True)
                 self.worker.start()
@@ -663,6 +751,7 @@ class _Gateway:
                     job.status = "error"
                     job.error = {"kind": "internal", "detail": _INTERNAL}
                     job.finished_at = _now()
+            self._forget(job.batch_id)  # ended, whatever the outcome: not resumed
 
     def _run(self, job: _Job) -> None:
         from ..pipeline import deidentify
@@ -744,10 +833,15 @@ class _Gateway:
             _remove(spool)
         if unfinished:
             log.warning(
-                "stopping with %d batch(es) queued or running (%s): submit them again with the same "
-                "batch_id to finish them (a batch resumes where it stopped)",
+                "stopping with %d batch(es) queued or running (%s): the vault keeps them, and the gateway "
+                "queues them again when it starts (a batch resumes where it stopped)",
                 len(unfinished), ", ".join(unfinished),
             )  # fmt: skip
+
+
+def _job_binding(batch_id: str) -> str:
+    """What a job file is sealed to: its batch, and being a job (not a mapping or a plan)."""
+    return f"{batch_id}#gateway-job"
 
 
 _INTERNAL = (
@@ -952,6 +1046,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(gw.resume)  # the batches a stop left unfinished
         yield
         gw.stop()
 
@@ -1075,7 +1170,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 f"batch {batch_id} is committed: give another batch_id (its status_url tells what it holds)",
                 status_url=_status_url(str(batch_id)),
             )  # fmt: skip
-        job = gw.submit(src, batch_id, priority.upper())
+        job = await run_in_threadpool(gw.submit, src, batch_id, priority.upper())
         url = _status_url(job["batch_id"])
         return JSONResponse(
             {"batch_id": job["batch_id"], "status": job["status"], "status_url": url},
