@@ -413,6 +413,13 @@ def deidentify(
     for row in summary.iter_rows():
         plan_table.add_row(*[f"{v:,}" if isinstance(v, int) else str(v) for v in row])
     _out.print(plan_table)
+    if dry_run:
+        _out.print(
+            f"review it attribute by attribute: dicomframe plan {_escape(vault)} --key-file {_escape(key_file)} "
+            f"--batch-id {result.batch_id}",
+            highlight=False,
+            soft_wrap=True,
+        )
     code = 0
     if result.findings is not None and result.findings.height:
         _print_gate(result.findings, findings_out)
@@ -784,6 +791,129 @@ def reidentify(
         raise
     log_event(audit_log, Action.REIDENTIFY, batch_id=batch_id, ids=[study], details={"key_id": provider.get_key().key_id})
     typer.echo(json.dumps(found, indent=2))
+
+
+@app.command()
+def plan(
+    vault: Annotated[str, typer.Argument(help="Vault root (folder or URL) the dry run wrote to (--vault).", show_default=False)],
+    key_file: Annotated[str, typer.Option("--key-file", help="Project key file of the dry run.", show_default=False)],
+    batch_id: Annotated[str, typer.Option("--batch-id", help="Batch id the dry run printed.", show_default=False)],
+    keyword: Annotated[
+        list[str] | None,
+        typer.Option("--keyword", "-k", help="Only the elements of this keyword (repeatable).", show_default=False),
+    ] = None,
+    action: Annotated[
+        list[str] | None,
+        typer.Option("--action", "-a", help="Only the elements of this action letter, e.g. K or C (repeatable).", show_default=False),
+    ] = None,
+    values: Annotated[
+        bool,
+        typer.Option("--values", help="Show each element's value and new value (original values: PHI).", show_default=False),
+    ] = False,
+    limit: Annotated[int, typer.Option("--limit", help="Rows shown with --values.")] = 50,
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output", "-o",
+            help="Write the elements chosen, values included (PHI), to a local OUT.parquet or OUT.csv.",
+            show_default=False,
+        ),
+    ] = None,
+    storage_option: Annotated[
+        list[str] | None,
+        typer.Option("--storage-option", help="fsspec option KEY=VALUE for a vault URL (repeatable)."),
+    ] = None,
+    audit_log: Annotated[
+        str | None,
+        typer.Option(
+            "--audit-log",
+            envvar="DICOMFRAME_AUDIT_LOG",
+            help="Append a record of each look at values (--values, --output) to this tamper-evident log (no PHI).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Review the plan a dry run sealed into the vault, before anything is written.
+
+    `deidentify --dry-run` plans every element of every input and seals the plan into
+    VAULT/<batch_id>/plan.parquet.enc (it holds original values). Without --values this
+    prints, per attribute, what will happen to it (action, the rule that decided it,
+    elements and files): no value. --values shows values and new values; --output writes
+    them to a file for a spreadsheet or DuckDB: both are original data (PHI), logged in
+    --audit-log, and the file belongs beside the vault, never beside the outputs.
+
+    Examples:
+
+      dicomframe deidentify studies/ out/ --key-file project.key --vault vault/ --dry-run --batch-id trial
+
+      dicomframe plan vault/ --key-file project.key --batch-id trial
+
+      dicomframe plan vault/ --key-file project.key --batch-id trial --action K
+
+      dicomframe plan vault/ --key-file project.key --batch-id trial -k StudyDate --values
+    """
+    import polars as pl
+
+    from .auditlog import Action, log_event
+    from .keys import FileKeyProvider
+    from .profiles import Action as PlanAction
+    from .vault import read_plan
+
+    provider = FileKeyProvider(key_file)
+    table = read_plan(vault, batch_id, provider.get_key(), storage_options=_parse_options(storage_option))
+    label = pl.coalesce(pl.col("keyword"), pl.col("tag_path"))
+    if keyword:
+        table = table.filter(pl.col("keyword").is_in(keyword))
+    if action:
+        table = table.filter(pl.col("action").cast(pl.String).is_in([PlanAction.parse(a).value for a in action]))
+    _out.print(
+        f"plan of batch {batch_id}: {table.height:,} element(s) of {table['file_id'].n_unique():,} file(s) chosen",
+        highlight=False,
+        markup=False,
+    )
+    if output or values:
+        log_event(
+            audit_log, Action.EXPORT, batch_id=batch_id, counts={"elements": table.height},
+            details={"what": "plan values", "key_id": provider.get_key().key_id},
+        )  # fmt: skip
+    if output:
+        chosen = table.with_columns(pl.col("action").cast(pl.String))
+        if output.endswith(".parquet"):
+            chosen.write_parquet(output)
+        elif output.endswith(".csv"):
+            chosen.drop([c for c, t in chosen.schema.items() if t.is_nested()]).write_csv(output)
+        else:
+            raise UserInputError("--output must end in .parquet or .csv")
+        _err.print(
+            f"{chosen.height:,} elements written to {output}: it holds original values (PHI); keep it with the vault",
+            highlight=False,
+            soft_wrap=True,
+            markup=False,
+        )
+        return
+    if values:
+        grid = Table("file", "tag path", "keyword", "action", "value", "new value")
+        for row in table.head(limit).iter_rows(named=True):
+            grid.add_row(
+                str(row["file_id"]), row["tag_path"], row["keyword"] or "", str(row["action"]),
+                _escape(str(row["value"] if row["value"] is not None else "")),
+                _escape(str(row["new_value"] if row["new_value"] is not None else "")),
+            )  # fmt: skip
+        _out.print(grid)
+        if table.height > limit:
+            _out.print(f"… {table.height - limit:,} more (--limit N, or -o FILE.parquet)", highlight=False, markup=False)
+        return
+    summary = (
+        table.group_by(label.alias("attribute"), pl.col("action").cast(pl.String), "source")
+        .agg(pl.len().alias("elements"), pl.col("file_id").n_unique().alias("files"))
+        .sort(["elements", "attribute"], descending=[True, False])
+    )
+    grid = Table("attribute", "action", "source", "elements", "files")
+    for attribute, letter, source, elements, files in summary.head(limit).iter_rows():
+        grid.add_row(_escape(str(attribute)), letter, _escape(str(source)), f"{elements:,}", f"{files:,}")
+    _out.print(grid)
+    if summary.height > limit:
+        _out.print(f"… {summary.height - limit:,} more attributes (--limit N, --keyword, --action)", highlight=False, markup=False)
 
 
 def _parse_size(text: str) -> int:

@@ -342,7 +342,14 @@ def read_plan(
     batch = _check_batch_id(batch_id)
     project_key = _resolve_key(key)
     store = _Store.open(vault, storage_options)
-    plain = _open_sealed(store.read(batch, PLAN_FILE), f"{batch}/plan", project_key, store.uri(batch, PLAN_FILE))
+    try:
+        sealed = store.read(batch, PLAN_FILE)
+    except UnknownBatch:
+        raise UnknownBatch(
+            f"no plan of batch {batch!r} in vault {store.text} (no {batch}/{PLAN_FILE}): a dry run writes "
+            f"one (dicomframe deidentify SRC DST --dry-run --batch-id {batch} --vault {store.text} ...)"
+        ) from None
+    plain = _open_sealed(sealed, f"{batch}/plan", project_key, store.uri(batch, PLAN_FILE))
     return pl.read_parquet(io.BytesIO(plain))
 
 

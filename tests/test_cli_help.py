@@ -7,7 +7,7 @@ import pytest
 from dicomframe.cli import _reflowed, main
 
 COMMANDS = [
-    ["scan"], ["keygen"], ["profile"], ["deidentify"], ["audit"], ["reidentify"], ["receive"], ["serve"], ["version"],
+    ["scan"], ["keygen"], ["profile"], ["deidentify"], ["audit"], ["reidentify"], ["plan"], ["receive"], ["serve"], ["version"],
     ["auditlog", "verify"],
 ]  # fmt: skip
 

@@ -841,7 +841,7 @@ class _Gateway:
 
 def _job_binding(batch_id: str) -> str:
     """What a job file is sealed to: its batch, and being a job (not a mapping or a plan)."""
-    return f"{batch_id}#gateway-job"
+    return f"{batch_id}/gateway-job"
 
 
 _INTERNAL = (
