@@ -72,6 +72,13 @@ TlsCaOption = Annotated[
 ]
 
 
+#: --storage-option of the commands that read a vault only (reidentify, plan)
+VaultStorageOption = Annotated[
+    list[str] | None,
+    typer.Option("--storage-option", help="fsspec option KEY=VALUE for a vault URL (repeatable)."),
+]
+
+
 def _fail(message: str, code: int) -> NoReturn:
     _err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
     sys.exit(code)
@@ -751,10 +758,7 @@ def reidentify(
     key_file: Annotated[str, typer.Option("--key-file", help="Project key file the batch was de-identified with.", show_default=False)],
     batch_id: Annotated[str, typer.Option("--batch-id", help="Batch id (batch_id in the batch's manifest.json).", show_default=False)],
     study: Annotated[str, typer.Option("--study", help="Cloud study id (cloud_study_id in the manifest).", show_default=False)],
-    storage_option: Annotated[
-        list[str] | None,
-        typer.Option("--storage-option", help="fsspec option KEY=VALUE for a vault URL (repeatable)."),
-    ] = None,
+    storage_option: VaultStorageOption = None,
     audit_log: Annotated[
         str | None,
         typer.Option(
@@ -819,10 +823,7 @@ def plan(
             show_default=False,
         ),
     ] = None,
-    storage_option: Annotated[
-        list[str] | None,
-        typer.Option("--storage-option", help="fsspec option KEY=VALUE for a vault URL (repeatable)."),
-    ] = None,
+    storage_option: VaultStorageOption = None,
     audit_log: Annotated[
         str | None,
         typer.Option(
@@ -878,12 +879,7 @@ def plan(
         )  # fmt: skip
     if output:
         chosen = table.with_columns(pl.col("action").cast(pl.String))
-        if output.endswith(".parquet"):
-            chosen.write_parquet(output)
-        elif output.endswith(".csv"):
-            chosen.drop([c for c, t in chosen.schema.items() if t.is_nested()]).write_csv(output)
-        else:
-            raise UserInputError("--output must end in .parquet or .csv")
+        _write_table(chosen, output)
         _err.print(
             f"{chosen.height:,} elements written to {output}: it holds original values (PHI); keep it with the vault",
             highlight=False,
@@ -914,6 +910,16 @@ def plan(
     _out.print(grid)
     if summary.height > limit:
         _out.print(f"… {summary.height - limit:,} more attributes (--limit N, --keyword, --action)", highlight=False, markup=False)
+
+
+def _write_table(frame: pl.DataFrame, output: str) -> None:
+    """``frame`` to ``output``: Parquet (``.parquet``) or CSV (``.csv``, nested columns left out)."""
+    if output.endswith(".parquet"):
+        frame.write_parquet(output)
+    elif output.endswith(".csv"):
+        frame.drop([c for c, t in frame.schema.items() if t.is_nested()]).write_csv(output)
+    else:
+        raise UserInputError("--output must end in .parquet or .csv")
 
 
 def _parse_size(text: str) -> int:
@@ -1180,12 +1186,7 @@ def profile(
     options = ", ".join(prof._option_list()) or "none"
     _out.print(f"profile {prof.name}: options {options}; {len(prof.rules)} custom rule(s)", highlight=False)
     if output:
-        if output.endswith(".parquet"):
-            chosen.write_parquet(output)
-        elif output.endswith(".csv"):
-            chosen.write_csv(output)
-        else:
-            raise UserInputError("--output must end in .csv or .parquet")
+        _write_table(chosen, output)
         _out.print(f"{chosen.height} rows written to {output}", highlight=False, soft_wrap=True)
         return
     if not keyword and not action:

@@ -216,3 +216,17 @@ def require_dicom_network() -> None:
     for tool in ("storescu", "echoscu"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed: run `make services` (Debian package dcmtk)", allow_module_level=True)
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str, str]:
+    """``dicomframe ARGS`` in this process on a wide terminal: (exit code, stdout, stderr)."""
+    from dicomframe.cli import main
+
+    monkeypatch.setenv("COLUMNS", "200")
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err

@@ -9,22 +9,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from dicomframe.cli import main
 from dicomframe.keys import generate_key_file
 
-from .conftest import SAMPLES
+from .conftest import SAMPLES, run_cli
 from .test_deidentify import _planted
-
-
-def _run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setenv("COLUMNS", "200")
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _found(text: str) -> list[str]:
@@ -37,7 +25,7 @@ def dry(tmp_path: Path, capsys, monkeypatch) -> tuple[Path, Path, str]:
     key_file = tmp_path / "project.key"
     generate_key_file(key_file)
     vault = tmp_path / "vault"
-    code, out, _ = _run(
+    code, out, _ = run_cli(
         capsys, monkeypatch, "deidentify", str(SAMPLES / "cohort"), str(tmp_path / "out"),
         "--key-file", str(key_file), "--vault", str(vault), "--dry-run", "--batch-id", "trial", "--no-progress",
     )  # fmt: skip
@@ -49,7 +37,7 @@ def dry(tmp_path: Path, capsys, monkeypatch) -> tuple[Path, Path, str]:
 
 def test_the_summary_says_what_happens_to_each_attribute_without_a_value(dry, capsys, monkeypatch) -> None:
     vault, key_file, _ = dry
-    code, out, _ = _run(capsys, monkeypatch, "plan", str(vault), "--key-file", str(key_file), "--batch-id", "trial", "--limit", "500")
+    code, out, _ = run_cli(capsys, monkeypatch, "plan", str(vault), "--key-file", str(key_file), "--batch-id", "trial", "--limit", "500")
     assert code == 0 and "of 70 file(s)" in out
     assert "PatientName" in out and "StudyInstanceUID" in out and "retain_long_modified_dates" in out
     assert not _found(out)
@@ -59,11 +47,11 @@ def test_values_are_shown_written_and_logged_only_when_asked(dry, tmp_path: Path
     vault, key_file, _ = dry
     log = tmp_path / "audit.jsonl"
     common = ("plan", str(vault), "--key-file", str(key_file), "--batch-id", "trial", "--audit-log", str(log))
-    code, out, _ = _run(capsys, monkeypatch, *common, "-k", "PatientName", "--values", "--limit", "3")
+    code, out, _ = run_cli(capsys, monkeypatch, *common, "-k", "PatientName", "--values", "--limit", "3")
     assert code == 0 and "70 element(s)" in out and "… 67 more" in out
     assert _found(out)  # the reviewer asked to see them
     target = tmp_path / "kept.parquet"
-    code, _, err = _run(capsys, monkeypatch, *common, "--action", "k", "-o", str(target))
+    code, _, err = run_cli(capsys, monkeypatch, *common, "--action", "k", "-o", str(target))
     assert code == 0 and "holds original values (PHI)" in err
     kept = pl.read_parquet(target)
     assert kept.height > 0 and set(kept["action"].unique()) == {"K"} and {"value", "new_value"} <= set(kept.columns)
@@ -75,5 +63,5 @@ def test_values_are_shown_written_and_logged_only_when_asked(dry, tmp_path: Path
 
 def test_a_batch_without_a_plan_says_how_to_make_one(dry, capsys, monkeypatch) -> None:
     vault, key_file, _ = dry
-    code, _, err = _run(capsys, monkeypatch, "plan", str(vault), "--key-file", str(key_file), "--batch-id", "other")
+    code, _, err = run_cli(capsys, monkeypatch, "plan", str(vault), "--key-file", str(key_file), "--batch-id", "other")
     assert code == 3 and "a dry run writes one" in err and "--batch-id other" in err
