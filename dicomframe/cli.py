@@ -857,16 +857,11 @@ def plan(
 
     from .auditlog import Action, log_event
     from .keys import FileKeyProvider
-    from .profiles import Action as PlanAction
     from .vault import read_plan
 
-    provider = FileKeyProvider(key_file)
-    table = read_plan(vault, batch_id, provider.get_key(), storage_options=_parse_options(storage_option))
-    label = pl.coalesce(pl.col("keyword"), pl.col("tag_path"))
-    if keyword:
-        table = table.filter(pl.col("keyword").is_in(keyword))
-    if action:
-        table = table.filter(pl.col("action").cast(pl.String).is_in([PlanAction.parse(a).value for a in action]))
+    key = FileKeyProvider(key_file).get_key()
+    table = read_plan(vault, batch_id, key, storage_options=_parse_options(storage_option))
+    table = _chosen_rows(table, keyword, action)
     _out.print(
         f"plan of batch {batch_id}: {table.height:,} element(s) of {table['file_id'].n_unique():,} file(s) chosen",
         highlight=False,
@@ -875,7 +870,7 @@ def plan(
     if output or values:
         log_event(
             audit_log, Action.EXPORT, batch_id=batch_id, counts={"elements": table.height},
-            details={"what": "plan values", "key_id": provider.get_key().key_id},
+            details={"what": "plan values", "key_id": key.key_id},
         )  # fmt: skip
     if output:
         chosen = table.with_columns(pl.col("action").cast(pl.String))
@@ -900,7 +895,7 @@ def plan(
             _out.print(f"… {table.height - limit:,} more (--limit N, or -o FILE.parquet)", highlight=False, markup=False)
         return
     summary = (
-        table.group_by(label.alias("attribute"), pl.col("action").cast(pl.String), "source")
+        table.group_by(pl.coalesce("keyword", "tag_path").alias("attribute"), pl.col("action").cast(pl.String), "source")
         .agg(pl.len().alias("elements"), pl.col("file_id").n_unique().alias("files"))
         .sort(["elements", "attribute"], descending=[True, False])
     )
@@ -1101,6 +1096,26 @@ def serve(
     )
 
 
+#: what becomes of an attribute a profile's table does not list (see dicomframe.planner)
+_UNLISTED = (
+    "an attribute the table does not list is removed when unknown to the dictionary or private (fail "
+    "closed), and a standard one kept unless it holds a name, free text, a date, an address or personal details"
+)
+
+
+def _chosen_rows(frame: pl.DataFrame, keyword: list[str] | None, action: list[str] | None) -> pl.DataFrame:
+    """The rows of ``frame`` of these keywords and action letters (any case; None: all)."""
+    import polars as pl
+
+    from .profiles import Action
+
+    if keyword:
+        frame = frame.filter(pl.col("keyword").is_in(keyword))
+    if action:
+        frame = frame.filter(pl.col("action").cast(pl.String).is_in([Action.parse(a).value for a in action]))
+    return frame
+
+
 #: what each action letter of a profile does (PS3.15 E.1-1 codes, and T for a template)
 _ACTION_MEANING = {
     "X": "remove",
@@ -1142,9 +1157,11 @@ def profile(
     """Show what a profile does to each attribute: PS3.15 Table E.1-1 with its options, resolved.
 
     Without --keyword or --action, a summary: the options, and how many rows each action
-    has, by where it comes from (the basic profile, an option, a custom rule). Attributes
-    the table does not list are removed, private ones too unless --profile keeps them
-    (fail closed).
+    has, by where it comes from (the basic profile, an option, a custom rule). An attribute
+    the table does not list is removed when the data dictionary does not know it or it is
+    private (fail closed; the Retain Safe Private option keeps the safe ones); a standard
+    one is kept unless it holds a name, free text, a date, a system address or a person's
+    details (the plan's source then starts "not in E.1-1").
 
     Examples:
 
@@ -1158,31 +1175,22 @@ def profile(
     """
     import polars as pl
 
-    from .profiles import Action, Profile
-    from .tags import format_tag
+    from .frames import format_tag_expr
+    from .profiles import Profile
 
     prof = Profile.load(name)
-    table = prof.table()
-    shown = table.with_columns(
-        pl.coalesce(
-            pl.col("pattern"), pl.col("tag").map_elements(format_tag, return_dtype=pl.String, skip_nulls=True)
-        ).alias("tag_text")
-    ).select(
-        pl.col("tag_text").alias("tag"), "keyword", "name", pl.col("action").cast(pl.String), "source", "template",
-        "private_creator",
-    )
-    chosen = shown
+    shown = prof.table().select(
+        pl.coalesce(pl.col("pattern"), format_tag_expr(pl.col("tag"))).alias("tag"), "keyword", "name",
+        pl.col("action").cast(pl.String), "source", "template", "private_creator",
+    )  # fmt: skip
     if keyword:
         unknown = sorted(set(keyword) - set(shown["keyword"].drop_nulls().to_list()))
         if unknown:
             raise UserInputError(
                 f"no row of the profile for keyword(s) {', '.join(unknown)} (keywords are case-sensitive, "
-                "e.g. PatientName); an attribute the table does not list is removed"
+                f"e.g. PatientName); {_UNLISTED}"
             )
-        chosen = chosen.filter(pl.col("keyword").is_in(keyword))
-    if action:
-        letters = [Action.parse(a).value for a in action]
-        chosen = chosen.filter(pl.col("action").is_in(letters))
+    chosen = _chosen_rows(shown, keyword, action)
     options = ", ".join(prof._option_list()) or "none"
     _out.print(f"profile {prof.name}: options {options}; {len(prof.rules)} custom rule(s)", highlight=False)
     if output:
@@ -1198,8 +1206,8 @@ def profile(
             grid.add_row(letter, _ACTION_MEANING.get(letter, ""), source, str(rows))
         _out.print(grid)
         _out.print(
-            "An attribute the table does not list is removed (fail closed). --keyword NAME or --action "
-            "LETTER shows the rows; -o FILE.csv writes them all.",
+            f"{_UNLISTED[0].upper()}{_UNLISTED[1:]}. --keyword NAME or --action LETTER shows the rows; "
+            "-o FILE.csv writes them all.",
             highlight=False,
         )
         return
