@@ -68,7 +68,7 @@ class Source:
         if not paths:
             return ""
         sep = os.sep if self.fs is None else "/"
-        root = self.root[7:] if self.root.lower().startswith("file://") else self.root
+        root = _without_file_scheme(self.root)
         if self.fs is not None and "://" in root:
             root = root.split("://", 1)[1]
         root = root.rstrip("/" + sep)
@@ -86,6 +86,11 @@ class Source:
     def shares_memory_only(self) -> bool:
         """True when the files live in this process only (``memory://``)."""
         return self.protocol == "memory"
+
+
+def _without_file_scheme(text: str) -> str:
+    """A local path given as ``file://PATH`` (any case) as ``PATH``; anything else as is."""
+    return text[7:] if text.lower().startswith("file://") else text
 
 
 def _common_posix(folders: Iterable[str]) -> str:
@@ -301,7 +306,7 @@ def resolve_source(
             found.extend(files)
     else:
         for item in items:
-            local = item[7:] if item.lower().startswith("file://") else item
+            local = _without_file_scheme(item)
             found.extend(_local_files(local))
     seen: set[str] = set()
     unique: list[tuple[str, int]] = []

@@ -9,7 +9,10 @@ side of both, from PEM files:
   certificates. With it, a client without a certificate that authority signed is
   refused during the handshake (mutual TLS), before any DICOM or HTTP is read.
 
-TLS 1.2 is the oldest version accepted (BCP 195, which the DICOM TLS profiles follow).
+The receiver's context accepts TLS 1.2 or later (BCP 195, which the DICOM TLS profiles
+follow). The gateway gives the files to uvicorn, which makes its own context: its oldest
+version is the system OpenSSL's (TLS 1.2 on current Debian); :func:`server_context`
+only checks the files for it.
 Every file problem is a :class:`~dicomframe.errors.UserInputError` that names the
 option and what to do, raised before the server listens.
 """
