@@ -814,7 +814,7 @@ def plan(
         bool,
         typer.Option("--values", help="Show each element's value and new value (original values: PHI).", show_default=False),
     ] = False,
-    limit: Annotated[int, typer.Option("--limit", help="Rows shown with --values.")] = 50,
+    limit: Annotated[int, typer.Option("--limit", help="Rows shown: attributes, or elements with --values.")] = 50,
     output: Annotated[
         str | None,
         typer.Option(
