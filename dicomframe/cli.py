@@ -982,6 +982,15 @@ def serve(
         typer.Option("--pixel-clean", help="Burned-in text: auto, rules or off, as for deidentify."),
     ] = "auto",
     jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="Worker processes of a batch \\[default: all cores].", show_default=False)] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Files POST /v1/anonymize de-identifies at once.")] = 2,
+    max_waiting: Annotated[
+        int,
+        typer.Option(
+            "--max-waiting",
+            help="Further uploads that may wait for their turn (each on disk meanwhile); one more is "
+            "answered 503 with Retry-After at once, before its body is read.",
+        ),
+    ] = 16,
     storage_option: Annotated[
         list[str] | None,
         typer.Option("--storage-option", help="fsspec option KEY=VALUE for the URLs of DST, VAULT and sources (repeatable).", show_default=False),
@@ -1048,6 +1057,8 @@ def serve(
         pixel_clean=pixel_clean,
         jobs=jobs,
         storage_options=_parse_options(storage_option) or None,
+        concurrency=concurrency,
+        max_waiting=max_waiting,
         # the address it listens on, when it names one, is a name clients may use
         allowed_hosts=(*(allow_host or ()), *(() if host in ("0.0.0.0", "::") else (host,))),
     )

@@ -6,12 +6,14 @@ the files sent here are searched for planted values in their header bytes.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -546,14 +548,31 @@ def test_a_vault_that_cannot_be_written_answers_500_without_the_error_text(stric
     _no_planted_value_in(log.encode())
 
 
+@contextlib.contextmanager
+def _served(app: Any) -> Iterator[str]:
+    """``app`` served by a uvicorn in a thread of this process, on loopback: its URL."""
+    import uvicorn
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                pytest.fail("uvicorn did not start in a thread")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
 def test_an_unexpected_error_answers_a_generic_500_and_is_logged_without_its_text(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The app in a uvicorn of this process, with one more route that fails as a bug would."""
-    import threading
-
-    import uvicorn
-
     from dicomframe.gateway.http import GatewaySettings, create_app
 
     key = tmp_path / "project.key"
@@ -564,27 +583,71 @@ def test_an_unexpected_error_answers_a_generic_500_and_is_logged_without_its_tex
     def fails() -> None:
         raise ValueError("Doe^Jane^Marie MRN1234567")  # an exception quoting values, as a bug may
 
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    with caplog.at_level("INFO", logger="dicomframe.gateway"):
-        thread.start()
-        try:
-            deadline = time.monotonic() + 60
-            while not server.started:
-                if not thread.is_alive() or time.monotonic() > deadline:
-                    pytest.fail("uvicorn did not start in a thread")
-                time.sleep(0.05)
-            answer = httpx.get(f"http://127.0.0.1:{port}/v1/fails")
-        finally:
-            server.should_exit = True
-            thread.join(30)
+    with caplog.at_level("INFO", logger="dicomframe.gateway"), _served(app) as url:
+        answer = httpx.get(f"{url}/v1/fails")
     assert answer.status_code == 500 and answer.json()["error"] == "internal"
     assert "Doe" not in answer.text and "MRN" not in answer.text
     logged = "\n".join(record.getMessage() for record in caplog.records)
     assert "internal error: ValueError at http.py" in logged and "raised in test_gateway.py" in logged
     assert "GET /v1/fails 500" in logged
     assert "Doe" not in logged and "MRN" not in logged
+
+
+def test_uploads_beyond_those_let_wait_are_refused_at_once_with_retry_after(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One file de-identifying (held), one waiting: a third is 503 before its body is read."""
+    from dicomframe.gateway.http import RETRY_AFTER, GatewaySettings, create_app
+
+    key = tmp_path / "project.key"
+    generate_key_file(key)
+    settings = GatewaySettings(
+        str(tmp_path / "out"), key=str(key), vault=str(tmp_path / "vault"), pixel_clean="off",
+        concurrency=1, max_waiting=1, temp_dir=str(tmp_path),
+    )  # fmt: skip
+    app = create_app(settings)
+    gw = app.state.gateway
+    inside, release = threading.Semaphore(0), threading.Event()
+    real = gw.anonymize
+
+    def held(work: str) -> Any:
+        inside.release()
+        assert release.wait(60)
+        return real(work)
+
+    gw.anonymize = held
+    data = CT.read_bytes()
+    answers: list[httpx.Response] = []
+    with caplog.at_level("INFO", logger="dicomframe.gateway"), _served(app) as url:
+
+        def send() -> httpx.Response:
+            return httpx.post(f"{url}/v1/anonymize", content=data, headers={"Content-Type": "application/dicom"}, timeout=120)
+
+        senders = [threading.Thread(target=lambda: answers.append(send())) for _ in range(2)]
+        for sender in senders:
+            sender.start()
+        assert inside.acquire(timeout=60) and inside.acquire(timeout=60)  # both in: the slot is held twice over
+        busy = send()
+        release.set()
+        for sender in senders:
+            sender.join(120)
+        after = send()  # the two ended: taken in again
+    assert busy.status_code == 503 and busy.json()["error"] == "busy"
+    assert busy.headers["retry-after"] == str(RETRY_AFTER) and "Retry-After" in busy.json()["detail"]
+    assert [a.status_code for a in answers] == [200, 200] and after.status_code == 200
+    assert gw.admitted == 0
+    assert "refused with 503" in "\n".join(record.getMessage() for record in caplog.records)
+
+
+def test_the_gateway_refuses_a_concurrency_or_waiting_limit_that_cannot_work(tmp_path: Path) -> None:
+    from dicomframe.errors import UserInputError
+    from dicomframe.gateway.http import GatewaySettings, create_app
+
+    key = tmp_path / "project.key"
+    generate_key_file(key)
+    for limits, option in (({"concurrency": 0}, "--concurrency"), ({"max_waiting": -1}, "--max-waiting")):
+        with pytest.raises(UserInputError, match=option):
+            create_app(GatewaySettings(str(tmp_path / "out"), key=str(key), vault=str(tmp_path / "vault"), **limits))
 
 
 def test_uploads_left_by_a_killed_gateway_are_removed_by_the_next(tmp_path: Path) -> None:

@@ -101,6 +101,8 @@ _BATCH_FIELDS = frozenset(("src", "batch_id", "priority"))
 _ACTIVE = ("queued", "running")
 #: batches whose status the gateway keeps in memory (beyond: the oldest finished are forgotten)
 _KEEP_JOBS = 10_000
+#: seconds a client refused as busy (503) is told to wait before sending again
+RETRY_AFTER = 5
 #: the vault file of a batch accepted and not yet ended (its src, priority and time, sealed)
 JOB_FILE = "gateway-job.json.enc"
 
@@ -141,6 +143,11 @@ class GatewaySettings:
         fsspec options for the URLs of ``dst``, ``vault`` and URL sources.
     concurrency
         Single files de-identified at once; further requests wait their turn.
+    max_waiting
+        Single-file requests that may wait for a turn (each holds its upload on disk
+        meanwhile); one more is refused at once with 503 and ``Retry-After``, before its
+        body is read, so that a burst of uploads cannot fill the disk or hold every
+        thread of the server.
     temp_dir
         Where the private temporary folders of uploads go (None: ``TMPDIR``).
     allowed_hosts
@@ -169,6 +176,7 @@ class GatewaySettings:
     jobs: int | None = None
     storage_options: dict[str, Any] | None = field(default=None, hash=False)
     concurrency: int = 2
+    max_waiting: int = 16
     temp_dir: str | None = None
     allowed_hosts: tuple[str, ...] = ()
 
@@ -521,7 +529,9 @@ class _Gateway:
         if settings.max_body < 1:
             raise UserInputError("--max-body must be at least 1 byte")
         if settings.concurrency < 1:
-            raise UserInputError("the gateway's concurrency must be at least 1")
+            raise UserInputError("--concurrency must be at least 1")
+        if settings.max_waiting < 0:
+            raise UserInputError("--max-waiting must be 0 or more")
         if settings.pixel_clean not in MODES:
             raise UserInputError(f"--pixel-clean must be one of {', '.join(MODES)} (got {settings.pixel_clean!r})")
         self.key = settings.key if isinstance(settings.key, ProjectKey) else load_key(settings.key)
@@ -540,6 +550,8 @@ class _Gateway:
                 )
         self.token = None if settings.token is None else settings.token.encode("utf-8")
         self.slots = threading.BoundedSemaphore(settings.concurrency)
+        #: single-file requests taken in (receiving, waiting or de-identifying): see :meth:`admit`
+        self.admitted = 0
         self.jobs: dict[str, _Job] = {}
         self.lock = threading.Lock()
         self.queue: queue.Queue[_Job | None] = queue.Queue()
@@ -548,6 +560,19 @@ class _Gateway:
         _sweep(settings.temp_dir)
 
     # -- single files ------------------------------------------------------------------
+
+    def admit(self) -> bool:
+        """Take one more single-file request in, or False when ``concurrency + max_waiting`` are in."""
+        with self.lock:
+            if self.admitted >= self.settings.concurrency + self.settings.max_waiting:
+                return False
+            self.admitted += 1
+            return True
+
+    def leave(self) -> None:
+        """A request :meth:`admit` took in has ended."""
+        with self.lock:
+            self.admitted -= 1
 
     def workdir(self) -> str:
         """A new private folder (mode 0700) for one upload, with ``in/`` for it.
@@ -1112,19 +1137,30 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 "send one DICOM Part 10 file as the body, with Content-Type: application/dicom "
                 "(curl: --data-binary @file.dcm -H 'Content-Type: application/dicom')",
             )
-        work = await run_in_threadpool(gw.workdir)
+        if not gw.admit():  # before the body is read: a burst neither fills the disk nor holds every thread
+            log.warning("anonymize: busy (%d running or waiting), refused with 503", gw.admitted)
+            raise _Problem(
+                503, "busy",
+                f"the gateway is de-identifying {settings.concurrency} file(s) and as many as it lets wait "
+                f"({settings.max_waiting}) are waiting: send this file again after Retry-After seconds",
+                headers={"Retry-After": str(RETRY_AFTER)},
+            )  # fmt: skip
         try:
-            size = await _receive(request, os.path.join(work, "in", "upload.dcm"), settings.max_body)
-            if not size:
-                raise _Problem(422, "empty", "the body is empty: send one DICOM Part 10 file")
+            work = await run_in_threadpool(gw.workdir)
             try:
-                done = await run_in_threadpool(gw.anonymize, work)
-            except DicomframeError as exc:  # the gateway's setup or storage, not the upload
-                kind, detail = _refusal(exc)
-                log.error("anonymize failed: %s (%s)", kind, _where(exc))
-                raise _Problem(500, kind, detail) from None
+                size = await _receive(request, os.path.join(work, "in", "upload.dcm"), settings.max_body)
+                if not size:
+                    raise _Problem(422, "empty", "the body is empty: send one DICOM Part 10 file")
+                try:
+                    done = await run_in_threadpool(gw.anonymize, work)
+                except DicomframeError as exc:  # the gateway's setup or storage, not the upload
+                    kind, detail = _refusal(exc)
+                    log.error("anonymize failed: %s (%s)", kind, _where(exc))
+                    raise _Problem(500, kind, detail) from None
+            finally:
+                await run_in_threadpool(_remove, work)
         finally:
-            await run_in_threadpool(_remove, work)
+            gw.leave()
         return StreamingResponse(
             _chunks(done.file),
             media_type="application/dicom",
