@@ -1110,7 +1110,8 @@ def serve(
 #: what becomes of an attribute a profile's table does not list (see dicomframe.planner)
 _UNLISTED = (
     "an attribute the table does not list is removed when unknown to the dictionary or private (fail "
-    "closed), and a standard one kept unless it holds a name, free text, a date, an address or personal details"
+    "closed), and a standard one kept unless it holds a name, free text, a date, an address, personal details "
+    "or an instance UID (replaced)"
 )
 
 
@@ -1171,8 +1172,8 @@ def profile(
     has, by where it comes from (the basic profile, an option, a custom rule). An attribute
     the table does not list is removed when the data dictionary does not know it or it is
     private (fail closed; the Retain Safe Private option keeps the safe ones); a standard
-    one is kept unless it holds a name, free text, a date, a system address or a person's
-    details (the plan's source then starts "not in E.1-1").
+    one is kept unless it holds a name, free text, a date, a system address, a person's
+    details or the UID of an instance (replaced; the plan's source then starts "not in E.1-1").
 
     Examples:
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 
 import polars as pl
 
@@ -183,6 +184,12 @@ def _originals_held(values: pl.Series, originals: list[str]) -> tuple[pl.Series,
     return candidate.scatter(at, verdicts), [pieces for pieces in standing if pieces]
 
 
+def _holds_a_uid(uids: list[str]) -> Callable[[str], bool]:
+    """A test of a value: whether it holds one of ``uids`` whole (not inside a longer UID)."""
+    pattern = re.compile("|".join(rf"(?<![0-9.]){re.escape(uid)}(?!\.?[0-9])" for uid in uids))
+    return lambda value: pattern.search(value) is not None
+
+
 def _minted(plan: Plan) -> pl.Series:
     """The values the plan made without reading an original: new UIDs, tokens, dummies, templates."""
     made = pl.col("action").is_in(["U", "D", "T"]) & pl.col("new_value").is_not_null()
@@ -268,7 +275,14 @@ def gate(output_elements: pl.DataFrame, plan: Plan, sources: pl.DataFrame | None
         )
         findings.append(findings_from(hits, "original_identifier", "high", mask(pl.col("value")), action))
     if uids:
-        hits = text.filter((pl.col("vr") == "UI") & pl.col("value").is_in(uids))
+        # left in place, or quoted in any text (a protocol name, a code meaning that holds the
+        # input's SOP Instance UID): a UID of its own, not part of a longer one
+        hits = text.filter(
+            pl.col("value").is_in(uids)
+            | (~pl.col("vr").is_in(["UI", *NUMBER_VRS]) & pl.col("value").str.contains_any(uids))
+        )
+        if hits.height:
+            hits = hits.filter(pl.col("value").map_elements(_holds_a_uid(uids), return_dtype=pl.Boolean))
         findings.append(
             findings_from(hits, "original_uid", "high", mask(pl.col("value")), "replace this UID (action U)")
         )

@@ -302,6 +302,14 @@ _UNLISTED_PERSONAL = re.compile(
 )
 #: keywords of LO/SH attributes Table E.1-1 does not list that are free descriptions
 _UNLISTED_DESCRIPTIVE = re.compile(r"(Description|Label|Comments?|Text|Notes?)$")
+#: keywords of UI attributes Table E.1-1 does not list whose UIDs name a definition (a SOP
+#: class, a transfer syntax, a coding scheme, a context group or template), the same at every
+#: site: kept. Any other (MultiFrameSourceSOPInstanceUID, TableFrameOfReferenceUID,
+#: RetrieveLocationUID, …) names an instance, a frame of reference or a place: replaced (U)
+_UNLISTED_DEFINITION_UIDS = re.compile(
+    r"SOPClass|TransferSyntax|CodingScheme|ContextUID|ContextGroupExtensionCreator|MappingResource"
+    r"|TemplateUID"
+)
 
 
 def _unlisted(tag: int, vr: str, profile: Profile) -> tuple[str, str]:
@@ -313,8 +321,10 @@ def _unlisted(tag: int, vr: str, profile: Profile) -> tuple[str, str]:
     differs from the dictionary's is removed; names are emptied; free text, system
     addresses and retired text or data are removed (free text cleaned with Clean
     Descriptors); dates and times follow the temporal options; a short text whose keyword
-    names or reaches a person is removed. The rest (codes, numbers, UIDs of classes,
-    technical text such as Manufacturer or ConvolutionKernel) is kept.
+    names or reaches a person is removed; a UID that names an instance, a frame of
+    reference or a place is replaced (U) as listed UIDs are. The rest (codes, numbers, UIDs
+    of classes and transfer syntaxes, technical text such as Manufacturer or
+    ConvolutionKernel) is kept.
     """
     from .tags import _entry
 
@@ -332,6 +342,10 @@ def _unlisted(tag: int, vr: str, profile: Profile) -> tuple[str, str]:
         return "X", "not in E.1-1: retired text or data"
     if value_vr == "PN":
         return ("Z" if encoded else "X"), "not in E.1-1: a person name"
+    if value_vr == "UI" and not _UNLISTED_DEFINITION_UIDS.search(keyword):
+        if Option.RETAIN_UIDS in options:
+            return "K", "not in E.1-1: an instance UID"
+        return ("U" if encoded else "X"), "not in E.1-1: an instance UID"
     if value_vr in _UNLISTED_REMOVED_VRS:
         return "X", "not in E.1-1: a system address"
     short = value_vr in ("LO", "SH")

@@ -649,3 +649,45 @@ def test_a_character_set_that_is_no_defined_term_is_removed(tmp_path: Path) -> N
         (written,) = out.rglob("*.dcm")
         found = pydicom.dcmread(written, stop_before_pixels=True).get((0x0008, 0x0005))
         assert (found is not None) is kept, charset
+
+
+def test_unlisted_uids_of_instances_are_replaced_and_keep_their_links(tmp_path: Path) -> None:
+    """UI attributes Table E.1-1 does not list: one naming an instance, a frame of reference or
+    a place gets its keyed new UID (the same as wherever that UID stands); a class UID stays."""
+    first, second = _base(1), _base(2)
+    second.MultiFrameSourceSOPInstanceUID = first.SOPInstanceUID  # a link to the other file
+    second.TableFrameOfReferenceUID = "1.2.826.0.1.3680043.10.9998.777"
+    second[0x0040E011] = DataElement(0x0040E011, "UI", "1.2.826.0.1.3680043.10.9998.778")  # RetrieveLocationUID
+    second.CreatorVersionUID = "1.2.826.0.1.3680043.10.9998.779"
+    second.RelatedGeneralSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.22"
+    _save(first, tmp_path / "in" / "1.dcm")
+    _save(second, tmp_path / "in" / "2.dcm")
+    result = _deidentify_in(tmp_path)
+    assert result.written == 2 and result.committed
+    written = [pydicom.dcmread(p) for p in (tmp_path / "out" / "b").rglob("*.dcm")]
+    new_first = next(d for d in written if "MultiFrameSourceSOPInstanceUID" not in d)
+    new_second = next(d for d in written if "MultiFrameSourceSOPInstanceUID" in d)
+    assert new_second.MultiFrameSourceSOPInstanceUID == new_first.SOPInstanceUID
+    for keyword in ("TableFrameOfReferenceUID", "RetrieveLocationUID", "CreatorVersionUID"):
+        assert str(new_second[keyword].value).startswith("2.25."), keyword
+    assert new_second.RelatedGeneralSOPClassUID == "1.2.840.10008.5.1.4.1.1.88.22"
+    planned = result.plan.table.filter(pl.col("keyword") == "TableFrameOfReferenceUID").select("action", "source")
+    assert planned.rows() == [("U", "not in E.1-1: an instance UID")]
+    kept = Profile.preset("default").with_options(Option.RETAIN_UIDS)
+    retained = deidentify(
+        tmp_path / "in", tmp_path / "out2", key=KEY, vault=tmp_path / "v2", batch_id="b", profile=kept, progress=False
+    )
+    table = retained.plan.table.filter(pl.col("keyword") == "TableFrameOfReferenceUID")
+    assert table["action"].to_list() == ["K"]
+
+
+def test_an_original_uid_quoted_in_text_is_caught_by_the_gate(tmp_path: Path) -> None:
+    """A protocol name (not in Table E.1-1, kept) holding the input's SOP Instance UID: withheld."""
+    ds = _base()
+    ds.AcquisitionProtocolName = f"from {ds.SOPInstanceUID}"
+    ds.SeriesDescription = f"{ds.SOPInstanceUID}1 and 9{ds.SOPInstanceUID}"  # longer UIDs: no match
+    result, out = _run(tmp_path, ds)
+    assert not result.committed and not list((out / "b").rglob("*.dcm"))
+    found = result.findings.filter(pl.col("rule") == "original_uid")
+    assert found["keyword"].to_list() == ["AcquisitionProtocolName"]
+    assert "1.2.826.0.1.3680043.10.9998" not in " ".join(found["evidence"].to_list())
