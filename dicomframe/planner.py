@@ -134,10 +134,14 @@ _IDENTIFYING = (
     "RequestedProcedureID",
     "IssuerOfPatientID",
 )
+#: a month by its name or abbreviation, English, any case (dates written out in words)
+_MONTH = r"(?i:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sept?(?:ember)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?"
 _GENERIC_SCRUB = re.compile(
     r"\b\d{4}[-./]\d{1,2}[-./]\d{1,2}\b"  # 2023-03-14
     r"|\b\d{1,2}[-./]\d{1,2}[-./]\d{2,4}\b"  # 03/14/2023
     r"|\b(?:19|20)\d{6}\b"  # 20230314
+    rf"|\b\d{{1,2}}(?:st|nd|rd|th)?[\s./-]*{_MONTH}[\s,./-]*\d{{2,4}}\b"  # 3 March 1933, 03MAR1933
+    rf"|\b{_MONTH}[\s./-]*\d{{1,2}}(?:st|nd|rd|th)?,?[\s./-]*\d{{4}}\b"  # March 3, 1933
     r"|\b[A-Za-z]{0,5}-?\d{5,}\b",  # MRN1234567, ACC00123, long numbers
 )
 
@@ -805,7 +809,8 @@ def _scrub(values: Iterable[tuple[int, str | None]], terms: dict[int, re.Pattern
 
 # a term is scrubbed as a token of its own, as the leak gate finds it (leaks._as_token):
 # it does not continue a run of letters, or of digits, on either side ("MRN1234567" holds
-# the ID 1234567; "71234567" and "BLACKSMITH" hold neither 1234567 nor SMITH)
+# the ID 1234567; "71234567" holds no 1234567); a name part of 4 letters or more is also
+# scrubbed inside a longer word (see _identifier_patterns)
 # A capital after a small letter starts a token too ("JanetDoeson_brain" holds JANET and DOESON).
 _CAMEL = r"(?-i:(?<=[a-z])(?=[A-Z]))"
 _TOKEN_START = rf"(?:(?<![A-Za-z])(?=[A-Za-z])|(?<![0-9])(?=[0-9])|(?=[^A-Za-z0-9])|{_CAMEL})"
@@ -813,10 +818,24 @@ _TOKEN_END = rf"(?:(?<=[A-Za-z])(?![A-Za-z])|(?<=[0-9])(?![0-9])|(?<=[^A-Za-z0-9
 
 
 def _fold_accents(text: str) -> str:
-    """``text`` without its combining marks (``"José"`` → ``"Jose"``)."""
+    """``text`` without its combining marks (``"José"`` → ``"Jose"``, ``"Groß"`` → ``"Gross"``)."""
     import unicodedata
 
-    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c)).replace("ß", "ss")
+
+
+#: letters German (and Scandinavian) keyboards without them spell out
+_SPELT_OUT = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "Ä": "Ae", "Ö": "Oe", "Ü": "Ue", "ß": "ss", "ø": "oe",
+                            "Ø": "Oe", "å": "aa", "Å": "Aa", "æ": "ae", "Æ": "Ae"})  # fmt: skip
+
+
+def _term_regex(term: str) -> str:
+    """A regex for ``term``: an identifier (4 letters and digits or more, with a digit) matches
+    written with or without its separators (``A-5566``, ``A5566``, ``A 5566``, ``A.55.66``)."""
+    chars = [c for c in term if c.isalnum()]
+    if len(chars) >= 4 and any(c.isdigit() for c in chars):
+        return r"[-_./ ]?".join(re.escape(c) for c in chars)
+    return re.escape(term)
 
 
 def _identifier_patterns(elements: pl.DataFrame) -> dict[int, re.Pattern[str] | None]:
@@ -836,13 +855,16 @@ def _identifier_patterns(elements: pl.DataFrame) -> dict[int, re.Pattern[str] | 
         .vstack(ids.rename({"value": "part"}).filter(pl.col("part").str.len_chars() >= 3))
         .unique()
     )
-    # and each written without its accents ("José" typed "Jose")
+    # and each written without its accents ("José" typed "Jose"), or spelt out as German
+    # keyboards do ("Müller" typed "Mueller", "Groß" typed "Gross")
     accented = terms.filter(~pl.col("part").str.contains(r"^[\x00-\x7F]*$"))
     if accented.height:
-        folded = {part: _fold_accents(part) for part in accented["part"].unique().to_list()}
-        terms = terms.vstack(
-            accented.with_columns(pl.col("part").replace_strict(folded, return_dtype=pl.String))
-        ).unique()
+        spelt = [
+            (file_id, variant)
+            for file_id, part in accented.iter_rows()
+            for variant in (_fold_accents(part), _fold_accents(part.translate(_SPELT_OUT)))
+        ]
+        terms = terms.vstack(pl.DataFrame(spelt, schema=terms.schema, orient="row")).unique()
     patterns: dict[int, re.Pattern[str] | None] = {}
     # each file's terms longest first, then in code point order (UTF-8 byte order)
     grouped = (
@@ -855,8 +877,13 @@ def _identifier_patterns(elements: pl.DataFrame) -> dict[int, re.Pattern[str] | 
     for file_id, parts in grouped.iter_rows():
         key = tuple(parts)
         if key not in compiled:
-            alternation = "|".join(re.escape(p) for p in key)
-            compiled[key] = re.compile(rf"(?i){_TOKEN_START}(?:{alternation}){_TOKEN_END}")
+            alternation = "|".join(_term_regex(p) for p in key)
+            # a name part of 4 letters or more is found inside a longer run of letters too
+            # ("JANEDOE" holds JANE and DOE): over-cleaning a description is the safe side
+            glued = "|".join(re.escape(p) for p in key if len(p) >= 4 and p.isalpha())
+            compiled[key] = re.compile(
+                rf"(?i){_TOKEN_START}(?:{alternation}){_TOKEN_END}" + (f"|(?:{glued})" if glued else "")
+            )
         patterns[int(file_id)] = compiled[key]
     return patterns
 

@@ -279,6 +279,9 @@ def test_a_private_sequence_the_rewriter_reads_otherwise_is_refused_not_copied(
         ("Li^Xi", "Li Xi head"),  # two-letter name parts
         ("García^José", "Jose Garcia knee"),  # typed without the accents
         ("Doeson^Janet", "JanetDoeson_brain"),  # glued, in camel case
+        ("Müller^Jürgen", "CT MUELLER Mueller Juergen MULLER"),  # spelt out as without umlauts
+        ("Groß^Björn", "GROSS follow-up Bjoern"),
+        ("Doeson^Janet", "JANETDOESON_brain DOESONJ"),  # glued, in capitals
     ],
 )
 def test_clean_descriptors_finds_the_patients_name_however_it_is_written(
@@ -294,8 +297,23 @@ def test_clean_descriptors_finds_the_patients_name_however_it_is_written(
     table = make_plan(dcf.scan(tmp_path / "a.dcm", progress=False), "research", KEY).table
     cleaned = dict(table.select("keyword", "new_value").iter_rows())["StudyDescription"]
     words = {w.lower() for w in re.split(r"[^A-Za-z]+|(?<=[a-z])(?=[A-Z])", cleaned) if w}
-    assert not words & {"li", "xi", "jose", "garcia", "janet", "doeson"}, cleaned
+    assert not words & {"li", "xi", "jose", "garcia", "janet", "doeson", "mueller", "muller", "juergen", "gross", "bjoern"}, cleaned
     assert "***" in cleaned
+
+
+def test_clean_descriptors_finds_ids_written_otherwise_and_dates_in_words(tmp_path: Path) -> None:
+    import dicomframe as dcf
+    from dicomframe.planner import make_plan
+
+    ds = _base()
+    ds.AccessionNumber, ds.PatientID = "A-5566", "PID0001"
+    ds.StudyDescription = "acc A5566, A 55 66 and PID-0001 (not A556)"
+    ds.SeriesDescription = "DOB March 3, 1933; 03MAR1933; born 3 Mar. 1933; 2nd Sept 2021"
+    _save(ds, tmp_path / "a.dcm")
+    table = make_plan(dcf.scan(tmp_path / "a.dcm", progress=False), "research", KEY).table
+    cleaned = dict(table.select("keyword", "new_value").iter_rows())
+    assert cleaned["StudyDescription"] == "acc ***, *** and *** (not A556)"
+    assert not re.search(r"\d", cleaned["SeriesDescription"]), cleaned["SeriesDescription"]
 
 
 def test_retired_variable_pixel_data_holding_anything_is_removed(tmp_path: Path) -> None:
