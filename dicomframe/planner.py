@@ -305,7 +305,13 @@ _UNLISTED_PERSONAL = re.compile(
     r"|Phone|Email|Birth|Death|Calendar"
 )
 #: keywords of LO/SH attributes Table E.1-1 does not list that are free descriptions
-_UNLISTED_DESCRIPTIVE = re.compile(r"(Description|Label|Comments?|Text|Notes?)$")
+_UNLISTED_DESCRIPTIVE = re.compile(r"(Description|Label|Comments?|Text|Notes?|^AcquisitionProtocolName|^ProtocolElementName)$")
+#: keywords of LO/SH attributes Table E.1-1 does not list that identify an owner, a traveller
+#: or a medium (an animal's owner or registration, a boarding pass, a file-set's label): removed
+_UNLISTED_OWNER = re.compile(
+    r"^(?:OwnerID|BreedRegistrationNumber|ImageID|StorageMediaFileSetID|BoardingPassID|ItineraryID|RouteID"
+    r"|RouteSegmentID|CarrierID)$"
+)
 #: keywords of UI attributes Table E.1-1 does not list whose UIDs name a definition (a SOP
 #: class, a transfer syntax, a coding scheme, a context group or template), the same at every
 #: site: kept. Any other (MultiFrameSourceSOPInstanceUID, TableFrameOfReferenceUID,
@@ -353,7 +359,7 @@ def _unlisted(tag: int, vr: str, profile: Profile) -> tuple[str, str]:
     if value_vr in _UNLISTED_REMOVED_VRS:
         return "X", "not in E.1-1: a system address"
     short = value_vr in ("LO", "SH")
-    if short and _UNLISTED_PERSONAL.search(keyword):
+    if short and (_UNLISTED_PERSONAL.search(keyword) or _UNLISTED_OWNER.search(keyword)):
         return "X", "not in E.1-1: personal"
     if value_vr in _UNLISTED_TEXT_VRS or (short and _UNLISTED_DESCRIPTIVE.search(keyword)):
         clean = encoded and Option.CLEAN_DESCRIPTORS in options

@@ -700,12 +700,23 @@ def test_unlisted_uids_of_instances_are_replaced_and_keep_their_links(tmp_path: 
 
 
 def test_an_original_uid_quoted_in_text_is_caught_by_the_gate(tmp_path: Path) -> None:
-    """A protocol name (not in Table E.1-1, kept) holding the input's SOP Instance UID: withheld."""
+    """A model name (not in Table E.1-1, kept) holding the input's SOP Instance UID: withheld."""
     ds = _base()
-    ds.AcquisitionProtocolName = f"from {ds.SOPInstanceUID}"
+    ds.ManufacturerModelName = f"from {ds.SOPInstanceUID}"
     ds.SeriesDescription = f"{ds.SOPInstanceUID}1 and 9{ds.SOPInstanceUID}"  # longer UIDs: no match
     result, out = _run(tmp_path, ds)
     assert not result.committed and not list((out / "b").rglob("*.dcm"))
     found = result.findings.filter(pl.col("rule") == "original_uid")
-    assert found["keyword"].to_list() == ["AcquisitionProtocolName"]
+    assert found["keyword"].to_list() == ["ManufacturerModelName"]
     assert "1.2.826.0.1.3680043.10.9998" not in " ".join(found["evidence"].to_list())
+
+
+def test_unlisted_protocol_names_are_free_text_and_owner_ids_are_removed(tmp_path: Path) -> None:
+    ds = _base()
+    ds.AcquisitionProtocolName = f"{MARK} protocol"
+    ds.OwnerID, ds.BreedRegistrationNumber, ds.ImageID = MARK, MARK, MARK
+    result, out = _run(tmp_path, ds)
+    assert result.written == 1 and not _leaks(out)
+    planned = dict(result.plan.table.select("keyword", "source").iter_rows())
+    assert planned["AcquisitionProtocolName"] == "not in E.1-1: free text"
+    assert {planned[k] for k in ("OwnerID", "BreedRegistrationNumber", "ImageID")} == {"not in E.1-1: personal"}
