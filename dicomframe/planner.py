@@ -865,12 +865,15 @@ def _identifier_patterns(elements: pl.DataFrame) -> dict[int, re.Pattern[str] | 
     # keyboards do ("Müller" typed "Mueller", "Groß" typed "Gross")
     accented = terms.filter(~pl.col("part").str.contains(r"^[\x00-\x7F]*$"))
     if accented.height:
-        spelt = [
-            (file_id, variant)
-            for file_id, part in accented.iter_rows()
-            for variant in (_fold_accents(part), _fold_accents(part.translate(_SPELT_OUT)))
-        ]
-        terms = terms.vstack(pl.DataFrame(spelt, schema=terms.schema, orient="row")).unique()
+        # each distinct part once (a patient's parts stand in every file of the patient)
+        variants = {
+            part: [_fold_accents(part), _fold_accents(part.translate(_SPELT_OUT))]
+            for part in accented["part"].unique().to_list()
+        }
+        spelt = accented.with_columns(
+            pl.col("part").replace_strict(variants, return_dtype=pl.List(pl.String))
+        ).explode("part")
+        terms = terms.vstack(spelt).unique()
     patterns: dict[int, re.Pattern[str] | None] = {}
     # each file's terms longest first, then in code point order (UTF-8 byte order)
     grouped = (
