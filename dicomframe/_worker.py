@@ -110,7 +110,7 @@ def read_file_rows(ref: FileRef, fs: Any) -> tuple[list[Row], FileInfo]:
 
 
 #: environment variables that configure storage back-ends, passed on to workers
-_ENV_PREFIXES = ("AWS_", "AZURE_", "GOOGLE_", "GCS_", "FSSPEC_", "S3_")
+_ENV_PREFIXES = ("AWS_", "AZURE_", "GOOGLE_", "GCS_", "GCSFS_", "STORAGE_EMULATOR_HOST", "FSSPEC_", "S3_")
 
 
 def storage_environment() -> dict[str, str]:

