@@ -251,6 +251,15 @@ def _dates_in_text(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
     return _findings(rows, "date_in_text", "medium", mask(pl.col("value")), "clean this text (Clean Descriptors)")
 
 
+def _contacts_in_text(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
+    from .planner import CONTACT
+
+    rows = _text(scan).filter(
+        pl.col("value").str.contains(CONTACT) & ~pl.col("tag").is_in(_kept_by_options(ctx["profile"]))
+    )
+    return _findings(rows, "contact_in_text", "high", mask(pl.col("value")), "clean this text (Clean Descriptors)")
+
+
 def _ids_in_text(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
     rows = _text(scan).filter(
         pl.col("value").str.contains(_ID)
@@ -420,6 +429,7 @@ RULES: tuple[Rule, ...] = (
     Rule("name_in_text", "high", "person-name-like text (Family^Given, Dr./Mr./Mrs. Name) in descriptions, comments, SR text", _names_in_text),
     Rule("date_in_text", "medium", "date-like strings in free text", _dates_in_text),
     Rule("id_in_text", "medium", "MRN- or accession-like tokens in free text", _ids_in_text),
+    Rule("contact_in_text", "high", "telephone numbers and e-mail addresses in free text", _contacts_in_text),
     Rule("uid_with_org_root", "high", "instance UIDs that still carry an organisation's root (not 2.25.)", _uid_roots),
     Rule("unreadable", "high", "a file the audit could not read (damaged, truncated, not DICOM, a DICOMDIR): nothing in it was checked", _unreadable),
     Rule("burned_in_text_risk", "low", "images likely to hold burned-in text: BurnedInAnnotation=YES, ultrasound, secondary capture", _burned_in_risk),

@@ -136,13 +136,29 @@ _IDENTIFYING = (
 )
 #: a month by its name or abbreviation, English, any case (dates written out in words)
 _MONTH = r"(?i:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sept?(?:ember)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?"
+#: telephone numbers, international (+44 20 7946 0958), with an area code in brackets
+#: ((555) 123-4567) or dashed or dotted (555-123-4567) ("512 512 1024" is not one), and
+#: e-mail addresses; also what the audit's ``contact_in_text`` rule finds (no look-around:
+#: polars' regex engine reads it too)
+CONTACT = (
+    r"\+\d{1,3}[\s.-]?\(?\d{1,4}\)?(?:[\s.-]?\d{2,4}){2,4}\b"
+    r"|\(\d{2,5}\)\s?\d{3,4}[\s.-]?\d{3,4}\b"
+    r"|\b\d{3}[-.]\d{3,4}[-.]\d{4}\b"
+    r"|[\w.+-]+@[\w-]+(?:\.[\w-]+)+"
+)
 _GENERIC_SCRUB = re.compile(
     r"\b\d{4}[-./]\d{1,2}[-./]\d{1,2}\b"  # 2023-03-14
     r"|\b\d{1,2}[-./]\d{1,2}[-./]\d{2,4}\b"  # 03/14/2023
     r"|\b(?:19|20)\d{6}\b"  # 20230314
     rf"|\b\d{{1,2}}(?:st|nd|rd|th)?[\s./-]*{_MONTH}[\s,./-]*\d{{2,4}}\b"  # 3 March 1933, 03MAR1933
     rf"|\b{_MONTH}[\s./-]*\d{{1,2}}(?:st|nd|rd|th)?,?[\s./-]*\d{{4}}\b"  # March 3, 1933
-    r"|\b[A-Za-z]{0,5}-?\d{5,}\b",  # MRN1234567, ACC00123, long numbers
+    r"|\b[A-Za-z]{0,5}-?\d{5,}\b"  # MRN1234567, ACC00123, long numbers
+    r"|\b\d{3}-\d{2}-\d{4}\b"  # 078-05-1120 (a social security number)
+    rf"|{CONTACT}"
+    # a person's name in DICOM's own form (DOE^JANE, Doe^Jane^Q) or after a title (Dr Smith,
+    # MR. JONES): titles in capitals only with their dot, "MR BRAIN" and "DR CHEST" are modalities
+    r"|\b[A-Za-z][A-Za-z'-]*(?:\^[A-Za-z'-]*)+"
+    r"|\b(?:(?:Dr|Mr|Mrs|Ms|Miss|Prof)\.?|(?:DR|MR|MRS|MS|MISS|PROF)\.)\s*[A-Z][A-Za-z'-]+",
 )
 
 

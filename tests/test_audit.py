@@ -53,6 +53,7 @@ def test_a_naive_deidentification_is_caught_by_every_header_rule(outputs) -> Non
         "name_in_text",  # names in descriptions and comments
         "date_in_text",
         "id_in_text",
+        "contact_in_text",  # the telephone numbers and e-mail address of the sample patient
         "burned_in_text_risk",
     }
     assert expected <= rules, expected - rules

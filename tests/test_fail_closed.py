@@ -316,6 +316,38 @@ def test_clean_descriptors_finds_ids_written_otherwise_and_dates_in_words(tmp_pa
     assert not re.search(r"\d", cleaned["SeriesDescription"]), cleaned["SeriesDescription"]
 
 
+def test_clean_descriptors_scrubs_names_in_dicom_form_or_after_a_title_and_contacts(tmp_path: Path) -> None:
+    """Another person's name written as DICOM writes names, or after a title, a telephone
+    number, an e-mail address or a social security number goes; modality words stay."""
+    import dicomframe as dcf
+    from dicomframe.planner import make_plan
+
+    ds = _base()
+    ds.StudyDescription = "MR BRAIN per Dr Hall, ref SMITH^ANNA^B; DR CHEST 512 512 1024"
+    ds.SeriesDescription = "call (555) 123-4567, +44 20 7946 0958 or 555.123.4567"
+    ds.ImageComments = "mail j.hall@example.org; SSN 078-05-1120; seen by MR. JONES and Miss Daisy"
+    _save(ds, tmp_path / "a.dcm")
+    table = make_plan(dcf.scan(tmp_path / "a.dcm", progress=False), "research", KEY).table
+    cleaned = dict(table.select("keyword", "new_value").iter_rows())
+    assert cleaned["StudyDescription"] == "MR BRAIN per ***, ref ***; DR CHEST 512 512 1024"
+    assert cleaned["SeriesDescription"] == "call ***, *** or ***"
+    assert cleaned["ImageComments"] == "mail ***; SSN ***; seen by *** and ***"
+
+
+def test_the_audit_finds_telephone_numbers_and_e_mail_addresses_in_text(tmp_path: Path) -> None:
+    import dicomframe as dcf
+
+    ds = _base()
+    ds.StudyDescription = "call (555) 123-4567"
+    ds.ImageComments = "results to j.hall@example.org"
+    ds.SeriesDescription = "AX T2 512 512 1024"
+    _save(ds, tmp_path / "a.dcm")
+    found = dcf.audit(tmp_path / "a.dcm", rules=["contact_in_text"], progress=False)
+    assert sorted(found["keyword"]) == ["ImageComments", "StudyDescription"]
+    assert set(found["severity"]) == {"high"}
+    assert not any("4567" in e or "hall" in e for e in found["evidence"].to_list())  # masked
+
+
 def test_retired_variable_pixel_data_holding_anything_is_removed(tmp_path: Path) -> None:
     ds = _base()
     ds[0x7F100010] = DataElement(0x7F100010, "OB", f"{MARK} in retired pixel data!".encode())
