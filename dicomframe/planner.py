@@ -146,6 +146,16 @@ CONTACT = (
     r"|\b\d{3}[-.]\d{3,4}[-.]\d{4}\b"
     r"|[\w.+-]+@[\w-]+(?:\.[\w-]+)+"
 )
+#: what is personal whoever it is about, in any text: a contact (:data:`CONTACT`), a social
+#: security number (078-05-1120), a person's name in DICOM's own form (DOE^JANE, Doe^Jane^Q)
+#: or after a title (Dr Smith, MR. JONES: titles in capitals only with their dot, "MR BRAIN"
+#: and "DR CHEST" are modalities). No look-around: polars' regex engine reads it too
+PERSONAL = (
+    rf"{CONTACT}"
+    r"|\b\d{3}-\d{2}-\d{4}\b"
+    r"|\b[A-Za-z][A-Za-z'-]*(?:\^[A-Za-z'-]*)+"
+    r"|\b(?:(?:Dr|Mr|Mrs|Ms|Miss|Prof)\.?|(?:DR|MR|MRS|MS|MISS|PROF)\.)\s*[A-Z][A-Za-z'-]+"
+)
 _GENERIC_SCRUB = re.compile(
     r"\b\d{4}[-./]\d{1,2}[-./]\d{1,2}\b"  # 2023-03-14
     r"|\b\d{1,2}[-./]\d{1,2}[-./]\d{2,4}\b"  # 03/14/2023
@@ -153,12 +163,7 @@ _GENERIC_SCRUB = re.compile(
     rf"|\b\d{{1,2}}(?:st|nd|rd|th)?[\s./-]*{_MONTH}[\s,./-]*\d{{2,4}}\b"  # 3 March 1933, 03MAR1933
     rf"|\b{_MONTH}[\s./-]*\d{{1,2}}(?:st|nd|rd|th)?,?[\s./-]*\d{{4}}\b"  # March 3, 1933
     r"|\b[A-Za-z]{0,5}-?\d{5,}\b"  # MRN1234567, ACC00123, long numbers
-    r"|\b\d{3}-\d{2}-\d{4}\b"  # 078-05-1120 (a social security number)
-    rf"|{CONTACT}"
-    # a person's name in DICOM's own form (DOE^JANE, Doe^Jane^Q) or after a title (Dr Smith,
-    # MR. JONES): titles in capitals only with their dot, "MR BRAIN" and "DR CHEST" are modalities
-    r"|\b[A-Za-z][A-Za-z'-]*(?:\^[A-Za-z'-]*)+"
-    r"|\b(?:(?:Dr|Mr|Mrs|Ms|Miss|Prof)\.?|(?:DR|MR|MRS|MS|MISS|PROF)\.)\s*[A-Z][A-Za-z'-]+",
+    rf"|{PERSONAL}",
 )
 
 
@@ -480,6 +485,16 @@ def _private_and_unknown(matched: pl.DataFrame, profile: Profile) -> pl.DataFram
     known = unlisted & pl.col("keyword").is_not_null()
     pairs = out.select(pl.col("tag").filter(known), pl.col("vr").filter(known)).unique()
     out = out.join(_unlisted_table(pairs, profile), on=["tag", "vr"], how="left", maintain_order="left")
+    # a short text kept for what its keyword says (a code meaning, a model name) that holds
+    # what is personal whoever it is about (a name in DICOM's form, a telephone number) is
+    # not kept: removed, or cleaned with Clean Descriptors
+    clean = Option.CLEAN_DESCRIPTORS in profile.options
+    personal_value = (
+        unlisted
+        & (pl.col("_u_action") == "K")
+        & pl.col("vr").is_in(["LO", "SH", "UC"])
+        & pl.col("value").str.contains(PERSONAL).fill_null(False)
+    )
     # (condition, action, source), first match wins
     decisions: list[tuple[pl.Expr, pl.Expr, pl.Expr]] = [
         (private_data & from_private_row & safe_hit, pl.lit("K"), pl.lit("retain_safe_private")),
@@ -487,6 +502,7 @@ def _private_and_unknown(matched: pl.DataFrame, profile: Profile) -> pl.DataFram
         (odd & (elem < 0x10), pl.lit("X"), pl.lit("private")),  # (gggg,0000-000F): private lengths, reserved
         (~odd & (elem == 0) & (group != 0x0002), pl.lit("X"), pl.lit("group length")),
         (unlisted & pl.col("keyword").is_null(), pl.lit("X"), pl.lit("unknown: fail closed")),
+        (personal_value, pl.lit("C" if clean else "X"), pl.lit("not in E.1-1: holds a name or a contact")),
         (unlisted, pl.col("_u_action"), pl.col("_u_source")),  # see _unlisted
     ]
     decided, decided_source = pl.col("action"), pl.col("source")

@@ -334,6 +334,34 @@ def test_clean_descriptors_scrubs_names_in_dicom_form_or_after_a_title_and_conta
     assert cleaned["ImageComments"] == "mail ***; SSN ***; seen by *** and ***"
 
 
+@pytest.mark.parametrize("profile", ["default", "research"])
+def test_a_kept_short_text_holding_a_name_or_a_contact_is_not_kept(tmp_path: Path, profile: str) -> None:
+    """Code meanings and kernels are kept for what their keyword says, not whatever they
+    hold: one holding a name in DICOM's form or a telephone number is removed (default) or
+    cleaned (Clean Descriptors); a plain one stays."""
+    import dicomframe as dcf
+    from dicomframe.planner import make_plan
+
+    ds = _base()
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "T-D1100", "SRT", "Head of HALL^ANNA"
+    plain = Dataset()
+    plain.CodeValue, plain.CodingSchemeDesignator, plain.CodeMeaning = "T-D3000", "SRT", "Chest"
+    ds.AnatomicRegionSequence = Sequence([code, plain])
+    ds.ConvolutionKernel = "call 555-123-4567"
+    _save(ds, tmp_path / "a.dcm")
+    table = make_plan(dcf.scan(tmp_path / "a.dcm", progress=False), profile, KEY).table
+    rows = {r["tag_path"]: r for r in table.iter_rows(named=True)}
+    meaning, other, kernel = rows["00082218[0].00080104"], rows["00082218[1].00080104"], rows["00181210"]
+    assert other["action"] == "K"
+    if profile == "default":
+        assert meaning["action"] == kernel["action"] == "X"
+    else:
+        assert (meaning["action"], meaning["new_value"]) == ("C", "Head of ***")
+        assert (kernel["action"], kernel["new_value"]) == ("C", "call ***")
+    assert meaning["source"] == kernel["source"] == "not in E.1-1: holds a name or a contact"
+
+
 def test_the_audit_finds_telephone_numbers_and_e_mail_addresses_in_text(tmp_path: Path) -> None:
     import dicomframe as dcf
 
