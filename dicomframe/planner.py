@@ -139,22 +139,24 @@ _MONTH = r"(?i:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|
 #: telephone numbers, international (+44 20 7946 0958), with an area code in brackets
 #: ((555) 123-4567) or dashed or dotted (555-123-4567) ("512 512 1024" is not one), and
 #: e-mail addresses; also what the audit's ``contact_in_text`` rule finds (no look-around:
-#: polars' regex engine reads it too)
+#: polars' regex engine reads it too; ASCII classes: Unicode ones, repeated, pass its size limit)
 CONTACT = (
-    r"\+\d{1,3}[\s.-]?\(?\d{1,4}\)?(?:[\s.-]?\d{2,4}){2,4}\b"
-    r"|\(\d{2,5}\)\s?\d{3,4}[\s.-]?\d{3,4}\b"
-    r"|\b\d{3}[-.]\d{3,4}[-.]\d{4}\b"
-    r"|[\w.+-]+@[\w-]+(?:\.[\w-]+)+"
+    r"\+[0-9]{1,3}[ \t.-]?\(?[0-9]{1,4}\)?(?:[ \t.-]?[0-9]{2,4}){2,4}\b"
+    r"|\([0-9]{2,5}\)[ \t]?[0-9]{3,4}[ \t.-]?[0-9]{3,4}\b"
+    r"|\b[0-9]{3}[-.][0-9]{3,4}[-.][0-9]{4}\b"
+    r"|[A-Za-z0-9_.+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}"
 )
 #: what is personal whoever it is about, in any text: a contact (:data:`CONTACT`), a social
 #: security number (078-05-1120), a person's name in DICOM's own form (DOE^JANE, Doe^Jane^Q)
 #: or after a title (Dr Smith, MR. JONES: titles in capitals only with their dot, "MR BRAIN"
-#: and "DR CHEST" are modalities). No look-around: polars' regex engine reads it too
+#: and "DR CHEST" are modalities). No look-around: polars' regex engine reads it too. Every
+#: repeat is bounded (a PN component group holds 64 characters at most): Python's engine
+#: backtracks, and "a-a-a-…" of a whole UT must not cost the square of its length
 PERSONAL = (
     rf"{CONTACT}"
-    r"|\b\d{3}-\d{2}-\d{4}\b"
-    r"|\b[A-Za-z][A-Za-z'-]*(?:\^[A-Za-z'-]*)+"
-    r"|\b(?:(?:Dr|Mr|Mrs|Ms|Miss|Prof)\.?|(?:DR|MR|MRS|MS|MISS|PROF)\.)\s*[A-Z][A-Za-z'-]+"
+    r"|\b[0-9]{3}-[0-9]{2}-[0-9]{4}\b"
+    r"|\b[A-Za-z][A-Za-z'-]{0,63}(?:\^[A-Za-z'-]{0,64}){1,4}"
+    r"|\b(?:(?:Dr|Mr|Mrs|Ms|Miss|Prof)\.?|(?:DR|MR|MRS|MS|MISS|PROF)\.)[ \t]{0,3}[A-Z][A-Za-z'-]{1,63}"
 )
 _GENERIC_SCRUB = re.compile(
     r"\b\d{4}[-./]\d{1,2}[-./]\d{1,2}\b"  # 2023-03-14

@@ -362,6 +362,17 @@ def test_a_kept_short_text_holding_a_name_or_a_contact_is_not_kept(tmp_path: Pat
     assert meaning["source"] == kernel["source"] == "not in E.1-1: holds a name or a contact"
 
 
+def test_clean_descriptors_on_text_made_to_make_a_regex_backtrack_still_scrubs() -> None:
+    """Runs of "a-a-a-", "a.a.a." or "1-1-1-" (a crafted UT could hold megabytes of them)
+    cost the scrub a bounded amount per character, not the square of their length; a
+    name and an address after them are still found."""
+    from dicomframe.planner import _GENERIC_SCRUB
+
+    for run in ("a-", "a.", "A^", "1-", "+1 ", "Dr "):
+        text = run * 20_000 + " DOE^JANE j.doe@example.org"
+        assert _GENERIC_SCRUB.sub("***", text).endswith(" *** ***"), run
+
+
 def test_the_audit_finds_telephone_numbers_and_e_mail_addresses_in_text(tmp_path: Path) -> None:
     import dicomframe as dcf
 
