@@ -108,6 +108,18 @@ def s3_bucket(s3_server: str) -> Iterator[str]:
     yield name
 
 
+def _stop(process: Any) -> None:
+    """End a service's process: politely, then for good."""
+    import subprocess
+
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
 #: how the tests reach the GCS emulator through gcsfs (``storage_options``)
 GCS_OPTIONS = {"token": "anon", "project": "dicomframe-test"}
 
@@ -157,12 +169,7 @@ def gcs_server() -> Iterator[str]:
             os.environ.pop("STORAGE_EMULATOR_HOST", None)
         else:
             os.environ["STORAGE_EMULATOR_HOST"] = saved
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        _stop(process)
 
 
 @pytest.fixture()
@@ -227,12 +234,7 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             f"BlobEndpoint=http://127.0.0.1:{port}/{AZURITE_ACCOUNT};"
         )
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        _stop(process)
 
 
 def _pair(folder: Path, name: str, issuer: tuple[Any, Any] | None, ca: bool = False) -> tuple[Any, Any]:
