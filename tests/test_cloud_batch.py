@@ -96,13 +96,20 @@ def test_s3_objects_carry_content_type_and_batch_metadata(s3_bucket: str, tmp_pa
     client.close()
 
 
-@pytest.mark.s3
-def test_a_missing_bucket_fails_fast_naming_the_url(s3_server: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("scheme", "server", "options"),
+    [pytest.param("s3", "s3_server", None, marks=pytest.mark.s3), ("gs", "gcs_server", GCS_OPTIONS)],
+)
+def test_a_missing_bucket_fails_fast_naming_the_url(
+    scheme: str, server: str, options: dict[str, Any] | None, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    request.getfixturevalue(server)
     started = time.perf_counter()
-    with pytest.raises(StorageError, match=r"s3://no-such-bucket-x1 .*bucket or container exists"):
+    with pytest.raises(StorageError, match=rf"{scheme}://no-such-bucket-x1 .*bucket or container exists"):
         deidentify(
-            SAMPLES / "cohort", "s3://no-such-bucket-x1/batches", key=KEY, vault=tmp_path / "v", progress=False
-        )
+            SAMPLES / "cohort", f"{scheme}://no-such-bucket-x1/batches", key=KEY, vault=tmp_path / "v",
+            progress=False, storage_options=options,
+        )  # fmt: skip
     assert time.perf_counter() - started < 5  # no retries for a permanent error
     assert not (tmp_path / "v").exists()
 
@@ -578,12 +585,16 @@ def test_the_gate_on_bytes_put_to_s3_equals_the_gate_on_a_read_back(
 
 
 @pytest.mark.s3
-def test_a_cohort_read_from_s3_gives_the_local_batch(s3_bucket: str, tmp_path: Path, reference: Path) -> None:
-    """SRC as an s3:// URL: the same outputs, byte for byte, as from the local folder."""
-    fs = _s3()
+def _upload_cohort(fs: Any, prefix: str) -> None:
+    """Put every file of the sample cohort under ``prefix`` (``bucket/…``), keeping its relative name."""
     for path in sorted((SAMPLES / "cohort").rglob("*")):
         if path.is_file():
-            fs.pipe_file(f"{s3_bucket}/incoming/{path.relative_to(SAMPLES / 'cohort').as_posix()}", path.read_bytes())
+            fs.pipe_file(f"{prefix}/{path.relative_to(SAMPLES / 'cohort').as_posix()}", path.read_bytes())
+
+
+def test_a_cohort_read_from_s3_gives_the_local_batch(s3_bucket: str, tmp_path: Path, reference: Path) -> None:
+    """SRC as an s3:// URL: the same outputs, byte for byte, as from the local folder."""
+    _upload_cohort(_s3(), f"{s3_bucket}/incoming")
     result = deidentify(
         f"s3://{s3_bucket}/incoming", tmp_path / "out", key=KEY, vault=tmp_path / "v", batch_id="b1", progress=False,
         manifest_parquet=True,
@@ -640,9 +651,7 @@ def test_a_cohort_read_from_gcs_with_its_vault_on_gcs_gives_the_local_batch(
     from dicomframe.vault import reidentify_study
 
     fs = _gcs()
-    for path in sorted((SAMPLES / "cohort").rglob("*")):
-        if path.is_file():
-            fs.pipe_file(f"{gcs_bucket}/incoming/{path.relative_to(SAMPLES / 'cohort').as_posix()}", path.read_bytes())
+    _upload_cohort(fs, f"{gcs_bucket}/incoming")
     vault = f"gs://{gcs_bucket}/vault"
     result = deidentify(
         f"gs://{gcs_bucket}/incoming", tmp_path / "out", key=KEY, vault=vault, batch_id="b1", progress=False,
@@ -655,14 +664,3 @@ def test_a_cohort_read_from_gcs_with_its_vault_on_gcs_gives_the_local_batch(
     found = reidentify_study(vault, KEY, "b1", study, storage_options=GCS_OPTIONS)
     assert found["cloud_study_id"] == study and found["study_instance_uid"]
     assert not any(name.endswith(".dcm") for name in fs.find(f"{gcs_bucket}/vault"))  # the mapping only
-
-
-def test_a_missing_gcs_bucket_fails_fast_naming_the_url(gcs_server: str, tmp_path: Path) -> None:
-    started = time.perf_counter()
-    with pytest.raises(StorageError, match=r"gs://no-such-bucket-x1 .*bucket or container exists"):
-        deidentify(
-            SAMPLES / "cohort", "gs://no-such-bucket-x1/batches", key=KEY, vault=tmp_path / "v", progress=False,
-            storage_options=GCS_OPTIONS,
-        )  # fmt: skip
-    assert time.perf_counter() - started < 5  # no retries for a permanent error
-    assert not (tmp_path / "v").exists()

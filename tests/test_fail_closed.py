@@ -58,6 +58,20 @@ def _save(ds: Dataset, path: Path) -> None:
         ds.save_as(path, enforce_file_format=True)
 
 
+def _plan_table(tmp_path: Path, ds: Dataset, profile: str | Profile, **kwargs: Any) -> pl.DataFrame:
+    """The plan table of ``ds``, saved as one file and scanned."""
+    import dicomframe as dcf
+    from dicomframe.planner import make_plan
+
+    _save(ds, tmp_path / "a.dcm")
+    return make_plan(dcf.scan(tmp_path / "a.dcm", progress=False), profile, KEY, **kwargs).table
+
+
+def _new_values(table: pl.DataFrame) -> dict[str, str | None]:
+    """Keyword -> new value of a plan table."""
+    return dict(table.select("keyword", "new_value").iter_rows())
+
+
 def _run(tmp_path: Path, ds: Dataset, profile: str | Profile = "default") -> tuple[object, Path]:
     _save(ds, tmp_path / "in" / "a.dcm")
     return _deidentify_in(tmp_path, profile), tmp_path / "out"
@@ -195,28 +209,22 @@ def test_attributes_table_e11_does_not_list_do_not_keep_text(
 def test_with_clean_descriptors_unlisted_free_text_is_cleaned_like_the_listed(
     tmp_path: Path,
 ) -> None:
-    import dicomframe as dcf
-    from dicomframe.planner import make_plan
 
     ds = _base()
     ds.CommentsOnTheScheduledProcedureStep = "Jane Doe asked for a copy"
     ds.StudyDescription = "Jane Doe chest"
-    _save(ds, tmp_path / "a.dcm")
-    table = make_plan(dcf.scan(tmp_path / "a.dcm", progress=False), "research", KEY).table
-    new = dict(table.select("keyword", "new_value").iter_rows())
+    table = _plan_table(tmp_path, ds, "research")
+    new = _new_values(table)
     assert "Jane" not in new["CommentsOnTheScheduledProcedureStep"]
     assert new["CommentsOnTheScheduledProcedureStep"].endswith("asked for a copy")
 
 
 def test_the_plan_says_why_an_unlisted_attribute_went(tmp_path: Path) -> None:
-    import dicomframe as dcf
-    from dicomframe.planner import make_plan
 
     ds = _base()
     ds[0x00140104] = DataElement(0x00140104, "PN", "Roe^Rita")
     ds[0x00189346] = DataElement(0x00189346, "LT", "text")
-    _save(ds, tmp_path / "a.dcm")
-    table = make_plan(dcf.scan(tmp_path / "a.dcm", progress=False), "default", KEY).table
+    table = _plan_table(tmp_path, ds, "default")
     why = dict(
         table.select(
             "keyword", pl.concat_str([pl.col("action"), pl.col("source")], separator=": ")
@@ -287,31 +295,25 @@ def test_a_private_sequence_the_rewriter_reads_otherwise_is_refused_not_copied(
 def test_clean_descriptors_finds_the_patients_name_however_it_is_written(
     tmp_path: Path, name: str, description: str
 ) -> None:
-    import dicomframe as dcf
-    from dicomframe.planner import make_plan
 
     ds = _base()
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.PatientName, ds.StudyDescription = name, description
-    _save(ds, tmp_path / "a.dcm")
-    table = make_plan(dcf.scan(tmp_path / "a.dcm", progress=False), "research", KEY).table
-    cleaned = dict(table.select("keyword", "new_value").iter_rows())["StudyDescription"]
+    table = _plan_table(tmp_path, ds, "research")
+    cleaned = _new_values(table)["StudyDescription"]
     words = {w.lower() for w in re.split(r"[^A-Za-z]+|(?<=[a-z])(?=[A-Z])", cleaned) if w}
     assert not words & {"li", "xi", "jose", "garcia", "janet", "doeson", "mueller", "muller", "juergen", "gross", "bjoern"}, cleaned
     assert "***" in cleaned
 
 
 def test_clean_descriptors_finds_ids_written_otherwise_and_dates_in_words(tmp_path: Path) -> None:
-    import dicomframe as dcf
-    from dicomframe.planner import make_plan
 
     ds = _base()
     ds.AccessionNumber, ds.PatientID = "A-5566", "PID0001"
     ds.StudyDescription = "acc A5566, A 55 66 and PID-0001 (not A556)"
     ds.SeriesDescription = "DOB March 3, 1933; 03MAR1933; born 3 Mar. 1933; 2nd Sept 2021"
-    _save(ds, tmp_path / "a.dcm")
-    table = make_plan(dcf.scan(tmp_path / "a.dcm", progress=False), "research", KEY).table
-    cleaned = dict(table.select("keyword", "new_value").iter_rows())
+    table = _plan_table(tmp_path, ds, "research")
+    cleaned = _new_values(table)
     assert cleaned["StudyDescription"] == "acc ***, *** and *** (not A556)"
     assert not re.search(r"\d", cleaned["SeriesDescription"]), cleaned["SeriesDescription"]
 
@@ -319,16 +321,13 @@ def test_clean_descriptors_finds_ids_written_otherwise_and_dates_in_words(tmp_pa
 def test_clean_descriptors_scrubs_names_in_dicom_form_or_after_a_title_and_contacts(tmp_path: Path) -> None:
     """Another person's name written as DICOM writes names, or after a title, a telephone
     number, an e-mail address or a social security number goes; modality words stay."""
-    import dicomframe as dcf
-    from dicomframe.planner import make_plan
 
     ds = _base()
     ds.StudyDescription = "MR BRAIN per Dr Hall, ref SMITH^ANNA^B; DR CHEST 512 512 1024"
     ds.SeriesDescription = "call (555) 123-4567, +44 20 7946 0958 or 555.123.4567"
     ds.ImageComments = "mail j.hall@example.org; SSN 078-05-1120; seen by MR. JONES and Miss Daisy"
-    _save(ds, tmp_path / "a.dcm")
-    table = make_plan(dcf.scan(tmp_path / "a.dcm", progress=False), "research", KEY).table
-    cleaned = dict(table.select("keyword", "new_value").iter_rows())
+    table = _plan_table(tmp_path, ds, "research")
+    cleaned = _new_values(table)
     assert cleaned["StudyDescription"] == "MR BRAIN per ***, ref ***; DR CHEST 512 512 1024"
     assert cleaned["SeriesDescription"] == "call ***, *** or ***"
     assert cleaned["ImageComments"] == "mail ***; SSN ***; seen by *** and ***"
@@ -339,8 +338,6 @@ def test_a_kept_short_text_holding_a_name_or_a_contact_is_not_kept(tmp_path: Pat
     """Code meanings and kernels are kept for what their keyword says, not whatever they
     hold: one holding a name in DICOM's form or a telephone number is removed (default) or
     cleaned (Clean Descriptors); a plain one stays."""
-    import dicomframe as dcf
-    from dicomframe.planner import make_plan
 
     ds = _base()
     code = Dataset()
@@ -349,8 +346,7 @@ def test_a_kept_short_text_holding_a_name_or_a_contact_is_not_kept(tmp_path: Pat
     plain.CodeValue, plain.CodingSchemeDesignator, plain.CodeMeaning = "T-D3000", "SRT", "Chest"
     ds.AnatomicRegionSequence = Sequence([code, plain])
     ds.ConvolutionKernel = "call 555-123-4567"
-    _save(ds, tmp_path / "a.dcm")
-    table = make_plan(dcf.scan(tmp_path / "a.dcm", progress=False), profile, KEY).table
+    table = _plan_table(tmp_path, ds, profile)
     rows = {r["tag_path"]: r for r in table.iter_rows(named=True)}
     meaning, other, kernel = rows["00082218[0].00080104"], rows["00082218[1].00080104"], rows["00181210"]
     assert other["action"] == "K"
@@ -470,15 +466,12 @@ def test_a_template_on_an_attribute_that_is_not_text_is_refused_at_once(keyword:
 
 
 def test_a_template_by_pattern_writes_nothing_into_a_date(tmp_path: Path) -> None:
-    import dicomframe as dcf
-    from dicomframe.planner import make_plan
     from dicomframe.profiles import Rule
 
     ds = _base()
     ds.StudyDate, ds.StudyDescription = "20200101", "Chest"
-    _save(ds, tmp_path / "a.dcm")
     profile = Profile.preset("default").with_rules(Rule(tag_pattern="(0008,xxxx)", action="T", template="{org}"))
-    table = make_plan(dcf.scan(tmp_path / "a.dcm", progress=False), profile, KEY, org="ACME").table
+    table = _plan_table(tmp_path, ds, profile, org="ACME")
     rows = dict(table.select("keyword", pl.struct("action", "new_value")).iter_rows())
     assert rows["StudyDescription"] == {"action": "T", "new_value": "ACME"}
     assert rows["StudyDate"] == {"action": "X", "new_value": None}
