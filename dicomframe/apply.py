@@ -20,6 +20,8 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
+from . import _stream
+from ._stream import FileRange
 from .errors import ParseError, PixelCleanError, StorageError, UserInputError
 from .rewrite import KEEP_SEQUENCE, Keep, NewElement, Set, _rewrite_pieces
 
@@ -38,6 +40,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: a piece of an output: bytes, a view of the input, or a range of a large input's file
+Piece = bytes | bytearray | memoryview | FileRange
+
 DICOM_CONTENT_TYPE = "application/dicom"
 #: object-store calls: attempts in all, first and largest pause between two (seconds)
 RETRY_ATTEMPTS = 5
@@ -45,10 +50,10 @@ RETRY_FIRST_S = 0.1
 RETRY_MAX_S = 2.0
 
 #: (file_id, source path, output path, plan rows, size of the output already there or None,
-#: pixel clean: None (untouched) or (regions, detect text))
+#: pixel clean: None (untouched) or (regions, detect text), size of the input as scanned)
 WorkItem = tuple[
     int, str, str, list[tuple[str, int, str, str, "str | None"]], "int | None",
-    "tuple[list[tuple[int, int, int, int]], bool] | None",
+    "tuple[list[tuple[int, int, int, int]], bool] | None", int,
 ]
 
 
@@ -334,10 +339,62 @@ def _put(fs: Any, path: str, data: bytes, content_type: str | None, metadata: di
         fs.pipe_file(path, data)  # memory:// and others: no object metadata
 
 
+#: what a streamed upload holds before sending it (S3 parts are at least 5 MiB; GCS chunks a
+#: multiple of 256 KiB)
+_UPLOAD_BLOCK = 8 << 20
+
+
+def _put_stream(fs: Any, path: str, pieces: Sequence[Piece], content_type: str | None, metadata: dict[str, str] | None) -> None:
+    """:func:`_put` for an output holding a :class:`FileRange`: uploaded a block at a time
+    (S3 multipart, Azure blocks, GCS resumable), made visible only when complete. On
+    failure the upload is discarded, never completed with what was sent so far."""
+    protocols = _protocols(fs)
+    opened: Any
+    if "s3" in protocols:
+        kwargs: dict[str, Any] = {}
+        if content_type:
+            kwargs["ContentType"] = content_type
+        if metadata:
+            kwargs["Metadata"] = metadata
+        opened = fs.open(path, "wb", block_size=_UPLOAD_BLOCK, **kwargs)
+    elif "abfs" in protocols or "az" in protocols:
+        from azure.storage.blob import ContentSettings
+
+        opened = fs.open(
+            path,
+            "wb",
+            block_size=_UPLOAD_BLOCK,
+            metadata={**(metadata or {}), "is_directory": "false"},
+            content_settings=ContentSettings(content_type=content_type) if content_type else None,
+        )
+    elif "gs" in protocols or "gcs" in protocols:
+        opened = fs.open(
+            path, "wb", block_size=_UPLOAD_BLOCK, content_type=content_type or "application/octet-stream", metadata=metadata
+        )
+    else:
+        opened = fs.open(path, "wb")
+    try:
+        for piece in pieces:
+            if isinstance(piece, FileRange):
+                for chunk in piece.chunks():
+                    opened.write(chunk)
+            else:
+                opened.write(piece)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            opened.discard()  # an unfinished upload is thrown away ...
+        with contextlib.suppress(Exception):
+            opened.closed = True  # ... and never completed when the file object goes
+        raise
+    opened.close()
+    if "abfs" in protocols or "az" in protocols:
+        fs.invalidate_cache(path.rsplit("/", 1)[0])
+
+
 def write_atomic(
     fs: Any,
     path: str,
-    data: bytes | Sequence[bytes | memoryview],
+    data: bytes | Sequence[Piece],
     *,
     content_type: str | None = None,
     metadata: dict[str, str] | None = None,
@@ -396,7 +453,10 @@ def write_atomic(
                 os.remove(tmp)  # never visible under the output's name
             raise
         return None
-    body = pieces[0] if len(pieces) == 1 and isinstance(pieces[0], bytes) else b"".join(pieces)
+    if any(isinstance(piece, FileRange) for piece in pieces):
+        with_retries(lambda: _put_stream(fs, path, pieces, content_type, metadata), _url(fs, path), "writing")
+        return None
+    body = pieces[0] if len(pieces) == 1 and isinstance(pieces[0], bytes) else b"".join(pieces)  # type: ignore[arg-type]
     # an object-store PUT is atomic (readers see all or nothing), and idempotent: safe to retry
     with_retries(lambda: _put(fs, path, body, content_type, metadata), _url(fs, path), "writing")
     return None
@@ -549,9 +609,22 @@ def remove_tmp_dirs(tmp_root: str) -> None:
         dirs.pop(tmp_root, None)
 
 
-def _write_all(fd: int, pieces: Sequence[bytes | bytearray | memoryview]) -> None:
-    """Write every piece, in order (short writes continued)."""
-    views = [memoryview(p).cast("B") for p in pieces if len(p)]
+def _write_all(fd: int, pieces: Sequence[Piece]) -> None:
+    """Write every piece, in order (short writes continued); a :class:`FileRange` is read
+    and written a chunk at a time."""
+    if any(isinstance(piece, FileRange) for piece in pieces):
+        for piece in pieces:
+            if isinstance(piece, FileRange):
+                for chunk in piece.chunks():
+                    _write_views(fd, [chunk])
+            elif len(piece):
+                _write_views(fd, [memoryview(piece).cast("B")])
+        return
+    _write_views(fd, [memoryview(p).cast("B") for p in pieces if len(p)])  # type: ignore[arg-type]
+
+
+def _write_views(fd: int, views: list[memoryview]) -> None:
+    """Write every view, in order (short writes continued)."""
     if not hasattr(os, "writev"):  # pragma: no cover - not POSIX
         for view in views:
             while len(view):
@@ -609,31 +682,38 @@ def apply_chunk(
     added = _addition_edits(additions)
     made: dict[tuple[str, str], Set] = {}
     memo: dict[int, Any] = {}
-    for file_id, src_path, out_path, rows, existing, pixels in items:
+    src: _stream.Source | None = None
+    for file_id, src_path, out_path, rows, existing, pixels, scanned_size in items:
         try:
             edits, meta = _edits(rows, added, made)
-            if src_fs is None:
+            if src_fs is None and pixels is None:
+                # a large input without its pixel data value, read from the file when written
+                data, src = _stream.load(src_path)
+            elif src_fs is None:
                 with open(src_path, "rb", buffering=0) as fh:
                     data = fh.read()
             else:
-                data = with_retries(  # the lambda runs before the loop moves on
-                    lambda: src_fs.cat_file(src_path),  # noqa: B023
-                    _url(src_fs, src_path.split("/", 1)[0]),
-                    "reading from",
-                )
+                loaded = None
+                if pixels is None and scanned_size >= _stream.STREAM_BYTES:
+                    loaded = _stream.load_remote(scanned_size, _ranges(src_fs, src_path))
+                if loaded is not None:
+                    data, src = loaded
+                else:
+                    data = with_retries(  # the lambda runs before the loop moves on
+                        lambda: src_fs.cat_file(src_path),  # noqa: B023
+                        _url(src_fs, src_path.split("/", 1)[0]),
+                        "reading from",
+                    )
             pieces = _rewrite_pieces(data, edits, meta, True, memo)
+            if src is not None:
+                pieces = _stream.fill_hole(pieces, data, src)
             if pixels is not None:  # decode, black out, re-encode: only the images that ask
                 from .pixelclean import clean_part10
 
                 regions, detect = pixels
                 pieces = [clean_part10(b"".join(pieces), regions, ocr=detect)]
-            hasher = hashlib.sha256()
-            size = 0
-            for piece in pieces:
-                hasher.update(piece)
-                size += len(piece)
-            digest = hasher.hexdigest()
-            reused = existing == size and _holds(out_fs, out_path, digest)
+            digest, size = _digest(pieces)
+            reused = existing == size and _holds(out_fs, out_path, digest, size)
             checked = _output_rows(pieces, size) if check else None
             staged = None
             if not reused:
@@ -660,10 +740,38 @@ def apply_chunk(
             results.append(
                 (file_id, "corrupt", f"could not be rewritten ({type(exc).__name__}); the file is damaged", 0, None, False, None)
             )
+        finally:
+            if src is not None:
+                src.close()
+                src = None
     return results
 
 
-def _holds(fs: Any, path: str, digest: str) -> bool:
+def _ranges(fs: Any, path: str) -> Callable[[int, int], bytes]:
+    """Ranged reads of ``path`` on ``fs`` (transient faults retried)."""
+    url = _url(fs, path.split("/", 1)[0])
+
+    def fetch(start: int, stop: int) -> bytes:
+        return bytes(with_retries(lambda: fs.cat_file(path, start=start, end=stop), url, "reading from"))
+
+    return fetch
+
+
+def _digest(pieces: Sequence[Piece]) -> tuple[str, int]:
+    """sha256 (hex) and length of the pieces, one after the other."""
+    hasher = hashlib.sha256()
+    size = 0
+    for piece in pieces:
+        if isinstance(piece, FileRange):
+            for chunk in piece.chunks():
+                hasher.update(chunk)
+        else:
+            hasher.update(piece)
+        size += len(piece)
+    return hasher.hexdigest(), size
+
+
+def _holds(fs: Any, path: str, digest: str, size: int = 0) -> bool:
     """Whether the output at ``path`` holds the bytes of sha256 ``digest`` (False: absent).
 
     Equal sizes are not enough: a re-run with another ``--org`` of the same length, or
@@ -676,37 +784,42 @@ def _holds(fs: Any, path: str, digest: str) -> bool:
         except OSError:
             return False  # gone, or unreadable: written again
 
-    def read() -> bytes | None:
+    def read() -> str | None:
         try:
-            return bytes(fs.cat_file(path))
+            if size >= _stream.STREAM_BYTES:  # a large output is hashed a block at a time
+                with fs.open(path, "rb", block_size=_stream.CHUNK, cache_type="none") as fh:
+                    return hashlib.file_digest(fh, "sha256").hexdigest()
+            return hashlib.sha256(fs.cat_file(path)).hexdigest()
         except FileNotFoundError:
             return None  # gone since the listing: written again
 
-    data = with_retries(read, _url(fs, path), "reading back")
-    return data is not None and hashlib.sha256(data).hexdigest() == digest
+    return with_retries(read, _url(fs, path), "reading back") == digest
 
 
 class _PiecesReader:
     """A range reader (see :mod:`dicomframe._parse`) over the pieces of an output."""
 
-    def __init__(self, pieces: Sequence[bytes | memoryview], size: int) -> None:
+    def __init__(self, pieces: Sequence[Piece], size: int) -> None:
         self.pieces = pieces
         self.size = size
 
     def read(self, start: int, stop: int) -> bytes:
-        out = []
+        out: list[Any] = []
         at = 0
         for piece in self.pieces:
             end = at + len(piece)
             if end > start and at < stop:
-                out.append(piece[max(start - at, 0) : min(stop, end) - at])
+                if isinstance(piece, FileRange):
+                    out.append(piece.read(max(start - at, 0), min(stop, end) - at))
+                else:
+                    out.append(piece[max(start - at, 0) : min(stop, end) - at])
             if end >= stop:
                 break
             at = end
         return b"".join(out)
 
 
-def _output_rows(pieces: Sequence[bytes | memoryview], size: int) -> list[Any] | None:
+def _output_rows(pieces: Sequence[Piece], size: int) -> list[Any] | None:
     """The element rows of an output as a scan of it would read them (None: leave it to a scan)."""
     from ._parse import parse_file
 

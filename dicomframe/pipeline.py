@@ -687,13 +687,15 @@ class _Run:
         self.outputs.update(named["out_key"].to_list())
         if only:
             self.check_stale(existing)
+        sizes = dict(scanned.instances.select("file_id", "size").iter_rows())
         for file_id, out_key, path, job, regions in named.select(
             "file_id", "out_key", "path", "pixel_clean", "regions"
         ).iter_rows():
             pixels = None if job is None else ([tuple(r) for r in regions or []], job == "ocr")
             items.append(
-                (file_id, path, _join(self.batch_root, out_key), rows_of(file_id), existing.get(out_key), pixels)
-            )
+                (file_id, path, _join(self.batch_root, out_key), rows_of(file_id), existing.get(out_key), pixels,
+                 sizes.get(file_id) or 0)
+            )  # fmt: skip
         del rows_of
         checked: list[Any] = []
         from .apply import _is_local, remove_tmp_dirs

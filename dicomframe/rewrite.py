@@ -48,12 +48,13 @@ b'DICM'
 
 from __future__ import annotations
 
+import mmap
 import re
 import struct
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from ._parse import (
     _HEX8,
@@ -930,7 +931,7 @@ def rewrite_pieces(
 
 
 def _rewrite_pieces(
-    data: bytes,
+    data: bytes | mmap.mmap,
     edits: Mapping[str, Edit],
     meta: Mapping[int, str] | None,
     accelerate: bool,
@@ -939,7 +940,11 @@ def _rewrite_pieces(
     """:func:`rewrite_pieces`; ``memo`` (a dict the caller keeps, or None) keeps the encoding of
     each Set whose value is not a str (e.g. a new sequence), by the Set's identity: for a
     caller that passes the very same Set objects, unchanged, for many files."""
-    if not isinstance(data, bytes):
+    if isinstance(data, mmap.mmap):
+        # a large input without its pixel data (see dicomframe._stream): read as bytes are
+        # (indexing gives ints, slicing bytes)
+        data = cast(bytes, data)
+    elif not isinstance(data, bytes):
         data = bytes(data)
     size = len(data)
     if size == 0:
