@@ -436,3 +436,23 @@ def test_an_instance_sent_again_with_other_content_is_kept_in_quarantine(site, t
     (kept,) = (receiver.quarantine / batch.batch_id).iterdir()
     assert pydicom.dcmread(kept).PatientWeight == 81  # the differing copy, nothing lost
     assert list(receiver.incoming.iterdir()) == []
+
+
+def test_an_instance_is_spooled_as_received_from_pynetdicoms_buffer_not_a_copy(site, monkeypatch) -> None:
+    """The spooled bytes are what pynetdicom's own ``encoded_dataset`` gives, written from a view
+    of its buffer: a large multi-frame image is held once while it is spooled, not twice."""
+    from dicomframe.gateway import scp
+
+    compared: list[tuple[bool, bool]] = []
+    real = scp._part10_pieces
+
+    def pieces(event: Any) -> Any:
+        got = real(event)
+        compared.append((isinstance(got[-1], memoryview), b"".join(got) == event.encoded_dataset(include_meta=True)))
+        return got
+
+    monkeypatch.setattr(scp, "_part10_pieces", pieces)
+    receiver, _ = site
+    (batch,) = _send(receiver, SMALL_STUDY)
+    assert batch.committed and batch.written == len(compared) > 0
+    assert set(compared) == {(True, True)}

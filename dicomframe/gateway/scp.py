@@ -143,8 +143,23 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_durably(folder: Path, data: bytes, order: int = 0) -> Path:
-    """Write ``data`` to a new name in ``folder``: temporary name, fsync, rename, fsync of the folder.
+def _part10_pieces(event: Any) -> list[bytes | memoryview]:
+    """A C-STORE's instance as a Part 10 file, in pieces: preamble and file meta, then the data
+    set as it came, a view of pynetdicom's buffer (``event.encoded_dataset`` joins a copy: a
+    large multi-frame image would be held twice)."""
+    try:
+        from pynetdicom.dsutils import encode_file_meta
+
+        body = event.request.DataSet.getbuffer()
+        head = b"\x00" * 128 + b"DICM" + encode_file_meta(event.file_meta)
+    except (AttributeError, ImportError):  # another pynetdicom: its own join
+        return [event.encoded_dataset(include_meta=True)]
+    return [head, body]
+
+
+def _write_durably(folder: Path, data: bytes | Sequence[bytes | memoryview], order: int = 0) -> Path:
+    """Write ``data`` (bytes, or pieces one after the other) to a new name in ``folder``:
+    temporary name, fsync, rename, fsync of the folder.
 
     The name is the arrival number ``order`` (names sort as the instances came: of two
     copies of one instance, the first to arrive is the one written) and a random part."""
@@ -153,9 +168,10 @@ def _write_durably(folder: Path, data: bytes, order: int = 0) -> Path:
     final = folder / f"{name}.dcm"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        for piece in [data] if isinstance(data, bytes | bytearray | memoryview) else data:
+            view = memoryview(piece)
+            while view:
+                view = view[os.write(fd, view) :]
         os.fsync(fd)
     except BaseException:
         os.close(fd)
@@ -523,7 +539,13 @@ class Receiver:
         """C-STORE: the encoded data set with its file meta, durably in the association's spool folder."""
         try:
             spooled = self._association(event.assoc)
-            _write_durably(spooled.folder, event.encoded_dataset(include_meta=True), spooled.stored)
+            pieces = _part10_pieces(event)
+            try:
+                _write_durably(spooled.folder, pieces, spooled.stored)
+            finally:
+                for piece in pieces:
+                    if isinstance(piece, memoryview):
+                        piece.release()  # pynetdicom's buffer is its own again
         except Exception as exc:  # noqa: BLE001 - a full disk, a removed spool: the sender keeps the instance
             _log.error(
                 "an instance could not be written to the spool (%s): answered 0xA700 (out of resources); "
