@@ -521,6 +521,16 @@ def receive(
     tls_cert: TlsCertOption = None,
     tls_key: TlsKeyOption = None,
     tls_ca: TlsCaOption = None,
+    max_associations: Annotated[
+        int, typer.Option("--max-associations", help="Associations open at once; one more is rejected (the sender may retry).")
+    ] = 32,  # dicomframe.gateway.scp.DEFAULT_MAX_ASSOCIATIONS (not imported: start-up)
+    request_timeout: Annotated[
+        float,
+        typer.Option(
+            "--request-timeout",
+            help="Seconds a connection may take to send its association request: a silent one is closed then.",
+        ),
+    ] = 10.0,  # dicomframe.gateway.scp.DEFAULT_REQUEST_TIMEOUT
 ) -> None:
     """Receive studies over DICOM (C-STORE) and de-identify each association as one batch.
 
@@ -574,7 +584,8 @@ def receive(
         dst, key=key_file, vault=vault, port=port, host=host, ae_title=ae_title, allow_calling=allow_calling,
         profile=profile, org=org, spool=spool, audit_log=audit_log, pixel_clean=pixel_clean, jobs=jobs,
         priority=priority, storage_options=_parse_options(storage_option) or None, on_batch=report,
-        tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca,
+        tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca, max_associations=max_associations,
+        request_timeout=request_timeout,
     )  # fmt: skip
     receiver.start()
     _out.print(

@@ -456,3 +456,26 @@ def test_an_instance_is_spooled_as_received_from_pynetdicoms_buffer_not_a_copy(s
     (batch,) = _send(receiver, SMALL_STUDY)
     assert batch.committed and batch.written == len(compared) > 0
     assert set(compared) == {(True, True)}
+
+
+def test_silent_connections_hold_no_sender_back_and_are_closed(tmp_path: Path) -> None:
+    """More silent TCP connections than pynetdicom's own limit (10) of associations: a real
+    sender still gets in, and the receiver closes them once the request timeout passes."""
+    import socket
+
+    receiver = Receiver(tmp_path / "out", key=KEY, vault=tmp_path / "vault", port=0, spool=tmp_path / "spool",
+                        request_timeout=1)  # fmt: skip
+    receiver.start()
+    silent = [socket.create_connection(("127.0.0.1", receiver.port), timeout=TIMEOUT) for _ in range(12)]
+    try:
+        echoed = _echo(receiver.port)
+        assert echoed.returncode == 0, echoed.stderr[-2000:]
+        for sock in silent:
+            try:
+                assert sock.recv(1) == b""  # closed by the receiver (or reset below)
+            except ConnectionResetError:
+                pass
+    finally:
+        for sock in silent:
+            sock.close()
+        receiver.stop()

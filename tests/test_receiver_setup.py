@@ -43,3 +43,27 @@ def test_an_ae_title_that_is_not_one_is_refused(tmp_path: Path, title: str) -> N
 
     with pytest.raises(UserInputError, match="AE title of 1 to 16 characters"):
         Receiver(tmp_path / "out", key=KEY, vault=tmp_path / "vault", ae_title=title)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "says"),
+    [("max_associations", 0, "--max-associations must be at least 1"),
+     ("request_timeout", 0, "--request-timeout must be more than 0 seconds")],
+)  # fmt: skip
+def test_association_limits_that_are_none_are_refused(tmp_path: Path, option: str, value: int, says: str) -> None:
+    from dicomframe.errors import UserInputError
+    from dicomframe.gateway.scp import Receiver
+
+    with pytest.raises(UserInputError, match=says):
+        Receiver(tmp_path / "out", key=KEY, vault=tmp_path / "vault", **{option: value})
+
+
+def test_the_cli_defaults_of_the_association_limits_are_the_receivers() -> None:
+    import inspect
+
+    from dicomframe import cli
+    from dicomframe.gateway import scp
+
+    params = inspect.signature(cli.receive).parameters
+    assert params["max_associations"].default == scp.DEFAULT_MAX_ASSOCIATIONS
+    assert params["request_timeout"].default == scp.DEFAULT_REQUEST_TIMEOUT

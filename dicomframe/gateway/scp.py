@@ -54,12 +54,26 @@ if TYPE_CHECKING:
     from ..keys import ProjectKey
     from ..pipeline import DeidentifyResult
 
-__all__ = ["DEFAULT_AE_TITLE", "DEFAULT_PORT", "FinishedBatch", "Receiver", "default_spool"]
+__all__ = [
+    "DEFAULT_AE_TITLE",
+    "DEFAULT_MAX_ASSOCIATIONS",
+    "DEFAULT_PORT",
+    "DEFAULT_REQUEST_TIMEOUT",
+    "FinishedBatch",
+    "Receiver",
+    "default_spool",
+]
 
 #: the called AE title a sender must address (``--ae-title``)
 DEFAULT_AE_TITLE = "DICOMFRAME"
 #: the registered DICOM port for unsecured associations is 104; 11112 needs no privilege
 DEFAULT_PORT = 11112
+
+#: associations open at once (``--max-associations``; pynetdicom's own default is 10)
+DEFAULT_MAX_ASSOCIATIONS = 32
+#: seconds a connection may take to send its association request, and an association
+#: its other ACSE messages (``--request-timeout``; pynetdicom's own default is 30)
+DEFAULT_REQUEST_TIMEOUT = 10.0
 
 #: C-STORE status: refused, out of resources (the spool could not be written)
 STATUS_OUT_OF_RESOURCES = 0xA700
@@ -257,6 +271,12 @@ class Receiver:
         missing; refused when others may read it). Default: :func:`default_spool`.
     on_batch
         Called on the worker thread with each :class:`FinishedBatch`.
+    max_associations
+        Associations open at once; one more is rejected (the sender may retry).
+    request_timeout
+        Seconds a connection may take to send its association request (and an
+        association its release): a connection that stays silent is closed then, so
+        that silent connections cannot hold every association slot for long.
     tls_cert, tls_key, tls_ca
         DICOM over TLS (see :mod:`dicomframe.gateway.tls`): the receiver's certificate and
         private key (PEM); with ``tls_ca``, senders must present a certificate that CA
@@ -295,8 +315,17 @@ class Receiver:
         tls_cert: str | os.PathLike[str] | None = None,
         tls_key: str | os.PathLike[str] | None = None,
         tls_ca: str | os.PathLike[str] | None = None,
+        max_associations: int = DEFAULT_MAX_ASSOCIATIONS,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
     ) -> None:
         from .tls import TlsFiles
+
+        if max_associations < 1:
+            raise UserInputError("--max-associations must be at least 1")
+        if not request_timeout > 0:
+            raise UserInputError("--request-timeout must be more than 0 seconds")
+        self.max_associations = max_associations
+        self.request_timeout = float(request_timeout)
 
         self.tls = TlsFiles.of(tls_cert, tls_key, tls_ca)
         self.dst = os.fspath(dst)
@@ -523,6 +552,8 @@ class Receiver:
         if pnd_log.level == logging.NOTSET:
             pnd_log.setLevel(logging.WARNING)  # at INFO and DEBUG it logs every request's UIDs
         ae = pynetdicom.AE(ae_title=self.ae_title)
+        ae.maximum_associations = self.max_associations
+        ae.acse_timeout = self.request_timeout  # also the ARTIM timer: a silent connection is closed
         ae.require_called_aet = True
         if self.allow_calling:
             ae.require_calling_aet = list(self.allow_calling)
