@@ -837,13 +837,18 @@ def _inside_removed(plan: pl.DataFrame, max_depth: int, part: bool) -> pl.DataFr
 
 def _scrub(values: Iterable[tuple[int, str | None]], terms: dict[int, re.Pattern[str] | None]) -> list[str]:
     out = []
+    done: dict[tuple[int, str | None], str] = {}  # by (pattern, value): files share patterns
     for file_id, value in values:
-        text = value or ""
         pattern = terms.get(file_id)
-        if pattern is not None:
-            text = pattern.sub("***", text)
-        text = _GENERIC_SCRUB.sub("***", text)
-        out.append(text.encode("ascii", "replace").decode("ascii"))
+        key = (id(pattern), value)
+        text = done.get(key)
+        if text is None:
+            text = value or ""
+            if pattern is not None:
+                text = pattern.sub("***", text)
+            text = _GENERIC_SCRUB.sub("***", text)
+            text = done[key] = text.encode("ascii", "replace").decode("ascii")
+        out.append(text)
     return out
 
 
@@ -884,6 +889,18 @@ def _identifier_patterns(elements: pl.DataFrame) -> dict[int, re.Pattern[str] | 
         pl.col("keyword").is_in(_IDENTIFYING) | (pl.col("vr") == "PN")
     ).select("file_id", "value")
     ids = ids.filter(pl.col("value").is_not_null() & (pl.col("value") != ""))
+    # files holding the same identifying values (a study's, a patient's) share one pattern:
+    # made once, from the first of them. Each set is keyed by its distinct values, sorted,
+    # each written after its length (no two sets give one key)
+    sets = ids.group_by("file_id").agg(
+        _set=pl.concat_str(pl.col("value").str.len_bytes().cast(pl.String), pl.lit(":"), pl.col("value"))
+        .unique()
+        .sort()
+        .str.join("")
+    )
+    first = sets.group_by("_set").agg(_first=pl.col("file_id").min())
+    sets = sets.join(first, on="_set")
+    ids = ids.join(first.select(pl.col("_first").alias("file_id")), on="file_id", how="semi")
     # name parts of two letters too ("Li^Xi"): a term is only ever scrubbed as a token
     terms = (
         ids.with_columns(
@@ -928,7 +945,7 @@ def _identifier_patterns(elements: pl.DataFrame) -> dict[int, re.Pattern[str] | 
                 rf"(?i){_TOKEN_START}(?:{alternation}){_TOKEN_END}" + (f"|(?:{glued})" if glued else "")
             )
         patterns[int(file_id)] = compiled[key]
-    return patterns
+    return {int(f): patterns[int(r)] for f, r in sets.select("file_id", "_first").iter_rows()}
 
 
 def _new_values(

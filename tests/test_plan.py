@@ -196,3 +196,21 @@ def test_plan_of_real_files_with_nested_private_sequences() -> None:
     plan = make_plan(scan, "default", KEY).table
     inside = plan.filter(pl.col("tag_path").str.starts_with("200D110D["))
     assert inside.height > 0 and (inside["action"] == "X").all()
+
+
+def test_files_with_the_same_identifying_values_share_a_pattern_and_others_do_not() -> None:
+    """The cleaning patterns are made once per set of identifying values: files holding the
+    same set share one; a set that only looks alike when joined (``AB:CD`` against ``AB``
+    and ``CD``, or ``A`` and ``BC`` against ``AB`` and ``C``) gets its own."""
+    from dicomframe.planner import _identifier_patterns
+
+    rows = [(1, "AB:CD"), (2, "AB"), (2, "CD"), (3, "CD"), (3, "AB"), (4, "A1"), (4, "BC2"), (5, "A1B"), (5, "C2"),
+            (6, "AB:CD")]  # fmt: skip
+    elements = pl.DataFrame(
+        {"file_id": [r[0] for r in rows], "keyword": "PatientID", "vr": "LO", "value": [r[1] for r in rows]}
+    )
+    patterns = _identifier_patterns(elements)
+    assert patterns[1] is patterns[6] and patterns[2] is patterns[3]
+    assert len({id(patterns[f]) for f in (1, 2, 4, 5)}) == 4
+    assert patterns[2].search("seen AB today") and not patterns[1].search("seen AB today")
+    assert patterns[4].search("BC2") and not patterns[5].search("BC2")
