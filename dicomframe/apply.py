@@ -312,31 +312,42 @@ def _url(fs: Any, path: str) -> str:
     return path if "://" in path else f"{protocol}://{path}"
 
 
-def _put(fs: Any, path: str, data: bytes, content_type: str | None, metadata: dict[str, str] | None) -> None:
-    protocols = _protocols(fs)
+def _object_options(protocols: tuple[str, ...], content_type: str | None, metadata: dict[str, str] | None) -> dict[str, Any]:
+    """What gives an object its content type and metadata, for ``pipe_file`` or ``open``:
+    S3, Azure Blob and GCS; nothing for the others (memory://: no object metadata)."""
     if "s3" in protocols:
-        kwargs: dict[str, Any] = {}
+        options: dict[str, Any] = {}
         if content_type:
-            kwargs["ContentType"] = content_type
+            options["ContentType"] = content_type
         if metadata:
-            kwargs["Metadata"] = metadata
-        fs.pipe_file(path, data, **kwargs)
-    elif "abfs" in protocols or "az" in protocols:
+            options["Metadata"] = metadata
+        return options
+    if "abfs" in protocols or "az" in protocols:
         from azure.storage.blob import ContentSettings
 
+        return {
+            "metadata": {**(metadata or {}), "is_directory": "false"},
+            "content_settings": ContentSettings(content_type=content_type) if content_type else None,
+        }
+    if "gs" in protocols or "gcs" in protocols:
+        return {"content_type": content_type or "application/octet-stream", "metadata": metadata}
+    return {}
+
+
+def _is_azure(protocols: tuple[str, ...]) -> bool:
+    return "abfs" in protocols or "az" in protocols
+
+
+def _put(fs: Any, path: str, data: bytes, content_type: str | None, metadata: dict[str, str] | None) -> None:
+    protocols = _protocols(fs)
+    options = _object_options(protocols, content_type, metadata)
+    if _is_azure(protocols):
         # adlfs' pipe_file sets its own metadata; a file object carries ours (one upload on close)
-        with fs.open(
-            path,
-            "wb",
-            metadata={**(metadata or {}), "is_directory": "false"},
-            content_settings=ContentSettings(content_type=content_type) if content_type else None,
-        ) as fh:
+        with fs.open(path, "wb", **options) as fh:
             fh.write(data)
         fs.invalidate_cache(path.rsplit("/", 1)[0])
-    elif "gs" in protocols or "gcs" in protocols:
-        fs.pipe_file(path, data, content_type=content_type or "application/octet-stream", metadata=metadata)
     else:
-        fs.pipe_file(path, data)  # memory:// and others: no object metadata
+        fs.pipe_file(path, data, **options)
 
 
 #: what a streamed upload holds before sending it (S3 parts are at least 5 MiB; GCS chunks a
@@ -349,30 +360,10 @@ def _put_stream(fs: Any, path: str, pieces: Sequence[Piece], content_type: str |
     (S3 multipart, Azure blocks, GCS resumable), made visible only when complete. On
     failure the upload is discarded, never completed with what was sent so far."""
     protocols = _protocols(fs)
-    opened: Any
-    if "s3" in protocols:
-        kwargs: dict[str, Any] = {}
-        if content_type:
-            kwargs["ContentType"] = content_type
-        if metadata:
-            kwargs["Metadata"] = metadata
-        opened = fs.open(path, "wb", block_size=_UPLOAD_BLOCK, **kwargs)
-    elif "abfs" in protocols or "az" in protocols:
-        from azure.storage.blob import ContentSettings
-
-        opened = fs.open(
-            path,
-            "wb",
-            block_size=_UPLOAD_BLOCK,
-            metadata={**(metadata or {}), "is_directory": "false"},
-            content_settings=ContentSettings(content_type=content_type) if content_type else None,
-        )
-    elif "gs" in protocols or "gcs" in protocols:
-        opened = fs.open(
-            path, "wb", block_size=_UPLOAD_BLOCK, content_type=content_type or "application/octet-stream", metadata=metadata
-        )
-    else:
-        opened = fs.open(path, "wb")
+    options = _object_options(protocols, content_type, metadata)
+    if {"s3", "abfs", "az", "gs", "gcs"} & set(protocols):  # an object store: its blocks
+        options["block_size"] = _UPLOAD_BLOCK
+    opened = fs.open(path, "wb", **options)
     try:
         for piece in pieces:
             if isinstance(piece, FileRange):
@@ -387,7 +378,7 @@ def _put_stream(fs: Any, path: str, pieces: Sequence[Piece], content_type: str |
             opened.closed = True  # ... and never completed when the file object goes
         raise
     opened.close()
-    if "abfs" in protocols or "az" in protocols:
+    if _is_azure(protocols):
         fs.invalidate_cache(path.rsplit("/", 1)[0])
 
 
