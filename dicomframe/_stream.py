@@ -77,7 +77,43 @@ def _short(offset: int) -> ParseError:
     )
 
 
-class Input:
+class _Ranges:
+    """What reads an input by ranges: its size, ``read`` (a range reader for the walker)
+    and ``readinto``; the subclass gives ``_fetch``, a read of at most ``stop - start`` bytes."""
+
+    size: int
+    hole: tuple[int, int] | None = None
+
+    def _fetch(self, start: int, stop: int) -> bytes:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def read(self, start: int, stop: int) -> bytes:
+        """Bytes ``[start, stop)`` (shorter only at the end of the input)."""
+        stop = min(stop, self.size)
+        out = []
+        while start < stop:
+            got = self._fetch(start, min(stop, start + CHUNK))
+            if not got:
+                break
+            out.append(got)
+            start += len(got)
+        return b"".join(out)
+
+    def readinto(self, view: memoryview, offset: int) -> None:
+        """Fill ``view`` with the bytes at ``offset``; an input ending first is truncated."""
+        while len(view):
+            got = self._fetch(offset, offset + min(len(view), CHUNK))
+            if not got:
+                raise _short(offset)
+            view[: len(got)] = got
+            view = view[len(got) :]
+            offset += len(got)
+
+
+class Input(_Ranges):
     """A local input opened for position reads (``os.pread``), and its hole once loaded."""
 
     def __init__(self, path: str) -> None:
@@ -87,27 +123,17 @@ class Input:
         except BaseException:
             os.close(self.fd)
             raise
-        self.hole: tuple[int, int] | None = None
 
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
 
-    def read(self, start: int, stop: int) -> bytes:
-        """Bytes ``[start, stop)`` (shorter only at the end of the file): a range reader."""
-        out = []
-        while start < stop:
-            got = os.pread(self.fd, min(stop - start, CHUNK), start)
-            if not got:
-                break
-            out.append(got)
-            start += len(got)
-        return b"".join(out)
+    def _fetch(self, start: int, stop: int) -> bytes:
+        return os.pread(self.fd, stop - start, start)
 
     def readinto(self, view: memoryview, offset: int) -> None:
-        """Fill ``view`` with the bytes at ``offset``; a file ending first is truncated."""
-        while len(view):
+        while len(view):  # straight into the view: no copy
             got = os.preadv(self.fd, [view], offset)
             if got <= 0:
                 raise _short(offset)
@@ -115,41 +141,20 @@ class Input:
             offset += got
 
 
-class RemoteInput:
+class RemoteInput(_Ranges):
     """An input on object storage, read by ranges (``fetch(start, stop)``: a ranged GET, with
     retries): what :class:`Input` is for a local file."""
 
     def __init__(self, size: int, fetch: Callable[[int, int], bytes]) -> None:
         self.size = size
-        self.fetch = fetch
         self.fd = -1
-        self.hole: tuple[int, int] | None = None
+        self._get = fetch
 
-    def close(self) -> None:
-        pass
-
-    def read(self, start: int, stop: int) -> bytes:
-        stop = min(stop, self.size)
-        out = []
-        while start < stop:
-            got = self.fetch(start, min(stop, start + CHUNK))
-            if not got:
-                break
-            out.append(got)
-            start += len(got)
-        return b"".join(out)
-
-    def readinto(self, view: memoryview, offset: int) -> None:
-        while len(view):
-            got = self.fetch(offset, offset + min(len(view), CHUNK))
-            if not got:
-                raise _short(offset)
-            view[: len(got)] = got
-            view = view[len(got) :]
-            offset += len(got)
+    def _fetch(self, start: int, stop: int) -> bytes:
+        return self._get(start, stop)
 
 
-Source = Input | RemoteInput
+Source = _Ranges
 
 
 class _Window:

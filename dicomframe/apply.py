@@ -365,12 +365,8 @@ def _put_stream(fs: Any, path: str, pieces: Sequence[Piece], content_type: str |
         options["block_size"] = _UPLOAD_BLOCK
     opened = fs.open(path, "wb", **options)
     try:
-        for piece in pieces:
-            if isinstance(piece, FileRange):
-                for chunk in piece.chunks():
-                    opened.write(chunk)
-            else:
-                opened.write(piece)
+        for chunk in _chunks(pieces):
+            opened.write(chunk)
     except BaseException:
         with contextlib.suppress(Exception):
             opened.discard()  # an unfinished upload is thrown away ...
@@ -604,12 +600,9 @@ def _write_all(fd: int, pieces: Sequence[Piece]) -> None:
     """Write every piece, in order (short writes continued); a :class:`FileRange` is read
     and written a chunk at a time."""
     if any(isinstance(piece, FileRange) for piece in pieces):
-        for piece in pieces:
-            if isinstance(piece, FileRange):
-                for chunk in piece.chunks():
-                    _write_views(fd, [chunk])
-            elif len(piece):
-                _write_views(fd, [memoryview(piece).cast("B")])
+        for chunk in _chunks(pieces):
+            if len(chunk):
+                _write_views(fd, [memoryview(chunk).cast("B")])
         return
     _write_views(fd, [memoryview(p).cast("B") for p in pieces if len(p)])  # type: ignore[arg-type]
 
@@ -748,18 +741,22 @@ def _ranges(fs: Any, path: str) -> Callable[[int, int], bytes]:
     return fetch
 
 
+def _chunks(pieces: Sequence[Piece]) -> Iterator[bytes | bytearray | memoryview]:
+    """The pieces' bytes in order: a :class:`FileRange` read a chunk at a time (each chunk
+    valid until the next is asked for), the others as they are."""
+    for piece in pieces:
+        if isinstance(piece, FileRange):
+            yield from piece.chunks()
+        else:
+            yield piece
+
+
 def _digest(pieces: Sequence[Piece]) -> tuple[str, int]:
     """sha256 (hex) and length of the pieces, one after the other."""
     hasher = hashlib.sha256()
-    size = 0
-    for piece in pieces:
-        if isinstance(piece, FileRange):
-            for chunk in piece.chunks():
-                hasher.update(chunk)
-        else:
-            hasher.update(piece)
-        size += len(piece)
-    return hasher.hexdigest(), size
+    for chunk in _chunks(pieces):
+        hasher.update(chunk)
+    return hasher.hexdigest(), sum(len(piece) for piece in pieces)
 
 
 def _holds(fs: Any, path: str, digest: str, size: int = 0) -> bool:
