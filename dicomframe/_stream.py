@@ -177,7 +177,10 @@ def _items_end(src: Source, start: int) -> int | None:
     pos = start
     window = _Window(src)
     while pos + 8 <= src.size:
-        group, element, length = struct.unpack("<HHI", window.read(pos, 8))
+        header = window.read(pos, 8)
+        if len(header) < 8:
+            return None  # shortened meanwhile: read whole, and reported as such
+        group, element, length = struct.unpack("<HHI", header)
         tag = (group << 16) | element
         if tag == _DELIMITER:
             return pos
@@ -211,7 +214,11 @@ def _stand_in(mm: mmap.mmap, start: int, stop: int) -> None:
     """Items of the same total length as the hole's fragments, written into the hole."""
     pos = start
     while pos < stop:
-        length = min(stop - pos - 8, _ITEM_MAX)
+        length = stop - pos - 8
+        if length > _ITEM_MAX:
+            length = _ITEM_MAX
+            if stop - (pos + 8 + length) < 8:
+                length -= 8  # what is left must hold an item's header
         mm[pos : pos + 8] = struct.pack("<HHI", 0xFFFE, 0xE000, length)
         pos += 8 + length
 

@@ -259,3 +259,24 @@ def test_a_large_input_truncated_inside_its_pixel_data_is_reported_as_before(
                           progress=False)  # fmt: skip
     assert [f["kind"] for f in streamed.failed] == [f["kind"] for f in whole.failed] == ["truncated"]
     assert streamed.failed[0]["reason"] == whole.failed[0]["reason"]
+
+
+@pytest.mark.parametrize("total", [16, 1 << 20, 0xFFFFFFF8, 0xFFFFFFF8 + 4, 0xFFFFFFF8 + 8, 0xFFFFFFF8 + 12, 3 << 32])
+def test_stand_in_items_fill_a_hole_of_any_length_exactly(total: int) -> None:
+    """Stand-in fragment items (32-bit lengths) end exactly where the hole ends, also past 4 GiB."""
+    import struct
+
+    written: dict[int, bytes] = {}
+
+    class Recorder:
+        def __setitem__(self, where: slice, data: bytes) -> None:
+            written[where.start] = data
+
+    start = 1000
+    stream._stand_in(Recorder(), start, start + total)  # type: ignore[arg-type]
+    pos = start
+    while pos < start + total:
+        group, element, length = struct.unpack("<HHI", written.pop(pos))
+        assert (group, element) == (0xFFFE, 0xE000) and length != 0xFFFFFFFF
+        pos += 8 + length
+    assert pos == start + total and not written
