@@ -223,32 +223,29 @@ def _stand_in(mm: mmap.mmap, start: int, stop: int) -> None:
         pos += 8 + length
 
 
-def load(path: str) -> tuple[bytes | mmap.mmap, Input | None]:
-    """The input at ``path``: its bytes, or (at least :data:`STREAM_BYTES` long, with a
-    Pixel Data value to leave on disk) a mapping without that value and the open
-    :class:`Input` to read it from later (the caller closes it)."""
-    if _ANONYMOUS:
+def load(path: str, size: int) -> tuple[bytes | mmap.mmap, Input | None]:
+    """The input at ``path``, of ``size`` bytes as scanned (0: read it whole): its bytes, or
+    (at least :data:`STREAM_BYTES` long, with a Pixel Data value to leave on disk) a mapping
+    without that value and the open :class:`Input` to read it from later (the caller
+    closes it)."""
+    if _ANONYMOUS and size >= STREAM_BYTES:
+        src = Input(path)
         try:
-            size = os.stat(path).st_size
-        except OSError:
-            size = 0  # opened below, which says what is wrong
-        if size >= STREAM_BYTES:
-            src = Input(path)
-            try:
-                mm = _load_sparse(src)
-            except BaseException:
-                src.close()
-                raise
-            if mm is not None:
-                return mm, src
+            mm = _load_sparse(src)
+        except BaseException:
             src.close()
+            raise
+        if mm is not None:
+            return mm, src
+        src.close()
     with open(path, "rb", buffering=0) as fh:
         return fh.read(), None
 
 
 def load_remote(size: int, fetch: Callable[[int, int], bytes]) -> tuple[mmap.mmap, RemoteInput] | None:
-    """:func:`load` for an input on object storage of ``size`` bytes, read by ``fetch``;
-    None when it is to be read whole (too short, or no Pixel Data to leave there)."""
+    """:func:`load` for an input on object storage of ``size`` bytes as scanned (0: read it
+    whole), read by ``fetch``; None when it is to be read whole (too short, or no Pixel
+    Data to leave there)."""
     if not _ANONYMOUS or size < STREAM_BYTES:
         return None
     src = RemoteInput(size, fetch)

@@ -312,6 +312,10 @@ def _url(fs: Any, path: str) -> str:
     return path if "://" in path else f"{protocol}://{path}"
 
 
+def _is_azure(protocols: tuple[str, ...]) -> bool:
+    return "abfs" in protocols or "az" in protocols
+
+
 def _object_options(protocols: tuple[str, ...], content_type: str | None, metadata: dict[str, str] | None) -> dict[str, Any]:
     """What gives an object its content type and metadata, for ``pipe_file`` or ``open``:
     S3, Azure Blob and GCS; nothing for the others (memory://: no object metadata)."""
@@ -322,7 +326,7 @@ def _object_options(protocols: tuple[str, ...], content_type: str | None, metada
         if metadata:
             options["Metadata"] = metadata
         return options
-    if "abfs" in protocols or "az" in protocols:
+    if _is_azure(protocols):
         from azure.storage.blob import ContentSettings
 
         return {
@@ -332,10 +336,6 @@ def _object_options(protocols: tuple[str, ...], content_type: str | None, metada
     if "gs" in protocols or "gcs" in protocols:
         return {"content_type": content_type or "application/octet-stream", "metadata": metadata}
     return {}
-
-
-def _is_azure(protocols: tuple[str, ...]) -> bool:
-    return "abfs" in protocols or "az" in protocols
 
 
 def _put(fs: Any, path: str, data: bytes, content_type: str | None, metadata: dict[str, str] | None) -> None:
@@ -670,16 +670,13 @@ def apply_chunk(
     for file_id, src_path, out_path, rows, existing, pixels, scanned_size in items:
         try:
             edits, meta = _edits(rows, added, made)
-            if src_fs is None and pixels is None:
-                # a large input without its pixel data value, read from the file when written
-                data, src = _stream.load(src_path)
-            elif src_fs is None:
-                with open(src_path, "rb", buffering=0) as fh:
-                    data = fh.read()
+            # a large input is read without its pixel data value (read from the file when
+            # written); one that pixel clean decodes is read whole
+            streamable = scanned_size if pixels is None else 0
+            if src_fs is None:
+                data, src = _stream.load(src_path, streamable)
             else:
-                loaded = None
-                if pixels is None and scanned_size >= _stream.STREAM_BYTES:
-                    loaded = _stream.load_remote(scanned_size, _ranges(src_fs, src_path))
+                loaded = _stream.load_remote(streamable, _ranges(src_fs, src_path))
                 if loaded is not None:
                     data, src = loaded
                 else:
@@ -759,7 +756,7 @@ def _digest(pieces: Sequence[Piece]) -> tuple[str, int]:
     return hasher.hexdigest(), sum(len(piece) for piece in pieces)
 
 
-def _holds(fs: Any, path: str, digest: str, size: int = 0) -> bool:
+def _holds(fs: Any, path: str, digest: str, size: int) -> bool:
     """Whether the output at ``path`` holds the bytes of sha256 ``digest`` (False: absent).
 
     Equal sizes are not enough: a re-run with another ``--org`` of the same length, or

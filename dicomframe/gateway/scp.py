@@ -171,9 +171,9 @@ def _part10_pieces(event: Any) -> list[bytes | memoryview]:
     return [head, body]
 
 
-def _write_durably(folder: Path, data: bytes | Sequence[bytes | memoryview], order: int = 0) -> Path:
-    """Write ``data`` (bytes, or pieces one after the other) to a new name in ``folder``:
-    temporary name, fsync, rename, fsync of the folder.
+def _write_durably(folder: Path, pieces: Sequence[bytes | memoryview], order: int = 0) -> Path:
+    """Write ``pieces``, one after the other, to a new name in ``folder``: temporary name,
+    fsync, rename, fsync of the folder.
 
     The name is the arrival number ``order`` (names sort as the instances came: of two
     copies of one instance, the first to arrive is the one written) and a random part."""
@@ -182,7 +182,7 @@ def _write_durably(folder: Path, data: bytes | Sequence[bytes | memoryview], ord
     final = folder / f"{name}.dcm"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
     try:
-        for piece in [data] if isinstance(data, bytes | bytearray | memoryview) else data:
+        for piece in pieces:
             view = memoryview(piece)
             while view:
                 view = view[os.write(fd, view) :]
