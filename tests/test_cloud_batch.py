@@ -674,12 +674,11 @@ def streamed(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     """Every input with pixel data leaves it on disk (however small) and is uploaded a block at
     a time; yields the count of such uploads."""
     import dicomframe._stream as stream
-    import dicomframe.rewrite
 
-    monkeypatch.setattr(stream, "STREAM_BYTES", 1)
-    monkeypatch.setattr(stream, "_HOLE_MIN", 16)
+    from .test_large_inputs import leave_all_pixel_data_on_disk
+
+    leave_all_pixel_data_on_disk(monkeypatch)
     monkeypatch.setattr(stream, "CHUNK", 64 << 10)
-    monkeypatch.setattr(dicomframe.rewrite, "_VIEW_MIN", 0)
     uploads = {"streamed": 0}
     real = dicomframe.apply._put_stream
 

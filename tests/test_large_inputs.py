@@ -72,14 +72,18 @@ def _big(path: Path, frames: int, encapsulated: bool = False, rows: int = 512, c
     return bytes(ds.PixelData)
 
 
-@pytest.fixture()
-def stream_everything(monkeypatch: pytest.MonkeyPatch) -> None:
+def leave_all_pixel_data_on_disk(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every input with pixel data leaves it on disk, however small (and no piece is joined)."""
     import dicomframe.rewrite
 
     monkeypatch.setattr(stream, "STREAM_BYTES", 1)
     monkeypatch.setattr(stream, "_HOLE_MIN", 16)
     monkeypatch.setattr(dicomframe.rewrite, "_VIEW_MIN", 0)
+
+
+@pytest.fixture()
+def stream_everything(monkeypatch: pytest.MonkeyPatch) -> None:
+    leave_all_pixel_data_on_disk(monkeypatch)
 
 
 def _count_sparse(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
@@ -106,11 +110,7 @@ def test_every_corpus_file_gives_the_same_output_with_its_pixel_data_left_on_dis
 ) -> None:
     files = [str(p) for p in corpus_dicom_files()]
     whole = deidentify(files, tmp_path / "whole", key=KEY, vault=tmp_path / "v1", batch_id="b", progress=False, pixel_clean="off")
-    import dicomframe.rewrite
-
-    monkeypatch.setattr(stream, "STREAM_BYTES", 1)
-    monkeypatch.setattr(stream, "_HOLE_MIN", 16)
-    monkeypatch.setattr(dicomframe.rewrite, "_VIEW_MIN", 0)
+    leave_all_pixel_data_on_disk(monkeypatch)
     seen = _count_sparse(monkeypatch)
     streamed = deidentify(files, tmp_path / "streamed", key=KEY, vault=tmp_path / "v2", batch_id="b", progress=False, pixel_clean="off")
     assert seen["native"] > 40 and seen["encapsulated"] > 5  # both kinds were streamed
