@@ -235,14 +235,14 @@ def _private_tags(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
     )
 
 
-_NAME_CARET = r"\b[A-Za-z][A-Za-z'\-]+\^[A-Za-z][A-Za-z'\-]+"
-_NAME_TITLE = r"\b(?:Dr|Mr|Mrs|Ms|Prof)\.? [A-Z][a-z]+"
 _DATE = r"\b(?:19|20)\d{2}[-./]\d{1,2}[-./]\d{1,2}\b|\b\d{1,2}[-./]\d{1,2}[-./](?:19|20)?\d{2}\b|\b(?:19|20)\d{6}\b"
 _ID = r"\b[A-Za-z]{2,5}-?\d{5,}\b|\b\d{7,}\b"
 
 
 def _names_in_text(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
-    rows = _text(scan).filter(pl.col("value").str.contains(f"{_NAME_CARET}|{_NAME_TITLE}"))
+    from .planner import PERSON_NAME  # what Clean Descriptors removes is what the audit looks for
+
+    rows = _text(scan).filter(pl.col("value").str.contains(PERSON_NAME))
     return _findings(rows, "name_in_text", "high", mask(pl.col("value")), "clean this text (Clean Descriptors)")
 
 

@@ -147,17 +147,16 @@ CONTACT = (
     r"|[A-Za-z0-9_.+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}"
 )
 #: what is personal whoever it is about, in any text: a contact (:data:`CONTACT`), a social
-#: security number (078-05-1120), a person's name in DICOM's own form (DOE^JANE, Doe^Jane^Q)
+#: security number (078-05-1120), a person's name (:data:`PERSON_NAME`): in DICOM's own form (DOE^JANE, Doe^Jane^Q)
 #: or after a title (Dr Smith, MR. JONES: titles in capitals only with their dot, "MR BRAIN"
 #: and "DR CHEST" are modalities). No look-around: polars' regex engine reads it too. Every
 #: repeat is bounded (a PN component group holds 64 characters at most): Python's engine
 #: backtracks, and "a-a-a-…" of a whole UT must not cost the square of its length
-PERSONAL = (
-    rf"{CONTACT}"
-    r"|\b[0-9]{3}-[0-9]{2}-[0-9]{4}\b"
-    r"|\b[A-Za-z][A-Za-z'-]{0,63}(?:\^[A-Za-z'-]{0,64}){1,4}"
+PERSON_NAME = (
+    r"\b[A-Za-z][A-Za-z'-]{0,63}(?:\^[A-Za-z'-]{0,64}){1,4}"
     r"|\b(?:(?:Dr|Mr|Mrs|Ms|Miss|Prof)\.?|(?:DR|MR|MRS|MS|MISS|PROF)\.)[ \t]{0,3}[A-Z][A-Za-z'-]{1,63}"
 )
+PERSONAL = rf"{CONTACT}|\b[0-9]{{3}}-[0-9]{{2}}-[0-9]{{4}}\b|{PERSON_NAME}"
 _GENERIC_SCRUB = re.compile(
     r"\b\d{4}[-./]\d{1,2}[-./]\d{1,2}\b"  # 2023-03-14
     r"|\b\d{1,2}[-./]\d{1,2}[-./]\d{2,4}\b"  # 03/14/2023

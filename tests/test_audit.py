@@ -272,3 +272,36 @@ def test_originals_known_to_the_vault_are_found_in_manifests(outputs, tmp_path: 
 def test_audit_takes_profile_none_as_the_issue_writes_it(outputs) -> None:
     _, out, vault = outputs
     assert dcf.audit(out, vault=vault, key=KEY, profile=None, progress=False).height == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "flagged"),
+    [
+        ("Reviewed by DR. JONES", True),  # a title in capitals, with its dot
+        ("Miss Marple requested", True),
+        ("Dr Smith", True),
+        ("Follow-up DOE^", True),  # a family name alone, in DICOM's own form
+        ("Doe^Jane^Q", True),
+        ("MR BRAIN W/O", False),  # a modality, not a title
+        ("DR CHEST PA", False),
+        ("Head CT routine", False),
+    ],
+)
+def test_the_audit_looks_for_the_names_clean_descriptors_removes(text: str, flagged: bool, tmp_path: Path) -> None:
+    """One pattern for both: a name the planner would clean is one the audit reports."""
+    import re
+
+    from dicomframe.planner import PERSON_NAME
+
+    ds = pydicom.Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPInstanceUID = "2.25.1"
+    ds.StudyDescription = text
+    ds.PatientName = ""
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    path = tmp_path / "one.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    findings = audit_scan(dcf.scan(path, progress=False), rules=["name_in_text"])
+    assert (findings.height == 1) is flagged
+    assert bool(re.search(PERSON_NAME, text)) is flagged
