@@ -19,7 +19,10 @@ whole, as any input, and reported by the rewriter as usual.
 The bytes of a :class:`FileRange` are read twice (hashed before the output is
 written, then written); both reads are hashed, and an input whose pixel data changed
 between them is a failed input ("the input changed while it was being written"),
-never an output that disagrees with its recorded sha256.
+never an output that disagrees with its recorded sha256. Pixel clean of a native image
+(:func:`dicomframe.pixelclean.clean_streamed`) gives a range a ``mask`` that blacks out
+its boxes in each chunk, and the frames text detection read as ``expect``: bytes that
+changed since detection looked at them fail the input the same way.
 """
 
 from __future__ import annotations
@@ -276,15 +279,23 @@ def _load_sparse(src: Source) -> mmap.mmap | None:
 class FileRange:
     """Bytes ``[start, stop)`` of an :class:`Input`, in an output's pieces: read when hashed
     or written, :data:`CHUNK` bytes at a time. The first full read records the range's
-    sha256; every later one must give the same, or :func:`chunks` raises."""
+    sha256; every later one must give the same, or :func:`chunks` raises.
 
-    __slots__ = ("digest", "src", "start", "stop")
+    ``mask`` (pixel clean): called as ``mask(offset, view)`` on every chunk read, after it
+    is hashed, to change it in place before it is used (``offset`` within the range).
+    ``expect``: ``(start, stop, sha256)`` of parts of the range already read for a
+    decision (the frames text detection looked at): every full read checks that they
+    still hold those bytes, or raises as for a change."""
+
+    __slots__ = ("digest", "expect", "mask", "src", "start", "stop")
 
     def __init__(self, src: Source, start: int, stop: int) -> None:
         self.src = src
         self.start = start
         self.stop = stop
         self.digest: bytes | None = None
+        self.mask: Callable[[int, memoryview], None] | None = None
+        self.expect: list[tuple[int, int, bytes]] = []
 
     def __len__(self) -> int:
         return self.stop - self.start
@@ -296,22 +307,37 @@ class FileRange:
         """The range, a chunk at a time (each view valid until the next is asked for)."""
         buf = memoryview(_buffer())
         hasher = hashlib.sha256()
+        parts = [(start, stop, digest, hashlib.sha256()) for start, stop, digest in self.expect]
         pos = self.start
         while pos < self.stop:
             n = min(self.stop - pos, len(buf))
-            self.src.readinto(buf[:n], pos)
-            hasher.update(buf[:n])
-            yield buf[:n]
+            view = buf[:n]
+            self.src.readinto(view, pos)
+            hasher.update(view)
+            at = pos - self.start
+            for start, stop, _, part in parts:
+                if start < at + n and stop > at:
+                    part.update(view[max(start - at, 0) : min(stop - at, n)])
+            if self.mask is not None:
+                self.mask(at, view)
+            yield view
             pos += n
         digest = hasher.digest()
         if self.digest is None:
             self.digest = digest
         elif digest != self.digest:
             raise _changed()
+        if any(part.digest() != expected for _, _, expected, part in parts):
+            raise _changed()
 
     def read(self, start: int, stop: int) -> bytes:
         """Bytes ``[start, stop)`` of the range (offsets within it)."""
-        return self.src.read(self.start + start, self.start + min(stop, len(self)))
+        data = self.src.read(self.start + start, self.start + min(stop, len(self)))
+        if self.mask is None:
+            return data
+        out = bytearray(data)
+        self.mask(start, memoryview(out))
+        return bytes(out)
 
 
 def _address(view: memoryview) -> int:

@@ -671,12 +671,11 @@ def apply_chunk(
         try:
             edits, meta = _edits(rows, added, made)
             # a large input is read without its pixel data value (read from the file when
-            # written); one that pixel clean decodes is read whole
-            streamable = scanned_size if pixels is None else 0
+            # written, and cleaned there when pixel clean asks)
             if src_fs is None:
-                data, src = _stream.load(src_path, streamable)
+                data, src = _stream.load(src_path, scanned_size)
             else:
-                loaded = _stream.load_remote(streamable, _ranges(src_fs, src_path))
+                loaded = _stream.load_remote(scanned_size, _ranges(src_fs, src_path))
                 if loaded is not None:
                     data, src = loaded
                 else:
@@ -689,10 +688,14 @@ def apply_chunk(
             if src is not None:
                 pieces = _stream.fill_hole(pieces, data, src)
             if pixels is not None:  # decode, black out, re-encode: only the images that ask
-                from .pixelclean import clean_part10
+                from .pixelclean import clean_part10, clean_streamed
 
                 regions, detect = pixels
-                pieces = [clean_part10(b"".join(pieces), regions, ocr=detect)]
+                cleaned = clean_streamed(pieces, regions, ocr=detect) if src is not None else None
+                if cleaned is None:  # native pixels left on disk are cleaned there; others whole
+                    whole = b"".join(pieces) if src is None else b"".join(bytes(c) for c in _chunks(pieces))
+                    cleaned = [clean_part10(whole, regions, ocr=detect)]
+                pieces = cleaned
             digest, size = _digest(pieces)
             reused = existing == size and _holds(out_fs, out_path, digest, size)
             checked = _output_rows(pieces, size) if check else None

@@ -39,10 +39,16 @@ bytes, and is marked all the same); they are re-encoded in their own transfer sy
 and an encoder is installed (RLE Lossless always is), else written as Explicit
 VR Little Endian (a lossy JPEG is not compressed a second time). Pixel values
 and found text never reach logs or messages.
+
+A large native image (its Pixel Data value left on disk, see :mod:`dicomframe._stream`)
+is never decoded whole: :func:`clean_streamed` blacks the same boxes out in each chunk
+of the value as it is hashed and written, and gives the same pixel values and header
+as the whole-image path.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 from dataclasses import dataclass
 from functools import cache
@@ -62,6 +68,7 @@ __all__ = [
     "burned_in_flag",
     "clean_dataset",
     "clean_part10",
+    "clean_streamed",
     "ocr_available",
     "ocr_frames",
     "pixel_jobs",
@@ -395,16 +402,9 @@ def clean_dataset(
         arr = arr[..., 0]
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     rows, cols = arr.shape[1], arr.shape[2]
-    stored = int(ds.get("BitsStored", ds.get("BitsAllocated", 8)) or 8)
-    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
-    low, high = (-(1 << (stored - 1)), (1 << (stored - 1)) - 1) if signed else (0, (1 << stored) - 1)
-    # black: the darkest value the image can store (the brightest for MONOCHROME1); a palette's darkest entry
-    black: Any = high if photometric == "MONOCHROME1" else (_darkest_index(ds, arr) if photometric == "PALETTE COLOR" else low)
-    for left, top, width, height in boxes:
-        x0, y0 = max(0, left - PAD), max(0, top - PAD)
-        x1, y1 = min(cols, left + width + PAD), min(rows, top + height + PAD)
-        if x1 > x0 and y1 > y0:
-            arr[:, y0:y1, x0:x1, ...] = black
+    black = _black(ds, arr)
+    for x0, y0, x1, y1 in _padded(boxes, rows, cols):
+        arr[:, y0:y1, x0:x1, ...] = black
     out = arr if frames > 1 else arr[0]
     if samples > 1 and photometric.startswith("YBR"):
         ds.PhotometricInterpretation = "RGB"  # pixel_array gave RGB
@@ -427,6 +427,29 @@ def clean_dataset(
         ds.LossyImageCompression = "01"  # it was lossy once; writing it uncompressed does not undo that
     _mark_cleaned(ds)
     return len(boxes)
+
+
+def _black(ds: Dataset, arr: np.ndarray | None) -> int:
+    """The value a box is filled with: the darkest the image can store (the brightest for
+    MONOCHROME1); for a palette, its darkest entry."""
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    stored = int(ds.get("BitsStored", ds.get("BitsAllocated", 8)) or 8)
+    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    low, high = (-(1 << (stored - 1)), (1 << (stored - 1)) - 1) if signed else (0, (1 << stored) - 1)
+    if photometric == "MONOCHROME1":
+        return high
+    return _darkest_index(ds, arr) if photometric == "PALETTE COLOR" and arr is not None else low
+
+
+def _padded(boxes: list[tuple[int, int, int, int]], rows: int, cols: int) -> list[tuple[int, int, int, int]]:
+    """``(x0, y0, x1, y1)`` of each box, :data:`PAD` pixels wider on every side, inside the image."""
+    out = []
+    for left, top, width, height in boxes:
+        x0, y0 = max(0, left - PAD), max(0, top - PAD)
+        x1, y1 = min(cols, left + width + PAD), min(rows, top + height + PAD)
+        if x1 > x0 and y1 > y0:
+            out.append((x0, y0, x1, y1))
+    return out
 
 
 def _darkest_index(ds: Dataset, arr: np.ndarray) -> int:
@@ -505,6 +528,151 @@ def clean_part10(data: bytes, regions: list[tuple[int, int, int, int]] | None = 
     with no_warnings():
         ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
+
+
+#: transfer syntaxes whose Pixel Data value is the frames as stored, little endian
+_NATIVE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
+_PIXEL_TAG = b"\xe0\x7f\x10\x00"
+
+
+def clean_streamed(pieces: list[Any], regions: list[tuple[int, int, int, int]] | None = None, *, ocr: bool = False) -> list[Any] | None:
+    """:func:`clean_part10` for an output whose native Pixel Data value is left on disk (a
+    :class:`~dicomframe._stream.FileRange` among ``pieces``): the frames are never held
+    together. Text detection reads its frames one at a time; the boxes are blacked out in
+    each chunk as it is hashed and written (the value's layout, planar or not, is kept), and
+    the header is marked as :func:`clean_part10` marks it. Returns the new pieces, or None
+    when this input is to be cleaned whole (compressed, big endian, 1-bit or float pixels,
+    a colour model other than monochrome, RGB or palette, or anything unexpected).
+    """
+    from ._stream import FileRange
+
+    ranges = [i for i, piece in enumerate(pieces) if isinstance(piece, FileRange)]
+    if len(ranges) != 1:
+        return None
+    at = ranges[0]
+    value: FileRange = pieces[at]
+    head = b"".join(bytes(piece) for piece in pieces[:at])
+    try:
+        ds = _header(head)
+    except Exception:  # noqa: BLE001 - the whole-file path reads it, and says why not
+        return None
+    geometry = _native_geometry(ds, head, len(value))
+    if geometry is None:
+        return None
+    element, frames, frame_bytes = geometry
+    boxes = list(regions or [])
+    seen: list[tuple[int, int, bytes]] = []
+    first: np.ndarray | None = None
+    for frame in ocr_frames(frames) if ocr else []:
+        raw = value.read(frame * frame_bytes, (frame + 1) * frame_bytes)
+        one = _header(head)
+        one.PixelData = raw
+        if "NumberOfFrames" in one:
+            del one.NumberOfFrames
+        try:
+            words, image = _ocr_words(one, 0)
+        except DicomframeError as exc:
+            raise PixelCleanError(f"text detection failed: {exc}") from None
+        boxes += [b for b in text_regions(image, words) if b not in boxes]
+        seen.append((frame * frame_bytes, (frame + 1) * frame_bytes, hashlib.sha256(raw).digest()))
+    value.expect = seen  # the frames looked at are the frames written
+    if boxes:
+        if str(ds.PhotometricInterpretation).upper() == "PALETTE COLOR":
+            first = _frame_array(head, value, frame_bytes)
+        value.mask = _BoxMask(ds, boxes, frames, frame_bytes, _black(ds, first))
+    _mark_cleaned(ds)
+    buffer = io.BytesIO()
+    with no_warnings():
+        ds.save_as(buffer, enforce_file_format=True)
+    return [buffer.getvalue(), element, value, *pieces[at + 1 :]]
+
+
+def _header(head: bytes) -> Dataset:
+    """The data set of ``head`` (a Part 10 file up to its Pixel Data value)."""
+    import pydicom
+
+    with no_warnings():
+        return pydicom.dcmread(io.BytesIO(head), stop_before_pixels=True)
+
+
+def _native_geometry(ds: Dataset, head: bytes, length: int) -> tuple[bytes, int, int] | None:
+    """``(pixel data element header, frames, bytes per frame)`` when the value is native
+    pixels this module can black out in place; else None."""
+    try:
+        ts = str(ds.file_meta.TransferSyntaxUID)
+        bits = int(ds.BitsAllocated)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        photometric = str(ds.PhotometricInterpretation).upper()
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
+    if ts not in _NATIVE or bits not in (8, 16, 32) or min(rows, cols, frames) < 1:
+        return None
+    if (samples, photometric) not in ((1, "MONOCHROME1"), (1, "MONOCHROME2"), (1, "PALETTE COLOR"), (3, "RGB")):
+        return None
+    explicit = ts == "1.2.840.10008.1.2.1"
+    element = head[-12:] if explicit else head[-8:]
+    if element[:4] != _PIXEL_TAG or (explicit and element[4:8] not in (b"OW\0\0", b"OB\0\0")):
+        return None
+    frame_bytes = rows * cols * samples * bits // 8
+    if int.from_bytes(element[-4:], "little") != length or length < frames * frame_bytes:
+        return None
+    return element, frames, frame_bytes
+
+
+def _frame_array(head: bytes, value: Any, frame_bytes: int) -> np.ndarray:
+    """The first frame's pixel values (a palette's darkest entry is looked for among its indices' type)."""
+    from pydicom.pixels.utils import pixel_array
+
+    one = _header(head)
+    one.PixelData = value.read(0, frame_bytes)
+    if "NumberOfFrames" in one:
+        del one.NumberOfFrames
+    with no_warnings():
+        return pixel_array(one)
+
+
+class _BoxMask:
+    """Blacks out boxes in the chunks of a native Pixel Data value, wherever a chunk starts:
+    each box row is a byte span of every frame (of every colour plane, when planar)."""
+
+    def __init__(self, ds: Dataset, boxes: list[tuple[int, int, int, int]], frames: int, frame_bytes: int, black: int) -> None:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        width = int(ds.BitsAllocated) // 8
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        planar = samples > 1 and int(ds.get("PlanarConfiguration", 0) or 0) == 1
+        sample = int(black).to_bytes(width, "little", signed=black < 0)
+        pixel = width if planar else width * samples
+        planes = [p * rows * cols * width for p in range(samples)] if planar else [0]
+        spans: list[tuple[int, int]] = []
+        for plane in planes:
+            for x0, y0, x1, y1 in _padded(boxes, rows, cols):
+                spans += [(plane + (y * cols + x0) * pixel, (x1 - x0) * pixel) for y in range(y0, y1)]
+        merged: list[tuple[int, int]] = []
+        for start, length in sorted(set(spans)):
+            if merged and start <= merged[-1][0] + merged[-1][1]:
+                last_start, last_length = merged[-1]
+                merged[-1] = (last_start, max(last_length, start + length - last_start))
+            else:
+                merged.append((start, length))
+        self.spans = merged
+        self.frames = frames
+        self.frame_bytes = frame_bytes
+        self.pattern = sample * (pixel // width)  # every byte at the same offset in a pixel: its black
+
+    def __call__(self, offset: int, view: memoryview) -> None:
+        end = offset + len(view)
+        size = len(self.pattern)
+        first, last = offset // self.frame_bytes, min(self.frames - 1, (end - 1) // self.frame_bytes)
+        for frame in range(first, last + 1):
+            base = frame * self.frame_bytes
+            for start, length in self.spans:
+                a, b = max(base + start, offset), min(base + start + length, end)
+                if a < b:
+                    phase = (a - base - start) % size
+                    fill = self.pattern * ((phase + b - a) // size + 1)
+                    view[a - offset : b - offset] = fill[phase : phase + b - a]
 
 
 def ocr_available() -> bool:

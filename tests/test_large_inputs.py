@@ -172,15 +172,19 @@ def apply_chunk(*args, **kwargs):
         watcher.join()
         grown.append(max(peak[0], rss() - start))
 apply.apply_chunk = apply_chunk
-result = deidentify(sys.argv[1], sys.argv[2], key=sys.argv[3], vault=sys.argv[4], batch_id="b", progress=False, jobs=1)
+result = deidentify(sys.argv[1], sys.argv[2], key=sys.argv[3], vault=sys.argv[4], batch_id="b", progress=False, jobs=1,
+                    profile=sys.argv[6])
 assert result.ok and result.written == 1, result.failed
 print(max(grown))
 """
 
 
-def _peak(tmp_path: Path, src: Path, key: Path, name: str, mode: str) -> int:
+def peak(tmp_path: Path, src: Path, key: Path, name: str, mode: str, profile: str = "default") -> int:
+    """What writing ``src`` adds to a process's memory at its peak (``mode``: ``whole`` reads
+    every input whole), measured in a child; the outputs go to ``tmp_path/out-<name>``."""
     done = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(src), str(tmp_path / f"out-{name}"), str(key), str(tmp_path / f"v-{name}"), mode],
+        [sys.executable, "-c", _CHILD, str(src), str(tmp_path / f"out-{name}"), str(key), str(tmp_path / f"v-{name}"), mode,
+         profile],
         capture_output=True, text=True, check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )  # fmt: skip
     return int(done.stdout.strip().splitlines()[-1])
@@ -191,8 +195,8 @@ def test_memory_stays_flat_when_writing_a_large_input(tmp_path: Path) -> None:
     generate_key_file(key)
     _big(tmp_path / "large" / "one.dcm", frames=200)  # 100 MiB of pixel data
     size = (tmp_path / "large" / "one.dcm").stat().st_size
-    read_whole = _peak(tmp_path, tmp_path / "large", key, "whole", "whole")
-    streamed = _peak(tmp_path, tmp_path / "large", key, "streamed", "stream")
+    read_whole = peak(tmp_path, tmp_path / "large", key, "whole", "whole")
+    streamed = peak(tmp_path, tmp_path / "large", key, "streamed", "stream")
     # read whole, the input shows in what writing adds to memory; left on disk, a chunk does
     assert read_whole > 0.9 * size
     assert streamed < 0.1 * size, (streamed, size)
