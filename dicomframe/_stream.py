@@ -19,10 +19,11 @@ whole, as any input, and reported by the rewriter as usual.
 The bytes of a :class:`FileRange` are read twice (hashed before the output is
 written, then written); both reads are hashed, and an input whose pixel data changed
 between them is a failed input ("the input changed while it was being written"),
-never an output that disagrees with its recorded sha256. Pixel clean of a native image
-(:func:`dicomframe.pixelclean.clean_streamed`) gives a range a ``mask`` that blacks out
-its boxes in each chunk, and the frames text detection read as ``expect``: bytes that
-changed since detection looked at them fail the input the same way.
+never an output that disagrees with its recorded sha256. Pixel clean
+(:func:`dicomframe.pixelclean.clean_streamed`) gives a native value's range a ``mask``
+that blacks out its boxes in each chunk, and the bytes text detection read as
+``expect``: bytes that changed since detection looked at them fail the input the same
+way.
 """
 
 from __future__ import annotations

@@ -40,10 +40,10 @@ and an encoder is installed (RLE Lossless always is), else written as Explicit
 VR Little Endian (a lossy JPEG is not compressed a second time). Pixel values
 and found text never reach logs or messages.
 
-A large native image (its Pixel Data value left on disk, see :mod:`dicomframe._stream`)
-is never decoded whole: :func:`clean_streamed` blacks the same boxes out in each chunk
-of the value as it is hashed and written, and gives the same pixel values and header
-as the whole-image path.
+A large image (its Pixel Data value left on disk, see :mod:`dicomframe._stream`) is
+never decoded whole: :func:`clean_streamed` blacks the same boxes out in each chunk of a
+native value, or in each frame of a lossy compressed one as it is decoded, while the
+output is hashed and written, and gives what the whole-image path gives.
 """
 
 from __future__ import annotations
@@ -58,6 +58,8 @@ from ._quiet import no_warnings
 from .errors import DicomframeError, PixelCleanError, ProfileError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
     import numpy as np
     import polars as pl
     from pydicom import Dataset
@@ -536,13 +538,19 @@ _PIXEL_TAG = b"\xe0\x7f\x10\x00"
 
 
 def clean_streamed(pieces: list[Any], regions: list[tuple[int, int, int, int]] | None = None, *, ocr: bool = False) -> list[Any] | None:
-    """:func:`clean_part10` for an output whose native Pixel Data value is left on disk (a
+    """:func:`clean_part10` for an output whose Pixel Data value is left on disk (a
     :class:`~dicomframe._stream.FileRange` among ``pieces``): the frames are never held
-    together. Text detection reads its frames one at a time; the boxes are blacked out in
-    each chunk as it is hashed and written (the value's layout, planar or not, is kept), and
-    the header is marked as :func:`clean_part10` marks it. Returns the new pieces, or None
-    when this input is to be cleaned whole (compressed, big endian, 1-bit or float pixels,
-    a colour model other than monochrome, RGB or palette, or anything unexpected).
+    together, and the output is what :func:`clean_part10` gives.
+
+    Text detection reads its frames one at a time (what it read must be what is
+    written). A native image has its boxes blacked out in each chunk as it is hashed and
+    written (its layout, planar or not, kept). A lossy compressed one is decoded a frame
+    at a time as it is hashed, and again as it is written, each frame blacked out and
+    written native (it is not compressed a second time); one where nothing is to be
+    blacked out keeps its fragments. Returns the new pieces, or None when this input is
+    to be cleaned whole (big endian, 1-bit or float pixels, a colour model other than
+    monochrome, RGB or palette, lossless compression with boxes to black out, a frame
+    that does not decode, or anything unexpected).
     """
     from ._stream import FileRange
 
@@ -550,41 +558,271 @@ def clean_streamed(pieces: list[Any], regions: list[tuple[int, int, int, int]] |
     if len(ranges) != 1:
         return None
     at = ranges[0]
-    value: FileRange = pieces[at]
     head = b"".join(bytes(piece) for piece in pieces[:at])
     try:
         ds = _header(head)
     except Exception:  # noqa: BLE001 - the whole-file path reads it, and says why not
         return None
+    if str(ds.file_meta.get("TransferSyntaxUID", "")) in _NATIVE:
+        return _clean_native(pieces, at, head, ds, list(regions or []), ocr)
+    return _clean_encapsulated(pieces, at, head, ds, list(regions or []), ocr)
+
+
+def _clean_native(pieces: list[Any], at: int, head: bytes, ds: Dataset, boxes: list[Any], ocr: bool) -> list[Any] | None:
+    value = pieces[at]
     geometry = _native_geometry(ds, head, len(value))
     if geometry is None:
         return None
     element, frames, frame_bytes = geometry
-    boxes = list(regions or [])
     seen: list[tuple[int, int, bytes]] = []
-    first: np.ndarray | None = None
-    for frame in ocr_frames(frames) if ocr else []:
+
+    def frame_of(frame: int) -> Dataset:
         raw = value.read(frame * frame_bytes, (frame + 1) * frame_bytes)
+        seen.append((frame * frame_bytes, (frame + 1) * frame_bytes, hashlib.sha256(raw).digest()))
         one = _header(head)
         one.PixelData = raw
         if "NumberOfFrames" in one:
             del one.NumberOfFrames
-        try:
-            words, image = _ocr_words(one, 0)
-        except DicomframeError as exc:
-            raise PixelCleanError(f"text detection failed: {exc}") from None
-        boxes += [b for b in text_regions(image, words) if b not in boxes]
-        seen.append((frame * frame_bytes, (frame + 1) * frame_bytes, hashlib.sha256(raw).digest()))
+        return one
+
+    boxes += _detected(frames, frame_of, boxes) if ocr else []
     value.expect = seen  # the frames looked at are the frames written
     if boxes:
+        first = None
         if str(ds.PhotometricInterpretation).upper() == "PALETTE COLOR":
-            first = _frame_array(head, value, frame_bytes)
+            with no_warnings():
+                first = frame_of(0).pixel_array
+            seen.pop()
         value.mask = _BoxMask(ds, boxes, frames, frame_bytes, _black(ds, first))
+    return [_marked_header(ds), element, value, *pieces[at + 1 :]]
+
+
+def _detected(frames: int, frame_of: Callable[[int], Dataset], boxes: list[Any]) -> list[Any]:
+    """The boxes text detection finds on the frames it reads (:func:`ocr_frames`), each
+    given as a one-frame data set by ``frame_of``, that ``boxes`` does not hold yet."""
+    found: list[Any] = []
+    for frame in ocr_frames(frames):
+        try:
+            words, image = _ocr_words(frame_of(frame), 0)
+        except DicomframeError as exc:
+            raise PixelCleanError(f"text detection failed: {exc}") from None
+        found += [b for b in text_regions(image, words) if b not in boxes and b not in found]
+    return found
+
+
+def _marked_header(ds: Dataset) -> bytes:
+    """``ds`` (no Pixel Data) marked as cleaned, as a Part 10 file."""
     _mark_cleaned(ds)
     buffer = io.BytesIO()
     with no_warnings():
         ds.save_as(buffer, enforce_file_format=True)
-    return [buffer.getvalue(), element, value, *pieces[at + 1 :]]
+    return buffer.getvalue()
+
+
+_DELIMITER_ITEM = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+
+
+def _clean_encapsulated(pieces: list[Any], at: int, head: bytes, ds: Dataset, boxes: list[Any], ocr: bool) -> list[Any] | None:
+    from pydicom.encaps import get_frame
+
+    value = pieces[at]  # the fragments after the offset table, up to the delimiter
+    split = _encapsulated_start(head)
+    rest = b"".join(bytes(piece) for piece in pieces[at + 1 :])
+    photometric = str(ds.get("PhotometricInterpretation", "")).upper()
+    if split is None or not rest.startswith(_DELIMITER_ITEM) or photometric == "PALETTE COLOR":
+        return None
+    try:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        return None
+    table = head[split + 12 :]  # the first item: the basic offset table
+    reads: list[tuple[int, int, bytes]] = []
+    seen: dict[int, bytes] = {}
+
+    def frame_of(frame: int) -> Dataset:
+        data = get_frame(_Encapsulated(table, value, reads), frame, number_of_frames=frames)
+        seen[frame] = hashlib.sha256(data).digest()
+        return _one_frame(head, data)
+
+    try:
+        boxes += _detected(frames, frame_of, boxes) if ocr else []
+    except PixelCleanError:
+        return None  # the whole-file path decodes it, and says why not
+    value.expect = reads  # the fragments looked at are the fragments written
+    if not boxes:  # nothing to black out: the fragments stay as they are
+        return [_marked_header(ds), head[split:], value, *pieces[at + 1 :]]
+    if ds.file_meta.TransferSyntaxUID in LOSSLESS_SYNTAXES:
+        return None  # compressed again in its syntax: whole
+    try:
+        frames_out = _decoded_frames(head, table, value, frames, boxes, seen)
+    except Exception:  # noqa: BLE001 - the whole-file path decodes it, and says why not
+        return None
+    out = frames_out.header
+    out.LossyImageCompression = "01"  # it was lossy once; writing it uncompressed does not undo that
+    vr = b"OW" if int(out.BitsAllocated) > 8 else b"OB"
+    element = _PIXEL_TAG + vr + b"\0\0" + len(frames_out).to_bytes(4, "little")
+    return [_marked_header(out), element, frames_out, *_tail(rest)]
+
+
+def _tail(rest: bytes) -> list[bytes]:
+    """What follows the Pixel Data value's delimiter."""
+    return [rest[len(_DELIMITER_ITEM) :]] if len(rest) > len(_DELIMITER_ITEM) else []
+
+
+def _encapsulated_start(head: bytes) -> int | None:
+    """Where in ``head`` the encapsulated Pixel Data element starts: ``head`` ends with its
+    header and its first item (the basic offset table). None: not so."""
+    pos = len(head)
+    while (pos := head.rfind(_PIXEL_TAG, 0, pos)) >= 0:
+        element, item = head[pos : pos + 12], head[pos + 12 : pos + 20]
+        if (
+            element[4:] in (b"OB\0\0\xff\xff\xff\xff", b"OW\0\0\xff\xff\xff\xff")
+            and item[:4] == b"\xfe\xff\x00\xe0"
+            and pos + 20 + int.from_bytes(item[4:8], "little") == len(head)
+        ):
+            return pos
+    return None
+
+
+def _one_frame(head: bytes, data: bytes) -> Dataset:
+    """The header of ``head`` with one compressed frame, ``data``, as its pixel data."""
+    from pydicom.encaps import encapsulate
+
+    one = _header(head)
+    one.PixelData = encapsulate([data])
+    one["PixelData"].VR = "OB"
+    one["PixelData"].is_undefined_length = True
+    if "NumberOfFrames" in one:
+        del one.NumberOfFrames
+    return one
+
+
+class _Encapsulated:
+    """A readable buffer (pydicom's ``read``/``seek``/``tell``) over an encapsulated value:
+    its offset table item, the fragments of ``value`` read from the input as asked, the
+    delimiter. Each read of the fragments is noted in ``reads`` (offsets within ``value``,
+    sha256) for the writer to check."""
+
+    def __init__(self, table: bytes, value: Any, reads: list[tuple[int, int, bytes]]) -> None:
+        self.table, self.value, self.reads = table, value, reads
+        self.size = len(table) + len(value) + len(_DELIMITER_ITEM)
+        self.pos = 0
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.pos = max(0, offset + (0, self.pos, self.size)[whence])
+        return self.pos
+
+    def read(self, size: int = -1) -> bytes:
+        stop = self.size if size is None or size < 0 else min(self.size, self.pos + size)
+        out = []
+        start, end = len(self.table), len(self.table) + len(self.value)
+        if self.pos < start:
+            out.append(self.table[self.pos : min(stop, start)])
+        a, b = max(self.pos, start) - start, min(stop, end) - start
+        if a < b:
+            data = self.value.src.read(self.value.start + a, self.value.start + b)
+            self.reads.append((a, a + len(data), hashlib.sha256(data).digest()))
+            out.append(data)
+        if stop > end:
+            out.append(_DELIMITER_ITEM[max(self.pos, end) - end : stop - end])
+        data = b"".join(out)
+        self.pos += len(data)
+        return data
+
+
+def _decoded_frames(head: bytes, table: bytes, value: Any, frames: int, boxes: list[Any], seen: dict[int, bytes]) -> Any:
+    """A :class:`~dicomframe._stream.FileRange` kind: a lossy compressed Pixel Data value,
+    decoded a frame at a time from the input as the writer asks, each frame blacked out and
+    given native, as :func:`clean_dataset` gives them all at once; ``chunks()`` gives the
+    same bytes on every call, or raises. Its ``header`` is the data set of the output (no
+    Pixel Data), as decompressing gives it."""
+    import numpy as np
+
+    from ._stream import FileRange, _changed
+
+    class DecodedFrames(FileRange):
+        def __init__(self) -> None:
+            data = next(iter(self._frames()))
+            first, header = self._decoded(0, data)
+            del header.PixelData
+            if frames > 1 or "NumberOfFrames" in _header(head):
+                header.NumberOfFrames = frames
+            if int(header.get("SamplesPerPixel", 1) or 1) > 1:
+                header.PlanarConfiguration = 0
+                if str(header.PhotometricInterpretation).upper().startswith("YBR"):
+                    header.PhotometricInterpretation = "RGB"  # pixel_array gave RGB
+            if int(header.BitsAllocated) not in (8, 16, 32):
+                raise ValueError("only whole bytes per sample are written a frame at a time")
+            self.header = header
+            self.boxes = _padded(boxes, first.shape[0], first.shape[1])
+            self.black = _black(header, first)
+            signed = int(header.get("PixelRepresentation", 0) or 0)
+            self.dtype = np.dtype(f"<{'i' if signed else 'u'}{int(header.BitsAllocated) // 8}")
+            self.frame_bytes = first.size * self.dtype.itemsize
+            total = frames * self.frame_bytes
+            super().__init__(value.src, 0, total + total % 2)
+
+        def _frames(self) -> Iterator[bytes]:
+            from pydicom.encaps import generate_frames
+
+            return generate_frames(_Encapsulated(table, value, []), number_of_frames=frames)
+
+        def _decoded(self, index: int, data: bytes) -> tuple[np.ndarray, Dataset]:
+            if index in seen and hashlib.sha256(data).digest() != seen[index]:
+                raise _changed()  # not the frame text detection looked at
+            one = _one_frame(head, data)
+            with no_warnings():
+                one.decompress(as_rgb=True, generate_instance_uid=False)
+                return np.array(one.pixel_array, copy=True), one
+
+        def _native(self) -> Iterator[bytes]:
+            count = 0
+            for index, data in enumerate(self._frames()):
+                if index >= frames:
+                    break
+                try:
+                    arr = self._decoded(index, data)[0]
+                except DicomframeError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a damaged frame: a reason, no value
+                    raise PixelCleanError(f"pixel data cannot be decoded for cleaning ({type(exc).__name__})") from None
+                for x0, y0, x1, y1 in self.boxes:
+                    arr[y0:y1, x0:x1, ...] = self.black
+                out = np.ascontiguousarray(arr).astype(self.dtype).tobytes()
+                if len(out) != self.frame_bytes:
+                    raise PixelCleanError("pixel data cannot be decoded for cleaning (frames of different sizes)")
+                count += 1
+                yield out
+            if count != frames:
+                raise PixelCleanError("pixel data cannot be decoded for cleaning (fewer frames than NumberOfFrames)")
+            if len(self) % 2:
+                yield b"\0"
+
+        def chunks(self) -> Iterator[memoryview]:
+            hasher = hashlib.sha256()
+            for out in self._native():
+                hasher.update(out)
+                yield memoryview(out)
+            digest = hasher.digest()
+            if self.digest is None:
+                self.digest = digest
+            elif digest != self.digest:
+                raise _changed()
+
+        def read(self, start: int, stop: int) -> bytes:
+            out, at = [], 0
+            for data in self._native():
+                if at + len(data) > start and at < stop:
+                    out.append(data[max(start - at, 0) : stop - at])
+                at += len(data)
+                if at >= stop:
+                    break
+            return b"".join(out)
+
+    return DecodedFrames()
 
 
 def _header(head: bytes) -> Dataset:
@@ -619,18 +857,6 @@ def _native_geometry(ds: Dataset, head: bytes, length: int) -> tuple[bytes, int,
     if int.from_bytes(element[-4:], "little") != length or length < frames * frame_bytes:
         return None
     return element, frames, frame_bytes
-
-
-def _frame_array(head: bytes, value: Any, frame_bytes: int) -> np.ndarray:
-    """The first frame's pixel values (a palette's darkest entry is looked for among its indices' type)."""
-    from pydicom.pixels.utils import pixel_array
-
-    one = _header(head)
-    one.PixelData = value.read(0, frame_bytes)
-    if "NumberOfFrames" in one:
-        del one.NumberOfFrames
-    with no_warnings():
-        return pixel_array(one)
 
 
 class _BoxMask:

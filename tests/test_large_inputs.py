@@ -150,6 +150,8 @@ import dicomframe.apply as apply
 from dicomframe.pipeline import deidentify
 if sys.argv[5] == "whole":
     stream.STREAM_BYTES = 1 << 62
+elif sys.argv[5] == "stream-any-size":
+    stream.STREAM_BYTES = 1
 page = os.sysconf("SC_PAGE_SIZE")
 def rss():
     with open("/proc/self/statm") as fh:
@@ -181,7 +183,9 @@ print(max(grown))
 
 def peak(tmp_path: Path, src: Path, key: Path, name: str, mode: str, profile: str = "default") -> int:
     """What writing ``src`` adds to a process's memory at its peak (``mode``: ``whole`` reads
-    every input whole), measured in a child; the outputs go to ``tmp_path/out-<name>``."""
+    every input whole, ``stream-any-size`` leaves the pixel data of every input on disk,
+    else of those of :data:`STREAM_BYTES` or more), measured in a child; the outputs go to
+    ``tmp_path/out-<name>``."""
     done = subprocess.run(
         [sys.executable, "-c", _CHILD, str(src), str(tmp_path / f"out-{name}"), str(key), str(tmp_path / f"v-{name}"), mode,
          profile],
