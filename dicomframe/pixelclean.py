@@ -620,6 +620,8 @@ def _marked_header(ds: Dataset) -> bytes:
 
 
 _DELIMITER_ITEM = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+#: fragments are read at least this many bytes at a time (a frame's item header and its data, mostly)
+_FRAGMENT_BLOCK = 256 << 10
 
 
 def _clean_encapsulated(pieces: list[Any], at: int, head: bytes, ds: Dataset, boxes: list[Any], ocr: bool) -> list[Any] | None:
@@ -629,7 +631,12 @@ def _clean_encapsulated(pieces: list[Any], at: int, head: bytes, ds: Dataset, bo
     split = _encapsulated_start(head)
     rest = b"".join(bytes(piece) for piece in pieces[at + 1 :])
     photometric = str(ds.get("PhotometricInterpretation", "")).upper()
-    if split is None or not rest.startswith(_DELIMITER_ITEM) or photometric == "PALETTE COLOR":
+    if (
+        split is None
+        or not rest.startswith(_DELIMITER_ITEM)
+        or photometric == "PALETTE COLOR"
+        or "ExtendedOffsetTable" in ds  # its frames are found by the table: whole
+    ):
         return None
     try:
         frames = int(ds.get("NumberOfFrames", 1) or 1)
@@ -707,6 +714,16 @@ class _Encapsulated:
         self.table, self.value, self.reads = table, value, reads
         self.size = len(table) + len(value) + len(_DELIMITER_ITEM)
         self.pos = 0
+        self.block_start, self.block = 0, b""
+
+    def _fragments(self, a: int, b: int) -> bytes:
+        """Bytes ``[a, b)`` of ``value``, read a block at a time (item headers are 8 bytes:
+        one ranged GET each would be slow on object storage)."""
+        if not (self.block_start <= a and b <= self.block_start + len(self.block)):
+            stop = max(b, min(a + _FRAGMENT_BLOCK, len(self.value)))
+            self.block_start, self.block = a, self.value.src.read(self.value.start + a, self.value.start + stop)
+            self.reads.append((a, a + len(self.block), hashlib.sha256(self.block).digest()))
+        return self.block[a - self.block_start : b - self.block_start]
 
     def tell(self) -> int:
         return self.pos
@@ -723,9 +740,7 @@ class _Encapsulated:
             out.append(self.table[self.pos : min(stop, start)])
         a, b = max(self.pos, start) - start, min(stop, end) - start
         if a < b:
-            data = self.value.src.read(self.value.start + a, self.value.start + b)
-            self.reads.append((a, a + len(data), hashlib.sha256(data).digest()))
-            out.append(data)
+            out.append(self._fragments(a, b))
         if stop > end:
             out.append(_DELIMITER_ITEM[max(self.pos, end) - end : stop - end])
         data = b"".join(out)

@@ -251,9 +251,10 @@ def test_memory_stays_flat_when_cleaning_a_large_image(tmp_path: Path, kind: str
     streamed = peak(tmp_path, src.parent, key, "stream", mode, str(profile))
     decoded = 200 * 512 * 512 * 2 if kind == "native" else 90 * 512 * 512 * 3
     # cleaned whole: the input, its frames decoded, and written again; on disk: a chunk or a
-    # frame at a time (measured: native 4 MiB against 592 MiB, JPEG 13 MiB against 311 MiB)
+    # frame at a time (measured: native 4 MiB against 592 MiB; JPEG 13 MiB against 311 MiB,
+    # about 12 MiB of it the decoder's own, the same for 10 frames as for 180)
     assert whole > 2 * decoded
-    assert streamed < 0.2 * decoded, (streamed, decoded)
+    assert streamed < (0.1 if kind == "native" else 0.3) * decoded, (streamed, decoded)
     a = _read(next((tmp_path / "out-stream/b").rglob("*.dcm")))
     b = _read(next((tmp_path / "out-whole/b").rglob("*.dcm")))
     assert np.array_equal(a.pixel_array, b.pixel_array)
