@@ -833,3 +833,30 @@ def test_large_inputs_read_from_s3_by_ranges_give_the_local_outputs(
     assert local.ok and remote.ok and remote.written == 2
     assert ranged == [True, True]
     assert _local_objects(tmp_path / "out" / "b1") == _local_objects(tmp_path / "local" / "b1")
+
+
+@pytest.mark.s3
+def test_large_images_pixel_cleaned_from_s3_give_the_local_outputs(
+    s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pixel clean of a native and a JPEG cine loop in a bucket: frames read by ranged GETs
+    (never the whole value), cleaned as a local source is."""
+    pytest.importorskip("libjpeg", reason="JPEG needs pylibjpeg-libjpeg (extra `ocr`)")
+    from .test_large_inputs import leave_all_pixel_data_on_disk
+    from .test_large_pixel_clean import RULE, _image, _jpeg, count_streamed
+
+    _image(tmp_path / "in" / "native.dcm", "mono12", frames=12, rows=256, cols=256)
+    _jpeg(tmp_path / "in" / "cine.dcm", colour=True, frames=12, rows=256, cols=256)
+    profile = tmp_path / "rule.toml"
+    profile.write_text(RULE)
+    options: dict[str, Any] = {"key": KEY, "batch_id": "b1", "progress": False, "profile": str(profile)}
+    local = deidentify(tmp_path / "in", tmp_path / "local", vault=tmp_path / "v1", **options)
+    fs = _s3()
+    for path in (tmp_path / "in").iterdir():
+        fs.put_file(str(path), f"{s3_bucket}/incoming/{path.name}")
+    leave_all_pixel_data_on_disk(monkeypatch)
+    used = count_streamed(monkeypatch)
+    remote = deidentify(f"s3://{s3_bucket}/incoming", tmp_path / "out", vault=tmp_path / "v2", **options)
+    assert local.ok and remote.ok and remote.written == 2
+    assert used == [True, True]
+    assert _local_objects(tmp_path / "out" / "b1") == _local_objects(tmp_path / "local" / "b1")

@@ -94,7 +94,8 @@ def _same_image(streamed: Path, whole: Path) -> None:
     assert a.file_meta == b.file_meta
 
 
-def _counting(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+def count_streamed(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Whether each pixel clean was done on disk (True) or left to the whole-image path."""
     used: list[bool] = []
     real = pixelclean.clean_streamed
 
@@ -123,7 +124,7 @@ def test_every_native_layout_is_cleaned_on_disk_as_it_is_cleaned_whole(
     assert whole.ok and whole.written == len(LAYOUTS)
     leave_all_pixel_data_on_disk(monkeypatch)
     monkeypatch.setattr(stream, "CHUNK", 1001)  # chunks end inside pixels, rows and boxes
-    used = _counting(monkeypatch)
+    used = count_streamed(monkeypatch)
     streamed = _run(tmp_path / "in", tmp_path, "streamed")
     assert streamed.ok and streamed.written == len(LAYOUTS)
     assert used == [True] * len(LAYOUTS)
@@ -167,7 +168,7 @@ def test_what_cannot_be_cleaned_on_disk_is_cleaned_whole(tmp_path: Path, monkeyp
     ds.save_as(tmp_path / "in" / "ybr.dcm", enforce_file_format=True)
     whole = _run(tmp_path / "in", tmp_path, "whole")
     leave_all_pixel_data_on_disk(monkeypatch)
-    used = _counting(monkeypatch)
+    used = count_streamed(monkeypatch)
     streamed = _run(tmp_path / "in", tmp_path, "streamed")
     assert streamed.ok and whole.ok and streamed.written == whole.written == 2
     assert used == [False, False]
@@ -193,7 +194,7 @@ def test_text_detection_reads_frames_from_disk_and_cleans_as_whole(tmp_path: Pat
     ds.save_as(tmp_path / "in" / "cine.dcm", enforce_file_format=True)
     whole = _run(tmp_path / "in", tmp_path, "whole")
     leave_all_pixel_data_on_disk(monkeypatch)
-    used = _counting(monkeypatch)
+    used = count_streamed(monkeypatch)
     streamed = _run(tmp_path / "in", tmp_path, "streamed")
     assert used == [True] and streamed.plan.files["pixel_clean"].to_list() == ["ocr"]
     _same_image(Path(streamed.outputs[0]), Path(whole.outputs[0]))
@@ -223,7 +224,7 @@ def test_frames_changed_after_text_detection_read_them_fail_the_input(tmp_path: 
     monkeypatch.setattr(pixelclean, "ocr_available", lambda: True)
     profile = tmp_path / "ocr.toml"
     profile.write_text('[profile]\nbase = "default"\n')
-    used = _counting(monkeypatch)
+    used = count_streamed(monkeypatch)
     result = deidentify(tmp_path / "in", tmp_path / "out", key=KEY, vault=tmp_path / "v", batch_id="b",
                         profile=str(profile), progress=False)  # fmt: skip
     assert used == [True, True] and changed
@@ -272,7 +273,7 @@ def test_every_corpus_image_at_risk_is_cleaned_on_disk_as_it_is_cleaned_whole(
     options: dict[str, Any] = {"key": KEY, "batch_id": "b", "progress": False, "keep_flagged": True}
     whole = deidentify(files, tmp_path / "whole", vault=tmp_path / "v1", **options)
     leave_all_pixel_data_on_disk(monkeypatch)
-    used = _counting(monkeypatch)
+    used = count_streamed(monkeypatch)
     streamed = deidentify(files, tmp_path / "streamed", vault=tmp_path / "v2", **options)
     assert sum(used) >= 5  # the native ones; the compressed ones are cleaned whole
     assert [(f["input"], f["kind"]) for f in streamed.failed] == [(f["input"], f["kind"]) for f in whole.failed]
@@ -338,7 +339,7 @@ def test_a_lossy_cine_loop_is_decoded_a_frame_at_a_time_as_it_is_cleaned_whole(
     assert whole.ok and whole.written == 4
     leave_all_pixel_data_on_disk(monkeypatch)
     monkeypatch.setattr(stream, "CHUNK", 1001)
-    used = _counting(monkeypatch)
+    used = count_streamed(monkeypatch)
     streamed = _run(tmp_path / "in", tmp_path, "streamed")
     assert streamed.ok and streamed.written == 4
     assert sorted(used) == [False, True, True, True]  # RLE, lossless: compressed again, whole
