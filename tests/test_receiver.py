@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -206,8 +207,11 @@ def test_a_spool_left_by_a_killed_receiver_is_deidentified_when_it_starts_again(
         shutil.copy(path, left / f"{number:032x}.dcm")
     (left / ".tmp-0123").write_bytes(b"half an instance")  # never answered Success
     (left / f"{99:032x}.dcm").write_bytes(b"not DICOM at all")  # fails de-identification
+    (spool / "receiving").mkdir(mode=0o700)
+    (spool / "receiving" / "tmp1234.dcm").write_bytes(b"an instance received in part")
     receiver = Receiver(tmp_path / "out", key=KEY, vault=tmp_path / "vault", port=0, spool=spool)
     with receiver:
+        assert list((spool / "receiving").iterdir()) == []  # gone before anything is accepted
         assert receiver.wait_idle(TIMEOUT)
     (batch,) = receiver.batches
     assert batch.batch_id == "20260101-120000-0123abcd" and batch.committed
@@ -439,10 +443,13 @@ def test_an_instance_sent_again_with_other_content_is_kept_in_quarantine(site, t
 
 
 def test_an_instance_is_spooled_as_received_from_pynetdicoms_buffer_not_a_copy(site, monkeypatch) -> None:
-    """The spooled bytes are what pynetdicom's own ``encoded_dataset`` gives, written from a view
-    of its buffer: a large multi-frame image is held once while it is spooled, not twice."""
+    """Where pynetdicom holds an instance in memory (its chunked mode off), the spooled bytes are
+    what its own ``encoded_dataset`` gives, written from a view of its buffer: held once, not twice."""
+    from pynetdicom import _config
+
     from dicomframe.gateway import scp
 
+    monkeypatch.setattr(_config, "STORE_RECV_CHUNKED_DATASET", False)
     compared: list[tuple[bool, bool]] = []
     real = scp._part10_pieces
 
@@ -456,6 +463,124 @@ def test_an_instance_is_spooled_as_received_from_pynetdicoms_buffer_not_a_copy(s
     (batch,) = _send(receiver, SMALL_STUDY)
     assert batch.committed and batch.written == len(compared) > 0
     assert set(compared) == {(True, True)}
+
+
+def test_an_instance_is_written_to_the_spool_as_it_comes_and_moved_not_copied(site, monkeypatch) -> None:
+    """pynetdicom writes each instance to ``SPOOL/receiving`` as its fragments come (never the
+    system temp folder); it is then renamed into the association's folder, the bytes as sent."""
+    from dicomframe.gateway import scp
+
+    receiver, _ = site
+    moved: list[bytes] = []
+    real = scp._move_durably
+
+    def move(path: Path, folder: Path, order: int = 0) -> Path:
+        assert path.parent == receiver.receiving.absolute() and folder.parent == receiver.incoming
+        moved.append(path.read_bytes())
+        return real(path, folder, order)
+
+    monkeypatch.setattr(scp, "_move_durably", move)
+    monkeypatch.setattr(scp, "_part10_pieces", lambda event: pytest.fail("held in memory"))
+    (batch,) = _send(receiver, SMALL_STUDY)
+    assert batch.committed and batch.written == len(moved) == 4
+    sent = {pydicom.dcmread(p).SOPInstanceUID: pydicom.dcmread(p) for p in SMALL_STUDY.rglob("*") if p.is_file()}
+    for data in moved:
+        got = pydicom.dcmread(io.BytesIO(data))
+        assert data[128:132] == b"DICM" and got == sent[got.SOPInstanceUID]  # the data set as sent
+        assert got.file_meta.MediaStorageSOPInstanceUID == got.SOPInstanceUID
+    assert list(receiver.receiving.iterdir()) == []
+
+
+def test_an_instance_cut_off_by_a_sender_that_dies_leaves_nothing_in_the_spool(tmp_path: Path) -> None:
+    from .test_large_inputs import _big
+
+    _big(tmp_path / "large" / "one.dcm", frames=400)  # 200 MiB: still coming when the sender dies
+    receiver = Receiver(tmp_path / "out", key=KEY, vault=tmp_path / "vault", port=0, spool=tmp_path / "spool")
+    with receiver:
+        sender = subprocess.Popen(
+            ["storescu", "-aec", "DICOMFRAME", "-aet", "SITE_A", "127.0.0.1", str(receiver.port),
+             str(tmp_path / "large" / "one.dcm")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + TIMEOUT
+            while not any(receiver.receiving.iterdir()) and time.monotonic() < deadline:
+                time.sleep(0.005)
+            assert any(receiver.receiving.iterdir()), "nothing was being received"
+        finally:
+            sender.kill()
+            sender.wait()
+        while any(receiver.receiving.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert list(receiver.receiving.iterdir()) == []  # removed when its association ended
+        assert receiver.wait_idle(TIMEOUT)
+    assert receiver.batches == []  # it had stored nothing: no batch
+
+
+_RECEIVING_CHILD = """
+import os, sys, threading, time
+from pynetdicom import _config
+from dicomframe.gateway.scp import Receiver
+out, key, vault, spool, mode = sys.argv[1:6]
+page = os.sysconf("SC_PAGE_SIZE")
+def rss():
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * page
+peak, stored, result = [0], threading.Event(), []
+real = Receiver._on_store
+def on_store(self, event):
+    status = real(self, event)
+    result.append(peak[0])  # what receiving it took, before its batch starts
+    stored.set()
+    return status
+Receiver._on_store = on_store
+receiver = Receiver(out, key=key, vault=vault, port=0, spool=spool)
+receiver.start()
+if mode == "in-memory":
+    _config.STORE_RECV_CHUNKED_DATASET = False
+start = rss()
+def sample():
+    while not stored.is_set():
+        peak[0] = max(peak[0], rss() - start)
+        time.sleep(0.001)
+threading.Thread(target=sample, daemon=True).start()
+print(receiver.port, flush=True)
+stored.wait(120)
+receiver.wait_idle(120)
+receiver.stop()
+print(result[0], flush=True)
+"""
+
+
+def test_memory_stays_flat_while_a_large_instance_is_received(tmp_path: Path) -> None:
+    from .test_large_inputs import _big
+
+    key_file = tmp_path / "project.key"
+    generate_key_file(key_file)
+    _big(tmp_path / "large" / "one.dcm", frames=200)  # 100 MiB of pixel data
+    size = (tmp_path / "large" / "one.dcm").stat().st_size
+
+    def grown(mode: str) -> int:
+        child = subprocess.Popen(
+            [sys.executable, "-c", _RECEIVING_CHILD, str(tmp_path / f"out-{mode}"), str(key_file),
+             str(tmp_path / f"vault-{mode}"), str(tmp_path / f"spool-{mode}"), mode],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        )  # fmt: skip
+        try:
+            assert child.stdout is not None
+            port = int(child.stdout.readline())
+            assert _store(port, tmp_path / "large", "DICOMFRAME", "SITE_A").returncode == 0
+            return int(child.stdout.readline())
+        finally:
+            if child.poll() is None:
+                child.wait(TIMEOUT)
+            for pipe in (child.stdout, child.stderr):
+                if pipe is not None:
+                    pipe.close()
+
+    in_memory, chunked = grown("in-memory"), grown("chunked")
+    assert in_memory > size  # pynetdicom's buffer holds the whole instance
+    assert chunked < 0.1 * size, (chunked, size)
 
 
 def test_silent_connections_hold_no_sender_back_and_are_closed(tmp_path: Path) -> None:

@@ -6,12 +6,15 @@ Each instance received is written as a Part 10 file — preamble and file meta f
 the association's presentation context, then the data set exactly as it came, never
 re-encoded — into the association's own spool folder::
 
+    SPOOL/receiving/<random>.dcm               an instance still coming (mode 0700)
     SPOOL/incoming/<batch_id>/<random>.dcm     while the association lasts (mode 0700)
     SPOOL/quarantine/<batch_id>/<random>.dcm   inputs that could not be de-identified
 
-A file is written to a temporary name, flushed to disk (``fsync``) and renamed
-before the SCP answers Success (0x0000): what the sender was told is stored is on
-disk. When the spool write fails the answer is 0xA700 (out of resources) and the
+pynetdicom writes each instance to ``SPOOL/receiving`` as its fragments come (its chunked
+mode, pointed at the spool: an instance is never held in memory, nor written to the
+system temp folder); it is flushed to disk (``fsync``) and renamed into the
+association's folder before the SCP answers Success (0x0000): what the sender was told
+is stored is on disk. An instance cut off is removed when its association ends. When the spool write fails the answer is 0xA700 (out of resources) and the
 sender keeps the instance. Spool file names are random, never taken from UIDs or
 patient data.
 
@@ -198,6 +201,63 @@ def _write_durably(folder: Path, pieces: Sequence[bytes | memoryview], order: in
     return final
 
 
+def _move_durably(path: Path, folder: Path, order: int = 0) -> Path:
+    """:func:`_write_durably` for an instance pynetdicom has written to ``path`` (in the
+    spool) as it came: flushed to disk and renamed into ``folder``, not copied."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    final = folder / f"{order:09d}-{secrets.token_hex(8)}.dcm"
+    os.rename(path, final)  # pynetdicom then finds nothing to remove
+    _fsync_dir(folder)
+    return final
+
+
+def _remove_received_in_part(folder: Path) -> None:
+    """Remove what ``folder`` (``SPOOL/receiving``) holds: instances received in part."""
+    with contextlib.suppress(OSError):
+        for leftover in folder.iterdir():
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+
+
+#: running receivers, by the id of their pynetdicom application entity
+_RECEIVERS: dict[int, Receiver] = {}
+_RECEIVE_LOCK = threading.Lock()
+
+
+def _receive_into_spools() -> None:
+    """Have pynetdicom write each instance to disk as it comes (its chunked mode: a large
+    multi-frame image is never held in memory), in the spool of the receiver that accepted
+    the association (``SPOOL/receiving``, mode 0700), never the system temp folder.
+
+    pynetdicom decodes an association's messages on its DUL thread, which knows its
+    association and so its application entity; an association of a pynetdicom server
+    that is not a :class:`Receiver` gets pynetdicom's own temporary file."""
+    from pynetdicom import _config, dimse_messages
+
+    with _RECEIVE_LOCK:
+        original = getattr(dimse_messages, "NamedTemporaryFile")  # noqa: B009 - not in its __all__
+        if getattr(original, "dicomframe", False):
+            return
+
+        def spooled(*args: Any, **kwargs: Any) -> Any:
+            assoc = getattr(threading.current_thread(), "assoc", None)
+            receiver = _RECEIVERS.get(id(getattr(assoc, "ae", None)))
+            if receiver is None:
+                return original(*args, **kwargs)
+            made = original(*args, **{**kwargs, "dir": receiver.receiving})
+            with receiver._lock:
+                receiver._receiving.setdefault(assoc, {})[made.name] = made
+            return made
+
+        spooled.dicomframe = True  # type: ignore[attr-defined]
+        setattr(dimse_messages, "NamedTemporaryFile", spooled)  # noqa: B010
+        _config.STORE_RECV_CHUNKED_DATASET = True
+
+
 class _TlsRefusals(logging.Filter):
     """On pynetdicom's network logger: a TLS handshake that failed becomes one warning of ours.
 
@@ -356,6 +416,8 @@ class Receiver:
         self._open: dict[Any, _Association] = {}
         self._pending = 0  # associations with a spool folder, and batches queued or running
         self._lockfile: int | None = None
+        self._ae: Any = None
+        self._receiving: dict[Any, dict[str, Any]] = {}  # files pynetdicom writes, by association and name
 
     @property
     def incoming(self) -> Path:
@@ -366,6 +428,11 @@ class Receiver:
     def quarantine(self) -> Path:
         """``SPOOL/quarantine``: one folder per batch whose inputs could not all be de-identified."""
         return self.spool / "quarantine"
+
+    @property
+    def receiving(self) -> Path:
+        """``SPOOL/receiving``: instances being received, written as they come (not yet answered)."""
+        return self.spool / "receiving"
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -387,6 +454,9 @@ class Receiver:
         try:
             leftovers = self._leftovers()  # listed before the first association makes its folder
             ae = self._application_entity(pynetdicom)
+            self._ae = ae
+            _RECEIVERS[id(ae)] = self
+            _receive_into_spools()
             handlers = [
                 (pynetdicom.evt.EVT_C_STORE, self._on_store),
                 (pynetdicom.evt.EVT_RELEASED, self._on_end),
@@ -515,6 +585,7 @@ class Receiver:
         _private_dir(self.spool, "spool folder")
         _private_dir(self.incoming, "spool folder")
         _private_dir(self.quarantine, "quarantine folder")
+        _private_dir(self.receiving, "spool folder")
         fd = os.open(self.spool / ".lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -524,9 +595,12 @@ class Receiver:
                 f"another receiver uses the spool {self.spool}: stop it, or give this one another --spool"
             ) from None
         self._lockfile = fd
+        _remove_received_in_part(self.receiving)  # a killed run's: never answered Success, the sender has them
 
     def _release_spool(self) -> None:
+        _RECEIVERS.pop(id(self._ae), None)
         if self._lockfile is not None:
+            _remove_received_in_part(self.receiving)  # an association aborted while sending left these
             os.close(self._lockfile)  # closing releases the lock
             self._lockfile = None
 
@@ -570,13 +644,19 @@ class Receiver:
         """C-STORE: the encoded data set with its file meta, durably in the association's spool folder."""
         try:
             spooled = self._association(event.assoc)
-            pieces = _part10_pieces(event)
-            try:
-                _write_durably(spooled.folder, pieces, spooled.stored)
-            finally:
-                for piece in pieces:
-                    if isinstance(piece, memoryview):
-                        piece.release()  # pynetdicom's buffer is its own again
+            received = getattr(event.request, "_dataset_path", None)
+            if isinstance(received, Path) and str(received.parent) == os.path.abspath(self.receiving):
+                _move_durably(received, spooled.folder, spooled.stored)  # written as it came
+                with self._lock:
+                    self._receiving.get(event.assoc, {}).pop(str(received), None)
+            else:
+                pieces = _part10_pieces(event)
+                try:
+                    _write_durably(spooled.folder, pieces, spooled.stored)
+                finally:
+                    for piece in pieces:
+                        if isinstance(piece, memoryview):
+                            piece.release()  # pynetdicom's buffer is its own again
         except Exception as exc:  # noqa: BLE001 - a full disk, a removed spool: the sender keeps the instance
             _log.error(
                 "an instance could not be written to the spool (%s): answered 0xA700 (out of resources); "
@@ -626,9 +706,15 @@ class Receiver:
         self._close(event.assoc)
 
     def _close(self, assoc: Any) -> None:
-        """The association is over: queue its folder as a batch (once, whichever event came first)."""
+        """The association is over: queue its folder as a batch (once, whichever event came first).
+        An instance it was sending when it ended (never answered) is removed."""
         with self._lock:
             spooled = self._open.pop(assoc, None)
+            receiving = self._receiving.pop(assoc, {})
+        for made in receiving.values():  # those it stored were moved into its folder
+            with contextlib.suppress(OSError, ValueError):
+                made.close()  # pynetdicom leaves the file of a message cut off open
+                os.unlink(made.name)
         if spooled is None:
             return
         self._queue.put((spooled.batch_id, spooled.folder))
