@@ -864,12 +864,16 @@ def _native_geometry(ds: Dataset, head: bytes, length: int) -> tuple[bytes, int,
         return None
     if (samples, photometric) not in ((1, "MONOCHROME1"), (1, "MONOCHROME2"), (1, "PALETTE COLOR"), (3, "RGB")):
         return None
+    if samples > 1 and ds.get("PlanarConfiguration", 0) not in (0, 1):
+        return None
     explicit = ts == "1.2.840.10008.1.2.1"
     element = head[-12:] if explicit else head[-8:]
     if element[:4] != _PIXEL_TAG or (explicit and element[4:8] not in (b"OW\0\0", b"OB\0\0")):
         return None
     frame_bytes = rows * cols * samples * bits // 8
-    if int.from_bytes(element[-4:], "little") != length or length < frames * frame_bytes:
+    expected = frames * frame_bytes
+    # bytes after the last frame (but an even length's pad) would be written unmasked: whole
+    if int.from_bytes(element[-4:], "little") != length or length != expected + expected % 2:
         return None
     return element, frames, frame_bytes
 

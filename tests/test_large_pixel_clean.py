@@ -154,7 +154,8 @@ def test_the_manifest_sha256_is_that_of_the_cleaned_bytes(tmp_path: Path, monkey
 
 
 def test_what_cannot_be_cleaned_on_disk_is_cleaned_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Compressed, or a colour model the mask does not know: cleaned whole, as before."""
+    """Lossless compressed with boxes, a colour model the mask does not know, or bytes after
+    the last frame: cleaned whole, as before."""
     from pydicom.uid import RLELossless
 
     _image(tmp_path / "in" / "rgb.dcm", "rgb")
@@ -166,14 +167,19 @@ def test_what_cannot_be_cleaned_on_disk_is_cleaned_whole(tmp_path: Path, monkeyp
     ds = _read(tmp_path / "in" / "ybr.dcm")
     ds.PhotometricInterpretation = "YBR_FULL"
     ds.save_as(tmp_path / "in" / "ybr.dcm", enforce_file_format=True)
+    _image(tmp_path / "in" / "trailing.dcm", "mono8")
+    ds = _read(tmp_path / "in" / "trailing.dcm")
+    ds.PixelData = ds.PixelData + b"Roe^Ulla" * 4  # bytes after the last frame: never written unmasked
+    ds.save_as(tmp_path / "in" / "trailing.dcm", enforce_file_format=True)
     whole = _run(tmp_path / "in", tmp_path, "whole")
     leave_all_pixel_data_on_disk(monkeypatch)
     used = count_streamed(monkeypatch)
     streamed = _run(tmp_path / "in", tmp_path, "streamed")
-    assert streamed.ok and whole.ok and streamed.written == whole.written == 2
-    assert used == [False, False]
+    assert streamed.ok and whole.ok and streamed.written == whole.written == 3
+    assert used == [False, False, False]
     for a, b in zip(sorted(streamed.outputs), sorted(whole.outputs), strict=True):
         assert Path(a).read_bytes() == Path(b).read_bytes()
+        assert b"Roe^Ulla" not in Path(a).read_bytes()
 
 
 @needs_ocr
