@@ -334,6 +334,32 @@ def _burned_in_risk(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
     )
 
 
+def _pixel_data_excess(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
+    inst = scan.instances
+    needed = {"pixel_data_length", "Rows", "Columns", "BitsAllocated"}
+    if not needed <= set(inst.columns):
+        return _findings(inst.clear(), "pixel_data_excess", "medium", pl.lit(""), "")
+
+    def number(name: str, default: int | None = None) -> pl.Expr:
+        value = pl.col(name).cast(pl.Int64, strict=False) if name in inst.columns else pl.lit(None, pl.Int64)
+        return value if default is None else value.fill_null(default)
+
+    # a native value (its length known): every frame, bits packed, and one pad byte to an even length
+    frames = number("Rows") * number("Columns") * number("SamplesPerPixel", 1) * number("NumberOfFrames", 1)
+    expected = (frames * number("BitsAllocated") + 7) // 8
+    excess = pl.col("pixel_data_length") - (expected + expected % 2)
+    rows = inst.filter(excess > 0).with_columns(
+        tag_path=pl.lit("7FE00010"), keyword=pl.lit("PixelData"), vr=pl.lit(None, pl.String)
+    )
+    return _findings(
+        rows,
+        "pixel_data_excess",
+        "medium",
+        pl.format("{} bytes after the last frame", excess),
+        "look at what follows the last frame, or re-encode the image (pixel clean drops those bytes)",
+    )
+
+
 def _pixel_cleaned(scan: ScanResult) -> pl.DataFrame:
     """file_id of the images marked Clean Pixel Data (113101): OCR checks them too."""
     from .pixelclean import CLEAN_PIXEL_CODE
@@ -432,6 +458,7 @@ RULES: tuple[Rule, ...] = (
     Rule("contact_in_text", "high", "telephone numbers and e-mail addresses in free text", _contacts_in_text),
     Rule("uid_with_org_root", "high", "instance UIDs that still carry an organisation's root (not 2.25.)", _uid_roots),
     Rule("unreadable", "high", "a file the audit could not read (damaged, truncated, not DICOM, a DICOMDIR): nothing in it was checked", _unreadable),
+    Rule("pixel_data_excess", "medium", "a native Pixel Data value longer than its frames (rows × columns × samples × bits × frames): the bytes after the last frame are no image and may hide data, and de-identification passes pixel data through as it is", _pixel_data_excess),
     Rule("burned_in_text_risk", "low", "images likely to hold burned-in text: BurnedInAnnotation=YES, ultrasound, secondary capture", _burned_in_risk),
     Rule("burned_in_text", "high", "text in the pixels (OCR with tesseract, extra `ocr`) of the images burned_in_text_risk flags and of those marked pixel-cleaned (113101), matched against vault originals and names; runs only when asked for (ocr=True or by name)", _burned_in_text),
 )

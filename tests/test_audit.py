@@ -305,3 +305,25 @@ def test_the_audit_looks_for_the_names_clean_descriptors_removes(text: str, flag
     findings = audit_scan(dcf.scan(path, progress=False), rules=["name_in_text"])
     assert (findings.height == 1) is flagged
     assert bool(re.search(PERSON_NAME, text)) is flagged
+
+
+def test_bytes_after_the_last_frame_of_the_pixel_data_are_pointed_out(tmp_path: Path) -> None:
+    """De-identification passes pixel data through as it is: data hidden after the last frame would go too."""
+    import numpy as np
+
+    def image(name: str, rows: int, extra: bytes) -> None:
+        ds = pydicom.Dataset()
+        ds.file_meta = pydicom.dataset.FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+        ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.7", pydicom.uid.generate_uid()
+        ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = rows, 5, 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+        ds.PixelData = np.zeros(rows * 5, dtype=np.uint8).tobytes() + extra
+        ds.save_as(tmp_path / name, enforce_file_format=True)
+
+    image("plain.dcm", 4, b"")
+    image("odd.dcm", 3, b"")  # 15 bytes and the pad byte: nothing hidden
+    image("hidden.dcm", 4, b"Doe^Jane")
+    findings = audit_scan(dcf.scan(tmp_path, progress=False), rules=["pixel_data_excess"])
+    assert findings["evidence"].to_list() == ["8 bytes after the last frame"]
+    assert findings["path"].str.ends_with("hidden.dcm").all() and findings["severity"].to_list() == ["medium"]
