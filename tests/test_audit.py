@@ -327,3 +327,16 @@ def test_bytes_after_the_last_frame_of_the_pixel_data_are_pointed_out(tmp_path: 
     findings = audit_scan(dcf.scan(tmp_path, progress=False), rules=["pixel_data_excess"])
     assert findings["evidence"].to_list() == ["8 bytes after the last frame"]
     assert findings["path"].str.ends_with("hidden.dcm").all() and findings["severity"].to_list() == ["medium"]
+
+
+def test_pixel_data_excess_on_a_batch_without_images_finds_nothing(tmp_path: Path) -> None:
+    """A scan of structured reports only has no Rows or BitsAllocated column at all."""
+    ds = pydicom.Dataset()
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.88.11", pydicom.uid.generate_uid()
+    ds.Modality = "SR"
+    ds.save_as(tmp_path / "report.dcm", enforce_file_format=True)
+    scan = dcf.scan(tmp_path, progress=False)
+    assert "Rows" not in scan.instances.columns
+    assert audit_scan(scan, rules=["pixel_data_excess"]).height == 0
