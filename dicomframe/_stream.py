@@ -162,16 +162,18 @@ Source = _Ranges
 
 
 class _Window:
-    """Small reads of ``src`` served from a block of :data:`CHUNK` bytes read at once."""
+    """Small reads of ``src`` (anything with ``read(start, stop)`` and ``size``) served from
+    a block of ``block`` bytes read at once."""
 
-    def __init__(self, src: Source) -> None:
+    def __init__(self, src: Any, block: int = CHUNK) -> None:
         self.src = src
+        self.block = block
         self.start = 0
         self.data = b""
 
     def read(self, pos: int, n: int) -> bytes:
         if not (self.start <= pos and pos + n <= self.start + len(self.data)):
-            self.start, self.data = pos, self.src.read(pos, min(pos + max(n, CHUNK), self.src.size))
+            self.start, self.data = pos, self.src.read(pos, min(pos + max(n, self.block), self.src.size))
         return self.data[pos - self.start : pos - self.start + n]
 
 

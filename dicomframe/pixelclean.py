@@ -577,23 +577,19 @@ def _clean_native(pieces: list[Any], at: int, head: bytes, ds: Dataset, boxes: l
     seen: list[tuple[int, int, bytes]] = []
 
     def frame_of(frame: int) -> Dataset:
-        raw = value.read(frame * frame_bytes, (frame + 1) * frame_bytes)
-        seen.append((frame * frame_bytes, (frame + 1) * frame_bytes, hashlib.sha256(raw).digest()))
-        one = _header(head)
-        one.PixelData = raw
-        if "NumberOfFrames" in one:
-            del one.NumberOfFrames
-        return one
+        start, stop = frame * frame_bytes, (frame + 1) * frame_bytes
+        raw = value.read(start, stop)
+        seen.append((start, stop, hashlib.sha256(raw).digest()))
+        return _one_frame(head, raw)
 
     boxes += _detected(frames, frame_of, boxes) if ocr else []
-    value.expect = seen  # the frames looked at are the frames written
     if boxes:
         first = None
         if str(ds.PhotometricInterpretation).upper() == "PALETTE COLOR":
-            with no_warnings():
+            with no_warnings():  # the palette's darkest entry is sought among the indices' type
                 first = frame_of(0).pixel_array
-            seen.pop()
         value.mask = _BoxMask(ds, boxes, frames, frame_bytes, _black(ds, first))
+    value.expect = seen  # the frames looked at are the frames written
     return [_marked_header(ds), element, value, *pieces[at + 1 :]]
 
 
@@ -625,7 +621,7 @@ _FRAGMENT_BLOCK = 256 << 10
 
 
 def _clean_encapsulated(pieces: list[Any], at: int, head: bytes, ds: Dataset, boxes: list[Any], ocr: bool) -> list[Any] | None:
-    from pydicom.encaps import get_frame
+    from pydicom.encaps import encapsulate, get_frame
 
     value = pieces[at]  # the fragments after the offset table, up to the delimiter
     split = _encapsulated_start(head)
@@ -649,7 +645,7 @@ def _clean_encapsulated(pieces: list[Any], at: int, head: bytes, ds: Dataset, bo
     def frame_of(frame: int) -> Dataset:
         data = get_frame(_Encapsulated(table, value, reads), frame, number_of_frames=frames)
         seen[frame] = hashlib.sha256(data).digest()
-        return _one_frame(head, data)
+        return _one_frame(head, encapsulate([data]))
 
     try:
         boxes += _detected(frames, frame_of, boxes) if ocr else []
@@ -661,7 +657,7 @@ def _clean_encapsulated(pieces: list[Any], at: int, head: bytes, ds: Dataset, bo
     if ds.file_meta.TransferSyntaxUID in LOSSLESS_SYNTAXES:
         return None  # compressed again in its syntax: whole
     try:
-        frames_out = _decoded_frames(head, table, value, frames, boxes, seen)
+        frames_out = _decoded_frames(head, table, value, frames, boxes, seen, "NumberOfFrames" in ds)
     except Exception:  # noqa: BLE001 - the whole-file path decodes it, and says why not
         return None
     out = frames_out.header
@@ -691,17 +687,30 @@ def _encapsulated_start(head: bytes) -> int | None:
     return None
 
 
-def _one_frame(head: bytes, data: bytes) -> Dataset:
-    """The header of ``head`` with one compressed frame, ``data``, as its pixel data."""
-    from pydicom.encaps import encapsulate
-
+def _one_frame(head: bytes, value: bytes) -> Dataset:
+    """The header of ``head`` with one frame as its pixel data: ``value`` is that frame
+    (native), or that frame's item in an encapsulated value (compressed)."""
     one = _header(head)
-    one.PixelData = encapsulate([data])
-    one["PixelData"].VR = "OB"
-    one["PixelData"].is_undefined_length = True
+    one.PixelData = value
+    if one.file_meta.TransferSyntaxUID not in _NATIVE:
+        one["PixelData"].VR = "OB"
+        one["PixelData"].is_undefined_length = True
     if "NumberOfFrames" in one:
         del one.NumberOfFrames
     return one
+
+
+class _NotedReads:
+    """Reads of a :class:`~dicomframe._stream.FileRange`'s bytes from its input (offsets
+    within it, no mask), each noted in ``reads`` as ``(start, stop, sha256)``."""
+
+    def __init__(self, value: Any, reads: list[tuple[int, int, bytes]]) -> None:
+        self.value, self.reads, self.size = value, reads, len(value)
+
+    def read(self, start: int, stop: int) -> bytes:
+        data = self.value.src.read(self.value.start + start, self.value.start + stop)
+        self.reads.append((start, start + len(data), hashlib.sha256(data).digest()))
+        return bytes(data)
 
 
 class _Encapsulated:
@@ -711,19 +720,13 @@ class _Encapsulated:
     sha256) for the writer to check."""
 
     def __init__(self, table: bytes, value: Any, reads: list[tuple[int, int, bytes]]) -> None:
-        self.table, self.value, self.reads = table, value, reads
+        from ._stream import _Window
+
+        self.table, self.value = table, value
         self.size = len(table) + len(value) + len(_DELIMITER_ITEM)
         self.pos = 0
-        self.block_start, self.block = 0, b""
-
-    def _fragments(self, a: int, b: int) -> bytes:
-        """Bytes ``[a, b)`` of ``value``, read a block at a time (item headers are 8 bytes:
-        one ranged GET each would be slow on object storage)."""
-        if not (self.block_start <= a and b <= self.block_start + len(self.block)):
-            stop = max(b, min(a + _FRAGMENT_BLOCK, len(self.value)))
-            self.block_start, self.block = a, self.value.src.read(self.value.start + a, self.value.start + stop)
-            self.reads.append((a, a + len(self.block), hashlib.sha256(self.block).digest()))
-        return self.block[a - self.block_start : b - self.block_start]
+        # item headers are 8 bytes: read a block at a time (one ranged GET each would be slow)
+        self.fragments = _Window(_NotedReads(value, reads), _FRAGMENT_BLOCK)
 
     def tell(self) -> int:
         return self.pos
@@ -740,7 +743,7 @@ class _Encapsulated:
             out.append(self.table[self.pos : min(stop, start)])
         a, b = max(self.pos, start) - start, min(stop, end) - start
         if a < b:
-            out.append(self._fragments(a, b))
+            out.append(self.fragments.read(a, b - a))
         if stop > end:
             out.append(_DELIMITER_ITEM[max(self.pos, end) - end : stop - end])
         data = b"".join(out)
@@ -748,13 +751,16 @@ class _Encapsulated:
         return data
 
 
-def _decoded_frames(head: bytes, table: bytes, value: Any, frames: int, boxes: list[Any], seen: dict[int, bytes]) -> Any:
+def _decoded_frames(
+    head: bytes, table: bytes, value: Any, frames: int, boxes: list[Any], seen: dict[int, bytes], numbered: bool
+) -> Any:
     """A :class:`~dicomframe._stream.FileRange` kind: a lossy compressed Pixel Data value,
     decoded a frame at a time from the input as the writer asks, each frame blacked out and
     given native, as :func:`clean_dataset` gives them all at once; ``chunks()`` gives the
     same bytes on every call, or raises. Its ``header`` is the data set of the output (no
-    Pixel Data), as decompressing gives it."""
+    Pixel Data), as decompressing gives it (``numbered``: the input has NumberOfFrames)."""
     import numpy as np
+    from pydicom.encaps import encapsulate
 
     from ._stream import FileRange, _changed
 
@@ -763,7 +769,7 @@ def _decoded_frames(head: bytes, table: bytes, value: Any, frames: int, boxes: l
             data = next(iter(self._frames()))
             first, header = self._decoded(0, data)
             del header.PixelData
-            if frames > 1 or "NumberOfFrames" in _header(head):
+            if frames > 1 or numbered:
                 header.NumberOfFrames = frames
             if int(header.get("SamplesPerPixel", 1) or 1) > 1:
                 header.PlanarConfiguration = 0
@@ -788,7 +794,7 @@ def _decoded_frames(head: bytes, table: bytes, value: Any, frames: int, boxes: l
         def _decoded(self, index: int, data: bytes) -> tuple[np.ndarray, Dataset]:
             if index in seen and hashlib.sha256(data).digest() != seen[index]:
                 raise _changed()  # not the frame text detection looked at
-            one = _one_frame(head, data)
+            one = _one_frame(head, encapsulate([data]))
             with no_warnings():
                 one.decompress(as_rgb=True, generate_instance_uid=False)
                 return np.array(one.pixel_array, copy=True), one

@@ -9,6 +9,7 @@ written again): the same pixel values, the same header.
 from __future__ import annotations
 
 import hashlib
+import io
 import warnings
 from pathlib import Path
 from typing import Any
@@ -305,7 +306,7 @@ def _jpeg(path: Path, colour: bool, frames: int = 6, fragments_per_frame: int = 
         shape = (rows, cols, 3) if colour else (rows, cols)
         image = np.clip(rng.normal(100, 30, size=shape), 0, 255).astype(np.uint8)
         image[2:14, 4:80] = 250
-        buffer = __import__("io").BytesIO()
+        buffer = io.BytesIO()
         Image.fromarray(image).save(buffer, format="JPEG", quality=90)
         data = buffer.getvalue()
         step = -(-len(data) // fragments_per_frame)

@@ -14,8 +14,9 @@ pynetdicom writes each instance to ``SPOOL/receiving`` as its fragments come (it
 mode, pointed at the spool: an instance is never held in memory, nor written to the
 system temp folder); it is flushed to disk (``fsync``) and renamed into the
 association's folder before the SCP answers Success (0x0000): what the sender was told
-is stored is on disk. An instance cut off is removed when its association ends. When the spool write fails the answer is 0xA700 (out of resources) and the
-sender keeps the instance. Spool file names are random, never taken from UIDs or
+is stored is on disk. An instance cut off is removed when its association ends. When
+the spool write fails the answer is 0xA700 (out of resources) and the sender keeps the
+instance. Spool file names are random, never taken from UIDs or
 patient data.
 
 When the association is released — or aborted: what was received completely is
