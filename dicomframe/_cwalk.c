@@ -988,9 +988,9 @@ typedef struct {
     int native;
     RPiece *p;
     Py_ssize_t np, cap;
-    /* top-level group 0028 elements used by the pixel check: 0002 0008 0010 0011 0100 */
-    Py_ssize_t img_off[5], img_len[5];
-    int img_set[5];
+    /* top-level group 0028 elements used by the pixel check: 0002 0008 0010 0011 0100 0004 */
+    Py_ssize_t img_off[6], img_len[6];
+    int img_set[6];
     Py_ssize_t sop_off[2], sop_len[2];
     int sop_set[2];
 } R;
@@ -1043,6 +1043,7 @@ static int rw_image_slot(uint16_t elem) {
     case 0x0010: return 2;
     case 0x0011: return 3;
     case 0x0100: return 4;
+    case 0x0004: return 5;
     default: return -1;
     }
 }
@@ -1051,6 +1052,22 @@ static int rw_image_slot(uint16_t elem) {
 static long rw_us(R *r, int slot, long dflt) {
     if (!r->img_set[slot] || r->img_len[slot] < 2 || r->img_off[slot] + 2 > r->size) return dflt;
     return rd16(r->d + r->img_off[slot]);
+}
+
+/* PhotometricInterpretation is YBR_FULL_422 (padding and case as rewrite.py reads it) */
+static int rw_ybr_422(R *r) {
+    static const char want[] = "YBR_FULL_422";
+    if (!r->img_set[5] || r->img_off[5] + r->img_len[5] > r->size) return 0;
+    Py_ssize_t a = r->img_off[5], b = a + r->img_len[5];
+    while (a < b && (r->d[a] == ' ' || r->d[a] == 0)) a++;
+    while (b > a && (r->d[b - 1] == ' ' || r->d[b - 1] == 0)) b--;
+    if (b - a != (Py_ssize_t)(sizeof want - 1)) return 0;
+    for (Py_ssize_t i = 0; i < b - a; i++) {
+        unsigned char c = r->d[a + i];
+        if (c >= 'a' && c <= 'z') c = (unsigned char)(c - 'a' + 'A');
+        if (c != (unsigned char)want[i]) return 0;
+    }
+    return 1;
 }
 
 /* expected native pixel bytes: >= 0, -1 unknown, RW_BAIL -> leave to Python */
@@ -1083,6 +1100,7 @@ static int rw_expected(R *r, uint64_t *out) {
         n *= factors[i];
     }
     n = (n + 7) / 8;
+    if (rw_ybr_422(r)) n = n / 3 * 2; /* two samples a pixel: Y Y Cb Cr for each pair (PS3.3 C.7.6.3.1.2) */
     *out = n + (n & 1);
     return 0;
 }

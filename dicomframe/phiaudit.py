@@ -345,6 +345,9 @@ def _pixel_data_excess(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
     # a native value (its length known): every frame, bits packed, and one pad byte to an even length
     frames = number("Rows") * number("Columns") * number("SamplesPerPixel", 1) * number("NumberOfFrames", 1)
     expected = (frames * number("BitsAllocated") + 7) // 8
+    if "PhotometricInterpretation" in inst.columns:  # two samples a pixel (rewrite.native_pixel_bytes)
+        ybr_422 = pl.col("PhotometricInterpretation").str.strip_chars(" \x00").str.to_uppercase() == "YBR_FULL_422"
+        expected = pl.when(ybr_422.fill_null(False)).then(expected // 3 * 2).otherwise(expected)
     excess = pl.col("pixel_data_length") - (expected + expected % 2)
     rows = inst.filter(excess > 0).with_columns(
         tag_path=pl.lit("7FE00010"), keyword=pl.lit("PixelData"), vr=pl.lit(None, pl.String)

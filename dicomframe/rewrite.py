@@ -734,7 +734,8 @@ class _Rewriter:
             pos += 8 + flen
 
     def expected_pixel_bytes(self) -> int | None:
-        """Rows x Columns x SamplesPerPixel x NumberOfFrames x BitsAllocated / 8, even."""
+        """Rows x Columns x SamplesPerPixel x NumberOfFrames x BitsAllocated / 8, even
+        (see :func:`native_pixel_bytes`)."""
         image = self.image
         u16 = self.enc.u16
         data = self.data
@@ -757,8 +758,21 @@ class _Rewriter:
                 frames = max(int(text), 1)
             except ValueError:
                 frames = 1  # unreadable NumberOfFrames: check one frame at least
-        nbytes = (rows * cols * samples * frames * bits + 7) // 8
-        return nbytes + (nbytes & 1)
+        photometric = None
+        found = image.get(0x0004)
+        if found is not None and found[0] + found[1] <= self.size:
+            photometric = data[found[0] : found[0] + found[1]].decode("latin-1")
+        return native_pixel_bytes(rows, cols, samples, frames, bits, photometric)
+
+
+def native_pixel_bytes(rows: int, cols: int, samples: int, frames: int, bits: int, photometric: str | None) -> int:
+    """The length of a native (uncompressed) Pixel Data value: every frame, bits packed,
+    padded to even. YBR_FULL_422 holds two samples a pixel, not three (Y Y Cb Cr for each
+    pair of pixels, PS3.3 C.7.6.3.1.2), as pydicom reads it. The C rewriter mirrors this."""
+    nbytes = (rows * cols * samples * frames * bits + 7) // 8
+    if photometric is not None and photometric.strip(" \x00").upper() == "YBR_FULL_422":
+        nbytes = nbytes // 3 * 2
+    return nbytes + (nbytes & 1)
 
 
 # -- file meta -------------------------------------------------------------------------

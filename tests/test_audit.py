@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 import warnings
 from pathlib import Path
@@ -340,3 +341,15 @@ def test_pixel_data_excess_on_a_batch_without_images_finds_nothing(tmp_path: Pat
     scan = dcf.scan(tmp_path, progress=False)
     assert "Rows" not in scan.instances.columns
     assert audit_scan(scan, rules=["pixel_data_excess"]).height == 0
+
+
+def test_pixel_data_excess_counts_two_samples_a_pixel_for_native_ybr_full_422(tmp_path: Path) -> None:
+    from .test_rewrite import _ybr_422
+
+    (tmp_path / "whole.dcm").write_bytes(_ybr_422(512))  # 16 x 16 x 2: exact
+    ds = pydicom.dcmread(io.BytesIO(_ybr_422(512)))
+    ds.PixelData = ds.PixelData + b"Doe^Jane"
+    ds.save_as(tmp_path / "hidden.dcm", enforce_file_format=True)
+    findings = audit_scan(dcf.scan(tmp_path, progress=False), rules=["pixel_data_excess"])
+    assert findings["evidence"].to_list() == ["8 bytes after the last frame"]
+    assert findings["path"].str.ends_with("hidden.dcm").all()

@@ -32,6 +32,7 @@ from dicomframe.rewrite import (
     Keep,
     NewElement,
     Set,
+    native_pixel_bytes,
     rewrite,
 )
 
@@ -696,6 +697,51 @@ def test_pixel_data_shorter_than_the_image_needs_is_reported_even_when_removed()
             rewrite(buffer.getvalue(), edits)
         assert exc.value.kind == "truncated"
         assert "32256" in str(exc.value) and "32768" in str(exc.value)
+
+
+def _ybr_422(pixel_bytes: int, syntax: Any = ExplicitVRLittleEndian) -> bytes:
+    """A native YBR_FULL_422 image of 16 x 16: two samples a pixel (Y Y Cb Cr a pair), so
+    512 bytes, not the 768 that Rows x Columns x SamplesPerPixel would say."""
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.6.1"
+    ds.SOPInstanceUID = "2.25.4221"
+    ds.Rows = ds.Columns = 16
+    ds.SamplesPerPixel = 3
+    ds.PhotometricInterpretation = "YBR_FULL_422"
+    ds.PlanarConfiguration = 0
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    ds.PixelData = (bytes(range(256)) * 2)[:pixel_bytes]
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = syntax
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian], ids=["explicit", "implicit"])
+@pytest.mark.parametrize("accelerate", [True, False], ids=["c", "python"])
+def test_native_ybr_full_422_holds_two_samples_a_pixel_and_is_not_truncated(syntax: Any, accelerate: bool) -> None:
+    data = _ybr_422(512, syntax)
+    assert _read_input(data).pixel_array.shape == (16, 16, 3)  # pydicom reads it whole
+
+    out = rewrite(data, _keep_all(_rows(data)), accelerate=accelerate)
+
+    assert _read(out).PixelData == _read_input(data).PixelData
+
+    cut = _ybr_422(256, syntax)  # half the frame, with a consistent length field
+    with pytest.raises(ParseError) as exc:
+        rewrite(cut, _keep_all(_rows(cut)), accelerate=accelerate)
+    assert exc.value.kind == "truncated" and "needs 512" in str(exc.value)
+
+
+def test_native_pixel_bytes() -> None:
+    assert native_pixel_bytes(512, 512, 1, 1, 16, "MONOCHROME2") == 524288
+    assert native_pixel_bytes(3, 3, 1, 1, 8, None) == 10  # padded to even
+    assert native_pixel_bytes(5, 5, 1, 2, 1, "MONOCHROME2") == 8  # bits packed across frames
+    assert native_pixel_bytes(16, 16, 3, 2, 8, "ybr_full_422 ") == 1024
+    assert native_pixel_bytes(16, 16, 3, 1, 8, "YBR_FULL") == 768
 
 
 def test_encapsulated_pixel_data_cut_inside_a_fragment_is_truncated() -> None:

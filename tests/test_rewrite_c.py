@@ -283,3 +283,29 @@ def test_a_chunk_of_files_sharing_the_additions_gets_the_bytes_of_one_file_at_a_
         assert got == expected
         checked += 1
     assert checked > 20
+
+
+@pytest.mark.parametrize("pixel_bytes", [512, 256], ids=["whole", "cut"])
+def test_the_c_path_reads_native_ybr_full_422_as_two_samples_a_pixel(monkeypatch: pytest.MonkeyPatch, pixel_bytes: int) -> None:
+    import dicomframe.rewrite
+
+    from .test_rewrite import _ybr_422
+
+    results: list[Any] = []
+
+    def counting(*args: Any) -> Any:
+        results.append(_cwalk.rewrite(*args))
+        return results[-1]
+
+    monkeypatch.setattr(dicomframe.rewrite, "_cwalk", SimpleNamespace(rewrite=counting))
+    data = _ybr_422(pixel_bytes)
+    rows = _rows(data)
+    assert rows is not None
+    edits: dict[str, Edit] = {r[0]: KEEP for r in rows}
+    if pixel_bytes == 512:  # the C path writes it, as Python does
+        assert b"".join(rewrite_pieces(data, edits)) == rewrite(data, edits, accelerate=False)
+        assert results[0] is not None
+    else:  # the C path leaves the cut value to Python, which reports it
+        with pytest.raises(ParseError, match="needs 512"):
+            rewrite_pieces(data, edits)
+        assert results == [None]
