@@ -95,6 +95,23 @@ def _to_uint8(arr: np.ndarray, ds: Dataset) -> np.ndarray:
     return out.astype(np.uint8)
 
 
+def decoder_hint(ts: object) -> str:
+    """What to do about pixel data of syntax ``ts`` that could not be decoded: install a
+    decoder when none is there, else the data is damaged or of a kind no decoder reads."""
+    try:
+        from pydicom.pixels.decoders.base import get_decoder
+
+        available = get_decoder(str(ts)).is_available
+    except Exception:  # noqa: BLE001 - no decoder exists for this syntax (video, an unknown UID)
+        return "no decoder reads this transfer syntax: the image cannot be checked for burned-in text"
+    if not available:
+        return "compressed syntaxes need `pip install 'dicomframe[ocr]'` (pylibjpeg)"
+    return (
+        "a decoder for this syntax is installed and could not read the data: it is damaged or "
+        "of a kind the decoders do not support; open it in a viewer to check"
+    )
+
+
 def render_frame(ds: Dataset, frame: int = 0) -> np.ndarray:
     """One frame as an 8-bit greyscale (H, W) or RGB (H, W, 3) array.
 
@@ -108,8 +125,7 @@ def render_frame(ds: Dataset, frame: int = 0) -> np.ndarray:
     except Exception as exc:  # noqa: BLE001 - decoder missing or damaged data: a reason, no value
         ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         raise DicomframeError(
-            f"frame {frame} cannot be decoded ({type(exc).__name__}; transfer syntax {ts}); "
-            "compressed syntaxes need `pip install 'dicomframe[ocr]'` (pylibjpeg)"
+            f"frame {frame} cannot be decoded ({type(exc).__name__}; transfer syntax {ts}); {decoder_hint(ts)}"
         ) from None
     return _to_uint8(arr, ds)
 

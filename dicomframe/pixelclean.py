@@ -391,9 +391,11 @@ def clean_dataset(
                 ds.decompress(as_rgb=True, generate_instance_uid=False)
             arr = ds.pixel_array
     except Exception as exc:  # noqa: BLE001 - a decoder is missing or the data is damaged
+        from .ocr import decoder_hint
+
         raise PixelCleanError(
             f"pixel data cannot be decoded for cleaning ({type(exc).__name__}; transfer syntax {ts}); "
-            "compressed syntaxes need `pip install 'dicomframe[ocr]'` (pylibjpeg)"
+            f"{decoder_hint(ts)}"
         ) from None
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
@@ -526,8 +528,17 @@ def clean_part10(data: bytes, regions: list[tuple[int, int, int, int]] | None = 
     except Exception as exc:  # noqa: BLE001
         raise PixelCleanError(f"not readable for cleaning ({type(exc).__name__})") from None
     clean_dataset(ds, regions, ocr=ocr)
-    buffer = io.BytesIO()
+    return _part10(ds)
+
+
+def _part10(ds: Dataset) -> bytes:
+    """``ds`` as a Part 10 file, in its transfer syntax. Elements still raw are decoded
+    first: a data set written in implicit VR under a syntax that says explicit (a JPEG
+    one, say) is read with its VRs unknown, and pydicom cannot write those explicit."""
     with no_warnings():
+        for _ in ds.iterall():  # each raw element becomes a data element, its VR from the dictionary
+            pass
+        buffer = io.BytesIO()
         ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
 
@@ -609,10 +620,7 @@ def _detected(frames: int, frame_of: Callable[[int], Dataset], boxes: list[Any])
 def _marked_header(ds: Dataset) -> bytes:
     """``ds`` (no Pixel Data) marked as cleaned, as a Part 10 file."""
     _mark_cleaned(ds)
-    buffer = io.BytesIO()
-    with no_warnings():
-        ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
+    return _part10(ds)
 
 
 _DELIMITER_ITEM = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"

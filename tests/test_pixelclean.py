@@ -411,3 +411,49 @@ regions = [[0, 0, {int(ds.Columns)}, 20]]
     banner = apply_color_lut(out.pixel_array, out)[:20]
     assert (banner == 0).all()  # black, as shown through the palette
     assert (out.pixel_array[:20] == 255).all()
+
+
+def test_an_image_written_in_implicit_vr_under_a_jpeg_syntax_is_cleaned(tmp_path: Path) -> None:
+    """The data set of this file is implicit VR although its syntax (JPEG baseline) says
+    explicit: pydicom reads it with no VRs and could not write it back. Both ways of
+    cleaning (boxes, and text detection with nothing found) write it, explicit."""
+    from pydicom.data import get_testdata_file
+
+    src = tmp_path / "in" / "sc.dcm"
+    src.parent.mkdir(parents=True)
+    shutil.copy(get_testdata_file("SC_rgb_jpeg.dcm"), src)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(src)
+    assert ds.original_encoding == (False, True)  # read implicit, little endian
+    rule = f"""
+[[pixel]]
+name = "banner"
+match = {{ Modality = "{ds.Modality}" }}
+regions = [[0, 0, {int(ds.Columns)}, 16]]
+"""
+    for name, profile in (("rule", str(_profile(tmp_path, rule))), ("ocr", "default")):
+        result = deidentify(
+            tmp_path / "in", tmp_path / "out", key=KEY, vault=tmp_path / f"v-{name}", batch_id=name,
+            profile=profile, pixel_clean="auto", progress=False,
+        )  # fmt: skip
+        assert result.ok, result.failed
+        out = pydicom.dcmread(next((tmp_path / "out" / name).rglob("*.dcm")))
+        assert out.ImageType == ["DERIVED", "SECONDARY", "OTHER"] and out.BurnedInAnnotation == "NO"
+        pixels = out.pixel_array
+        if name == "rule":
+            assert not pixels[:16].any() and pixels[16:].any()
+
+
+def test_an_undecodable_image_is_told_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Install a decoder only when none is there; else the data itself is the trouble."""
+    from types import SimpleNamespace
+
+    from pydicom.pixels.decoders import base
+
+    from dicomframe.ocr import decoder_hint
+
+    assert "is installed and could not read the data" in decoder_hint("1.2.840.10008.1.2.4.50")
+    assert "no decoder reads this transfer syntax" in decoder_hint("1.2.840.10008.1.2.4.100")  # MPEG-2 video
+    monkeypatch.setattr(base, "get_decoder", lambda uid: SimpleNamespace(is_available=False))
+    assert "pip install 'dicomframe[ocr]'" in decoder_hint("1.2.840.10008.1.2.4.50")
