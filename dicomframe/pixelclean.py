@@ -884,10 +884,13 @@ def _native_geometry(ds: Dataset, head: bytes, length: int) -> tuple[bytes, int,
     element = head[-12:] if explicit else head[-8:]
     if element[:4] != _PIXEL_TAG or (explicit and element[4:8] not in (b"OW\0\0", b"OB\0\0")):
         return None
+    from .rewrite import native_pixel_bytes
+
     frame_bytes = rows * cols * samples * bits // 8
-    expected = frames * frame_bytes
     # bytes after the last frame (but an even length's pad) would be written unmasked: whole
-    if int.from_bytes(element[-4:], "little") != length or length != expected + expected % 2:
+    if int.from_bytes(element[-4:], "little") != length or length != native_pixel_bytes(
+        rows, cols, samples, frames, bits, photometric
+    ):
         return None
     return element, frames, frame_bytes
 
