@@ -214,12 +214,16 @@ def burned_in_flag(columns: set[str] | list[str]) -> pl.Expr:
 
 
 def _has_pixels(cols: set[str]) -> pl.Expr:
-    """Pixel Data present: its offset is known (its length is null when encapsulated)."""
+    """Pixel Data present: its offset or its length is known. An encapsulated value has no
+    length; a deflated file's value has no offset in the file (it lies in the inflated
+    stream), and must not pass for an image without pixels: its burned-in text would be
+    left as it is."""
     import polars as pl
 
-    if "pixel_data_offset" in cols:
-        return pl.col("pixel_data_offset").is_not_null()
-    return pl.col("pixel_data_length").is_not_null() if "pixel_data_length" in cols else pl.lit(True)
+    known = [pl.col(c).is_not_null() for c in ("pixel_data_offset", "pixel_data_length") if c in cols]
+    if not known:
+        return pl.lit(True)
+    return known[0] | known[1] if len(known) == 2 else known[0]
 
 
 def pixel_jobs(instances: pl.DataFrame, rules: tuple[PixelRule, ...], mode: str = "auto") -> pl.DataFrame:

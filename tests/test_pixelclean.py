@@ -20,7 +20,12 @@ import polars as pl
 import pydicom
 import pytest
 from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    RLELossless,
+    generate_uid,
+)
 
 from dicomframe.errors import ProfileError
 from dicomframe.keys import ProjectKey
@@ -49,7 +54,9 @@ def _ocr_installed() -> bool:
 needs_ocr = pytest.mark.skipif(not _ocr_installed(), reason="needs `pip install 'dicomframe[ocr]'` and tesseract-ocr")
 
 
-def _us_image(path: Path, *, manufacturer: str = "ACME", rows: int = 96, cols: int = 128) -> np.ndarray:
+def _us_image(
+    path: Path, *, manufacturer: str = "ACME", rows: int = 96, cols: int = 128, syntax: str = ExplicitVRLittleEndian
+) -> np.ndarray:
     """A greyscale ultrasound-like image with a bright 'banner' block in its top rows."""
     rng = np.random.default_rng(7)
     pixels = rng.integers(20, 120, size=(rows, cols), dtype=np.uint8)
@@ -57,7 +64,7 @@ def _us_image(path: Path, *, manufacturer: str = "ACME", rows: int = 96, cols: i
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.6.1"
     meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.TransferSyntaxUID = syntax
     ds = pydicom.Dataset()
     ds.file_meta = meta
     ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
@@ -457,3 +464,24 @@ def test_an_undecodable_image_is_told_what_to_do(monkeypatch: pytest.MonkeyPatch
     assert "no decoder reads this transfer syntax" in decoder_hint("1.2.840.10008.1.2.4.100")  # MPEG-2 video
     monkeypatch.setattr(base, "get_decoder", lambda uid: SimpleNamespace(is_available=False))
     assert "pip install 'dicomframe[ocr]'" in decoder_hint("1.2.840.10008.1.2.4.50")
+
+
+@needs_ocr
+def test_a_deflated_image_is_cleaned_by_its_rule_and_checked_for_text(tmp_path: Path) -> None:
+    """A deflated file's Pixel Data has a length but no offset in the file (it lies in the
+    inflated stream): it is an image all the same, for the rules and for text detection."""
+    original = _us_image(tmp_path / "in" / "a.dcm", syntax=DeflatedExplicitVRLittleEndian)
+    _us_image(tmp_path / "in" / "b.dcm", manufacturer="OTHER", syntax=DeflatedExplicitVRLittleEndian)
+    scanned = scan(tmp_path / "in", progress=False).instances
+    assert scanned["pixel_data_offset"].null_count() == 2 and scanned["pixel_data_length"].null_count() == 0
+    result = deidentify(
+        tmp_path / "in", tmp_path / "out", key=KEY, vault=tmp_path / "v", batch_id="b",
+        profile=str(_profile(tmp_path, RULE)), pixel_clean="auto", progress=False,
+    )  # fmt: skip
+    assert result.ok and result.written == 2
+    assert sorted(result.plan.files["pixel_clean"].to_list()) == ["ocr", "rule:acme banner"]
+    for path in (tmp_path / "out" / "b").rglob("*.dcm"):
+        out = pydicom.dcmread(path)
+        assert out.BurnedInAnnotation == "NO" and out.file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian
+        if out.Manufacturer == "ACME":
+            assert (out.pixel_array[:18] == 0).all() and (out.pixel_array[18:] == original[18:]).all()
