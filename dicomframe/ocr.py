@@ -121,7 +121,12 @@ def render_frame(ds: Dataset, frame: int = 0) -> np.ndarray:
 
     try:
         with no_warnings():
-            arr = pixel_array(ds, index=frame)
+            if ds.get("BitsAllocated") == 1 and int(ds.get("NumberOfFrames") or 1) > 1:
+                # bit-packed frames need not start on a byte, and pydicom cannot read one of them
+                # alone (e.g. the last of three 5 x 7 frames): all of them, which are small
+                arr = pixel_array(ds)[frame]
+            else:
+                arr = pixel_array(ds, index=frame)
     except Exception as exc:  # noqa: BLE001 - decoder missing or damaged data: a reason, no value
         ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         raise DicomframeError(

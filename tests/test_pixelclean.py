@@ -485,3 +485,24 @@ def test_a_deflated_image_is_cleaned_by_its_rule_and_checked_for_text(tmp_path: 
         assert out.BurnedInAnnotation == "NO" and out.file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian
         if out.Manufacturer == "ACME":
             assert (out.pixel_array[:18] == 0).all() and (out.pixel_array[18:] == original[18:]).all()
+
+
+def test_each_frame_of_a_bit_packed_multi_frame_image_is_read_for_text_detection() -> None:
+    """Three 5 x 7 one-bit frames: the last starts inside a byte, which pydicom cannot read alone."""
+    from dicomframe.ocr import render_frame
+
+    frames = np.random.default_rng(3).integers(0, 2, size=(3, 5, 7), dtype=np.uint8)
+    ds = pydicom.Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.7", generate_uid()
+    ds.Rows, ds.Columns, ds.NumberOfFrames, ds.SamplesPerPixel = 5, 7, 3, 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 1, 1, 0, 0
+    ds.PixelData = pydicom.pixels.pack_bits(frames)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    ds = pydicom.dcmread(io.BytesIO(buffer.getvalue()))
+    for frame in range(3):
+        image = render_frame(ds, frame)
+        assert image.shape == (5, 7) and ((image > 127) == frames[frame].astype(bool)).all()
