@@ -103,7 +103,11 @@ def decoder_hint(ts: object) -> str:
 
         available = get_decoder(str(ts)).is_available
     except Exception:  # noqa: BLE001 - no decoder exists for this syntax (video, an unknown UID)
-        return "no decoder reads this transfer syntax: the image cannot be checked for burned-in text"
+        return (
+            "no decoder reads this transfer syntax (video, or one unknown to pydicom): its frames cannot "
+            "be checked for burned-in text; look at it in a viewer, and only then write it with "
+            "--pixel-clean rules (or off)"
+        )
     if not available:
         return "compressed syntaxes need `pip install 'dicomframe[ocr]'` (pylibjpeg)"
     return (
