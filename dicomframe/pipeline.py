@@ -156,8 +156,8 @@ class DeidentifyResult:
     def _uncleaned_text(n: int) -> str:
         return (
             f"{n:,} image{'s' if n != 1 else ''} at risk of burned-in text (ultrasound, secondary capture, "
-            "BurnedInAnnotation YES) left as they are (--pixel-clean off): look for text in them with "
-            "dicomframe audit --ocr"
+            "BurnedInAnnotation YES) written without looking for text in them (--pixel-clean off, or rules "
+            "with no device rule for them): look for text in them with dicomframe audit --ocr"
         )
 
     def rows(self) -> list[tuple[str, str]]:

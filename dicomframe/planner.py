@@ -1214,9 +1214,13 @@ def make_plan(
     files = _files_table(table, context)
     jobs = pixel_jobs(instances, prof.pixel_rules, pixel_clean)
     files = files.join(jobs, on="file_id", how="left")
-    # images that pixel clean would have cleaned, left as they are (pixel_clean="off"): said
-    # in the run's summary, so that burned-in text is checked for (audit --ocr)
-    at_risk = pixel_jobs(instances, prof.pixel_rules, "auto")["file_id"] if pixel_clean == "off" else pl.Series([], dtype=pl.Int64)
+    # images that pixel clean would have cleaned, left as they are (pixel_clean="off", or
+    # "rules" with no device rule for them): said in the run's summary, so that burned-in
+    # text is checked for (audit --ocr)
+    at_risk = pl.Series([], dtype=pl.Int64)
+    if pixel_clean != "auto":
+        at_risk = pixel_jobs(instances, prof.pixel_rules, "auto")["file_id"]
+        at_risk = at_risk.filter(~at_risk.is_in(jobs["file_id"].implode()))
     files = files.with_columns(pixel_uncleaned_at_risk=pl.col("file_id").is_in(at_risk.implode()))
     additions = {
         "method_codes": method_codes(prof),
