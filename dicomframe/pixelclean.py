@@ -377,7 +377,12 @@ def clean_dataset(
 
     ts = ds.file_meta.TransferSyntaxUID
     if "PixelData" not in ds:
-        raise PixelCleanError("no PixelData to clean (float pixel data is not supported)")
+        if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
+            raise PixelCleanError(
+                "float pixel data (a parametric map) is not cleaned: if a device rule matched it, "
+                "narrow the rule's match (e.g. by Modality); else write it with --pixel-clean rules"
+            )
+        raise PixelCleanError("no Pixel Data to clean")
     boxes = list(regions or [])
     if ocr:
         for frame in ocr_frames(int(ds.get("NumberOfFrames", 1) or 1)):

@@ -508,3 +508,22 @@ def test_each_frame_of_a_bit_packed_multi_frame_image_is_read_for_text_detection
     for frame in range(3):
         image = render_frame(ds, frame)
         assert image.shape == (5, 7) and ((image > 127) == frames[frame].astype(bool)).all()
+
+
+def test_float_pixel_data_a_rule_matches_fails_closed_and_says_what_to_do(tmp_path: Path) -> None:
+    ds = pydicom.Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.30", generate_uid()  # parametric map
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.Modality, ds.Manufacturer, ds.ManufacturerModelName, ds.Rows, ds.Columns = "OT", "ACME", "Sono 5", 96, 128
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.BitsAllocated = 1, "MONOCHROME2", 32
+    ds.FloatPixelData = np.linspace(0, 1, 96 * 128, dtype="<f4").tobytes()
+    (tmp_path / "in").mkdir()
+    ds.save_as(tmp_path / "in" / "map.dcm", enforce_file_format=True)
+    profile = str(_profile(tmp_path, RULE))
+    result = deidentify(tmp_path / "in", tmp_path / "out", key=KEY, vault=tmp_path / "v", batch_id="b", profile=profile, progress=False)
+    assert [f["kind"] for f in result.failed] == ["pixel_clean_failed"]
+    assert "narrow the rule's match" in result.failed[0]["reason"] and result.written == 0
+    off = deidentify(tmp_path / "in", tmp_path / "off", key=KEY, vault=tmp_path / "v-off", batch_id="b", profile=profile, pixel_clean="off", progress=False)
+    assert off.ok and pydicom.dcmread(off.outputs[0].removeprefix("file://")).FloatPixelData == ds.FloatPixelData
