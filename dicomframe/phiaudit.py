@@ -361,6 +361,21 @@ def _pixel_data_excess(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
     )
 
 
+def _overlay_in_pixel_data(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
+    from .pixelclean import embedded_overlays
+
+    rows = scan.instances.filter(pl.col("file_id").is_in(embedded_overlays(scan.elements).implode())).with_columns(
+        tag_path=pl.lit("7FE00010"), keyword=pl.lit("PixelData"), vr=pl.lit(None, pl.String)
+    )
+    return _findings(
+        rows,
+        "overlay_in_pixel_data",
+        "high",
+        pl.lit("an overlay group without Overlay Data: its bits are in Pixel Data"),
+        "de-identify with --pixel-clean auto or rules (the overlay and its bits are removed)",
+    )
+
+
 def _pixel_cleaned(scan: ScanResult) -> pl.DataFrame:
     """file_id of the images marked Clean Pixel Data (113101): OCR checks them too."""
     from .pixelclean import CLEAN_PIXEL_CODE
@@ -460,6 +475,7 @@ RULES: tuple[Rule, ...] = (
     Rule("uid_with_org_root", "high", "instance UIDs that still carry an organisation's root (not 2.25.)", _uid_roots),
     Rule("unreadable", "high", "a file the audit could not read (damaged, truncated, not DICOM, a DICOMDIR): nothing in it was checked", _unreadable),
     Rule("pixel_data_excess", "medium", "a native Pixel Data value longer than its frames (rows × columns × samples × bits × frames): the bytes after the last frame are no image and may hide data, and de-identification passes pixel data through as it is", _pixel_data_excess),
+    Rule("overlay_in_pixel_data", "high", "an overlay kept in the unused bits of Pixel Data (retired; legacy images): annotations a viewer draws over the image, which Table E.1-1 removes (Overlay Data, X)", _overlay_in_pixel_data),
     Rule("burned_in_text_risk", "low", "images likely to hold burned-in text: BurnedInAnnotation=YES, ultrasound, secondary capture", _burned_in_risk),
     Rule("burned_in_text", "high", "text in the pixels (OCR with tesseract, extra `ocr`) of the images burned_in_text_risk flags and of those marked pixel-cleaned (113101), matched against vault originals and names; runs only when asked for (ocr=True or by name)", _burned_in_text),
 )

@@ -126,7 +126,8 @@ class DeidentifyResult:
         if "pixel_clean" not in files.columns:
             return ""
         counts = files.group_by(pl.col("pixel_clean").str.replace(r"^rule:.*", "rule")).len().drop_nulls()
-        return ", ".join(f"{n:,} by {'text detection' if k == 'ocr' else 'device rule'}" for k, n in sorted(counts.iter_rows()))
+        how = {"ocr": "text detection", "rule": "device rule", "overlay": "removing the overlay in their pixels"}
+        return ", ".join(f"{n:,} by {how.get(k, k)}" for k, n in sorted(counts.iter_rows()))
 
     def _finding_counts(self) -> str:
         """``"2 findings, NOT committed: original_identifier in PatientComments (2)"`` (no values)."""
@@ -156,7 +157,7 @@ class DeidentifyResult:
     def _uncleaned_text(n: int) -> str:
         return (
             f"{n:,} image{'s' if n != 1 else ''} at risk of burned-in text (ultrasound, secondary capture, "
-            "BurnedInAnnotation YES) written without looking for text in them (--pixel-clean off, or rules "
+            "BurnedInAnnotation YES, an overlay in the pixel data) written without looking for text in them (--pixel-clean off, or rules "
             "with no device rule for them): look for text in them with dicomframe audit --ocr"
         )
 

@@ -213,6 +213,42 @@ def burned_in_flag(columns: set[str] | list[str]) -> pl.Expr:
     return pl.col("BurnedInAnnotation").fill_null("").str.strip_chars().str.to_uppercase()
 
 
+def embedded_overlays(elements: pl.DataFrame) -> pl.Series:
+    """``file_id`` of the images holding an overlay in their Pixel Data (retired, found in
+    legacy images): a top-level overlay group 60xx that describes its bits (Overlay Bits
+    Allocated or Overlay Bit Position) but has no Overlay Data (60xx,3000) of its own.
+    Its bits, above BitsStored, are what a viewer draws over the image: annotations,
+    which Table E.1-1 removes (Overlay Data, X) wherever they are kept."""
+    import polars as pl
+
+    group = pl.col("tag") // 65536
+    element = pl.col("tag") % 65536
+    overlay = (group >= 0x6000) & (group <= 0x601E) & (group % 2 == 0) & (pl.col("tag_path").str.len_bytes() == 8)
+    return (
+        elements.filter(overlay)
+        .group_by("file_id", group.alias("group"))
+        .agg(
+            described=element.is_in([0x0100, 0x0102]).any(),
+            data=(element == 0x3000).any(),
+        )
+        .filter(pl.col("described") & ~pl.col("data"))
+        .get_column("file_id")
+        .unique()
+        .sort()
+    )
+
+
+def _overlay_groups(ds: Dataset) -> list[int]:
+    """The overlay groups of ``ds`` whose bits lie in its Pixel Data (see :func:`embedded_overlays`)."""
+    tags = list(ds.keys())  # (iterating ds itself would decode every element)
+    groups = {tag.group for tag in tags if 0x6000 <= tag.group <= 0x601E and tag.group % 2 == 0}
+    return sorted(
+        g
+        for g in groups
+        if (g << 16 | 0x3000) not in ds and ((g << 16 | 0x0100) in ds or (g << 16 | 0x0102) in ds)
+    )
+
+
 def _has_pixels(cols: set[str]) -> pl.Expr:
     """Pixel Data present: its offset or its length is known. An encapsulated value has no
     length; a deflated file's value has no offset in the file (it lies in the inflated
@@ -226,12 +262,17 @@ def _has_pixels(cols: set[str]) -> pl.Expr:
     return known[0] | known[1] if len(known) == 2 else known[0]
 
 
-def pixel_jobs(instances: pl.DataFrame, rules: tuple[PixelRule, ...], mode: str = "auto") -> pl.DataFrame:
+def pixel_jobs(
+    instances: pl.DataFrame, rules: tuple[PixelRule, ...], mode: str = "auto", overlays: pl.Series | None = None
+) -> pl.DataFrame:
     """What pixel clean does to each instance: ``file_id``, ``pixel_clean``, ``regions``.
 
     ``pixel_clean`` is ``rule:<name>`` (the first matching rule), ``ocr``
-    (detected text, images at risk without a rule, mode ``auto``) or null
-    (untouched). ``regions`` lists the rule's rectangles.
+    (detected text, images at risk without a rule, mode ``auto``), ``overlay`` (the
+    ``file_id`` in ``overlays``, images with an overlay in their Pixel Data, modes
+    ``auto`` and ``rules``: see :func:`embedded_overlays`) or null (untouched).
+    ``regions`` lists the rule's rectangles. A rule or text detection removes an
+    embedded overlay too.
     """
     import polars as pl
 
@@ -259,6 +300,9 @@ def pixel_jobs(instances: pl.DataFrame, rules: tuple[PixelRule, ...], mode: str 
         regions = pl.when(cond).then(pl.lit([list(r) for r in rule.regions], pl.List(pl.List(pl.Int32)))).otherwise(regions)
     if mode == "auto":
         job = pl.when(job.is_null() & risk_expr(cols)).then(pl.lit("ocr")).otherwise(job)
+    if overlays is not None and overlays.len():
+        embedded = pl.col("file_id").cast(pl.Int64).is_in(overlays.cast(pl.Int64).implode())
+        job = pl.when(job.is_null() & embedded).then(pl.lit("overlay")).otherwise(job)
     out = instances.select(pl.col("file_id").cast(pl.Int64), job.alias("pixel_clean"), regions.alias("regions"))
     return out.filter(pl.col("pixel_clean").is_not_null())
 
@@ -391,7 +435,8 @@ def clean_dataset(
             except DicomframeError as exc:
                 raise PixelCleanError(f"text detection failed: {exc}") from None
             boxes += [b for b in text_regions(image, words) if b not in boxes]
-    if not boxes:  # looked at, nothing to black out: the pixel data stays as it is, byte for byte
+    overlays = _overlay_groups(ds)
+    if not boxes and not overlays:  # looked at, nothing to black out: the pixel data stays as it is, byte for byte
         _mark_cleaned(ds)
         return 0
     try:
@@ -406,6 +451,11 @@ def clean_dataset(
             f"pixel data cannot be decoded for cleaning ({type(exc).__name__}; transfer syntax {ts}); "
             f"{decoder_hint(ts)}"
         ) from None
+    # an overlay in the pixel data: pixel_array gives the BitsStored bits only, so the image
+    # written from it holds no overlay bits; and the overlay group that described them goes
+    tags = list(ds.keys())
+    for tag in [tag for tag in tags if tag.group in overlays]:
+        del ds[tag]
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     arr = np.array(arr, copy=True)
@@ -583,6 +633,8 @@ def clean_streamed(pieces: list[Any], regions: list[tuple[int, int, int, int]] |
         ds = _header(head)
     except Exception:  # noqa: BLE001 - the whole-file path reads it, and says why not
         return None
+    if _overlay_groups(ds):
+        return None  # its bits are taken out of every pixel: whole
     if str(ds.file_meta.get("TransferSyntaxUID", "")) in _NATIVE:
         return _clean_native(pieces, at, head, ds, list(regions or []), ocr)
     return _clean_encapsulated(pieces, at, head, ds, list(regions or []), ocr)

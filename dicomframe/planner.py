@@ -39,7 +39,7 @@ from pydicom.charset import python_encoding
 from . import __version__
 from .errors import UserInputError
 from .keys import ProjectKey
-from .pixelclean import pixel_jobs
+from .pixelclean import embedded_overlays, pixel_jobs
 from .profiles import TEMPLATE_VRS, Option, Profile, method_codes, safe_private_table
 from .pseudonyms import (
     DateShift,
@@ -1212,14 +1212,15 @@ def make_plan(
     table = _private_blocks(_malformed_removed(_new_values(decided, context, elements, key)))
     table = table.sort("_row").select(PLAN_COLUMNS)  # joins do not keep row order: restore it
     files = _files_table(table, context)
-    jobs = pixel_jobs(instances, prof.pixel_rules, pixel_clean)
+    overlays = embedded_overlays(elements)
+    jobs = pixel_jobs(instances, prof.pixel_rules, pixel_clean, overlays)
     files = files.join(jobs, on="file_id", how="left")
     # images that pixel clean would have cleaned, left as they are (pixel_clean="off", or
     # "rules" with no device rule for them): said in the run's summary, so that burned-in
     # text is checked for (audit --ocr)
     at_risk = pl.Series([], dtype=pl.Int64)
     if pixel_clean != "auto":
-        at_risk = pixel_jobs(instances, prof.pixel_rules, "auto")["file_id"]
+        at_risk = pixel_jobs(instances, prof.pixel_rules, "auto", overlays)["file_id"]
         at_risk = at_risk.filter(~at_risk.is_in(jobs["file_id"].implode()))
     files = files.with_columns(pixel_uncleaned_at_risk=pl.col("file_id").is_in(at_risk.implode()))
     additions = {

@@ -353,3 +353,14 @@ def test_pixel_data_excess_counts_two_samples_a_pixel_for_native_ybr_full_422(tm
     findings = audit_scan(dcf.scan(tmp_path, progress=False), rules=["pixel_data_excess"])
     assert findings["evidence"].to_list() == ["8 bytes after the last frame"]
     assert findings["path"].str.ends_with("hidden.dcm").all()
+
+
+def test_an_overlay_in_the_pixel_data_is_pointed_out_until_de_identification_removes_it(tmp_path: Path) -> None:
+    from .test_pixelclean import _overlaid_ct
+
+    _overlaid_ct(tmp_path / "in" / "a.dcm")
+    findings = audit_scan(dcf.scan(tmp_path / "in", progress=False), rules=["overlay_in_pixel_data"])
+    assert findings["severity"].to_list() == ["high"] and findings["keyword"].to_list() == ["PixelData"]
+    result = deidentify(tmp_path / "in", tmp_path / "out", key=ProjectKey.from_bytes(bytes(32)), vault=tmp_path / "v", batch_id="b", progress=False)
+    assert result.ok
+    assert audit_scan(dcf.scan(tmp_path / "out", progress=False), rules=["overlay_in_pixel_data"]).height == 0

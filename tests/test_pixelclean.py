@@ -527,3 +527,65 @@ def test_float_pixel_data_a_rule_matches_fails_closed_and_says_what_to_do(tmp_pa
     assert "narrow the rule's match" in result.failed[0]["reason"] and result.written == 0
     off = deidentify(tmp_path / "in", tmp_path / "off", key=KEY, vault=tmp_path / "v-off", batch_id="b", profile=profile, pixel_clean="off", progress=False)
     assert off.ok and pydicom.dcmread(off.outputs[0].removeprefix("file://")).FloatPixelData == ds.FloatPixelData
+
+
+def _overlaid_ct(path: Path, group: int = 0x6000) -> np.ndarray:
+    """A 12-bit CT slice whose bit 12 holds an overlay (retired, found in legacy images):
+    the overlay group describes it and has no Overlay Data of its own."""
+    pixels = (np.arange(32 * 32, dtype=np.uint16).reshape(32, 32) * 3) & 0x0FFF
+    stored = pixels.copy()
+    stored[2:6, 2:20] |= 1 << 12  # a label drawn in the overlay plane
+    ds = pydicom.Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.2", generate_uid()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.PatientName, ds.PatientID, ds.Modality = "Roe^Olga", "PX-7", "CT"
+    ds.Rows = ds.Columns = 32
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    for elem, vr, value in ((0x0010, "US", 32), (0x0011, "US", 32), (0x0040, "CS", "G"), (0x0050, "SS", [1, 1]),
+                            (0x0100, "US", 16), (0x0102, "US", 12)):  # fmt: skip
+        ds.add_new(group << 16 | elem, vr, value)
+    ds.PixelData = stored.tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return pixels
+
+
+@pytest.mark.parametrize("on_disk", [False, True], ids=["whole", "on-disk"])
+def test_an_overlay_in_the_pixel_data_is_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_disk: bool) -> None:
+    """Overlay Data is X in Table E.1-1; an overlay kept in Pixel Data's unused bits goes too:
+    its bits, and the overlay group that has a viewer draw them. The image's own bits stay."""
+    from .test_large_inputs import leave_all_pixel_data_on_disk
+
+    pixels = _overlaid_ct(tmp_path / "in" / "a.dcm", group=0x6002)
+    _overlaid_ct(tmp_path / "in" / "b.dcm")
+    if on_disk:
+        leave_all_pixel_data_on_disk(monkeypatch)
+    result = deidentify(tmp_path / "in", tmp_path / "out", key=KEY, vault=tmp_path / "v", batch_id="b", progress=False)
+    assert result.ok and result.plan.files["pixel_clean"].to_list() == ["overlay", "overlay"]
+    assert dict(result.rows())["pixels cleaned"] == "2 by removing the overlay in their pixels"
+    for uri in result.outputs:
+        out = pydicom.dcmread(uri.removeprefix("file://"))
+        assert not [elem for elem in out if 0x6000 <= elem.tag.group <= 0x601E]
+        stored = np.frombuffer(out.PixelData, dtype="<u2").reshape(32, 32)
+        assert (stored == pixels).all() and out.BurnedInAnnotation == "NO"
+    # off: left as it is, and said
+    off = deidentify(tmp_path / "in", tmp_path / "off", key=KEY, vault=tmp_path / "v-off", batch_id="b", pixel_clean="off", progress=False)
+    assert off.ok and "2 images at risk of burned-in text" in dict(off.rows())["pixels NOT cleaned"]
+    assert all((np.frombuffer(pydicom.dcmread(u.removeprefix("file://")).PixelData, "<u2") >> 12).any() for u in off.outputs)
+
+
+def test_overlays_with_their_own_data_or_none_are_not_embedded() -> None:
+    from dicomframe.pixelclean import embedded_overlays
+
+    elements = pl.DataFrame(
+        {
+            "file_id": [1, 1, 2, 2, 2, 3, 4],
+            "tag_path": ["60000010", "60000102", "60000100", "60003000", "60000102", "60200102", "00400275[0].60000102"],
+            "tag": [0x60000010, 0x60000102, 0x60000100, 0x60003000, 0x60000102, 0x60200102, 0x60000102],
+        }
+    )
+    # 1: embedded; 2: Overlay Data of its own; 3: 6020 is not an overlay group; 4: inside a sequence
+    assert embedded_overlays(elements).to_list() == [1]
