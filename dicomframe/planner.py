@@ -744,6 +744,26 @@ def _repeated_elements(plan: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _removed_overlays(plan: pl.DataFrame) -> pl.DataFrame:
+    """An overlay whose Overlay Data (60xx,3000) is removed (X) goes whole: the rest of its
+    group (rows, columns, bit position…) would describe an overlay whose bits a viewer then
+    takes from Pixel Data (the retired embedded form), drawing the image's own low bit."""
+    group = pl.col("tag") // 65536
+    overlay = (group >= 0x6000) & (group <= 0x601E) & (group % 2 == 0) & (pl.col("depth") == 0)
+    removed = plan.filter(overlay & (pl.col("tag") % 65536 == 0x3000) & (pl.col("action") == "X"))
+    if removed.height == 0:  # the usual case
+        return plan
+    gone = removed.select("file_id", group.alias("_group")).unique()
+    hit = plan.select("file_id", group.alias("_group"), overlay.alias("_overlay")).join(
+        gone.with_columns(_gone=pl.lit(True)), on=["file_id", "_group"], how="left", maintain_order="left"
+    )
+    hit_rows = (hit["_overlay"] & hit["_gone"].fill_null(False)) & (plan["action"] != "X")
+    return plan.with_columns(
+        action=pl.when(hit_rows).then(pl.lit("X")).otherwise(pl.col("action")),
+        source=pl.when(hit_rows).then(pl.lit("overlay removed: its description too")).otherwise(pl.col("source")),
+    )
+
+
 def _private_blocks(plan: pl.DataFrame) -> pl.DataFrame:
     """A private element stays only beside its creator, and a creator only beside a kept
     element of its block (fail closed). A block whose creator was removed (written twice
@@ -1207,7 +1227,7 @@ def make_plan(
     decided = _private_and_unknown(matched, prof)
     if Option.CLEAN_STRUCTURED_CONTENT in prof.options:
         decided = _clean_structured_content(decided, prof)
-    decided = _remove_inside_removed(_private_blocks(_repeated_elements(decided)))
+    decided = _remove_inside_removed(_private_blocks(_removed_overlays(_repeated_elements(decided))))
     # a kept private value removed as malformed may leave its creator alone: that goes too
     table = _private_blocks(_malformed_removed(_new_values(decided, context, elements, key)))
     table = table.sort("_row").select(PLAN_COLUMNS)  # joins do not keep row order: restore it

@@ -589,3 +589,18 @@ def test_overlays_with_their_own_data_or_none_are_not_embedded() -> None:
     )
     # 1: embedded; 2: Overlay Data of its own; 3: 6020 is not an overlay group; 4: inside a sequence
     assert embedded_overlays(elements).to_list() == [1]
+
+
+def test_an_overlay_whose_data_is_removed_goes_whole(tmp_path: Path) -> None:
+    """Overlay Data (60xx,3000) is X: the rest of its group goes with it, or it would describe
+    an overlay a viewer takes from Pixel Data's low bit (and the audit would flag it)."""
+    from dicomframe.phiaudit import audit_scan
+
+    (tmp_path / "in").mkdir()
+    shutil.copy(CORPUS / "pydicom" / "examples_overlay.dcm", tmp_path / "in")
+    assert 0x60000102 in pydicom.dcmread(tmp_path / "in" / "examples_overlay.dcm")
+    result = deidentify(tmp_path / "in", tmp_path / "out", key=KEY, vault=tmp_path / "v", batch_id="b", progress=False)
+    assert result.ok and result.plan.files["pixel_clean"].to_list() == [None]
+    out = pydicom.dcmread(result.outputs[0].removeprefix("file://"))
+    assert not [elem for elem in out if 0x6000 <= elem.tag.group <= 0x601E]
+    assert audit_scan(scan(tmp_path / "out", progress=False), rules=["overlay_in_pixel_data"]).height == 0
