@@ -334,21 +334,27 @@ def _burned_in_risk(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
     )
 
 
-def _pixel_data_excess(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
-    inst = scan.instances
+def native_pixel_bytes(columns: Sequence[str]) -> pl.Expr:
+    """:func:`dicomframe.rewrite.native_pixel_bytes` of each row of an instances table with
+    these ``columns``: a native value's length (every frame, bits packed, YBR_FULL_422 two
+    samples a pixel, padded to even); null without Rows, Columns or BitsAllocated."""
 
     def number(name: str, default: int | None = None) -> pl.Expr:
         # a batch without images (structured reports only) has no Rows column: no finding
-        value = pl.col(name).cast(pl.Int64, strict=False) if name in inst.columns else pl.lit(None, pl.Int64)
+        value = pl.col(name).cast(pl.Int64, strict=False) if name in columns else pl.lit(None, pl.Int64)
         return value if default is None else value.fill_null(default)
 
-    # a native value (its length known): every frame, bits packed, and one pad byte to an even length
     frames = number("Rows") * number("Columns") * number("SamplesPerPixel", 1) * number("NumberOfFrames", 1)
     expected = (frames * number("BitsAllocated") + 7) // 8
-    if "PhotometricInterpretation" in inst.columns:  # two samples a pixel (rewrite.native_pixel_bytes)
+    if "PhotometricInterpretation" in columns:
         ybr_422 = pl.col("PhotometricInterpretation").str.strip_chars(" \x00").str.to_uppercase() == "YBR_FULL_422"
         expected = pl.when(ybr_422.fill_null(False)).then(expected // 3 * 2).otherwise(expected)
-    excess = pl.col("pixel_data_length") - (expected + expected % 2)
+    return expected + expected % 2
+
+
+def _pixel_data_excess(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
+    inst = scan.instances
+    excess = pl.col("pixel_data_length") - native_pixel_bytes(inst.columns)
     rows = inst.filter(excess > 0).with_columns(
         tag_path=pl.lit("7FE00010"), keyword=pl.lit("PixelData"), vr=pl.lit(None, pl.String)
     )

@@ -221,12 +221,10 @@ def embedded_overlays(elements: pl.DataFrame) -> pl.Series:
     which Table E.1-1 removes (Overlay Data, X) wherever they are kept."""
     import polars as pl
 
-    group = pl.col("tag") // 65536
     element = pl.col("tag") % 65536
-    overlay = (group >= 0x6000) & (group <= 0x601E) & (group % 2 == 0) & (pl.col("tag_path").str.len_bytes() == 8)
     return (
-        elements.filter(overlay)
-        .group_by("file_id", group.alias("group"))
+        elements.filter(overlay_element(pl.col("tag_path").str.len_bytes() == 8))
+        .group_by("file_id", (pl.col("tag") // 65536).alias("group"))
         .agg(
             described=element.is_in([0x0100, 0x0102]).any(),
             data=(element == 0x3000).any(),
@@ -238,10 +236,24 @@ def embedded_overlays(elements: pl.DataFrame) -> pl.Series:
     )
 
 
+def is_overlay_group(group: int) -> bool:
+    """An overlay group: even, 6000 to 601E (PS3.5 7.6, repeating groups)."""
+    return 0x6000 <= group <= 0x601E and group % 2 == 0
+
+
+def overlay_element(top_level: pl.Expr) -> pl.Expr:
+    """Rows (with a ``tag`` column) of an element of an overlay group (:func:`is_overlay_group`)
+    that ``top_level`` says is in the data set itself, not inside a sequence."""
+    import polars as pl
+
+    group = pl.col("tag") // 65536
+    return (group >= 0x6000) & (group <= 0x601E) & (group % 2 == 0) & top_level
+
+
 def _overlay_groups(ds: Dataset) -> list[int]:
     """The overlay groups of ``ds`` whose bits lie in its Pixel Data (see :func:`embedded_overlays`)."""
     tags = list(ds.keys())  # (iterating ds itself would decode every element)
-    groups = {tag.group for tag in tags if 0x6000 <= tag.group <= 0x601E and tag.group % 2 == 0}
+    groups = {tag.group for tag in tags if is_overlay_group(tag.group)}
     return sorted(
         g
         for g in groups

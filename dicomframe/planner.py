@@ -39,7 +39,7 @@ from pydicom.charset import python_encoding
 from . import __version__
 from .errors import UserInputError
 from .keys import ProjectKey
-from .pixelclean import embedded_overlays, pixel_jobs
+from .pixelclean import embedded_overlays, overlay_element, pixel_jobs
 from .profiles import TEMPLATE_VRS, Option, Profile, method_codes, safe_private_table
 from .pseudonyms import (
     DateShift,
@@ -749,7 +749,7 @@ def _removed_overlays(plan: pl.DataFrame) -> pl.DataFrame:
     group (rows, columns, bit position…) would describe an overlay whose bits a viewer then
     takes from Pixel Data (the retired embedded form), drawing the image's own low bit."""
     group = pl.col("tag") // 65536
-    overlay = (group >= 0x6000) & (group <= 0x601E) & (group % 2 == 0) & (pl.col("depth") == 0)
+    overlay = overlay_element(pl.col("depth") == 0)
     removed = plan.filter(overlay & (pl.col("tag") % 65536 == 0x3000) & (pl.col("action") == "X"))
     if removed.height == 0:  # the usual case
         return plan

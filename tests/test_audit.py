@@ -364,3 +364,28 @@ def test_an_overlay_in_the_pixel_data_is_pointed_out_until_de_identification_rem
     result = deidentify(tmp_path / "in", tmp_path / "out", key=ProjectKey.from_bytes(bytes(32)), vault=tmp_path / "v", batch_id="b", progress=False)
     assert result.ok
     assert audit_scan(dcf.scan(tmp_path / "out", progress=False), rules=["overlay_in_pixel_data"]).height == 0
+
+
+def test_the_audit_expects_the_native_length_the_rewriters_expect() -> None:
+    """The audit's polars copy of the native Pixel Data length agrees with
+    rewrite.native_pixel_bytes (which the C rewriter mirrors) on every layout."""
+    from dicomframe.phiaudit import native_pixel_bytes as audit_expects
+    from dicomframe.rewrite import native_pixel_bytes
+
+    layouts = [
+        (rows, cols, samples, frames, bits, photometric)
+        for rows, cols in ((1, 1), (3, 5), (16, 16), (17, 9))
+        for samples, photometric in ((1, "MONOCHROME2"), (1, None), (3, "RGB"), (3, "YBR_FULL_422 "), (3, "ybr_full_422"))
+        for frames in (None, 1, 3)
+        for bits in (1, 8, 12, 16, 32)
+    ]
+    table = pl.DataFrame(
+        layouts,
+        schema=["Rows", "Columns", "SamplesPerPixel", "NumberOfFrames", "BitsAllocated", "PhotometricInterpretation"],
+        orient="row",
+    )
+    got = table.select(audit_expects(table.columns)).to_series().to_list()
+    want = [native_pixel_bytes(r, c, s, f or 1, b, p) for r, c, s, f, b, p in layouts]
+    assert got == want
+    # no Rows column at all (structured reports only): nothing expected, nothing flagged
+    assert pl.DataFrame({"x": [1]}).select(audit_expects(["x"])).item() is None
