@@ -85,6 +85,11 @@ def findings_from(
 
 
 _WORD = r"[^\W\d_]+"  # a run of letters
+#: the scripts written without spaces between words (Chinese, Japanese, Korean): a name part
+#: in them is two characters or more ("太郎", "小東", "길동"), and is found inside a longer
+#: run of letters, as such text is written ("山田太郎様")
+_CJK = r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}]"
+_CJK_MIN_LENGTH = 2
 
 
 def _originals(plan: Plan, patients: pl.DataFrame) -> tuple[list[str], dict[str, set[str]], pl.DataFrame, list[str]]:
@@ -112,11 +117,29 @@ def _originals(plan: Plan, patients: pl.DataFrame) -> tuple[list[str], dict[str,
     came_from: dict[str, set[str]] = {}
     for value, name in whole_rows.unique().iter_rows():
         came_from.setdefault(value.lower(), set()).add(name)
+    names = ident.filter(pl.col("vr") == "PN")
+    word = pl.col("word")
     parts = (
-        ident.filter(pl.col("vr") == "PN")
-        .select("file_id", keyword, pl.col("value").str.to_lowercase().str.extract_all(_WORD).alias("word"))
+        pl.concat(
+            [
+                names.select("file_id", keyword, pl.col("value").str.to_lowercase().str.extract_all(_WORD).alias("word")),
+                # an ideographic or phonetic name written whole, family name then given name
+                # without a space ("王^伟" written "王伟"): each part alone may be one character
+                names.select(
+                    "file_id",
+                    keyword,
+                    pl.col("value")
+                    .str.split("=")
+                    .list.eval(pl.element().str.split("^").list.head(2).list.join("").str.replace_all(r"\s", ""))
+                    .alias("word"),
+                ),
+            ]
+        )
         .explode("word")
-        .filter(pl.col("word").str.len_chars() >= _MIN_LENGTH)
+        .filter(
+            (word.str.len_chars() >= _MIN_LENGTH)
+            | (word.str.contains(_CJK) & (word.str.len_chars() >= _CJK_MIN_LENGTH))
+        )
         .join(patients, on="file_id", how="left")
         .select("patient", "word", "keyword")
         .unique()
@@ -243,8 +266,19 @@ def gate(output_elements: pl.DataFrame, plan: Plan, sources: pl.DataFrame | None
                 .join(owners, on="file_id")
                 .join(parts, on=["patient", "word"])
                 .select("_row", "keyword")
-                .unique()
             )
+            cjk = parts.filter(pl.col("word").str.contains(_CJK))
+            if cjk.height:  # no spaces between words: a name part is sought inside the text
+                inside = (
+                    searched.filter(pl.col("value").str.contains(_CJK))
+                    .select("_row", "file_id", pl.col("value").str.to_lowercase())
+                    .join(owners, on="file_id")
+                    .join(cjk, on="patient")
+                    .filter(pl.col("value").str.contains(pl.col("word"), literal=True))
+                    .select("_row", "keyword")
+                )
+                named = pl.concat([named, inside])
+            named = named.unique()
             for at, name in named.iter_rows():
                 came.setdefault(at, set()).add(f"{name} (a word)")
             hit = hit | searched["_row"].is_in(named["_row"].implode())

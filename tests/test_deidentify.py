@@ -417,6 +417,45 @@ def test_a_name_word_is_sought_in_its_own_patients_files_only(tmp_path: Path) ->
     assert not result.ok and result.findings.height == 1, result.findings
 
 
+@pytest.mark.parametrize(
+    ("charset", "name", "kept"),
+    [
+        ("\\ISO 2022 IR 87", "Yamada^Tarou=山田^太郎=やまだ^たろう", "山田太郎"),
+        ("\\ISO 2022 IR 87", "Yamada^Tarou=山田^太郎=やまだ^たろう", "やまだ"),
+        ("ISO_IR 192", "Wang^XiaoDong=王^小東", "王小東"),
+        ("ISO_IR 192", "Wang^Wei=王^伟", "患者王伟"),  # each part one character: sought whole
+        ("GB18030", "Wang^XiaoDong=王^小东", "王小东"),
+        ("\\ISO 2022 IR 149", "Hong^Gildong=洪^吉洞=홍^길동", "홍길동"),
+    ],
+)
+def test_a_name_in_ideographs_or_hangul_is_found_inside_text_without_spaces(
+    tmp_path: Path, charset: str, name: str, kept: str
+) -> None:
+    """Chinese, Japanese and Korean are written without spaces between words: a name part
+    of two characters is sought inside the text of its patient's files, and a family and
+    given name of one character each are sought written together. Another patient's file
+    may hold the same characters (they are everyday words too)."""
+    from dicomframe.profiles import Profile, Rule
+
+    src = tmp_path / "in"
+    src.mkdir()
+    first, second = sorted((SAMPLES / "cohort").rglob("*.dcm"))[:2]
+    a, b = pydicom.dcmread(first), pydicom.dcmread(second)
+    a.SpecificCharacterSet, a.PatientName, a.PatientID = charset, name, "CJK-MRN-1"
+    a.Manufacturer = kept
+    a.save_as(src / "a.dcm")
+    b.SpecificCharacterSet, b.PatientName, b.PatientID = "ISO_IR 192", "Other^Person", "OTHER-MRN-2"
+    b.StudyInstanceUID = b.StudyInstanceUID + ".7"
+    b.Manufacturer = kept
+    b.save_as(src / "b.dcm")
+    assert pydicom.dcmread(src / "a.dcm").Manufacturer == kept
+    keep = Profile.preset("default").with_rules(Rule(keyword="Manufacturer", action="K"))
+    result = deidentify(src, tmp_path / "out", key=KEY, vault=tmp_path / "v", batch_id="b", profile=keep, progress=False)
+    assert not result.ok and not result.committed
+    found = result.findings.select("keyword", "rule", "severity").rows()
+    assert found == [("Manufacturer", "original_identifier", "high")], result.findings
+
+
 def test_clean_descriptors_scrubs_identifiers_as_tokens_and_names_inside_words(tmp_path: Path) -> None:
     """An ID glued to letters ("MRN7654321") is the ID, and is scrubbed. A name part of four
     letters or more is scrubbed inside a longer word too ("JANEDOE" is how some type a name):
