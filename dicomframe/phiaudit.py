@@ -32,6 +32,7 @@ from .leaks import (
     holds_an_original,
     mask,
 )
+from .planner import CJK_DATE
 from .profiles import Option, Profile, safe_private_table
 
 if TYPE_CHECKING:
@@ -235,8 +236,13 @@ def _private_tags(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
     )
 
 
-_DATE = r"\b(?:19|20)\d{2}[-./]\d{1,2}[-./]\d{1,2}\b|\b\d{1,2}[-./]\d{1,2}[-./](?:19|20)?\d{2}\b|\b(?:19|20)\d{6}\b"
-_ID = r"\b[A-Za-z]{2,5}-?\d{5,}\b|\b\d{7,}\b"
+# word boundaries of ASCII ((?-u:\b)): a number written on to ideographs ("患者番号1234567") is one
+_B = r"(?-u:\b)"
+_DATE = (
+    rf"{_B}(?:19|20)\d{{2}}[-./]\d{{1,2}}[-./]\d{{1,2}}{_B}|{_B}\d{{1,2}}[-./]\d{{1,2}}[-./](?:19|20)?\d{{2}}{_B}"
+    rf"|{_B}(?:19|20)\d{{6}}{_B}|{CJK_DATE}"
+)
+_ID = rf"{_B}[A-Za-z]{{2,5}}-?\d{{5,}}{_B}|{_B}\d{{7,}}{_B}"
 
 
 def _names_in_text(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:

@@ -29,6 +29,7 @@ identifiers and of date- and ID-like strings, names and AE titles replaced;
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -137,13 +138,18 @@ _IDENTIFYING = (
 #: a month by its name or abbreviation, English, any case (dates written out in words)
 _MONTH = r"(?i:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sept?(?:ember)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?"
 #: telephone numbers, international (+44 20 7946 0958), with an area code in brackets
-#: ((555) 123-4567) or dashed or dotted (555-123-4567) ("512 512 1024" is not one), and
-#: e-mail addresses; also what the audit's ``contact_in_text`` rule finds (no look-around:
-#: polars' regex engine reads it too; ASCII classes: Unicode ones, repeated, pass its size limit)
+#: ((555) 123-4567) or dashed or dotted (555-123-4567) ("512 512 1024" is not one), national
+#: ones after their trunk 0 (03-1234-5678, 020 7946 0958, 0171 1234567, 06 12 34 56 78; not
+#: dotted, as software versions are), and e-mail addresses; also what the audit's
+#: ``contact_in_text`` rule finds (no look-around: polars' regex engine reads it too; ASCII
+#: classes: Unicode ones, repeated, pass its size limit)
 CONTACT = (
     r"\+[0-9]{1,3}[ \t.-]?\(?[0-9]{1,4}\)?(?:[ \t.-]?[0-9]{2,4}){2,4}\b"
     r"|\([0-9]{2,5}\)[ \t]?[0-9]{3,4}[ \t.-]?[0-9]{3,4}\b"
     r"|\b[0-9]{3}[-.][0-9]{3,4}[-.][0-9]{4}\b"
+    r"|\b0[0-9]{1,4}[ -][0-9]{3,4}[ -][0-9]{3,4}\b"
+    r"|\b0[0-9]{2,4}[ /-][0-9]{6,8}\b"
+    r"|\b0[1-9](?: [0-9]{2}){4}\b"
     r"|[A-Za-z0-9_.+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}"
 )
 #: what is personal whoever it is about, in any text: a contact (:data:`CONTACT`), a social
@@ -157,14 +163,20 @@ PERSON_NAME = (
     r"|\b(?:(?:Dr|Mr|Mrs|Ms|Miss|Prof)\.?|(?:DR|MR|MRS|MS|MISS|PROF)\.)[ \t]{0,3}[A-Z][A-Za-z'-]{1,63}"
 )
 PERSONAL = rf"{CONTACT}|\b[0-9]{{3}}-[0-9]{{2}}-[0-9]{{4}}\b|{PERSON_NAME}"
+#: a date as Chinese, Japanese and Korean write it: 1970年5月3日, 1970년 5월 3일, 昭和45年5月3日
+CJK_DATE = r"[0-9]{2,4}[ \t]*[年년][ \t]*[0-9]{1,2}[ \t]*[月월](?:[ \t]*[0-9]{1,2}[ \t]*[日일])?"
+#: ASCII word boundaries and digits: after NFKC (full-width digits made ASCII), a number
+#: written on to ideographs ("患者番号1234567") is a number of its own
 _GENERIC_SCRUB = re.compile(
-    r"\b\d{4}[-./]\d{1,2}[-./]\d{1,2}\b"  # 2023-03-14
+    rf"{CJK_DATE}"
+    r"|\b\d{4}[-./]\d{1,2}[-./]\d{1,2}\b"  # 2023-03-14
     r"|\b\d{1,2}[-./]\d{1,2}[-./]\d{2,4}\b"  # 03/14/2023
     r"|\b(?:19|20)\d{6}\b"  # 20230314
     rf"|\b\d{{1,2}}(?:st|nd|rd|th)?[\s./-]*{_MONTH}[\s,./-]*\d{{2,4}}\b"  # 3 March 1933, 03MAR1933
     rf"|\b{_MONTH}[\s./-]*\d{{1,2}}(?:st|nd|rd|th)?,?[\s./-]*\d{{4}}\b"  # March 3, 1933
     r"|\b[A-Za-z]{0,5}-?\d{5,}\b"  # MRN1234567, ACC00123, long numbers
     rf"|{PERSONAL}",
+    re.ASCII,
 )
 
 
@@ -865,7 +877,9 @@ def _scrub(values: Iterable[tuple[int, str | None]], terms: dict[int, re.Pattern
             text = value or ""
             if pattern is not None:
                 text = pattern.sub("***", text)
-            text = _GENERIC_SCRUB.sub("***", text)
+            # full-width letters and digits, ideographic spaces as ASCII: what the
+            # patterns below read, and written as ASCII anyway (only ASCII values are written)
+            text = _GENERIC_SCRUB.sub("***", unicodedata.normalize("NFKC", text))
             text = done[key] = text.encode("ascii", "replace").decode("ascii")
         out.append(text)
     return out
@@ -883,8 +897,6 @@ _TOKEN_END = rf"(?:(?<=[A-Za-z])(?![A-Za-z])|(?<=[0-9])(?![0-9])|(?<=[^A-Za-z0-9
 
 def _fold_accents(text: str) -> str:
     """``text`` without its combining marks (``"José"`` → ``"Jose"``, ``"Groß"`` → ``"Gross"``)."""
-    import unicodedata
-
     return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c)).replace("ß", "ss")
 
 

@@ -389,3 +389,31 @@ def test_the_audit_expects_the_native_length_the_rewriters_expect() -> None:
     assert got == want
     # no Rows column at all (structured reports only): nothing expected, nothing flagged
     assert pl.DataFrame({"x": [1]}).select(audit_expects(["x"])).item() is None
+
+
+def test_dates_ids_and_telephones_as_written_outside_the_us_are_pointed_out(tmp_path: Path) -> None:
+    """A date in the form of Chinese, Japanese and Korean, a number written on to ideographs
+    (no space: no Unicode word boundary), a national telephone number after its trunk 0."""
+    texts = {
+        "date_in_text": ["生年月日 1970年5月3日", "1970년 5월 3일", "検査日20240312号"],
+        "id_in_text": ["患者番号1234567", "番号MRN1234567です"],
+        "contact_in_text": ["電話 03-1234-5678", "Tel 020 7946 0958", "0171 1234567", "06 12 34 56 78"],
+    }
+    where = {}
+    for n, value in enumerate(v for values in texts.values() for v in values):
+        where[value] = f"{n}.dcm"
+        ds = pydicom.Dataset()
+        ds.file_meta = pydicom.dataset.FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+        ds.SpecificCharacterSet = "ISO_IR 192"
+        ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.7", pydicom.uid.generate_uid()
+        ds.ImageComments = value
+        ds.save_as(tmp_path / f"{n}.dcm", enforce_file_format=True)
+    ds.ImageComments = "MR BRAIN 512 512 1024, 0.5 mm, V05.020.1234, 2 of 12"  # none of them
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds.save_as(tmp_path / "plain.dcm", enforce_file_format=True)
+    findings = audit_scan(dcf.scan(tmp_path, progress=False), rules=list(texts))
+    flagged = {(rule, path.rsplit("/", 1)[-1]) for rule, path in findings.select("rule", "path").rows()}
+    for rule, values in texts.items():  # (a number is an ID-like token too)
+        assert {(rule, where[v]) for v in values} <= flagged, (rule, flagged)
+    assert not any(path == "plain.dcm" for _, path in flagged)

@@ -333,6 +333,24 @@ def test_clean_descriptors_scrubs_names_in_dicom_form_or_after_a_title_and_conta
     assert cleaned["ImageComments"] == "mail ***; SSN ***; seen by *** and ***"
 
 
+def test_clean_descriptors_scrubs_dates_ids_and_telephones_as_written_outside_the_us(tmp_path: Path) -> None:
+    """A birth date as Chinese, Japanese or Korean write it, a number written on to
+    ideographs (no space: no Unicode word boundary), full-width digits, and national
+    telephone numbers after their trunk 0 go; sizes, matrices and versions stay."""
+
+    ds = _base()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.StudyDescription = "生年月日 1970年5月3日 / 1970년 5월 3일 / 昭和45年5月3日"
+    ds.SeriesDescription = "患者番号1234567 番号１２３４５６７ CT 19700503号"
+    ds.ImageComments = "Tel 03-1234-5678, 020 7946 0958, 0171 1234567, 030/12345678, 06 12 34 56 78; 電話０３－１２３４－５６７８"
+    ds.ProtocolName = "MR BRAIN 512 512 1024 slice 0.5 1.25 mm V05.020.1234"
+    table = _plan_table(tmp_path, ds, "research")
+    cleaned = _new_values(table)
+    for keyword in ("StudyDescription", "SeriesDescription", "ImageComments"):
+        assert not re.search(r"[0-9]{2}", cleaned[keyword]), (keyword, cleaned[keyword])
+    assert cleaned["ProtocolName"] == "MR BRAIN 512 512 1024 slice 0.5 1.25 mm V05.020.1234"
+
+
 @pytest.mark.parametrize("profile", ["default", "research"])
 def test_a_kept_short_text_holding_a_name_or_a_contact_is_not_kept(tmp_path: Path, profile: str) -> None:
     """Code meanings and kernels are kept for what their keyword says, not whatever they
