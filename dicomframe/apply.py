@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from . import _stream
 from ._stream import FileRange
 from .errors import ParseError, PixelCleanError, StorageError, UserInputError
-from .rewrite import KEEP_SEQUENCE, Keep, NewElement, Set, _rewrite_pieces
+from .rewrite import KEEP_SEQUENCE, Keep, NewElement, Set, _rewrite_pieces, encode_text
 
 __all__ = [
     "DICOM_CONTENT_TYPE",
@@ -146,6 +146,7 @@ def _edits(
     edits: dict[str, Any] = {}
     meta: dict[int, str] = {}
     keep = _KEEP
+    charsets: dict[str, str] | None = None  # item prefix → its Specific Character Set, when asked
     # what the scan read as a sequence (it has rows inside): kept, it must be one for the
     # rewriter too (see KEEP_SEQUENCE), whatever its VR says (UN, or a private one)
     containers = {path[: path.rfind("[")] for path, *_ in rows if "[" in path}
@@ -164,11 +165,36 @@ def _edits(
             value = new_value if new_value is not None else ""
             edit = made.get((vr, value))
             if edit is None:
-                edit = made[(vr, value)] = Set(vr, value)
+                if not value.isascii():  # cleaned text: in the element's character set
+                    if charsets is None:
+                        charsets = {p[:-8]: v or "" for p, t, _, a, v in rows if t == 0x00080005 and a == "K"}
+                    charset = _charset_at(path, charsets)
+                    key = (vr, f"{value}\x00{charset}")
+                    edit = made.get(key)
+                    if edit is None:
+                        raw = encode_text(value, charset)
+                        if raw is None:  # the plan wrote what the set holds: not seen but by hand
+                            raw = value.encode("ascii", "replace")
+                            raw += b" " * (len(raw) & 1)
+                        edit = made[key] = Set(vr, raw)
+                else:
+                    edit = made[(vr, value)] = Set(vr, value)
             edits[path] = edit
     for path, edit in added:
         edits[path] = edit
     return edits, meta
+
+
+def _charset_at(path: str, charsets: dict[str, str]) -> str | None:
+    """The Specific Character Set the element at ``path`` is written in (see
+    :func:`dicomframe.planner._charset_of`)."""
+    prefix = path
+    while True:
+        prefix = prefix[: prefix.rfind(".") + 1]
+        found = charsets.get(prefix)
+        if found is not None or not prefix:
+            return found
+        prefix = prefix[:-1]
 
 
 class LocalFS:

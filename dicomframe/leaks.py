@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 import polars as pl
 
-from .planner import _IDENTIFYING, _TOKEN_END, _TOKEN_START, Plan
+from .planner import _IDENTIFYING, _TOKEN_END, _TOKEN_START, CJK, Plan, joined_names
 from .profiles import Option, safe_private_table
 
 __all__ = ["FINDINGS_SCHEMA", "NUMBER_VRS", "equals_an_original", "findings_from", "gate", "holds_an_original", "mask"]
@@ -85,10 +85,10 @@ def findings_from(
 
 
 _WORD = r"[^\W\d_]+"  # a run of letters
-#: the scripts written without spaces between words (Chinese, Japanese, Korean): a name part
-#: in them is two characters or more ("太郎", "小東", "길동"), and is found inside a longer
-#: run of letters, as such text is written ("山田太郎様")
-_CJK = r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}]"
+#: a name part in the scripts written without spaces between words (:data:`CJK`) is two
+#: characters or more ("太郎", "小東", "길동"), and is found inside a longer run of letters,
+#: as such text is written ("山田太郎様")
+_CJK = CJK
 _CJK_MIN_LENGTH = 2
 
 
@@ -125,14 +125,7 @@ def _originals(plan: Plan, patients: pl.DataFrame) -> tuple[list[str], dict[str,
                 names.select("file_id", keyword, pl.col("value").str.to_lowercase().str.extract_all(_WORD).alias("word")),
                 # an ideographic or phonetic name written whole, family name then given name
                 # without a space ("王^伟" written "王伟"): each part alone may be one character
-                names.select(
-                    "file_id",
-                    keyword,
-                    pl.col("value")
-                    .str.split("=")
-                    .list.eval(pl.element().str.split("^").list.head(2).list.join("").str.replace_all(r"\s", ""))
-                    .alias("word"),
-                ),
+                names.select("file_id", keyword, joined_names(pl.col("value").str.to_lowercase()).alias("word")),
             ]
         )
         .explode("word")

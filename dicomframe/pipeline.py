@@ -880,12 +880,13 @@ def _rows_by_file(table: pl.DataFrame) -> Any:
 
     Only what :func:`dicomframe.apply.edits_for` reads: removed rows (X) are left out but
     inside sequences (they tell it what the scan read as a sequence), and kept rows carry
-    no new value (except the meta SOP Instance UID, which it reads).
+    no new value (except the meta SOP Instance UID and the Specific Character Sets, which
+    it reads).
     """
     action = pl.col("action")
     cols = table.select(
         "file_id", "tag_path", "tag", "vr", "action",
-        pl.when((action == "K") & (pl.col("tag") != 0x00020003)).then(None).otherwise(pl.col("new_value"))
+        pl.when((action == "K") & ~pl.col("tag").is_in([0x00020003, 0x00080005])).then(None).otherwise(pl.col("new_value"))
         .alias("new_value"),
     ).filter((action != "X") | (table["depth"] > 0))  # fmt: skip
     ids = cols["file_id"]

@@ -28,6 +28,7 @@ identifiers and of date- and ID-like strings, names and AE titles replaced;
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -866,23 +867,111 @@ def _inside_removed(plan: pl.DataFrame, max_depth: int, part: bool) -> pl.DataFr
     return plan.drop("_parent", "_gone")
 
 
-def _scrub(values: Iterable[tuple[int, str | None]], terms: dict[int, re.Pattern[str] | None]) -> list[str]:
+def _scrub(
+    values: Iterable[tuple[int, str, str | None]],
+    terms: dict[int, re.Pattern[str] | None],
+    charsets: dict[tuple[int, str], str],
+    scripts: dict[int, frozenset[str]],
+) -> list[str]:
+    """Cleaned text of each (file_id, tag_path, value), in the character set the element is
+    written in (see :func:`_charset_of`); a letter outside ASCII only in a script of the
+    file's person names (``scripts``, :func:`_name_scripts`), else ``?``."""
     out = []
-    done: dict[tuple[int, str | None], str] = {}  # by (pattern, value): files share patterns
-    for file_id, value in values:
+    done: dict[tuple[int, str | None, str | None, frozenset[str]], str] = {}  # files share patterns and sets
+    for file_id, tag_path, value in values:
         pattern = terms.get(file_id)
-        key = (id(pattern), value)
+        charset = None
+        known = _LATIN
+        if value and not value.isascii():
+            charset = _charset_of(file_id, tag_path, charsets) if charsets else None
+            known = scripts.get(file_id, _LATIN)
+        key = (id(pattern), value, charset, known)
         text = done.get(key)
         if text is None:
             text = value or ""
             if pattern is not None:
                 text = pattern.sub("***", text)
-            # full-width letters and digits, ideographic spaces as ASCII: what the
-            # patterns below read, and written as ASCII anyway (only ASCII values are written)
-            text = _GENERIC_SCRUB.sub("***", unicodedata.normalize("NFKC", text))
-            text = done[key] = text.encode("ascii", "replace").decode("ascii")
+            # full-width letters and digits, and any decimal digit, as ASCII: what the
+            # patterns below read
+            text = _GENERIC_SCRUB.sub("***", text.translate(_ASCII_FORMS))
+            if not text.isascii():
+                # a letter of a script the patient's name is not written in: the name was
+                # not sought in it ("山田太郎" where the name is only "Yamada^Tarou")
+                text = "".join("?" if c.isalpha() and not c.isascii() and _script(c) not in known else c for c in text)
+            text = done[key] = _writable(text, charset)
         out.append(text)
     return out
+
+
+_LATIN = frozenset({"LATIN"})
+
+
+@functools.lru_cache(maxsize=4096)
+def _script(char: str) -> str:
+    """The script of a letter, as the first word of its Unicode name ("LATIN", "CYRILLIC",
+    "GREEK", "CJK", "HIRAGANA", "KATAKANA", "HANGUL"…)."""
+    return unicodedata.name(char, "?").split(" ", 1)[0]
+
+
+def _name_scripts(elements: pl.DataFrame) -> dict[int, frozenset[str]]:
+    """Per file, the scripts its person names are written in (Latin at least): where cleaned
+    text keeps letters outside ASCII (see :func:`_scrub`)."""
+    names = elements.filter((pl.col("vr") == "PN") & pl.col("value").is_not_null() & ~pl.col("value").str.contains(r"^[\x00-\x7F]*$"))
+    scripts: dict[int, frozenset[str]] = {}
+    for file_id, value in names.select("file_id", "value").iter_rows():
+        found = {_script(c) for c in value if c.isalpha() and not c.isascii()}
+        scripts[file_id] = scripts.get(file_id, _LATIN) | found
+    return scripts
+
+
+class _AsciiForms(dict[int, int | None]):
+    """A :meth:`str.translate` table: full-width ASCII (``１２３``, ``ＣＴ``) and the ideographic
+    space as ASCII, every decimal digit (``١٢٣``) as its ASCII digit; the rest unchanged."""
+
+    def __missing__(self, code: int) -> int | None:
+        if 0xFF01 <= code <= 0xFF5E:
+            found: int | None = code - 0xFEE0
+        elif code == 0x3000:
+            found = 0x20
+        else:
+            digit = unicodedata.decimal(chr(code), None) if code > 0x7F else None
+            found = None if digit is None else 0x30 + digit
+        if found is None:
+            raise LookupError(code)  # left as it is
+        self[code] = found
+        return found
+
+
+_ASCII_FORMS = _AsciiForms()
+
+
+def _charsets(elements: pl.DataFrame) -> dict[tuple[int, str], str]:
+    """(file_id, prefix of the data set or item) → its Specific Character Set value."""
+    declared = elements.filter(pl.col("tag") == 0x00080005).select("file_id", "tag_path", "value")
+    return {(f, path[:-8]): value or "" for f, path, value in declared.iter_rows()}
+
+
+def _charset_of(file_id: int, tag_path: str, charsets: dict[tuple[int, str], str]) -> str | None:
+    """The Specific Character Set an element is written in: its item's own, else the
+    nearest enclosing one's, else the data set's (None: not declared, ASCII)."""
+    prefix = tag_path
+    while True:
+        prefix = prefix[: prefix.rfind(".") + 1]  # "A[0].B" → "A[0].", "A[0]" → ""
+        found = charsets.get((file_id, prefix))
+        if found is not None or not prefix:
+            return found
+        prefix = prefix[:-1]
+
+
+def _writable(text: str, charset: str | None) -> str:
+    """``text`` as it can be written in ``charset`` (:func:`dicomframe.rewrite.encode_text`):
+    a character outside it becomes ``?``."""
+    from .rewrite import encode_text
+
+    if text.isascii() or encode_text(text, charset) is not None:
+        return text
+    kept = "".join(c if c.isascii() or encode_text(c, charset) is not None else "?" for c in text)
+    return kept if encode_text(kept, charset) is not None else text.encode("ascii", "replace").decode("ascii")
 
 
 # a term is scrubbed as a token of its own, as the leak gate finds it (leaks._as_token):
@@ -914,6 +1003,17 @@ def _term_regex(term: str) -> str:
     return re.escape(term)
 
 
+#: the scripts written without spaces between words (Chinese, Japanese, Korean)
+CJK = r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}]"
+
+
+def joined_names(value: pl.Expr) -> pl.Expr:
+    """Of each person name (PN) ``value``: every component group's family and given names
+    written together, as a name in ideographs or hangul is written ("王^伟" → "王伟")."""
+    group = pl.element().str.split("^").list.head(2).list.join("").str.replace_all(r"\s", "")
+    return value.str.split("=").list.eval(group)
+
+
 def _identifier_patterns(elements: pl.DataFrame) -> dict[int, re.Pattern[str] | None]:
     """Per file, a regex matching its own identifying values (names split in parts)."""
     ids = elements.filter(
@@ -941,6 +1041,12 @@ def _identifier_patterns(elements: pl.DataFrame) -> dict[int, re.Pattern[str] | 
         .filter(pl.col("part").str.len_chars() >= 2)
         .select("file_id", "part")
         .vstack(ids.rename({"value": "part"}).filter(pl.col("part").str.len_chars() >= 3))
+        # and a name in ideographs or hangul written whole ("王^伟" written "王伟")
+        .vstack(
+            ids.select("file_id", joined_names(pl.col("value")).alias("part"))
+            .explode("part")
+            .filter(pl.col("part").str.contains(CJK) & (pl.col("part").str.len_chars() >= 2))
+        )
         .unique()
     )
     # and each written without its accents ("José" typed "Jose"), or spelt out as German
@@ -1174,7 +1280,10 @@ def _changed_values(
         if files.height < elements.select(pl.col("file_id").n_unique()).item():
             elements = elements.join(files, on="file_id", how="semi")
         patterns = _identifier_patterns(elements)
-        cleaned = pl.Series("_clean", _scrub(rows.select("file_id", "value").iter_rows(), patterns), pl.String)
+        scrubbed = _scrub(
+            rows.select("file_id", "tag_path", "value").iter_rows(), patterns, _charsets(elements), _name_scripts(elements)
+        )
+        cleaned = pl.Series("_clean", scrubbed, pl.String)
         if rows.select(pl.struct("file_id", "tag_path").is_duplicated().any()).item():
             cleaned_frame = rows.select("file_id", "tag_path").with_columns(cleaned)
         else:

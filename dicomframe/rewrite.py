@@ -240,6 +240,34 @@ _BE = _Encoding(">")
 # -- encoding new values ----------------------------------------------------------
 
 
+def encode_text(value: str, charset: str | None) -> bytes | None:
+    """``value`` (text) encoded in the Specific Character Set ``charset`` (its value: terms
+    separated by backslashes; None: not declared, the default repertoire, ASCII), escape
+    sequences included (ISO 2022), padded to even with a space; None when a character is
+    outside the character set, or the set is unknown."""
+    if value.isascii():
+        raw = value.encode("ascii")
+    elif not charset or not charset.strip(" \\"):
+        return None
+    else:
+        import warnings
+
+        from pydicom import config
+        from pydicom.charset import convert_encodings, encode_string
+
+        terms = [term.strip(" ") for term in charset.split("\\")]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # pydicom warns, and replaces, where it cannot encode
+            try:
+                # an unknown term: pydicom falls back to ASCII, which the value is not
+                encodings = convert_encodings(terms)
+                with config.strict_reading():
+                    raw = encode_string(value, encodings)
+            except (UserWarning, LookupError, UnicodeError, ValueError):
+                return None
+    return raw + b" " if len(raw) & 1 else raw
+
+
 def _bad_set(path: str, why: str) -> UserInputError:
     return UserInputError(f"cannot write the Set edit for {path}: {why}")
 

@@ -333,6 +333,49 @@ def test_clean_descriptors_scrubs_names_in_dicom_form_or_after_a_title_and_conta
     assert cleaned["ImageComments"] == "mail ***; SSN ***; seen by *** and ***"
 
 
+@pytest.mark.parametrize(
+    ("charset", "name", "description", "cleaned"),
+    [
+        ("ISO_IR 100", "Müller^Jürgen", "Schädel nativ Jürgen Müller", "Schädel nativ *** ***"),
+        ("ISO_IR 144", "Иванов^Пётр", "Череп Иванов", "Череп ***"),
+        ("ISO_IR 192", "Wang^Wei=王^伟", "王伟 头部 ＣＴ", "*** 头部 CT"),
+        ("GB18030", "Wang^XiaoDong=王^小东", "王小东胸部", "***胸部"),
+        ("\\ISO 2022 IR 87", "Yamada^Tarou=山田^太郎=やまだ^たろう", "山田太郎 胸部", "*** 胸部"),
+        ("\\ISO 2022 IR 149", "Hong^Gildong=洪^吉洞=홍^길동", "홍길동 흉부", "*** 흉부"),
+        ("ISO_IR 100", "Doe^Jane", "Череп Doe", "????? ***"),  # outside the set declared
+        # letters of a script the patient's name is not written in: not sought, not kept
+        ("ISO_IR 192", "Yamada^Tarou", "山田太郎 胸部 Schädel", "???? ?? Schädel"),
+        ("\\ISO 2022 IR 87", "Yamada^Tarou=山田^太郎=やまだ^たろう", "ヤマダ 胸部", "??? 胸部"),
+    ],
+)
+def test_cleaned_text_is_written_in_the_files_character_set(
+    tmp_path: Path, charset: str, name: str, description: str, cleaned: str
+) -> None:
+    """What Clean Descriptors leaves of a description stays in the file's Specific Character
+    Set (escape sequences of ISO 2022 included), as the plan shows it, the patient's name
+    taken out (a name in ideographs or hangul also written whole). A letter of a script
+    that none of the file's person names is written in (the name was not sought in it),
+    and a character the set cannot hold, become ``?``. An item with a character set of
+    its own is written in it."""
+    ds = _base()
+    ds.SpecificCharacterSet, ds.PatientName, ds.StudyDescription = charset, name, description
+    item = Dataset()
+    item.SpecificCharacterSet = "ISO_IR 192"
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = "1", "99LOCAL", "Ünïcødé"
+    item.DerivationDescription = "Ünïcødé ☺ 1970年5月3日"
+    ds.ProcedureCodeSequence = Sequence([item])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the last case: pydicom replaces, as it says
+        _save(ds, tmp_path / "in" / "a.dcm")
+    table = _plan_table(tmp_path / "plan", pydicom.dcmread(tmp_path / "in" / "a.dcm"), "research")
+    assert _new_values(table)["StudyDescription"] == cleaned
+    result = _deidentify_in(tmp_path, "research")
+    assert result.ok and result.committed, result.rows()
+    out = _only_output(tmp_path / "out")
+    assert out.StudyDescription == cleaned
+    assert out.ProcedureCodeSequence[0].DerivationDescription == "Ünïcødé ☺ ***"
+
+
 def test_clean_descriptors_scrubs_dates_ids_and_telephones_as_written_outside_the_us(tmp_path: Path) -> None:
     """A birth date as Chinese, Japanese or Korean write it, a number written on to
     ideographs (no space: no Unicode word boundary), full-width digits, and national
