@@ -85,6 +85,11 @@ How
   per 100 MB; 350 to 3,600 MB/s), and every contender pays them for the memory it
   touches and the 527 MB it writes: compare the ratios of one run, not the seconds
   of two.
+* ``cpu s`` is the CPU time (user + system, every thread, and every child process
+  waited for) over the same clock, and ``cores`` that divided by the seconds: how
+  busy the contender kept the machine. A contender with cores well under the jobs
+  given waits on itself (a lock, one stage after another); one at the jobs given can
+  only go faster by doing less work.
 
 Goal (from the issue): dicomframe deidentify on 2 cores ≥ gdcmanon's files/s and
 ≥ 3.5× the pydicom loop's. The script always exits 0 (wall time is never asserted);
@@ -149,6 +154,12 @@ def _rusage() -> dict[str, int]:
     }
 
 
+def _cpu() -> float:
+    """CPU seconds (user + system) of this process, its threads and its waited-for children."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def _ready() -> None:
     """Tell the parent this interpreter has imported what it measures; wait for its go.
 
@@ -166,6 +177,7 @@ def _run_baseline(folder: str, out_dir: str) -> dict[str, Any]:
 
     out = Path(out_dir)
     _ready()
+    cpu = _cpu()
     started = time.perf_counter()
     paths = sorted(Path(folder).rglob("*.dcm"))
     for i, path in enumerate(paths):
@@ -181,7 +193,8 @@ def _run_baseline(folder: str, out_dir: str) -> dict[str, Any]:
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.save_as(out / f"{i}.dcm", enforce_file_format=True)
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "files": len(paths), "written": len(paths), "errors": 0}
+    cpu = _cpu() - cpu
+    return {"seconds": seconds, "cpu_seconds": cpu, "files": len(paths), "written": len(paths), "errors": 0}
 
 
 def _run_dicomframe(folder: str, out_dir: str, jobs: int, key_file: str) -> dict[str, Any]:
@@ -195,9 +208,11 @@ def _run_dicomframe(folder: str, out_dir: str, jobs: int, key_file: str) -> dict
     dst = os.path.join(out_dir, "dst")
     vault = os.path.join(out_dir, "vault")  # apart from dst, as deidentify requires
     _ready()
+    cpu = _cpu()
     started = time.perf_counter()
     result = deidentify(folder, dst, key=key_file, vault=vault, profile="default", jobs=jobs, progress=False)
     seconds = time.perf_counter() - started
+    cpu = _cpu() - cpu
     if result.failed:
         kinds: dict[str, int] = {}
         for f in result.failed:
@@ -210,6 +225,7 @@ def _run_dicomframe(folder: str, out_dir: str, jobs: int, key_file: str) -> dict
         )
     return {
         "seconds": seconds,
+        "cpu_seconds": cpu,
         "files": result.written + len(result.failed),
         "written": result.written,
         "errors": len(result.failed),
@@ -245,12 +261,14 @@ def _run_floor(folder: str, out_dir: str, jobs: int) -> dict[str, Any]:
         return len(paths)
 
     _ready()
+    cpu = _cpu()
     started = time.perf_counter()
     paths = sorted(Path(folder).rglob("*.dcm"))
     with ThreadPoolExecutor(jobs) as pool:
         written = sum(pool.map(copy, range(jobs), [paths[k::jobs] for k in range(jobs)]))
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "files": len(paths), "written": written, "errors": 0}
+    cpu = _cpu() - cpu
+    return {"seconds": seconds, "cpu_seconds": cpu, "files": len(paths), "written": written, "errors": 0}
 
 
 def _child(kind: str, folder: str, out_dir: str, jobs: int, key_file: str) -> None:
@@ -289,26 +307,36 @@ class Run:
     def files_per_s(self) -> float:
         return self.written / self.seconds if self.seconds > 0 else float("nan")
 
+    @property
+    def cpu_seconds(self) -> float | None:
+        """CPU seconds (user + system, every thread and waited-for child) over the clock."""
+        cpu = self.child.get("cpu_seconds")
+        return float(cpu) if cpu is not None else None
+
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _sampled(cmd: list[str], pss: bool = False) -> tuple[subprocess.CompletedProcess[str], Any, float]:
-    """Run ``cmd`` while sampling its process tree's memory; also time it from outside.
+def _sampled(cmd: list[str], pss: bool = False) -> tuple[subprocess.CompletedProcess[str], Any, float, float]:
+    """Run ``cmd`` while sampling its process tree's memory; also time it from outside, and
+    give the CPU seconds it (and what it waited for) used.
 
     Timed runs sample RSS only; ``pss`` (the memory run) samples PSS too, which slows
     the measured process (see :class:`bench_scan.PeakRss`)."""
     from bench_scan import PeakRss
 
+    before = os.times()
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     sampler = PeakRss(proc.pid, pss=pss)
     sampler.start()
     stdout, stderr = proc.communicate()
     seconds = time.perf_counter() - started
+    after = os.times()
+    cpu = after.children_user - before.children_user + after.children_system - before.children_system
     sampler.stop()
-    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr), sampler, seconds
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr), sampler, seconds, cpu
 
 
 def _sampled_when_ready(
@@ -469,7 +497,7 @@ def measure_gdcmanon(
     out_dir.mkdir(parents=True)
     cmd = [shutil.which("gdcmanon") or "gdcmanon", "-e", "--certificate", str(cert),
            "-i", str(folder), "-o", str(out_dir), "--recursive"]  # fmt: skip
-    proc, sampler, seconds = _sampled(cmd, pss)
+    proc, sampler, seconds, cpu = _sampled(cmd, pss)
     outputs = _dicom_outputs(out_dir)
     if proc.returncode != 0:
         _log(f"[gdcmanon] exit {proc.returncode}:\n{(proc.stderr or proc.stdout)[-2000:]}")
@@ -487,7 +515,7 @@ def measure_gdcmanon(
         samples=sampler.samples,
         outputs=len(outputs),
         check=spot_check(outputs, original),
-        child={"returncode": proc.returncode, "cmd": cmd},
+        child={"returncode": proc.returncode, "cmd": cmd, "cpu_seconds": cpu},
     )
 
 
@@ -546,6 +574,7 @@ class Result:
             best = self.best(kind)
             out[kind] = {
                 "seconds": best.seconds,
+                "cpu_seconds": best.cpu_seconds,
                 "files_per_s": best.files_per_s,
                 "written": best.written,
                 "errors": best.errors,
@@ -564,7 +593,7 @@ def _mb(n: int) -> str:
 def print_table(r: Result) -> None:
     print(f"\n== de-identify {r.n_files:,} files of {r.rows}×{r.cols}, {_mb(r.bytes)} on disk ==")
     header = (
-        f"{'':<24}{'files/s':>9}{'seconds':>9}{'×base':>8}{'×gdcm':>8}{'peak PSS':>11}{'(RSS sum)':>11}"
+        f"{'':<24}{'files/s':>9}{'seconds':>9}{'cpu s':>7}{'cores':>6}{'×base':>8}{'×gdcm':>8}{'peak PSS':>11}{'(RSS sum)':>11}"
         f"{'procs':>6}{'written':>9}{'errors':>7}"
     )
     print(header)
@@ -586,6 +615,8 @@ def print_table(r: Result) -> None:
         vs_gdcm = r.ratio(kind, "gdcmanon")
         print(
             f"{labels[kind]:<24}{b.files_per_s:>9,.1f}{b.seconds:>9.2f}"
+            f"{(f'{b.cpu_seconds:.2f}' if b.cpu_seconds is not None else '-'):>7}"
+            f"{(f'{b.cpu_seconds / b.seconds:.2f}' if b.cpu_seconds is not None and b.seconds > 0 else '-'):>6}"
             f"{(f'{vs_base:.2f}×' if vs_base is not None else '-'):>8}"
             f"{(f'{vs_gdcm:.2f}×' if vs_gdcm is not None else '-'):>8}"
             f"{_mb(r.peak(kind)):>11}{_mb(r.peak_rss(kind)):>11}{b.max_processes:>6}{b.written:>9,}{b.errors:>7}"
