@@ -32,7 +32,7 @@ from .leaks import (
     holds_an_original,
     mask,
 )
-from .planner import CJK_DATE
+from .planner import CJK_DATE, WRITTEN_DATE
 from .profiles import Option, Profile, safe_private_table
 
 if TYPE_CHECKING:
@@ -240,7 +240,7 @@ def _private_tags(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
 _B = r"(?-u:\b)"
 _DATE = (
     rf"{_B}(?:19|20)\d{{2}}[-./]\d{{1,2}}[-./]\d{{1,2}}{_B}|{_B}\d{{1,2}}[-./]\d{{1,2}}[-./](?:19|20)?\d{{2}}{_B}"
-    rf"|{_B}(?:19|20)\d{{6}}{_B}|{CJK_DATE}"
+    rf"|{_B}(?:19|20)\d{{6}}{_B}|{CJK_DATE}|{WRITTEN_DATE.replace(chr(92) + 'b', _B)}"
 )
 _ID = rf"{_B}[A-Za-z]{{2,5}}-?\d{{5,}}{_B}|{_B}\d{{7,}}{_B}"
 

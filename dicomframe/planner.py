@@ -166,6 +166,17 @@ PERSON_NAME = (
 PERSONAL = rf"{CONTACT}|\b[0-9]{{3}}-[0-9]{{2}}-[0-9]{{4}}\b|{PERSON_NAME}"
 #: a date as Chinese, Japanese and Korean write it: 1970年5月3日, 1970년 5월 3일, 昭和45年5月3日
 CJK_DATE = r"[0-9]{2,4}[ \t]*[年년][ \t]*[0-9]{1,2}[ \t]*[月월](?:[ \t]*[0-9]{1,2}[ \t]*[日일])?"
+#: a date with its month in words (3 March 1933, 3rd of March 1933, 03MAR1933, March 3, 1933)
+#: or a month and its year (March 2024, Mar-2024, 03/2024, 03.2024, 2024-03): a real month
+#: beside the shifted dates tells the shift. No look-around (polars' regex engine reads it
+#: too: the audit's ``date_in_text`` looks for what Clean Descriptors removes)
+WRITTEN_DATE = (
+    rf"\b\d{{1,2}}(?:st|nd|rd|th)?(?:[\s./-]+of)?[\s./-]*{_MONTH}[\s,./-]*\d{{2,4}}\b"
+    rf"|\b{_MONTH}[\s./-]*\d{{1,2}}(?:st|nd|rd|th)?,?[\s./-]*\d{{4}}\b"
+    rf"|\b{_MONTH}[\s,./-]*(?:19|20)\d{{2}}\b"
+    r"|\b(?:0?[1-9]|1[0-2])[/-](?:19|20)\d{2}\b|\b(?:0[1-9]|1[0-2])\.(?:19|20)\d{2}\b"
+    r"|\b(?:19|20)\d{2}[/-](?:0[1-9]|1[0-2])\b"
+)
 #: ASCII word boundaries and digits: after NFKC (full-width digits made ASCII), a number
 #: written on to ideographs ("患者番号1234567") is a number of its own
 _GENERIC_SCRUB = re.compile(
@@ -173,8 +184,7 @@ _GENERIC_SCRUB = re.compile(
     r"|\b\d{4}[-./]\d{1,2}[-./]\d{1,2}\b"  # 2023-03-14
     r"|\b\d{1,2}[-./]\d{1,2}[-./]\d{2,4}\b"  # 03/14/2023
     r"|\b(?:19|20)\d{6}\b"  # 20230314
-    rf"|\b\d{{1,2}}(?:st|nd|rd|th)?[\s./-]*{_MONTH}[\s,./-]*\d{{2,4}}\b"  # 3 March 1933, 03MAR1933
-    rf"|\b{_MONTH}[\s./-]*\d{{1,2}}(?:st|nd|rd|th)?,?[\s./-]*\d{{4}}\b"  # March 3, 1933
+    rf"|{WRITTEN_DATE}"
     r"|\b[A-Za-z]{0,5}-?\d{5,}\b"  # MRN1234567, ACC00123, long numbers
     rf"|{PERSONAL}",
     re.ASCII,

@@ -395,7 +395,10 @@ def test_dates_ids_and_telephones_as_written_outside_the_us_are_pointed_out(tmp_
     """A date in the form of Chinese, Japanese and Korean, a number written on to ideographs
     (no space: no Unicode word boundary), a national telephone number after its trunk 0."""
     texts = {
-        "date_in_text": ["生年月日 1970年5月3日", "1970년 5월 3일", "検査日20240312号"],
+        "date_in_text": [
+            "生年月日 1970年5月3日", "1970년 5월 3일", "検査日20240312号",
+            "born 3 March 1933", "follow-up March 2024", "seen 03/2024", "2019-11 prior",
+        ],
         "id_in_text": ["患者番号1234567", "番号MRN1234567です"],
         "contact_in_text": ["電話 03-1234-5678", "Tel 020 7946 0958", "0171 1234567", "06 12 34 56 78"],
     }

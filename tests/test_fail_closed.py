@@ -394,6 +394,22 @@ def test_clean_descriptors_scrubs_dates_ids_and_telephones_as_written_outside_th
     assert cleaned["ProtocolName"] == "MR BRAIN 512 512 1024 slice 0.5 1.25 mm V05.020.1234"
 
 
+def test_clean_descriptors_scrubs_a_month_with_its_year(tmp_path: Path) -> None:
+    """A real month and year in text ("follow-up March 2024") beside the shifted dates would
+    tell the patient's shift: it goes, in words or in digits; a decimal, a version, a
+    fraction of a count and Mayo stay."""
+
+    ds = _base()
+    ds.StudyDescription = "Follow-up March 2024, prior MAR.2023, Mar-2022, may 2021, 3rd of March, 1970"
+    ds.SeriesDescription = "seen 03/2024, 11-2023, 03.2022, 2019/11 and 2018-12"
+    ds.ProtocolName = "Mayo protocol 2019 slice 1.2000 mm V2019.11 2 of 12"
+    table = _plan_table(tmp_path, ds, "research")
+    cleaned = _new_values(table)
+    for keyword in ("StudyDescription", "SeriesDescription"):
+        assert not re.search(r"[0-9]{2}", cleaned[keyword]), (keyword, cleaned[keyword])
+    assert cleaned["ProtocolName"] == "Mayo protocol 2019 slice 1.2000 mm V2019.11 2 of 12"
+
+
 @pytest.mark.parametrize("profile", ["default", "research"])
 def test_a_kept_short_text_holding_a_name_or_a_contact_is_not_kept(tmp_path: Path, profile: str) -> None:
     """Code meanings and kernels are kept for what their keyword says, not whatever they
