@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 import polars as pl
 
-from .planner import _IDENTIFYING, _TOKEN_END, _TOKEN_START, CJK, Plan, joined_names
+from .planner import _IDENTIFYING, _TOKEN_END, _TOKEN_START, CJK, Plan, glued_names, joined_names
 from .profiles import Option, safe_private_table
 
 __all__ = ["FINDINGS_SCHEMA", "NUMBER_VRS", "equals_an_original", "findings_from", "gate", "holds_an_original", "mask"]
@@ -126,6 +126,9 @@ def _originals(plan: Plan, patients: pl.DataFrame) -> tuple[list[str], dict[str,
                 # an ideographic or phonetic name written whole, family name then given name
                 # without a space ("王^伟" written "王伟"): each part alone may be one character
                 names.select("file_id", keyword, joined_names(pl.col("value").str.to_lowercase()).alias("word")),
+                # a name part of several words typed as one ("O'Brien" as "obrien", "van der
+                # Berg" as "vanderberg")
+                names.select("file_id", keyword, glued_names(pl.col("value").str.to_lowercase()).alias("word")),
             ]
         )
         .explode("word")

@@ -1024,11 +1024,24 @@ def joined_names(value: pl.Expr) -> pl.Expr:
     return value.str.split("=").list.eval(group)
 
 
+#: what joins the words of one name part: spaces, apostrophes and hyphens of any kind, dots
+#: ("O'BRIEN", "O’Brien", "MARY-KATE", "van der Berg", "St.John")
+NAME_GLUE = r"[\s'’‘`´ʼ.\-‐‑–]+"
+
+
+def glued_names(value: pl.Expr) -> pl.Expr:
+    """Of each person name (PN) ``value``: every component (family name, given names…) written
+    without what joins its words (:data:`NAME_GLUE`), as names are typed where a space or an
+    apostrophe cannot go ("O'BRIEN" → "OBRIEN", "MARY-KATE" → "MARYKATE", "van der Berg" →
+    "vanderBerg")."""
+    return value.str.replace_all(r"[=\\]", "^").str.split("^").list.eval(pl.element().str.replace_all(NAME_GLUE, ""))
+
+
 def _identifier_patterns(elements: pl.DataFrame) -> dict[int, re.Pattern[str] | None]:
     """Per file, a regex matching its own identifying values (names split in parts)."""
     ids = elements.filter(
         pl.col("keyword").is_in(_IDENTIFYING) | (pl.col("vr") == "PN")
-    ).select("file_id", "value")
+    ).select("file_id", "value", "vr")
     ids = ids.filter(pl.col("value").is_not_null() & (pl.col("value") != ""))
     # files holding the same identifying values (a study's, a patient's) share one pattern:
     # made once, from the first of them. Each set is keyed by its distinct values, sorted,
@@ -1042,15 +1055,24 @@ def _identifier_patterns(elements: pl.DataFrame) -> dict[int, re.Pattern[str] | 
     first = sets.group_by("_set").agg(_first=pl.col("file_id").min())
     sets = sets.join(first, on="_set")
     ids = ids.join(first.select(pl.col("_first").alias("file_id")), on="file_id", how="semi")
-    # name parts of two letters too ("Li^Xi"): a term is only ever scrubbed as a token
+    # name parts of two letters too ("Li^Xi"): a term is only ever scrubbed as a token; a
+    # name's parts are its words, apostrophes and hyphens apart too ("O'BRIEN^MARY-KATE":
+    # BRIEN, MARY, KATE), and each part written together (OBRIEN, MARYKATE)
+    person = pl.col("vr") == "PN"
+    words = pl.col("value").str.replace_all(r"[\^=\\,\s]+", " ")
     terms = (
-        ids.with_columns(
-            part=pl.col("value").str.replace_all(r"[\^=\\,\s]+", " ").str.split(" ")
-        )
+        ids.select("file_id", pl.col("value").str.replace_all(r"[\^=\\,\s]+", " ").str.split(" ").alias("part"))
+        .vstack(ids.filter(person).select("file_id", words.str.replace_all(NAME_GLUE, " ").str.split(" ").alias("part")))
         .explode("part")
         .filter(pl.col("part").str.len_chars() >= 2)
         .select("file_id", "part")
-        .vstack(ids.rename({"value": "part"}).filter(pl.col("part").str.len_chars() >= 3))
+        .vstack(ids.select("file_id", pl.col("value").alias("part")).filter(pl.col("part").str.len_chars() >= 3))
+        .vstack(
+            ids.filter(person)
+            .select("file_id", glued_names(pl.col("value")).alias("part"))
+            .explode("part")
+            .filter(pl.col("part").str.len_chars() >= 2)
+        )
         # and a name in ideographs or hangul written whole ("王^伟" written "王伟")
         .vstack(
             ids.select("file_id", joined_names(pl.col("value")).alias("part"))

@@ -394,6 +394,30 @@ def test_clean_descriptors_scrubs_dates_ids_and_telephones_as_written_outside_th
     assert cleaned["ProtocolName"] == "MR BRAIN 512 512 1024 slice 0.5 1.25 mm V05.020.1234"
 
 
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("O'BRIEN^MARY-KATE", "seen mary kate o brien today"),
+        ("O'BRIEN^MARY-KATE", "OBrien Mary"),
+        ("O'BRIEN^MARY-KATE", "obrien_marykate_t1"),
+        ("O’Brien^Mary Kate", "MARYKATE OBRIEN"),
+        ("van der Berg^Jan", "vanderberg"),
+        ("Smith-Jones^Ann", "SmithJones"),
+    ],
+)
+def test_clean_descriptors_finds_a_name_part_of_several_words_in_pieces_and_typed_as_one(
+    tmp_path: Path, name: str, text: str
+) -> None:
+    """A name part with an apostrophe, a hyphen or spaces goes in its pieces ("mary kate",
+    "brien") and typed as one word ("OBrien", "MARYKATE", "vanderberg")."""
+
+    ds = _base()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.PatientName, ds.StudyDescription = name, text
+    cleaned = _new_values(_plan_table(tmp_path, ds, "research"))["StudyDescription"]
+    assert not re.search(r"(?i)mary|kate|brien|berg|smith|jones", cleaned), cleaned
+
+
 def test_clean_descriptors_scrubs_a_month_with_its_year(tmp_path: Path) -> None:
     """A real month and year in text ("follow-up March 2024") beside the shifted dates would
     tell the patient's shift: it goes, in words or in digits; a decimal, a version, a
