@@ -72,6 +72,15 @@ def _new_values(table: pl.DataFrame) -> dict[str, str | None]:
     return dict(table.select("keyword", "new_value").iter_rows())
 
 
+def _cleaned(tmp_path: Path, **values: str) -> dict[str, str | None]:
+    """Keyword -> new value of the research plan (Clean Descriptors) of a file holding ``values``
+    (set in their order: a Specific Character Set first)."""
+    ds = _base()
+    for keyword, value in values.items():
+        setattr(ds, keyword, value)
+    return _new_values(_plan_table(tmp_path, ds, "research"))
+
+
 def _run(tmp_path: Path, ds: Dataset, profile: str | Profile = "default") -> tuple[object, Path]:
     _save(ds, tmp_path / "in" / "a.dcm")
     return _deidentify_in(tmp_path, profile), tmp_path / "out"
@@ -381,14 +390,14 @@ def test_clean_descriptors_scrubs_dates_ids_and_telephones_as_written_outside_th
     ideographs (no space: no Unicode word boundary), full-width digits, and national
     telephone numbers after their trunk 0 go; sizes, matrices and versions stay."""
 
-    ds = _base()
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.StudyDescription = "生年月日 1970年5月3日 / 1970년 5월 3일 / 昭和45年5月3日"
-    ds.SeriesDescription = "患者番号1234567 番号１２３４５６７ CT 19700503号"
-    ds.ImageComments = "Tel 03-1234-5678, 020 7946 0958, 0171 1234567, 030/12345678, 06 12 34 56 78; 電話０３－１２３４－５６７８"
-    ds.ProtocolName = "MR BRAIN 512 512 1024 slice 0.5 1.25 mm V05.020.1234"
-    table = _plan_table(tmp_path, ds, "research")
-    cleaned = _new_values(table)
+    cleaned = _cleaned(
+        tmp_path,
+        SpecificCharacterSet="ISO_IR 192",
+        StudyDescription="生年月日 1970年5月3日 / 1970년 5월 3일 / 昭和45年5月3日",
+        SeriesDescription="患者番号1234567 番号１２３４５６７ CT 19700503号",
+        ImageComments="Tel 03-1234-5678, 020 7946 0958, 0171 1234567, 030/12345678, 06 12 34 56 78; 電話０３－１２３４－５６７８",
+        ProtocolName="MR BRAIN 512 512 1024 slice 0.5 1.25 mm V05.020.1234",
+    )
     for keyword in ("StudyDescription", "SeriesDescription", "ImageComments"):
         assert not re.search(r"[0-9]{2}", cleaned[keyword]), (keyword, cleaned[keyword])
     assert cleaned["ProtocolName"] == "MR BRAIN 512 512 1024 slice 0.5 1.25 mm V05.020.1234"
@@ -411,11 +420,8 @@ def test_clean_descriptors_finds_a_name_part_of_several_words_in_pieces_and_type
     """A name part with an apostrophe, a hyphen or spaces goes in its pieces ("mary kate",
     "brien") and typed as one word ("OBrien", "MARYKATE", "vanderberg")."""
 
-    ds = _base()
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.PatientName, ds.StudyDescription = name, text
-    cleaned = _new_values(_plan_table(tmp_path, ds, "research"))["StudyDescription"]
-    assert not re.search(r"(?i)mary|kate|brien|berg|smith|jones", cleaned), cleaned
+    cleaned = _cleaned(tmp_path, SpecificCharacterSet="ISO_IR 192", PatientName=name, StudyDescription=text)
+    assert not re.search(r"(?i)mary|kate|brien|berg|smith|jones", cleaned["StudyDescription"] or ""), cleaned
 
 
 def test_clean_descriptors_scrubs_a_month_with_its_year(tmp_path: Path) -> None:
@@ -423,12 +429,12 @@ def test_clean_descriptors_scrubs_a_month_with_its_year(tmp_path: Path) -> None:
     tell the patient's shift: it goes, in words or in digits; a decimal, a version, a
     fraction of a count and Mayo stay."""
 
-    ds = _base()
-    ds.StudyDescription = "Follow-up March 2024, prior MAR.2023, Mar-2022, may 2021, 3rd of March, 1970"
-    ds.SeriesDescription = "seen 03/2024, 11-2023, 03.2022, 2019/11 and 2018-12"
-    ds.ProtocolName = "Mayo protocol 2019 slice 1.2000 mm V2019.11 2 of 12"
-    table = _plan_table(tmp_path, ds, "research")
-    cleaned = _new_values(table)
+    cleaned = _cleaned(
+        tmp_path,
+        StudyDescription="Follow-up March 2024, prior MAR.2023, Mar-2022, may 2021, 3rd of March, 1970",
+        SeriesDescription="seen 03/2024, 11-2023, 03.2022, 2019/11 and 2018-12",
+        ProtocolName="Mayo protocol 2019 slice 1.2000 mm V2019.11 2 of 12",
+    )
     for keyword in ("StudyDescription", "SeriesDescription"):
         assert not re.search(r"[0-9]{2}", cleaned[keyword]), (keyword, cleaned[keyword])
     assert cleaned["ProtocolName"] == "Mayo protocol 2019 slice 1.2000 mm V2019.11 2 of 12"
