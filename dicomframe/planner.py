@@ -1061,7 +1061,7 @@ def _identifier_patterns(elements: pl.DataFrame) -> dict[int, re.Pattern[str] | 
     person = pl.col("vr") == "PN"
     words = pl.col("value").str.replace_all(r"[\^=\\,\s]+", " ")
     terms = (
-        ids.select("file_id", pl.col("value").str.replace_all(r"[\^=\\,\s]+", " ").str.split(" ").alias("part"))
+        ids.select("file_id", words.str.split(" ").alias("part"))
         .vstack(ids.filter(person).select("file_id", words.str.replace_all(NAME_GLUE, " ").str.split(" ").alias("part")))
         .explode("part")
         .filter(pl.col("part").str.len_chars() >= 2)
