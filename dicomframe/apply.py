@@ -50,10 +50,11 @@ RETRY_FIRST_S = 0.1
 RETRY_MAX_S = 2.0
 
 #: (file_id, source path, output path, plan rows, size of the output already there or None,
-#: pixel clean: None (untouched) or (regions, detect text), size of the input as scanned)
+#: pixel clean: None (untouched) or (regions, detect text[, mark cleaned: False when only
+#: the bytes after the last frame go]), size of the input as scanned)
 WorkItem = tuple[
     int, str, str, list[tuple[str, int, str, str, "str | None"]], "int | None",
-    "tuple[list[tuple[int, int, int, int]], bool] | None", int,
+    "tuple[list[tuple[int, int, int, int]], bool] | tuple[list[tuple[int, int, int, int]], bool, bool] | None", int,
 ]
 
 
@@ -716,11 +717,12 @@ def apply_chunk(
             if pixels is not None:  # decode, black out, re-encode: only the images that ask
                 from .pixelclean import clean_part10, clean_streamed
 
-                regions, detect = pixels
-                cleaned = clean_streamed(pieces, regions, ocr=detect) if src is not None else None
+                regions, detect = pixels[0], pixels[1]
+                mark = len(pixels) < 3 or bool(pixels[2])  # False: only bytes after the last frame go
+                cleaned = clean_streamed(pieces, regions, ocr=detect) if src is not None and mark else None
                 if cleaned is None:  # native pixels left on disk are cleaned there; others whole
                     whole = b"".join(pieces) if src is None else b"".join(bytes(c) for c in _chunks(pieces))
-                    cleaned = [clean_part10(whole, regions, ocr=detect)]
+                    cleaned = [clean_part10(whole, regions, ocr=detect, mark=mark)]
                 pieces = cleaned
             digest, size = _digest(pieces)
             reused = existing == size and _holds(out_fs, out_path, digest, size)

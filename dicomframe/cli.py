@@ -332,6 +332,7 @@ def deidentify(
             help="Burned-in text. auto: black out the profile's \\[\\[pixel]] device rectangles, and the text "
             "found by OCR on other images at risk (ultrasound, secondary capture, BurnedInAnnotation YES); "
             "without OCR installed those images fail instead of leaking. rules: rectangles only. "
+            "Both also remove an overlay kept in the pixels' unused bits and bytes after the last frame. "
             "off: pixel data untouched. Cleaned images get code 113101 (Clean Pixel Data).",
         ),
     ] = "auto",

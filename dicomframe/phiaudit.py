@@ -369,7 +369,7 @@ def _pixel_data_excess(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
         "pixel_data_excess",
         "medium",
         pl.format("{} bytes after the last frame", excess),
-        "look at what follows the last frame, or re-encode the image (pixel clean drops those bytes)",
+        "de-identify it with pixel clean auto or rules (those bytes go, the frames stay), or look at what follows the last frame",
     )
 
 
@@ -486,7 +486,7 @@ RULES: tuple[Rule, ...] = (
     Rule("contact_in_text", "high", "telephone numbers and e-mail addresses in free text", _contacts_in_text),
     Rule("uid_with_org_root", "high", "instance UIDs that still carry an organisation's root (not 2.25.)", _uid_roots),
     Rule("unreadable", "high", "a file the audit could not read (damaged, truncated, not DICOM, a DICOMDIR): nothing in it was checked", _unreadable),
-    Rule("pixel_data_excess", "medium", "a native Pixel Data value longer than its frames (rows × columns × samples × bits × frames): the bytes after the last frame are no image and may hide data, and de-identification passes pixel data through as it is", _pixel_data_excess),
+    Rule("pixel_data_excess", "medium", "a native Pixel Data value longer than its frames (rows × columns × samples × bits × frames): the bytes after the last frame are no image and may hide data (de-identification drops them, except with pixel clean off)", _pixel_data_excess),
     Rule("overlay_in_pixel_data", "high", "an overlay kept in the unused bits of Pixel Data (retired; legacy images): annotations a viewer draws over the image, which Table E.1-1 removes (Overlay Data, X)", _overlay_in_pixel_data),
     Rule("burned_in_text_risk", "low", "images likely to hold burned-in text: BurnedInAnnotation=YES, ultrasound, secondary capture", _burned_in_risk),
     Rule("burned_in_text", "high", "text in the pixels (OCR with tesseract, extra `ocr`) of the images burned_in_text_risk flags and of those marked pixel-cleaned (113101), matched against vault originals and names; runs only when asked for (ocr=True or by name)", _burned_in_text),

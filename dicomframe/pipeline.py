@@ -126,7 +126,12 @@ class DeidentifyResult:
         if "pixel_clean" not in files.columns:
             return ""
         counts = files.group_by(pl.col("pixel_clean").str.replace(r"^rule:.*", "rule")).len().drop_nulls()
-        how = {"ocr": "text detection", "rule": "device rule", "overlay": "removing the overlay in their pixels"}
+        how = {
+            "ocr": "text detection",
+            "rule": "device rule",
+            "overlay": "removing the overlay in their pixels",
+            "trailing": "removing bytes after the last frame",
+        }
         return ", ".join(f"{n:,} by {how.get(k, k)}" for k, n in sorted(counts.iter_rows()))
 
     def _finding_counts(self) -> str:
@@ -692,7 +697,7 @@ class _Run:
         for file_id, out_key, path, job, regions in named.select(
             "file_id", "out_key", "path", "pixel_clean", "regions"
         ).iter_rows():
-            pixels = None if job is None else ([tuple(r) for r in regions or []], job == "ocr")
+            pixels = None if job is None else ([tuple(r) for r in regions or []], job == "ocr", job != "trailing")
             items.append(
                 (file_id, path, _join(self.batch_root, out_key), rows_of(file_id), existing.get(out_key), pixels,
                  sizes.get(file_id) or 0)

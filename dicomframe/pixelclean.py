@@ -275,14 +275,21 @@ def _has_pixels(cols: set[str]) -> pl.Expr:
 
 
 def pixel_jobs(
-    instances: pl.DataFrame, rules: tuple[PixelRule, ...], mode: str = "auto", overlays: pl.Series | None = None
+    instances: pl.DataFrame,
+    rules: tuple[PixelRule, ...],
+    mode: str = "auto",
+    overlays: pl.Series | None = None,
+    trailing: pl.Series | None = None,
 ) -> pl.DataFrame:
     """What pixel clean does to each instance: ``file_id``, ``pixel_clean``, ``regions``.
 
     ``pixel_clean`` is ``rule:<name>`` (the first matching rule), ``ocr``
     (detected text, images at risk without a rule, mode ``auto``), ``overlay`` (the
     ``file_id`` in ``overlays``, images with an overlay in their Pixel Data, modes
-    ``auto`` and ``rules``: see :func:`embedded_overlays`) or null (untouched).
+    ``auto`` and ``rules``: see :func:`embedded_overlays`), ``trailing`` (the ``file_id`` in
+    ``trailing``, native images whose Pixel Data holds bytes after the last frame, modes
+    ``auto`` and ``rules``: those bytes are no image and may hide data; they go, the frames
+    stay byte for byte) or null (untouched).
     ``regions`` lists the rule's rectangles. A rule or text detection removes an
     embedded overlay too.
     """
@@ -315,6 +322,9 @@ def pixel_jobs(
     if overlays is not None and overlays.len():
         embedded = pl.col("file_id").cast(pl.Int64).is_in(overlays.cast(pl.Int64).implode())
         job = pl.when(job.is_null() & embedded).then(pl.lit("overlay")).otherwise(job)
+    if trailing is not None and trailing.len():
+        after = pl.col("file_id").cast(pl.Int64).is_in(trailing.cast(pl.Int64).implode())
+        job = pl.when(job.is_null() & after).then(pl.lit("trailing")).otherwise(job)
     out = instances.select(pl.col("file_id").cast(pl.Int64), job.alias("pixel_clean"), regions.alias("regions"))
     return out.filter(pl.col("pixel_clean").is_not_null())
 
@@ -420,10 +430,13 @@ def clean_dataset(
     regions: list[tuple[int, int, int, int]] | None = None,
     *,
     ocr: bool = False,
+    mark: bool = True,
 ) -> int:
     """Black out ``regions`` (and, with ``ocr``, detected text) on every frame of ``ds``, in place.
 
-    Marks BurnedInAnnotation = NO and code 113101 in the method code sequence,
+    Bytes of a native Pixel Data value after its last frame go (they are no image and may
+    hide data). Marks BurnedInAnnotation = NO and code 113101 in the method code sequence
+    (not with ``mark=False``: only those bytes were to go, and no one looked for text),
     re-encodes as the module docstring says, and returns the number of boxes
     blacked out per frame. Raises :class:`PixelCleanError` when the pixels
     cannot be decoded or re-encoded.
@@ -448,8 +461,10 @@ def clean_dataset(
                 raise PixelCleanError(f"text detection failed: {exc}") from None
             boxes += [b for b in text_regions(image, words) if b not in boxes]
     overlays = _overlay_groups(ds)
-    if not boxes and not overlays:  # looked at, nothing to black out: the pixel data stays as it is, byte for byte
-        _mark_cleaned(ds)
+    _drop_after_last_frame(ds)
+    if not boxes and not overlays:  # looked at, nothing to black out: the frames stay as they are, byte for byte
+        if mark:
+            _mark_cleaned(ds)
         return 0
     try:
         with no_warnings():
@@ -502,6 +517,27 @@ def clean_dataset(
         ds.LossyImageCompression = "01"  # it was lossy once; writing it uncompressed does not undo that
     _mark_cleaned(ds)
     return len(boxes)
+
+
+def _drop_after_last_frame(ds: Dataset) -> bool:
+    """Cut a native Pixel Data value of ``ds`` after its last frame (and its pad to even);
+    whether there was anything to cut."""
+    from .rewrite import native_pixel_bytes
+
+    if ds.file_meta.TransferSyntaxUID.is_compressed:
+        return False
+    try:
+        expected = native_pixel_bytes(
+            int(ds.Rows), int(ds.Columns), int(ds.get("SamplesPerPixel", 1) or 1),
+            int(ds.get("NumberOfFrames", 1) or 1), int(ds.BitsAllocated), str(ds.get("PhotometricInterpretation", "")),
+        )  # fmt: skip
+    except (AttributeError, TypeError, ValueError):
+        return False
+    data = ds.PixelData
+    if len(data) <= expected:
+        return False
+    ds.PixelData = data[:expected]
+    return True
 
 
 def _black(ds: Dataset, arr: np.ndarray | None) -> int:
@@ -589,7 +625,9 @@ def _clean_pixel_meaning() -> str:
     return str(row["code_meaning"].item())
 
 
-def clean_part10(data: bytes, regions: list[tuple[int, int, int, int]] | None = None, *, ocr: bool = False) -> bytes:
+def clean_part10(
+    data: bytes, regions: list[tuple[int, int, int, int]] | None = None, *, ocr: bool = False, mark: bool = True
+) -> bytes:
     """Clean the pixels of a Part 10 file held in memory (see :func:`clean_dataset`)."""
     import pydicom
 
@@ -598,7 +636,7 @@ def clean_part10(data: bytes, regions: list[tuple[int, int, int, int]] | None = 
             ds = pydicom.dcmread(io.BytesIO(data))
     except Exception as exc:  # noqa: BLE001
         raise PixelCleanError(f"not readable for cleaning ({type(exc).__name__})") from None
-    clean_dataset(ds, regions, ocr=ocr)
+    clean_dataset(ds, regions, ocr=ocr, mark=mark)
     return _part10(ds)
 
 

@@ -1386,7 +1386,7 @@ def make_plan(
     table = table.sort("_row").select(PLAN_COLUMNS)  # joins do not keep row order: restore it
     files = _files_table(table, context)
     overlays = embedded_overlays(elements)
-    jobs = pixel_jobs(instances, prof.pixel_rules, pixel_clean, overlays)
+    jobs = pixel_jobs(instances, prof.pixel_rules, pixel_clean, overlays, _trailing_bytes(instances))
     files = files.join(jobs, on="file_id", how="left")
     # images that pixel clean would have cleaned, left as they are (pixel_clean="off", or
     # "rules" with no device rule for them): said in the run's summary, so that burned-in
@@ -1402,6 +1402,22 @@ def make_plan(
         "temporal": _temporal_flag(prof),
     }
     return Plan(table=table, files=files, profile=prof, org=org, key_id=key.key_id, additions=additions)
+
+
+#: transfer syntaxes whose Pixel Data is the frames as they are (not compressed)
+_NATIVE_SYNTAXES = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99")
+
+
+def _trailing_bytes(instances: pl.DataFrame) -> pl.Series:
+    """``file_id`` of the native images whose Pixel Data value is longer than its frames (and
+    their pad to even): the bytes after the last frame are no image, and may hide data."""
+    from .phiaudit import native_pixel_bytes
+
+    if "pixel_data_length" not in instances.columns or "transfer_syntax" not in instances.columns:
+        return pl.Series("file_id", [], dtype=pl.Int64)
+    excess = pl.col("pixel_data_length") - native_pixel_bytes(instances.columns)
+    native = pl.col("transfer_syntax").str.strip_chars(" \x00").is_in(_NATIVE_SYNTAXES)
+    return instances.filter(native & (excess > 0).fill_null(False))["file_id"].cast(pl.Int64)
 
 
 def _files_table(table: pl.DataFrame, context: pl.DataFrame) -> pl.DataFrame:

@@ -309,7 +309,7 @@ def test_the_audit_looks_for_the_names_clean_descriptors_removes(text: str, flag
 
 
 def test_bytes_after_the_last_frame_of_the_pixel_data_are_pointed_out(tmp_path: Path) -> None:
-    """De-identification passes pixel data through as it is: data hidden after the last frame would go too."""
+    """Data hidden after the last frame: the audit points it out (de-identification with pixel clean off would write it)."""
     import numpy as np
 
     def image(name: str, rows: int, extra: bytes) -> None:

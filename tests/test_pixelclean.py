@@ -604,3 +604,38 @@ def test_an_overlay_whose_data_is_removed_goes_whole(tmp_path: Path) -> None:
     out = pydicom.dcmread(result.outputs[0].removeprefix("file://"))
     assert not [elem for elem in out if 0x6000 <= elem.tag.group <= 0x601E]
     assert audit_scan(scan(tmp_path / "out", progress=False), rules=["overlay_in_pixel_data"]).height == 0
+
+
+@pytest.mark.parametrize("mode", ["auto", "rules", "off"])
+def test_bytes_after_the_last_frame_go_and_the_frames_stay_byte_for_byte(tmp_path: Path, mode: str) -> None:
+    """A native Pixel Data value longer than its frames: the bytes after the last frame are no
+    image and may hide data (here a name). They go, in modes auto and rules, with no image at
+    risk of burned-in text and no device rule; the frames stay byte for byte, and the output
+    claims no pixel clean (BurnedInAnnotation and code 113101 left alone). Mode off writes the
+    pixel data as it is (the audit's pixel_data_excess points it out)."""
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.2", generate_uid()  # CT: no burned-in text risk
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.PatientName, ds.PatientID, ds.Modality = "Roe^Ulla", "PX001", "CT"
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 4, 6, 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    frames = np.arange(24, dtype="<u2").tobytes()
+    ds.PixelData = frames + b"Roe^Ulla" * 4
+    ds["PixelData"].VR = "OW"
+    (tmp_path / "in").mkdir()
+    ds.save_as(tmp_path / "in" / "ct.dcm", enforce_file_format=True)
+    result = deidentify(
+        tmp_path / "in", tmp_path / "out", key=KEY, vault=tmp_path / "v", batch_id="b", progress=False, pixel_clean=mode
+    )
+    assert result.ok and result.written == 1
+    out = pydicom.dcmread(result.outputs[0])
+    if mode == "off":
+        assert out.PixelData == ds.PixelData
+        return
+    assert out.PixelData == frames and b"Roe^Ulla" not in Path(result.outputs[0]).read_bytes()
+    assert "BurnedInAnnotation" not in out
+    assert "113101" not in [str(item.CodeValue) for item in out.DeidentificationMethodCodeSequence]
+    assert ("pixels cleaned", "1 by removing bytes after the last frame") in result.rows()
