@@ -183,6 +183,26 @@ def test_what_cannot_be_cleaned_on_disk_is_cleaned_whole(tmp_path: Path, monkeyp
         assert b"Roe^Ulla" not in Path(a).read_bytes()
 
 
+def test_bytes_after_the_last_frame_go_from_an_input_read_from_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An image with no rule and no risk of burned-in text, bytes after its last frame: they
+    go whether its pixel data is read whole or left on disk, to the same output."""
+    _image(tmp_path / "in" / "ct.dcm", "mono12")
+    ds = _read(tmp_path / "in" / "ct.dcm")
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"  # CT
+    ds.Modality, ds.Manufacturer = "CT", "OTHER"
+    del ds.BurnedInAnnotation
+    frames = ds.PixelData
+    ds.PixelData = frames + b"Roe^Ulla" * 4
+    ds.save_as(tmp_path / "in" / "ct.dcm", enforce_file_format=True)
+    whole = _run(tmp_path / "in", tmp_path, "whole")
+    leave_all_pixel_data_on_disk(monkeypatch)
+    streamed = _run(tmp_path / "in", tmp_path, "streamed")
+    assert whole.ok and streamed.ok and whole.written == streamed.written == 1
+    data = Path(streamed.outputs[0]).read_bytes()
+    assert data == Path(whole.outputs[0]).read_bytes() and b"Roe^Ulla" not in data
+    assert _read(Path(streamed.outputs[0])).PixelData == frames
+
+
 @needs_ocr
 def test_text_detection_reads_frames_from_disk_and_cleans_as_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The cine loop of test_pixelclean, its name in the last frame only: found and blacked out on every frame."""
