@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from . import _stream
 from ._stream import FileRange
 from .errors import ParseError, PixelCleanError, StorageError, UserInputError
-from .rewrite import KEEP_SEQUENCE, Keep, NewElement, Set, _rewrite_pieces, encode_text
+from .rewrite import KEEP_SEQUENCE, Keep, NewElement, Set, _rewrite_pieces, charset_at, encode_text
 
 __all__ = [
     "DICOM_CONTENT_TYPE",
@@ -50,11 +50,11 @@ RETRY_FIRST_S = 0.1
 RETRY_MAX_S = 2.0
 
 #: (file_id, source path, output path, plan rows, size of the output already there or None,
-#: pixel clean: None (untouched) or (regions, detect text[, mark cleaned: False when only
-#: the bytes after the last frame go]), size of the input as scanned)
+#: pixel clean: None (untouched) or (regions, detect text, mark cleaned: False when only the
+#: bytes after the last frame go), size of the input as scanned)
 WorkItem = tuple[
     int, str, str, list[tuple[str, int, str, str, "str | None"]], "int | None",
-    "tuple[list[tuple[int, int, int, int]], bool] | tuple[list[tuple[int, int, int, int]], bool, bool] | None", int,
+    "tuple[list[tuple[int, int, int, int]], bool, bool] | None", int,
 ]
 
 
@@ -169,7 +169,7 @@ def _edits(
                 if not value.isascii():  # cleaned text: in the element's character set
                     if charsets is None:
                         charsets = {p[:-8]: v or "" for p, t, _, a, v in rows if t == 0x00080005 and a == "K"}
-                    charset = _charset_at(path, charsets)
+                    charset = charset_at(path, charsets)
                     key = (vr, f"{value}\x00{charset}")
                     edit = made.get(key)
                     if edit is None:
@@ -184,18 +184,6 @@ def _edits(
     for path, edit in added:
         edits[path] = edit
     return edits, meta
-
-
-def _charset_at(path: str, charsets: dict[str, str]) -> str | None:
-    """The Specific Character Set the element at ``path`` is written in (see
-    :func:`dicomframe.planner._charset_of`)."""
-    prefix = path
-    while True:
-        prefix = prefix[: prefix.rfind(".") + 1]
-        found = charsets.get(prefix)
-        if found is not None or not prefix:
-            return found
-        prefix = prefix[:-1]
 
 
 class LocalFS:
@@ -717,8 +705,7 @@ def apply_chunk(
             if pixels is not None:  # decode, black out, re-encode: only the images that ask
                 from .pixelclean import clean_part10, clean_streamed
 
-                regions, detect = pixels[0], pixels[1]
-                mark = len(pixels) < 3 or bool(pixels[2])  # False: only bytes after the last frame go
+                regions, detect, mark = pixels  # mark False: only bytes after the last frame go
                 cleaned = clean_streamed(pieces, regions, ocr=detect) if src is not None and mark else None
                 if cleaned is None:  # native pixels left on disk are cleaned there; others whole
                     whole = b"".join(pieces) if src is None else b"".join(bytes(c) for c in _chunks(pieces))

@@ -358,9 +358,16 @@ def native_pixel_bytes(columns: Sequence[str]) -> pl.Expr:
     return expected + expected % 2
 
 
+def bytes_after_last_frame(columns: Sequence[str]) -> pl.Expr:
+    """Of each row of an instances table with these ``columns``: how many bytes its Pixel Data
+    value holds after the last frame (and its pad to even), read as native
+    (:func:`native_pixel_bytes`); positive only where there are such bytes."""
+    return pl.col("pixel_data_length") - native_pixel_bytes(columns)
+
+
 def _pixel_data_excess(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
     inst = scan.instances
-    excess = pl.col("pixel_data_length") - native_pixel_bytes(inst.columns)
+    excess = bytes_after_last_frame(inst.columns)
     rows = inst.filter(excess > 0).with_columns(
         tag_path=pl.lit("7FE00010"), keyword=pl.lit("PixelData"), vr=pl.lit(None, pl.String)
     )

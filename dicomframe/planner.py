@@ -880,12 +880,14 @@ def _inside_removed(plan: pl.DataFrame, max_depth: int, part: bool) -> pl.DataFr
 def _scrub(
     values: Iterable[tuple[int, str, str | None]],
     terms: dict[int, re.Pattern[str] | None],
-    charsets: dict[tuple[int, str], str],
+    charsets: dict[int, dict[str, str]],
     scripts: dict[int, frozenset[str]],
 ) -> list[str]:
     """Cleaned text of each (file_id, tag_path, value), in the character set the element is
-    written in (see :func:`_charset_of`); a letter outside ASCII only in a script of the
-    file's person names (``scripts``, :func:`_name_scripts`), else ``?``."""
+    written in (see :func:`dicomframe.rewrite.charset_at`); a letter outside ASCII only in a
+    script of the file's person names (``scripts``, :func:`_name_scripts`), else ``?``."""
+    from .rewrite import charset_at
+
     out = []
     done: dict[tuple[int, str | None, str | None, frozenset[str]], str] = {}  # files share patterns and sets
     for file_id, tag_path, value in values:
@@ -893,7 +895,7 @@ def _scrub(
         charset = None
         known = _LATIN
         if value and not value.isascii():
-            charset = _charset_of(file_id, tag_path, charsets) if charsets else None
+            charset = charset_at(tag_path, charsets.get(file_id, {}))
             known = scripts.get(file_id, _LATIN)
         key = (id(pattern), value, charset, known)
         text = done.get(key)
@@ -955,22 +957,14 @@ class _AsciiForms(dict[int, int | None]):
 _ASCII_FORMS = _AsciiForms()
 
 
-def _charsets(elements: pl.DataFrame) -> dict[tuple[int, str], str]:
-    """(file_id, prefix of the data set or item) → its Specific Character Set value."""
+def _charsets(elements: pl.DataFrame) -> dict[int, dict[str, str]]:
+    """Per file, the prefix of each data set or item → its Specific Character Set value (see
+    :func:`dicomframe.rewrite.charset_at`)."""
     declared = elements.filter(pl.col("tag") == 0x00080005).select("file_id", "tag_path", "value")
-    return {(f, path[:-8]): value or "" for f, path, value in declared.iter_rows()}
-
-
-def _charset_of(file_id: int, tag_path: str, charsets: dict[tuple[int, str], str]) -> str | None:
-    """The Specific Character Set an element is written in: its item's own, else the
-    nearest enclosing one's, else the data set's (None: not declared, ASCII)."""
-    prefix = tag_path
-    while True:
-        prefix = prefix[: prefix.rfind(".") + 1]  # "A[0].B" → "A[0].", "A[0]" → ""
-        found = charsets.get((file_id, prefix))
-        if found is not None or not prefix:
-            return found
-        prefix = prefix[:-1]
+    charsets: dict[int, dict[str, str]] = {}
+    for file_id, path, value in declared.iter_rows():
+        charsets.setdefault(file_id, {})[path[:-8]] = value or ""
+    return charsets
 
 
 def _writable(text: str, charset: str | None) -> str:
@@ -1404,19 +1398,16 @@ def make_plan(
     return Plan(table=table, files=files, profile=prof, org=org, key_id=key.key_id, additions=additions)
 
 
-#: transfer syntaxes whose Pixel Data is the frames as they are (not compressed)
-_NATIVE_SYNTAXES = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99")
-
-
 def _trailing_bytes(instances: pl.DataFrame) -> pl.Series:
     """``file_id`` of the native images whose Pixel Data value is longer than its frames (and
     their pad to even): the bytes after the last frame are no image, and may hide data."""
-    from .phiaudit import native_pixel_bytes
+    from .phiaudit import bytes_after_last_frame
+    from .rewrite import _NATIVE_SYNTAXES
 
     if "pixel_data_length" not in instances.columns or "transfer_syntax" not in instances.columns:
         return pl.Series("file_id", [], dtype=pl.Int64)
-    excess = pl.col("pixel_data_length") - native_pixel_bytes(instances.columns)
-    native = pl.col("transfer_syntax").str.strip_chars(" \x00").is_in(_NATIVE_SYNTAXES)
+    native = pl.col("transfer_syntax").str.strip_chars(" \x00").is_in(list(_NATIVE_SYNTAXES))
+    excess = bytes_after_last_frame(instances.columns)
     return instances.filter(native & (excess > 0).fill_null(False))["file_id"].cast(pl.Int64)
 
 

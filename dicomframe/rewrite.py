@@ -268,6 +268,20 @@ def encode_text(value: str, charset: str | None) -> bytes | None:
     return raw + b" " if len(raw) & 1 else raw
 
 
+def charset_at(path: str, charsets: Mapping[str, str]) -> str | None:
+    """The Specific Character Set the element at ``path`` (a plan's ``tag_path``) is written
+    in, from ``charsets`` (prefix of the data set or item → its value, as for a Specific
+    Character Set at ``prefix + "00080005"``): its item's own, else the nearest enclosing
+    one's, else the data set's (None: not declared, ASCII)."""
+    prefix = path
+    while True:
+        prefix = prefix[: prefix.rfind(".") + 1]  # "A[0].B" → "A[0].", "A[0]" → ""
+        found = charsets.get(prefix)
+        if found is not None or not prefix:
+            return found
+        prefix = prefix[:-1]
+
+
 def _bad_set(path: str, why: str) -> UserInputError:
     return UserInputError(f"cannot write the Set edit for {path}: {why}")
 
