@@ -27,7 +27,16 @@ from collections.abc import Callable
 
 import polars as pl
 
-from .planner import _IDENTIFYING, _TOKEN_END, _TOKEN_START, CJK, Plan, glued_names, joined_names
+from .planner import (
+    _IDENTIFYING,
+    _TOKEN_END,
+    _TOKEN_START,
+    CJK,
+    Plan,
+    glued_names,
+    joined_names,
+    name_forms,
+)
 from .profiles import Option, safe_private_table
 
 __all__ = ["FINDINGS_SCHEMA", "NUMBER_VRS", "equals_an_original", "findings_from", "gate", "holds_an_original", "mask"]
@@ -129,6 +138,8 @@ def _originals(plan: Plan, patients: pl.DataFrame) -> tuple[list[str], dict[str,
                 # a name part of several words typed as one ("O'Brien" as "obrien", "van der
                 # Berg" as "vanderberg")
                 names.select("file_id", keyword, glued_names(pl.col("value").str.to_lowercase()).alias("word")),
+                # a name typed as a user name ("jdoe", "doej", "bobdoe")
+                names.select("file_id", keyword, name_forms(pl.col("value").str.to_lowercase()).alias("word")),
             ]
         )
         .explode("word")

@@ -1031,6 +1031,26 @@ def glued_names(value: pl.Expr) -> pl.Expr:
     return value.str.replace_all(r"[=\\]", "^").str.split("^").list.eval(pl.element().str.replace_all(NAME_GLUE, ""))
 
 
+def name_forms(value: pl.Expr) -> pl.Expr:
+    """Of each person name (PN) ``value``: its family and given names typed as one word, as
+    user names and file names are ("DOE^JOHN" → "DOEJOHN", "JOHNDOE", "JDOE", "DOEJ"): both
+    names either way round, and the given name's initial before or after the family name.
+    Each component group (alphabetic, ideographic, phonetic) and each value of several, with
+    what joins the words of a part left out (:data:`NAME_GLUE`); none of a group without a
+    given name, or written in ideographs or hangul (see :func:`joined_names` for those)."""
+
+    def part(index: int) -> pl.Expr:
+        return pl.element().str.split("^").list.get(index, null_on_oob=True).str.replace_all(NAME_GLUE, "")
+
+    family, given = part(0), part(1)
+    initial = given.str.slice(0, 1)
+    letters = r"^[^\W\d_]+$"
+    usable = family.str.contains(letters) & given.str.contains(letters) & ~(family + given).str.contains(CJK)
+    groups = value.str.replace_all(r"\\", "=").str.split("=")
+    pairs = [(family, given), (given, family), (initial, family), (family, initial)]
+    return pl.concat_list([groups.list.eval(pl.when(usable).then(a + b)) for a, b in pairs]).list.drop_nulls()
+
+
 def _identifier_patterns(elements: pl.DataFrame) -> dict[int, re.Pattern[str] | None]:
     """Per file, a regex matching its own identifying values (names split in parts)."""
     ids = elements.filter(
@@ -1073,6 +1093,15 @@ def _identifier_patterns(elements: pl.DataFrame) -> dict[int, re.Pattern[str] | 
             .explode("part")
             .filter(pl.col("part").str.contains(CJK) & (pl.col("part").str.len_chars() >= 2))
         )
+        .with_columns(token=pl.lit(False))
+        # and a name typed as a user name ("jdoe", "bobdoe"): sought as a token of its own only
+        # (an initial glued to a short name is inside everyday words: "mrose" in "primrose")
+        .vstack(
+            ids.filter(person)
+            .select("file_id", name_forms(pl.col("value")).alias("part"), token=pl.lit(True))
+            .explode("part")
+            .filter(pl.col("part").str.len_chars() >= 3)
+        )
         .unique()
     )
     # and each written without its accents ("José" typed "Jose"), or spelt out as German
@@ -1092,18 +1121,20 @@ def _identifier_patterns(elements: pl.DataFrame) -> dict[int, re.Pattern[str] | 
     # each file's terms longest first, then in code point order (UTF-8 byte order)
     grouped = (
         terms.with_columns(_len=pl.col("part").str.len_chars())
-        .sort(["file_id", "_len", "part"], descending=[False, True, False])
+        .sort(["file_id", "_len", "part", "token"], descending=[False, True, False, False])
         .group_by("file_id", maintain_order=True)
-        .agg("part")
+        .agg("part", "token")
     )
-    compiled: dict[tuple[str, ...], re.Pattern[str]] = {}  # files of one patient share terms
-    for file_id, parts in grouped.iter_rows():
-        key = tuple(parts)
+    compiled: dict[tuple[tuple[str, bool], ...], re.Pattern[str]] = {}  # files of one patient share terms
+    for file_id, parts, tokens in grouped.iter_rows():
+        key = tuple(zip(parts, tokens, strict=True))
         if key not in compiled:
-            alternation = "|".join(_term_regex(p) for p in key)
+            distinct = list(dict.fromkeys(parts))
+            alternation = "|".join(_term_regex(p) for p in distinct)
             # a name part of 4 letters or more is found inside a longer run of letters too
             # ("JANEDOE" holds JANE and DOE): over-cleaning a description is the safe side
-            glued = "|".join(re.escape(p) for p in key if len(p) >= 4 and p.isalpha())
+            inside = {p for p, token in key if not token}
+            glued = "|".join(re.escape(p) for p in distinct if p in inside and len(p) >= 4 and p.isalpha())
             compiled[key] = re.compile(
                 rf"(?i){_TOKEN_START}(?:{alternation}){_TOKEN_END}" + (f"|(?:{glued})" if glued else "")
             )

@@ -478,6 +478,26 @@ def test_a_name_part_of_several_words_is_found_typed_as_one(tmp_path: Path, name
     assert found == [("Manufacturer", "original_identifier", "high")], result.findings
 
 
+@pytest.mark.parametrize(
+    ("name", "kept"), [("DOE^JOHN", "jdoe"), ("DOE^JOHN", "DoeJ Imaging"), ("DOE^BOB", "bobdoe")]
+)
+def test_a_name_with_the_given_name_or_its_initial_glued_on_is_found(tmp_path: Path, name: str, kept: str) -> None:
+    """A name typed as a user name ("jdoe", "doej", "bobdoe") in a kept attribute of the
+    patient's files: the gate finds it."""
+    from dicomframe.profiles import Profile, Rule
+
+    src = tmp_path / "in"
+    src.mkdir()
+    ds = pydicom.dcmread(min((SAMPLES / "cohort").rglob("*.dcm")))
+    ds.PatientName, ds.Manufacturer = name, kept
+    ds.save_as(src / "a.dcm")
+    keep = Profile.preset("default").with_rules(Rule(keyword="Manufacturer", action="K"))
+    result = deidentify(src, tmp_path / "out", key=KEY, vault=tmp_path / "v", batch_id="b", profile=keep, progress=False)
+    assert not result.ok and not result.committed
+    found = result.findings.select("keyword", "rule", "severity").rows()
+    assert found == [("Manufacturer", "original_identifier", "high")], result.findings
+
+
 def test_clean_descriptors_scrubs_identifiers_as_tokens_and_names_inside_words(tmp_path: Path) -> None:
     """An ID glued to letters ("MRN7654321") is the ID, and is scrubbed. A name part of four
     letters or more is scrubbed inside a longer word too ("JANEDOE" is how some type a name):

@@ -424,6 +424,35 @@ def test_clean_descriptors_finds_a_name_part_of_several_words_in_pieces_and_type
     assert not re.search(r"(?i)mary|kate|brien|berg|smith|jones", cleaned["StudyDescription"] or ""), cleaned
 
 
+@pytest.mark.parametrize(
+    ("name", "text", "gone"),
+    [
+        ("DOE^JOHN", "jdoe_t1 axial", "jdoe"),
+        ("DOE^JOHN", "protocol of JDOE", "jdoe"),
+        ("DOE^JOHN", "doej localizer", "doej"),
+        ("DOE^BOB", "bobdoe head", "bobdoe"),
+        ("DOE^BOB", "DOEBOB", "doebob"),
+        ("LI^XI", "xli 3d", "xli"),
+        ("van der Berg^Jan", "jvanderberg", "jvanderberg"),
+    ],
+)
+def test_clean_descriptors_finds_a_name_written_with_the_given_name_or_its_initial_glued_on(
+    tmp_path: Path, name: str, text: str, gone: str
+) -> None:
+    """A user name or a file name is often a name typed as one word: the given name's initial
+    and the family name ("jdoe", "doej"), or both names whole ("bobdoe"). Where both are short,
+    neither part is found inside the word, so the forms are sought as tokens of their own."""
+    cleaned = _cleaned(tmp_path, PatientName=name, StudyDescription=text)["StudyDescription"]
+    assert gone not in (cleaned or "").lower(), cleaned
+
+
+def test_a_name_with_an_initial_glued_on_is_sought_as_a_token_only(tmp_path: Path) -> None:
+    """The forms are tokens of their own: a longer word holding one stays ("hardcore" and
+    "score" hold "core", the initial of ORE^C before the family name), the token goes."""
+    cleaned = _cleaned(tmp_path, PatientName="ORE^C", StudyDescription="hardcore score CORE")["StudyDescription"]
+    assert cleaned is not None and cleaned.startswith("hardcore score") and "CORE" not in cleaned, cleaned
+
+
 def test_clean_descriptors_scrubs_a_month_with_its_year(tmp_path: Path) -> None:
     """A real month and year in text ("follow-up March 2024") beside the shifted dates would
     tell the patient's shift: it goes, in words or in digits; a decimal, a version, a
