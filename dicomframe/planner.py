@@ -357,6 +357,14 @@ _UNLISTED_OWNER = re.compile(
     r"^(?:OwnerID|BreedRegistrationNumber|ImageID|StorageMediaFileSetID|BoardingPassID|ItineraryID|RouteID"
     r"|RouteSegmentID|CarrierID)$"
 )
+#: keywords of LO/SH attributes Table E.1-1 does not list that name one device or machine, as
+#: the listed Device Serial Number, Detector ID, Station Name and Treatment Machine Name do (a
+#: catheter's ID in a Device Sequence, an RT image's machine, a printer): removed unless Retain
+#: Device Identity keeps them, as those are
+_UNLISTED_DEVICE = re.compile(
+    r"^(?:DeviceID|GridID|RadiationMachineName|PrinterName|SubstanceAdministrationDeviceID"
+    r"|BrachyAccessoryDeviceID|RespiratorySignalSourceID)$"
+)
 #: keywords of UI attributes Table E.1-1 does not list whose UIDs name a definition (a SOP
 #: class, a transfer syntax, a coding scheme, a context group or template), the same at every
 #: site: kept. Any other (MultiFrameSourceSOPInstanceUID, TableFrameOfReferenceUID,
@@ -376,7 +384,8 @@ def _unlisted(tag: int, vr: str, profile: Profile) -> tuple[str, str]:
     differs from the dictionary's is removed; names are emptied; free text, system
     addresses and retired text or data are removed (free text cleaned with Clean
     Descriptors); dates and times follow the temporal options; a short text whose keyword
-    names or reaches a person is removed; a UID that names an instance, a frame of
+    names or reaches a person is removed, and one that names a device or machine (DeviceID,
+    RadiationMachineName) unless Retain Device Identity keeps it; a UID that names an instance, a frame of
     reference or a place is replaced (U) as listed UIDs are. The rest (codes, numbers, UIDs
     of classes and transfer syntaxes, technical text such as Manufacturer or
     ConvolutionKernel) is kept.
@@ -406,6 +415,8 @@ def _unlisted(tag: int, vr: str, profile: Profile) -> tuple[str, str]:
     short = value_vr in ("LO", "SH")
     if short and (_UNLISTED_PERSONAL.search(keyword) or _UNLISTED_OWNER.search(keyword)):
         return "X", "not in E.1-1: personal"
+    if short and _UNLISTED_DEVICE.search(keyword):
+        return ("K" if Option.RETAIN_DEVICE_IDENTITY in options else "X"), "not in E.1-1: a device's identity"
     if value_vr in _UNLISTED_TEXT_VRS or (short and _UNLISTED_DESCRIPTIVE.search(keyword)):
         clean = encoded and Option.CLEAN_DESCRIPTORS in options
         return ("C" if clean else "X"), "not in E.1-1: free text"

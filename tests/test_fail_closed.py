@@ -911,6 +911,25 @@ def test_an_original_uid_quoted_in_text_is_caught_by_the_gate(tmp_path: Path) ->
     assert "1.2.826.0.1.3680043.10.9998" not in " ".join(found["evidence"].to_list())
 
 
+@pytest.mark.parametrize(("profile", "action"), [("default", "X"), ("basic", "X"), ("research", "K"), ("cloud-upload", "K")])
+def test_an_unlisted_device_identifier_goes_unless_device_identity_is_retained(
+    tmp_path: Path, profile: str, action: str
+) -> None:
+    """A catheter's Device ID in a Device Sequence, an RT image's Radiation Machine Name, a
+    Printer Name: not in Table E.1-1, they name one device or machine as the listed Device
+    Serial Number and Treatment Machine Name do, and go the same way."""
+    ds = _base()
+    device = Dataset()
+    device.DeviceID, device.Manufacturer = "CATH-0042-SN77", "ACME"
+    ds.DeviceSequence = [device]
+    ds.RadiationMachineName, ds.PrinterName = "LINAC ROOM 3", "PRINTER WARD 5"
+    table = _plan_table(tmp_path, ds, profile)
+    planned = {k: (a, src) for k, a, src in table.select("keyword", "action", "source").iter_rows()}
+    for keyword in ("DeviceID", "RadiationMachineName", "PrinterName"):
+        assert planned[keyword] == (action, "not in E.1-1: a device's identity"), (keyword, planned[keyword])
+    assert planned["Manufacturer"][0] == "K"
+
+
 def test_unlisted_protocol_names_are_free_text_and_owner_ids_are_removed(tmp_path: Path) -> None:
     ds = _base()
     ds.AcquisitionProtocolName = f"{MARK} protocol"
