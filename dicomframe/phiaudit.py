@@ -32,7 +32,7 @@ from .leaks import (
     holds_an_original,
     mask,
 )
-from .planner import CJK_DATE, WRITTEN_DATE
+from .planner import AGE_CATEGORY, CJK_DATE, WRITTEN_DATE
 from .profiles import Option, Profile, safe_private_table
 
 if TYPE_CHECKING:
@@ -297,6 +297,22 @@ def _uid_roots(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
     return _findings(rows, "uid_with_org_root", "high", mask(pl.col("value")), "replace this UID (action U)")
 
 
+def _ages_over_89(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
+    """Ages of 91 years or more, kept as they are (Retain Patient Characteristics): among the
+    identifiers the HIPAA Safe Harbor method aggregates into one category, "90 or older"
+    (``090Y``, which action C writes, is that category and is not reported)."""
+    age = pl.col("value").str.strip_chars(" \x00")
+    rows = scan.elements.filter(
+        (pl.col("vr") == "AS")
+        & age.str.contains(r"^\d{3}Y$").fill_null(False)
+        & (age.str.slice(0, 3).cast(pl.Int32, strict=False) > int(AGE_CATEGORY[:3]))
+    )
+    return _findings(
+        rows, "age_over_89", "medium", mask(pl.col("value")),
+        f'aggregate the ages over 89: a profile [[rule]] keyword = "PatientAge", action = "C" writes {AGE_CATEGORY} (90 or older)',
+    )  # fmt: skip
+
+
 def _own_manifest() -> pl.Expr:
     """A batch's own manifests among the scan's errors (not DICOM, and not a leak)."""
     name = pl.col("path").str.replace(r"^.*[/\\]", "")
@@ -492,6 +508,7 @@ RULES: tuple[Rule, ...] = (
     Rule("id_in_text", "medium", "MRN- or accession-like tokens in free text", _ids_in_text),
     Rule("contact_in_text", "high", "telephone numbers and e-mail addresses in free text", _contacts_in_text),
     Rule("uid_with_org_root", "high", "instance UIDs that still carry an organisation's root (not 2.25.)", _uid_roots),
+    Rule("age_over_89", "medium", f"an age of 91 years or more (an Age String kept, as Retain Patient Characteristics does): the HIPAA Safe Harbor method writes ages over 89 as one category, 90 or older ({AGE_CATEGORY}, what action C on PatientAge writes)", _ages_over_89),
     Rule("unreadable", "high", "a file the audit could not read (damaged, truncated, not DICOM, a DICOMDIR): nothing in it was checked", _unreadable),
     Rule("pixel_data_excess", "medium", "a native Pixel Data value longer than its frames (rows × columns × samples × bits × frames): the bytes after the last frame are no image and may hide data (de-identification drops them, except with pixel clean off)", _pixel_data_excess),
     Rule("overlay_in_pixel_data", "high", "an overlay kept in the unused bits of Pixel Data (retired; legacy images): annotations a viewer draws over the image, which Table E.1-1 removes (Overlay Data, X)", _overlay_in_pixel_data),

@@ -1238,6 +1238,26 @@ def _malformed_removed(plan: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+#: the age from which an age is written as one category, "90 or older" (the HIPAA Safe Harbor
+#: method's: ages over 89 aggregated), as an Age String (PS3.5 6.2)
+AGE_CATEGORY = "090Y"
+
+
+def aggregated_age(value: pl.Expr) -> pl.Expr:
+    """An Age String cleaned (action C): an age of 90 years or more becomes ``090Y`` ("90 or
+    older"), a younger one stays as it is; what is not an Age String becomes null (removed:
+    fail closed). Ages in days, weeks and months (``999M`` is 83 years) are all younger."""
+    age = value.str.strip_chars(" \x00")
+    years = age.str.slice(0, 3).cast(pl.Int32, strict=False)
+    return (
+        pl.when(~age.str.contains(r"^\d{3}[DWMY]$").fill_null(False))
+        .then(pl.lit(None, pl.String))
+        .when(age.str.ends_with("Y") & (years >= 90))
+        .then(pl.lit(AGE_CATEGORY))
+        .otherwise(age)
+    )
+
+
 def _fit_lengths(plan: pl.DataFrame) -> pl.DataFrame:
     """Every value written must fit its VR's length: new values cut to it (kept rows untouched)."""
     limit = pl.col("vr").replace_strict(_MAX_LENGTH, default=None, return_dtype=pl.Int64)
@@ -1310,6 +1330,8 @@ def _changed_values(
         .then(value)  # Retain Longitudinal Temporal Information: times of day are kept
         .when((action == "C") & vr.is_in(["PN", "AE"]))
         .then(dummy)
+        .when((action == "C") & (vr == "AS"))
+        .then(aggregated_age(value))
         .when((action == "C") & (pl.col("tag") // 65536 % 2 == 1))
         .then(value)
         .otherwise(pl.lit(None, pl.String))

@@ -24,7 +24,8 @@ D    replace with a non-zero-length dummy value consistent with the VR; for IDs
      and names the engine puts a keyed pseudonym there
 K    keep (a kept sequence still has its items de-identified)
 C    clean: dates are shifted by the per-patient offset, descriptors and text
-     are replaced with a cleaned value; on the private attributes row it means
+     are replaced with a cleaned value, an age of 90 years or more becomes
+     ``090Y`` ("90 or older"); on the private attributes row it means
      "keep the safe private attributes" (see :func:`safe_private_table`)
 U    replace the UID with its keyed, consistent pseudonym
 T    dicomframe's own: fill a template with ``{org}``, ``{cloud_study_id}``,

@@ -308,6 +308,22 @@ def test_the_audit_looks_for_the_names_clean_descriptors_removes(text: str, flag
     assert bool(re.search(PERSON_NAME, text)) is flagged
 
 
+def test_ages_over_89_kept_are_pointed_out_and_the_category_is_not(tmp_path: Path) -> None:
+    """Retain Patient Characteristics keeps PatientAge: an age of 91 years or more is one of
+    the identifiers the HIPAA Safe Harbor method aggregates; 090Y is that category."""
+    for name, age in (("old.dcm", "097Y"), ("category.dcm", "090Y"), ("young.dcm", "089Y"), ("baby.dcm", "011M")):
+        ds = pydicom.Dataset()
+        ds.file_meta = pydicom.dataset.FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+        ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.7", pydicom.uid.generate_uid()
+        ds.PatientAge = age
+        ds.save_as(tmp_path / name, enforce_file_format=True)
+    findings = audit_scan(dcf.scan(tmp_path, progress=False), rules=["age_over_89"])
+    assert findings.select("keyword", "severity", "evidence").rows() == [("PatientAge", "medium", "09**")]
+    assert findings["path"].str.ends_with("old.dcm").all()
+    assert "PatientAge" in findings["suggested_action"].item()
+
+
 def test_bytes_after_the_last_frame_of_the_pixel_data_are_pointed_out(tmp_path: Path) -> None:
     """Data hidden after the last frame: the audit points it out (de-identification with pixel clean off would write it)."""
     import numpy as np

@@ -930,6 +930,24 @@ def test_an_unlisted_device_identifier_goes_unless_device_identity_is_retained(
     assert planned["Manufacturer"][0] == "K"
 
 
+@pytest.mark.parametrize(
+    ("age", "written"),
+    [("095Y", "090Y"), ("120Y", "090Y"), ("090Y", "090Y"), ("089Y", "089Y"), ("011M", "011M"), ("003W", "003W"),
+     ("95 years", None), ("75Y", None)],
+)
+def test_clean_on_an_age_writes_ages_over_89_as_90_or_older(tmp_path: Path, age: str, written: str | None) -> None:
+    """Action C on an Age String (a profile rule): an age of 90 years or more becomes 090Y,
+    the HIPAA Safe Harbor method's one category "90 or older"; a younger age stays; what is
+    no Age String is removed (fail closed)."""
+    from dicomframe.profiles import Profile, Rule
+
+    ds = _base()
+    ds.PatientAge = age
+    profile = Profile.preset("research").with_rules(Rule(keyword="PatientAge", action="C"))
+    table = _plan_table(tmp_path, ds, profile).filter(pl.col("keyword") == "PatientAge")
+    assert table.select("action", "new_value").row(0) == (("C", written) if written else ("X", None))
+
+
 def test_unlisted_protocol_names_are_free_text_and_owner_ids_are_removed(tmp_path: Path) -> None:
     ds = _base()
     ds.AcquisitionProtocolName = f"{MARK} protocol"
