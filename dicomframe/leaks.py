@@ -126,22 +126,26 @@ def _originals(plan: Plan, patients: pl.DataFrame) -> tuple[list[str], dict[str,
     came_from: dict[str, set[str]] = {}
     for value, name in whole_rows.unique().iter_rows():
         came_from.setdefault(value.lower(), set()).add(name)
-    names = ident.filter(pl.col("vr") == "PN")
+    names = ident.filter(pl.col("vr") == "PN").select("file_id", keyword, "value")
     word = pl.col("word")
+    # the words of each distinct name once (a patient's name stands in every file of the patient)
+    lower = pl.col("value").str.to_lowercase()
+    words = names.select("value").unique().select(
+        "value",
+        pl.concat_list(
+            lower.str.extract_all(_WORD),
+            # an ideographic or phonetic name written whole, family name then given name
+            # without a space ("王^伟" written "王伟"): each part alone may be one character
+            joined_names(lower),
+            # a name part of several words typed as one ("O'Brien" as "obrien", "van der
+            # Berg" as "vanderberg")
+            glued_names(lower),
+            # a name typed as a user name ("jdoe", "doej", "bobdoe")
+            name_forms(lower),
+        ).alias("word"),
+    )
     parts = (
-        pl.concat(
-            [
-                names.select("file_id", keyword, pl.col("value").str.to_lowercase().str.extract_all(_WORD).alias("word")),
-                # an ideographic or phonetic name written whole, family name then given name
-                # without a space ("王^伟" written "王伟"): each part alone may be one character
-                names.select("file_id", keyword, joined_names(pl.col("value").str.to_lowercase()).alias("word")),
-                # a name part of several words typed as one ("O'Brien" as "obrien", "van der
-                # Berg" as "vanderberg")
-                names.select("file_id", keyword, glued_names(pl.col("value").str.to_lowercase()).alias("word")),
-                # a name typed as a user name ("jdoe", "doej", "bobdoe")
-                names.select("file_id", keyword, name_forms(pl.col("value").str.to_lowercase()).alias("word")),
-            ]
-        )
+        names.join(words, on="value")
         .explode("word")
         .filter(
             (word.str.len_chars() >= _MIN_LENGTH)
