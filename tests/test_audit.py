@@ -308,6 +308,23 @@ def test_the_audit_looks_for_the_names_clean_descriptors_removes(text: str, flag
     assert bool(re.search(PERSON_NAME, text)) is flagged
 
 
+def test_a_date_like_value_a_retain_option_keeps_is_not_a_date_in_text(tmp_path: Path) -> None:
+    """A station named with a month ("CT 2019-11") is kept on purpose by Retain Device
+    Identity: not reported, as IDs and contacts in such values are not; the same in a
+    description is."""
+    ds = pydicom.Dataset()
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.7", pydicom.uid.generate_uid()
+    ds.StationName, ds.StudyDescription = "CT 2019-11", "follow-up 2019-11"
+    ds.save_as(tmp_path / "a.dcm", enforce_file_format=True)
+    scan = dcf.scan(tmp_path, progress=False)
+    kept = audit_scan(scan, profile="research", rules=["date_in_text"])
+    assert kept["keyword"].to_list() == ["StudyDescription"]
+    removed = audit_scan(scan, profile="default", rules=["date_in_text"])
+    assert sorted(removed["keyword"].to_list()) == ["StationName", "StudyDescription"]
+
+
 def test_ages_over_89_kept_are_pointed_out_and_the_category_is_not(tmp_path: Path) -> None:
     """Retain Patient Characteristics keeps PatientAge: an age of 91 years or more is one of
     the identifiers the HIPAA Safe Harbor method aggregates; 090Y is that category."""
