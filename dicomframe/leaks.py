@@ -140,8 +140,10 @@ def _originals(plan: Plan, patients: pl.DataFrame) -> tuple[list[str], dict[str,
             # a name part of several words typed as one ("O'Brien" as "obrien", "van der
             # Berg" as "vanderberg")
             glued_names(lower),
-            # a name typed as a user name ("jdoe", "doej", "bobdoe")
-            name_forms(lower),
+            # a name typed as one word ("bobdoe", "doejohn"); not with an initial ("jdoe"),
+            # which Clean Descriptors scrubs: a short family name and an initial make everyday
+            # words too ("long" of ONG^LI, "limb" of LIM^BOON), which a kept code meaning holds
+            name_forms(lower, initials=False),
         ).alias("word"),
     )
     parts = (

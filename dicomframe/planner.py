@@ -1042,13 +1042,14 @@ def glued_names(value: pl.Expr) -> pl.Expr:
     return value.str.replace_all(r"[=\\]", "^").str.split("^").list.eval(pl.element().str.replace_all(NAME_GLUE, ""))
 
 
-def name_forms(value: pl.Expr) -> pl.Expr:
+def name_forms(value: pl.Expr, initials: bool = True) -> pl.Expr:
     """Of each person name (PN) ``value``: its family and given names typed as one word, as
     user names and file names are ("DOE^JOHN" → "DOEJOHN", "JOHNDOE", "JDOE", "DOEJ"): both
-    names either way round, and the given name's initial before or after the family name.
-    Each component group (alphabetic, ideographic, phonetic) and each value of several, with
-    what joins the words of a part left out (:data:`NAME_GLUE`); none of a group without a
-    given name, or written in ideographs or hangul (see :func:`joined_names` for those)."""
+    names either way round, and (with ``initials``) the given name's initial before or after
+    the family name. Each component group (alphabetic, ideographic, phonetic) and each value
+    of several, with what joins the words of a part left out (:data:`NAME_GLUE`); none of a
+    group without a given name, or written in ideographs or hangul (see :func:`joined_names`
+    for those)."""
 
     def part(index: int) -> pl.Expr:
         return pl.element().str.split("^").list.get(index, null_on_oob=True).str.replace_all(NAME_GLUE, "")
@@ -1058,7 +1059,7 @@ def name_forms(value: pl.Expr) -> pl.Expr:
     letters = r"^[^\W\d_]+$"
     usable = family.str.contains(letters) & given.str.contains(letters) & ~(family + given).str.contains(CJK)
     groups = value.str.replace_all(r"\\", "=").str.split("=")
-    pairs = [(family, given), (given, family), (initial, family), (family, initial)]
+    pairs = [(family, given), (given, family)] + ([(initial, family), (family, initial)] if initials else [])
     return pl.concat_list([groups.list.eval(pl.when(usable).then(a + b)) for a, b in pairs]).list.drop_nulls()
 
 
