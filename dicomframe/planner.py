@@ -89,6 +89,16 @@ DUMMIES: dict[str, str] = {
     "UV": "0",
 }
 _TEXT_VRS = ("LO", "SH", "ST", "LT", "UT", "UC")
+#: Timezone Offset From UTC (0008,0201): SH, cleaned (C under Retain Longitudinal Temporal
+#: Information with Modified Dates) as a time of day is, not as text: kept when it is an offset
+#: (PS3.3 C.12.1.1.8: "+HHMM" or "-HHMM"), removed otherwise (fail closed)
+_TIMEZONE = 0x00080201
+_OFFSET_SYNTAX = r"^[+-]\d{4}$"
+
+
+def _cleaned_text(action: pl.Expr, vr: pl.Expr) -> pl.Expr:
+    """The rows Clean Descriptors cleans as text: C on a text VR (not the timezone offset)."""
+    return (action == "C") & vr.is_in(_TEXT_VRS) & (pl.col("tag") != _TIMEZONE)
 #: VRs a new UID (64 characters at most) can be written in
 _UID_VRS = ("UI", "LO", "ST", "LT", "UT", "UC")
 #: VRs of numbers, codes and UIDs (and sequences, whose items are decided element by element)
@@ -1180,8 +1190,7 @@ def _new_values(
     if cleaned_frame is not None:
         # two cleaned rows with one (file, path): an element repeated in its file; the join
         # gives each its rows, as it always has
-        vr = pl.col("vr")
-        clean = (pl.col("action") == "C") & vr.is_in(_TEXT_VRS)
+        clean = _cleaned_text(pl.col("action"), pl.col("vr"))
         plan = plan.join(cleaned_frame, on=["file_id", "tag_path"], how="left").with_columns(
             new_value=pl.when(clean).then(pl.col("_clean")).otherwise(pl.col("new_value"))
         )
@@ -1329,6 +1338,8 @@ def _changed_values(
         .then(pl.col("_shifted"))
         .when((action == "C") & (vr == "TM"))
         .then(value)  # Retain Longitudinal Temporal Information: times of day are kept
+        .when((action == "C") & (pl.col("tag") == _TIMEZONE))
+        .then(pl.when(value.str.strip_chars(" ").str.contains(_OFFSET_SYNTAX)).then(value.str.strip_chars(" ")))
         .when((action == "C") & vr.is_in(["PN", "AE"]))
         .then(dummy)
         .when((action == "C") & (vr == "AS"))
@@ -1354,7 +1365,7 @@ def _changed_values(
         action=pl.when(
             pl.col("new_value").is_null()
             & ~action.is_in(["X"])
-            & ~((action == "C") & vr.is_in(_TEXT_VRS))
+            & ~_cleaned_text(action, vr)
             & (vr != "SQ")
             & ~(action == "K")
         )
@@ -1362,7 +1373,7 @@ def _changed_values(
         .otherwise(action)
     )
     # clean descriptors and free text: scrub the file's own identifiers, dates and IDs
-    clean = (pl.col("action") == "C") & vr.is_in(_TEXT_VRS)
+    clean = _cleaned_text(pl.col("action"), vr)
     clean_where = plan.select(clean.fill_null(False)).to_series()
     rows = plan.filter(clean_where)
     cleaned_frame = None

@@ -948,6 +948,22 @@ def test_clean_on_an_age_writes_ages_over_89_as_90_or_older(tmp_path: Path, age:
     assert table.select("action", "new_value").row(0) == (("C", written) if written else ("X", None))
 
 
+@pytest.mark.parametrize(
+    ("offset", "written"), [("+0100", "+0100"), ("-0530", "-0530"), ("+01:00", None), ("DOE^JOHN", None), ("Tokyo", None)]
+)
+@pytest.mark.parametrize("profile", ["default", "research"])
+def test_a_timezone_offset_is_kept_when_it_is_one_and_removed_otherwise(
+    tmp_path: Path, offset: str, written: str | None, profile: str
+) -> None:
+    """Timezone Offset From UTC (C under modified dates) is an offset, "+HHMM" or "-HHMM":
+    kept as one (the shift is whole days); any other text there is removed, not cleaned as
+    a description (fail closed)."""
+    ds = _base()
+    ds.TimezoneOffsetFromUTC = offset
+    table = _plan_table(tmp_path, ds, profile).filter(pl.col("keyword") == "TimezoneOffsetFromUTC")
+    assert table.select("action", "new_value").row(0) == (("C", written) if written else ("X", None))
+
+
 def test_unlisted_protocol_names_are_free_text_and_owner_ids_are_removed(tmp_path: Path) -> None:
     ds = _base()
     ds.AcquisitionProtocolName = f"{MARK} protocol"
