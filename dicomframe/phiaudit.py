@@ -253,7 +253,7 @@ def _names_in_text(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
 
 
 def _dates_in_text(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
-    # a value a Retain option keeps on purpose (a software version "2019-11" under Retain
+    # a value a Retain option keeps on purpose (a station named "CT 2019-11" under Retain
     # Device Identity) is not reported, as for IDs and contacts
     rows = _text(scan).filter(
         pl.col("value").str.contains(_DATE) & ~pl.col("tag").is_in(_kept_by_options(ctx["profile"]))

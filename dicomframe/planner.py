@@ -94,11 +94,6 @@ _TEXT_VRS = ("LO", "SH", "ST", "LT", "UT", "UC")
 #: (PS3.3 C.12.1.1.8: "+HHMM" or "-HHMM"), removed otherwise (fail closed)
 _TIMEZONE = 0x00080201
 _OFFSET_SYNTAX = r"^[+-]\d{4}$"
-
-
-def _cleaned_text(action: pl.Expr, vr: pl.Expr) -> pl.Expr:
-    """The rows Clean Descriptors cleans as text: C on a text VR (not the timezone offset)."""
-    return (action == "C") & vr.is_in(_TEXT_VRS) & (pl.col("tag") != _TIMEZONE)
 #: VRs a new UID (64 characters at most) can be written in
 _UID_VRS = ("UI", "LO", "ST", "LT", "UT", "UC")
 #: VRs of numbers, codes and UIDs (and sequences, whose items are decided element by element)
@@ -1266,6 +1261,11 @@ def aggregated_age(value: pl.Expr) -> pl.Expr:
         .then(pl.lit(AGE_CATEGORY))
         .otherwise(age)
     )
+
+
+def _cleaned_text(action: pl.Expr, vr: pl.Expr) -> pl.Expr:
+    """The rows Clean Descriptors cleans as text: C on a text VR (not the timezone offset)."""
+    return (action == "C") & vr.is_in(_TEXT_VRS) & (pl.col("tag") != _TIMEZONE)
 
 
 def _fit_lengths(plan: pl.DataFrame) -> pl.DataFrame:
