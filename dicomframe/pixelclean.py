@@ -519,25 +519,22 @@ def clean_dataset(
     return len(boxes)
 
 
-def _drop_after_last_frame(ds: Dataset) -> bool:
-    """Cut a native Pixel Data value of ``ds`` after its last frame (and its pad to even);
-    whether there was anything to cut."""
+def _drop_after_last_frame(ds: Dataset) -> None:
+    """Cut a native Pixel Data value of ``ds`` after its last frame (and its pad to even)."""
     from .rewrite import native_pixel_bytes
 
     if ds.file_meta.TransferSyntaxUID.is_compressed:
-        return False
+        return
     try:
         expected = native_pixel_bytes(
             int(ds.Rows), int(ds.Columns), int(ds.get("SamplesPerPixel", 1) or 1),
             int(ds.get("NumberOfFrames", 1) or 1), int(ds.BitsAllocated), str(ds.get("PhotometricInterpretation", "")),
         )  # fmt: skip
     except (AttributeError, TypeError, ValueError):
-        return False
+        return
     data = ds.PixelData
-    if len(data) <= expected:
-        return False
-    ds.PixelData = data[:expected]
-    return True
+    if len(data) > expected:
+        ds.PixelData = data[:expected]
 
 
 def _black(ds: Dataset, arr: np.ndarray | None) -> int:

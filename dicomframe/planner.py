@@ -1255,9 +1255,9 @@ def aggregated_age(value: pl.Expr) -> pl.Expr:
     age = value.str.strip_chars(" \x00")
     years = age.str.slice(0, 3).cast(pl.Int32, strict=False)
     return (
-        pl.when(~age.str.contains(r"^\d{3}[DWMY]$").fill_null(False))
+        pl.when(~age.str.contains(rf"^(?:{_VALUE_SYNTAX['AS']})$").fill_null(False))
         .then(pl.lit(None, pl.String))
-        .when(age.str.ends_with("Y") & (years >= 90))
+        .when(age.str.ends_with("Y") & (years >= int(AGE_CATEGORY[:3])))
         .then(pl.lit(AGE_CATEGORY))
         .otherwise(age)
     )
@@ -1290,6 +1290,7 @@ def _changed_values(
     vr = pl.col("vr")
     value = pl.col("value")
     dummy = vr.replace_strict(DUMMIES, default=None, return_dtype=pl.String)
+    zone = value.str.strip_chars(" ")  # a timezone offset, as written
 
     # U gives a new UID to whatever holds the UID, even a text VR a writer chose instead of
     # UI (its value may be anything); a VR that cannot hold 64 characters (SH, numbers,
@@ -1339,7 +1340,7 @@ def _changed_values(
         .when((action == "C") & (vr == "TM"))
         .then(value)  # Retain Longitudinal Temporal Information: times of day are kept
         .when((action == "C") & (pl.col("tag") == _TIMEZONE))
-        .then(pl.when(value.str.strip_chars(" ").str.contains(_OFFSET_SYNTAX)).then(value.str.strip_chars(" ")))
+        .then(pl.when(zone.str.contains(_OFFSET_SYNTAX)).then(zone))
         .when((action == "C") & vr.is_in(["PN", "AE"]))
         .then(dummy)
         .when((action == "C") & (vr == "AS"))
