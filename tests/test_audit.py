@@ -6,6 +6,7 @@ import io
 import shutil
 import warnings
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pydicom
@@ -40,6 +41,19 @@ def outputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]
     _naive(SAMPLES / "cohort", root / "naive")
     deidentify(SAMPLES / "cohort", root / "out", key=KEY, vault=root / "vault", batch_id="b", progress=False)
     return root / "naive", root / "out" / "b", root / "vault"
+
+
+def _minimal(path: Path, sop_class: str = "1.2.840.10008.5.1.4.1.1.7", **values: Any) -> pydicom.Dataset:
+    """Save at ``path`` a small Part 10 file (explicit VR little endian) of ``sop_class``
+    holding ``values`` (set in their order); return its data set."""
+    ds = pydicom.Dataset()
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, pydicom.uid.generate_uid()
+    for keyword, value in values.items():
+        setattr(ds, keyword, value)
+    ds.save_as(path, enforce_file_format=True)
+    return ds
 
 
 def test_a_naive_deidentification_is_caught_by_every_header_rule(outputs) -> None:
@@ -312,12 +326,7 @@ def test_a_date_like_value_a_retain_option_keeps_is_not_a_date_in_text(tmp_path:
     """A station named with a month ("CT 2019-11") is kept on purpose by Retain Device
     Identity: not reported, as IDs and contacts in such values are not; the same in a
     description is."""
-    ds = pydicom.Dataset()
-    ds.file_meta = pydicom.dataset.FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
-    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.7", pydicom.uid.generate_uid()
-    ds.StationName, ds.StudyDescription = "CT 2019-11", "follow-up 2019-11"
-    ds.save_as(tmp_path / "a.dcm", enforce_file_format=True)
+    _minimal(tmp_path / "a.dcm", StationName="CT 2019-11", StudyDescription="follow-up 2019-11")
     scan = dcf.scan(tmp_path, progress=False)
     kept = audit_scan(scan, profile="research", rules=["date_in_text"])
     assert kept["keyword"].to_list() == ["StudyDescription"]
@@ -329,12 +338,7 @@ def test_ages_over_89_kept_are_pointed_out_and_the_category_is_not(tmp_path: Pat
     """Retain Patient Characteristics keeps PatientAge: an age of 91 years or more is one of
     the identifiers the HIPAA Safe Harbor method aggregates; 090Y is that category."""
     for name, age in (("old.dcm", "097Y"), ("category.dcm", "090Y"), ("young.dcm", "089Y"), ("baby.dcm", "011M")):
-        ds = pydicom.Dataset()
-        ds.file_meta = pydicom.dataset.FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
-        ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.7", pydicom.uid.generate_uid()
-        ds.PatientAge = age
-        ds.save_as(tmp_path / name, enforce_file_format=True)
+        _minimal(tmp_path / name, PatientAge=age)
     findings = audit_scan(dcf.scan(tmp_path, progress=False), rules=["age_over_89"])
     assert findings.select("keyword", "severity", "evidence").rows() == [("PatientAge", "medium", "09**")]
     assert findings["path"].str.ends_with("old.dcm").all()
@@ -346,14 +350,11 @@ def test_bytes_after_the_last_frame_of_the_pixel_data_are_pointed_out(tmp_path: 
     import numpy as np
 
     def image(name: str, rows: int, extra: bytes) -> None:
-        ds = pydicom.Dataset()
-        ds.file_meta = pydicom.dataset.FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
-        ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.7", pydicom.uid.generate_uid()
-        ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = rows, 5, 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-        ds.PixelData = np.zeros(rows * 5, dtype=np.uint8).tobytes() + extra
-        ds.save_as(tmp_path / name, enforce_file_format=True)
+        _minimal(
+            tmp_path / name, Rows=rows, Columns=5, SamplesPerPixel=1, PhotometricInterpretation="MONOCHROME2",
+            BitsAllocated=8, BitsStored=8, HighBit=7, PixelRepresentation=0,
+            PixelData=np.zeros(rows * 5, dtype=np.uint8).tobytes() + extra,
+        )  # fmt: skip
 
     image("plain.dcm", 4, b"")
     image("odd.dcm", 3, b"")  # 15 bytes and the pad byte: nothing hidden
@@ -365,12 +366,7 @@ def test_bytes_after_the_last_frame_of_the_pixel_data_are_pointed_out(tmp_path: 
 
 def test_pixel_data_excess_on_a_batch_without_images_finds_nothing(tmp_path: Path) -> None:
     """A scan of structured reports only has no Rows or BitsAllocated column at all."""
-    ds = pydicom.Dataset()
-    ds.file_meta = pydicom.dataset.FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
-    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.88.11", pydicom.uid.generate_uid()
-    ds.Modality = "SR"
-    ds.save_as(tmp_path / "report.dcm", enforce_file_format=True)
+    _minimal(tmp_path / "report.dcm", "1.2.840.10008.5.1.4.1.1.88.11", Modality="SR")
     scan = dcf.scan(tmp_path, progress=False)
     assert "Rows" not in scan.instances.columns
     assert audit_scan(scan, rules=["pixel_data_excess"]).height == 0
