@@ -252,11 +252,17 @@ def _names_in_text(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
     return _findings(rows, "name_in_text", "high", mask(pl.col("value")), "clean this text (Clean Descriptors)")
 
 
+#: keywords of attributes that name a version (SoftwareVersions, ImplementationVersionName):
+#: a build's date or number there ("VE11C 2019-11-05", "20191105") dates or numbers software,
+#: not a patient's care, and is not reported as a date or an ID in text
+_VERSION = pl.col("keyword").str.contains("Version").fill_null(False)
+
+
 def _dates_in_text(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
     # a value a Retain option keeps on purpose (a station named "CT 2019-11" under Retain
     # Device Identity) is not reported, as for IDs and contacts
     rows = _text(scan).filter(
-        pl.col("value").str.contains(_DATE) & ~pl.col("tag").is_in(_kept_by_options(ctx["profile"]))
+        pl.col("value").str.contains(_DATE) & ~pl.col("tag").is_in(_kept_by_options(ctx["profile"])) & ~_VERSION
     )
     return _findings(rows, "date_in_text", "medium", mask(pl.col("value")), "clean this text (Clean Descriptors)")
 
@@ -275,6 +281,7 @@ def _ids_in_text(scan: ScanResult, ctx: dict[str, Any]) -> pl.DataFrame:
         pl.col("value").str.contains(_ID)
         & ~pl.col("keyword").is_in(["PatientID", "AccessionNumber"])
         & ~pl.col("tag").is_in(_kept_by_options(ctx["profile"]))
+        & ~_VERSION
     )
     return _findings(rows, "id_in_text", "medium", mask(pl.col("value")), "clean this text (Clean Descriptors)")
 

@@ -334,6 +334,21 @@ def test_a_date_like_value_a_retain_option_keeps_is_not_a_date_in_text(tmp_path:
     assert sorted(removed["keyword"].to_list()) == ["StationName", "StudyDescription"]
 
 
+def test_a_build_date_or_number_in_a_version_is_not_a_date_or_an_id_in_text(tmp_path: Path) -> None:
+    """Software versions often carry a build's date or number: they date software, not care.
+    The same text in a description is still reported."""
+    _minimal(
+        tmp_path / "a.dcm",
+        SoftwareVersions=["VE11C 2019-11-05", "build 20191105"],
+        StudyDescription="VE11C 2019-11-05 build 20191105",
+    )
+    findings = audit_scan(dcf.scan(tmp_path, progress=False), rules=["date_in_text", "id_in_text"])
+    assert findings.select("rule", "keyword").sort("rule").rows() == [
+        ("date_in_text", "StudyDescription"),
+        ("id_in_text", "StudyDescription"),
+    ]
+
+
 def test_ages_over_89_kept_are_pointed_out_and_the_category_is_not(tmp_path: Path) -> None:
     """Retain Patient Characteristics keeps PatientAge: an age of 91 years or more is one of
     the identifiers the HIPAA Safe Harbor method aggregates; 090Y is that category."""
